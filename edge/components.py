@@ -1,0 +1,136 @@
+"""The small interfaces every source, stage and sink implements; the runtime does the rest.
+
+* A **source** reads a device and hands batches to ``emit``. It never retries a whole
+  run itself: if ``run`` raises, the supervisor restarts it with backoff. Where the
+  device takes commands it also implements ``write(command)`` (the write-back port).
+* A **stage** is pure and synchronous: ``process(batch, records, now_ns) -> StageOutput``.
+  No I/O. It returns the batch and the records to pass on (those it does not consume
+  plus those it makes) and the commands to send (the runtime sends them at once).
+  ``tick(now_ns)`` is called about every 100 ms for time-based decisions (stale data).
+* A **durable sink** gets journal entries: ``write(entries)`` returns what it rejected;
+  raising ``RetryableError`` means "retry the whole call later".
+* A **live sink** (OPC-UA) gets the fast path: ``publish(batch, records)`` must return
+  at once; it coalesces and does its own slicing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from edge.model import Record, SampleBatch, TagRegistry
+from edge.runtime.metrics import Metrics
+
+if TYPE_CHECKING:
+    from edge.journal import Entry, Kind
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A command for a device, e.g. a machine stop. ``source`` names the source whose
+    write-back port carries it; ``target`` and ``value`` mean what that source says."""
+
+    source: str
+    action: str
+    target: str = ""
+    value: float | str | bool = True
+    reason: str = ""
+
+
+Emit = Callable[[SampleBatch | None, Sequence[Record]], Awaitable[None]]
+
+
+@runtime_checkable
+class Source(Protocol):
+    name: str
+
+    async def run(self, emit: Emit) -> None: ...
+
+
+@runtime_checkable
+class Commandable(Protocol):
+    async def write(self, command: Command) -> None: ...
+
+
+@dataclass(slots=True)
+class StageOutput:
+    batch: SampleBatch
+    records: list[Record] = field(default_factory=list)
+    commands: list[Command] = field(default_factory=list)
+
+
+class Stage(Protocol):
+    name: str
+
+    def process(
+        self, batch: SampleBatch, records: Sequence[Record], now_ns: int
+    ) -> StageOutput: ...
+
+    def tick(self, now_ns: int) -> StageOutput: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """One journal entry the peer refused as invalid, with its answer."""
+
+    seq: int
+    reason: str
+    body: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    rejected: tuple[Rejection, ...] = ()
+
+
+class DurableSink(Protocol):
+    name: str
+    kinds: tuple[Kind, ...]
+
+    async def connect(self) -> None: ...
+
+    async def write(self, entries: Sequence[Entry]) -> WriteResult: ...
+
+    async def close(self) -> None: ...
+
+
+class LiveSink(Protocol):
+    name: str
+
+    async def run(self) -> None: ...
+
+    def publish(self, batch: SampleBatch, records: Sequence[Record]) -> None: ...
+
+
+@dataclass(slots=True)
+class Hooks:
+    """What the running gateway offers to components built late (OPC-UA, status).
+
+    ``status()`` returns the live status document (see ``edge.app.Gateway.status``);
+    ``reset_interlock(name)`` returns True when the reset took (condition clear).
+    """
+
+    status: Callable[[], dict[str, object]]
+    reset_interlock: Callable[[str], bool]
+
+
+def _no_status() -> dict[str, object]:
+    return {}
+
+
+def _no_reset(name: str) -> bool:
+    return False
+
+
+@dataclass(slots=True)
+class BuildContext:
+    """What a component's config gets when it builds its component."""
+
+    gateway_id: str
+    tags: TagRegistry
+    metrics: Metrics
+    state_dir: Path
+    secrets: Callable[[str], str]
+    hooks: Hooks = field(default_factory=lambda: Hooks(_no_status, _no_reset))

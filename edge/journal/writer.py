@@ -1,0 +1,178 @@
+"""Async front of the journal: group commit on one worker thread.
+
+Invariants:
+
+* Every journal call runs on one dedicated thread, in submission order, so the
+  ``Journal`` needs no locks and the event loop never waits on SQLite or fsync.
+* ``submit`` never blocks. Items submitted within ``commit_interval_s`` of each other,
+  from any producer, share one transaction. The future of an item resolves with its
+  seq only after its transaction committed.
+* When the disk refuses a commit (full, I/O error) the items stay pending in memory
+  and the commit is retried with backoff. Pending samples beyond ``max_pending_points``
+  are dropped oldest first, counted and logged; pending records are never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import structlog
+
+from edge.journal.store import Journal
+from edge.model import Record, SampleBatch
+from edge.runtime.metrics import Metrics
+
+log = structlog.get_logger("edge.journal")
+
+T = TypeVar("T")
+Item = SampleBatch | Sequence[Record]
+
+
+class JournalWriter:
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        commit_interval_s: float = 0.005,
+        max_pending_points: int = 2_000_000,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.journal = journal
+        self.commit_interval_s = commit_interval_s
+        self.max_pending_points = max_pending_points
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        self._pending: deque[tuple[Item, asyncio.Future[int]]] = deque()
+        self._pending_points = 0
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._capacity = asyncio.Event()
+        self._capacity.set()
+        self._closed = False
+        self.last_commit_ns = time.monotonic_ns()
+        self.commit_errors = 0
+        m = metrics or Metrics()
+        self._m_pending = m.gauge("edge_journal_pending_points", "Points waiting for a commit")
+        self._m_commit = m.histogram(
+            "edge_journal_commit_seconds", "Duration of one group commit",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.0),
+        )
+        self._m_dropped = m.counter(
+            "edge_journal_evicted_total", "Points evicted from the journal by its limits",
+            ["kind", "reason"],
+        )
+
+    # ----------------------------------------------------------------- producers
+
+    def submit(self, item: Item) -> asyncio.Future[int]:
+        """Queue an item for the next group commit; never blocks."""
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if self._closed:
+            fut.set_exception(RuntimeError("journal writer is closed"))
+            return fut
+        self._pending.append((item, fut))
+        self._pending_points += len(item)
+        self._m_pending.set(self._pending_points)
+        self._idle.clear()
+        self._wakeup.set()
+        if self._pending_points >= self.max_pending_points // 2:
+            self._capacity.clear()
+        return fut
+
+    async def append(self, item: Item) -> int:
+        return await self.submit(item)
+
+    async def wait_capacity(self) -> None:
+        """Backpressure for producers that can wait (file, batched MQTT)."""
+        await self._capacity.wait()
+
+    async def call(self, fn: Callable[..., T], *args: object) -> T:
+        """Run any journal operation on the journal thread, after what is queued there."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything submitted so far is committed."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    @property
+    def pending_points(self) -> int:
+        return self._pending_points
+
+    # ----------------------------------------------------------------- committer
+
+    async def run(self) -> None:
+        backoff = 0.05
+        while True:
+            if not self._pending:
+                self._idle.set()
+                self._wakeup.clear()
+                if self._closed:
+                    return
+                await self._wakeup.wait()
+                # Let other producers join this transaction.
+                await asyncio.sleep(self.commit_interval_s)
+            batch = list(self._pending)
+            items = [it for it, _ in batch]
+            t0 = time.perf_counter()
+            try:
+                seqs = await self.call(self.journal.append, items)
+            except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as exc:
+                self.commit_errors += 1
+                log.error(
+                    "journal commit failed; keeping data in memory and retrying",
+                    error=str(exc), pending_points=self._pending_points, retry_in_s=backoff,
+                )
+                self._shed_memory()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.05
+            self._m_commit.observe(time.perf_counter() - t0)
+            self.last_commit_ns = time.monotonic_ns()
+            for _ in batch:
+                item, fut = self._pending.popleft()
+                self._pending_points -= len(item)
+            for (_, fut), seq in zip(batch, seqs, strict=True):
+                if not fut.done():
+                    fut.set_result(seq)
+            self._m_pending.set(self._pending_points)
+            if self._pending_points < self.max_pending_points // 2:
+                self._capacity.set()
+
+    def _shed_memory(self) -> None:
+        if self._pending_points <= self.max_pending_points:
+            return
+        kept: deque[tuple[Item, asyncio.Future[int]]] = deque()
+        dropped = 0
+        for item, fut in self._pending:
+            over = self._pending_points - dropped > self.max_pending_points
+            if over and isinstance(item, SampleBatch):
+                dropped += len(item)
+                fut.set_exception(RuntimeError("dropped: journal unwritable and memory full"))
+                fut.exception()  # mark retrieved: nobody may be waiting on it
+            else:
+                kept.append((item, fut))
+        self._pending = kept
+        self._pending_points -= dropped
+        self._m_dropped.labels("samples", "memory").inc(dropped)
+        log.error("journal unwritable: dropped oldest pending samples", points=dropped)
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Commit what is pending (within ``timeout``), then close the journal."""
+        self._closed = True
+        self._wakeup.set()
+        if not await self.flush(timeout):
+            log.error("journal close: pending data not committed", points=self._pending_points)
+        await self.call(self.journal.close)
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,1 @@
+"""Runtime: supervision, systemd notify, logging and metrics."""
