@@ -32,10 +32,13 @@ _T = TypeVar("_T")
 
 
 class ConfigStruct(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Base for every config section: frozen, keyword-only, unknown keys rejected."""
+    """Base for every config section: frozen, keyword-only, unknown keys rejected.
+
+    Subclasses repeat ``frozen=True`` in their class line (mypy's dataclass_transform
+    needs it): ``class ModbusSourceConfig(ConfigStruct, frozen=True)``."""
 
 
-class GatewaySection(ConfigStruct):
+class GatewaySection(ConfigStruct, frozen=True):
     id: str = "edge-gateway"
     state_dir: str = "/var/lib/edge-gateway"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -57,7 +60,7 @@ class GatewaySection(ConfigStruct):
             raise ValueError("metrics_port must be 0 (off) or a TCP port")
 
 
-class JournalSection(ConfigStruct):
+class JournalSection(ConfigStruct, frozen=True):
     path: str = ""  # default: <state_dir>/journal.db
     durability: Literal["process-crash", "power-loss"] = "process-crash"
     max_mb: float = 1024.0
@@ -100,7 +103,7 @@ _SINGULAR = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Config:
     gateway: GatewaySection
     journal: JournalSection
@@ -180,7 +183,7 @@ def _components(raw: Mapping[str, Any], key: str, types: Mapping[str, str]) -> l
         if not isinstance(item, dict):
             raise ConfigError(f"{label}: must be a table")
         kind = item.get("type")
-        if kind not in types:
+        if not isinstance(kind, str) or kind not in types:
             raise ConfigError(
                 f"{label}: type must be one of {', '.join(sorted(types))} (got {kind!r})"
             )

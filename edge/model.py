@@ -204,7 +204,7 @@ class SampleBatch:
     def __len__(self) -> int:
         return int(self.tag_id.shape[0])
 
-    def take(self, index: npt.ArrayLike) -> SampleBatch:
+    def take(self, index: npt.NDArray[np.intp] | npt.NDArray[np.bool_] | slice) -> SampleBatch:
         return SampleBatch(
             self.tag_id[index], self.ts_ns[index], self.value[index], self.quality[index]
         )

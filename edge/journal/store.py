@@ -318,7 +318,8 @@ class Journal:
         """Apply the age limits. Called periodically by the runtime."""
         now_ns = time.time_ns() if now_ns is None else now_ns
         ev = Eviction()
-        for kind, max_age in ((KIND_SAMPLES, self.max_age_s), (KIND_RECORDS, self.record_max_age_s)):
+        limits = ((KIND_SAMPLES, self.max_age_s), (KIND_RECORDS, self.record_max_age_s))
+        for kind, max_age in limits:
             cutoff = now_ns - int(max_age * 1e9)
             rows = self._db.execute(
                 "SELECT seq, n, nbytes FROM entries WHERE kind = ? AND ts_ns < ? ORDER BY seq",
@@ -393,6 +394,10 @@ class Journal:
             self._m_bytes.set(0)
         return int(n)
 
+    def cursor(self, sink: str) -> int:
+        """The last seq the sink acked."""
+        return self._cursor(sink)
+
     def _cursor(self, sink: str) -> int:
         try:
             return self._cursors[sink]
@@ -460,11 +465,11 @@ class Journal:
 
     @property
     def head(self) -> int:
-        return self._head
+        return int(self._head)
 
     @property
     def bytes(self) -> int:
-        return self._bytes
+        return int(self._bytes)
 
     def count(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
