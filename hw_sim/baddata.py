@@ -1,0 +1,61 @@
+"""Bad-data modes, as real plants produce them. Off by default.
+
+A `BadData` setting says how often a row or message is spoiled (`rate`) and which
+defects may be chosen (`kinds`); `drift_ppm` makes the device clock run fast or
+slow. A `Defects` picker draws from its own seeded random stream, so switching bad
+data on never changes the physics of a run, only what is written out. Every
+spoiled item is written to the ground truth by the part that spoils it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: missing: a value left out; duplicate: the same row/message twice; naive_ts: a
+#: timestamp without time zone; garbage: a non-number or an unparseable payload.
+DEFECTS: tuple[str, ...] = ("missing", "duplicate", "naive_ts", "garbage")
+
+
+@dataclass(frozen=True)
+class BadData:
+    """How often, and how, output is spoiled. The default spoils nothing."""
+
+    rate: float = 0.0
+    kinds: tuple[str, ...] = field(default=DEFECTS)
+    drift_ppm: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.rate <= 1.0:
+            raise ValueError(f"bad_data.rate must be in [0, 1], got {self.rate}")
+        unknown = set(self.kinds) - set(DEFECTS)
+        if unknown:
+            raise ValueError(f"bad_data.kinds: unknown {sorted(unknown)}; known {DEFECTS}")
+        if self.rate > 0 and not self.kinds:
+            raise ValueError("bad_data.kinds must not be empty when rate > 0")
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0 or self.drift_ppm != 0
+
+
+class Defects:
+    """Seeded picker of defects; `pick()` returns a defect name or None."""
+
+    def __init__(self, seed: int, stream: int, cfg: BadData) -> None:
+        self.cfg = cfg
+        self.rng = np.random.default_rng([seed, stream, 0xBAD])
+
+    def pick(self) -> str | None:
+        if self.cfg.rate <= 0:
+            return None
+        if self.rng.random() >= self.cfg.rate:
+            return None
+        return str(self.cfg.kinds[int(self.rng.integers(len(self.cfg.kinds)))])
+
+    def drifted(self, t_ns: int, start_ns: int) -> int:
+        """Device timestamp for true time `t_ns`, with the configured clock drift."""
+        if self.cfg.drift_ppm == 0:
+            return t_ns
+        return t_ns + round((t_ns - start_ns) * self.cfg.drift_ppm * 1e-6)

@@ -1,0 +1,192 @@
+"""The motor line on MQTT (aiomqtt), wrapping `MotorLine`.
+
+Topics (station/component as in `hw_sim.motors`):
+
+* `stf/<station>/<component>/telemetry` (mode "json", one message per tick):
+  `{"ts": <epoch s, float>, "current_a": float, "state": "idle|inrush|running|
+  stopped", "position_mm": float|null, "barriers": {"L1": bool, ..}}`, barriers
+  only on the conveyor station's components;
+* `stf/<station>/<component>/batch` (mode "batch", one message per `batch_ticks`):
+  `{"ts": [..], "current_a": [..], "state": [..], "position_mm": [..]}`;
+* commands in on `stf/command`: `{"cmd": "stop"|"reset"|"replace", "target":
+  "<station>/<component>"|"<station>"|"all"}`.
+
+The physics runs on its own tick task whether or not the broker is reachable;
+what cannot be published while disconnected is counted in `dropped`, never
+queued. The connection is retried with a 1 s back-off and the command topic is
+subscribed again after each connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import json
+import logging
+from typing import Any
+
+import aiomqtt
+
+from .baddata import BadData, Defects
+from .clock import SimClock, ticks
+from .motors import MOTOR_IDS, MotorLine, MotorSample
+from .truth import TruthLog, iso_ns
+
+log = logging.getLogger("hw_sim.motors")
+COMMAND_TOPIC = "stf/command"
+
+
+def telemetry_topic(motor_id: str) -> str:
+    return f"stf/{motor_id}/telemetry"
+
+
+def batch_topic(motor_id: str) -> str:
+    return f"stf/{motor_id}/batch"
+
+
+class MotorPublisher:
+    """Publishes a `MotorLine` to an MQTT broker and obeys `stf/command`."""
+
+    def __init__(
+        self,
+        line: MotorLine,
+        clock: SimClock,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        *,
+        mode: str = "json",
+        batch_ticks: int = 10,
+        qos: int = 0,
+        bad: BadData | None = None,
+        seed: int = 0,
+        truth: TruthLog | None = None,
+        health_every_s: float = 600.0,
+        horizon_ticks: int = 36_000,
+    ) -> None:
+        if mode not in ("json", "batch"):
+            raise ValueError(f"motors mode must be 'json' or 'batch', got {mode!r}")
+        self.line, self.clock, self.host, self.port = line, clock, host, port
+        self.mode, self.batch_ticks, self.qos = mode, max(1, batch_ticks), qos
+        self.defects = Defects(seed, 3, bad or BadData())
+        self.truth = truth
+        self.health_every_ticks = max(1, round(health_every_s / line.tick_s))
+        self.horizon_ticks = horizon_ticks
+        self.client: aiomqtt.Client | None = None
+        self.connected = asyncio.Event()
+        self.published = self.dropped = self.commands = 0
+        self._batch: dict[str, list[MotorSample]] = {m: [] for m in MOTOR_IDS}
+
+    async def run(self) -> None:
+        """Run until cancelled: the tick task and the broker connection."""
+        ticker = asyncio.create_task(self._ticks(), name="motors-ticks")
+        try:
+            await self._connection()
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+    async def _connection(self) -> None:
+        while True:
+            try:
+                async with aiomqtt.Client(self.host, self.port) as client:
+                    await client.subscribe(COMMAND_TOPIC, qos=1)
+                    self.client = client
+                    self.connected.set()
+                    async for msg in client.messages:
+                        self._on_command(bytes(msg.payload) if isinstance(
+                            msg.payload, bytes | bytearray) else str(msg.payload).encode())
+            except aiomqtt.MqttError as exc:
+                log.warning("mqtt %s:%s: %s; retrying in 1 s", self.host, self.port, exc)
+            finally:
+                self.client = None
+                self.connected.clear()
+            await asyncio.sleep(1.0)
+
+    def _on_command(self, payload: bytes) -> None:
+        try:
+            msg = json.loads(payload)
+            self.line.command(str(msg["cmd"]), str(msg.get("target", "all")))
+            self.commands += 1
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("ignored command %r: %s", payload[:200], exc)
+
+    async def _ticks(self) -> None:
+        async for k, _ts in ticks(self.clock, self.line.tick_s):
+            if k == 0:
+                continue
+            samples = self.line.step()
+            if self.line.tick % self.health_every_ticks == 1:
+                await self._health()
+            if self.mode == "json":
+                for s in samples:
+                    await self._send(self._telemetry(s))
+            else:
+                for s in samples:
+                    buf = self._batch[f"{s.station}/{s.component}"]
+                    buf.append(s)
+                    if len(buf) >= self.batch_ticks:
+                        await self._send(self._batched(buf))
+                        buf.clear()
+
+    async def _health(self) -> None:
+        twin = copy.deepcopy(self.line)
+        twin.truth = None
+        ttf = await asyncio.to_thread(twin.time_to_failure, self.horizon_ticks)
+        self.line.emit_health(ttf, self.horizon_ticks)
+
+    def _ts(self, s: MotorSample, defect: str | None) -> float | str:
+        ts = self.defects.drifted(s.ts_ns, self.line.start_ns)
+        if defect == "naive_ts":
+            return iso_ns(ts).removesuffix("+00:00")
+        return round(ts / 1e9, 3)
+
+    def _telemetry(self, s: MotorSample) -> list[tuple[str, bytes]]:
+        defect = self.defects.pick()
+        body: dict[str, Any] = {
+            "ts": self._ts(s, defect), "current_a": s.current_a, "state": s.state,
+            "position_mm": s.position_mm,
+        }
+        if s.barriers is not None:
+            body["barriers"] = s.barriers
+        return self._spoil(f"{s.station}/{s.component}", telemetry_topic, body, defect, s.ts_ns)
+
+    def _batched(self, buf: list[MotorSample]) -> list[tuple[str, bytes]]:
+        defect = self.defects.pick()
+        body: dict[str, Any] = {
+            "ts": [self._ts(s, defect) for s in buf],
+            "current_a": [s.current_a for s in buf],
+            "state": [s.state for s in buf],
+            "position_mm": [s.position_mm for s in buf],
+        }
+        m = f"{buf[0].station}/{buf[0].component}"
+        return self._spoil(m, batch_topic, body, defect, buf[-1].ts_ns)
+
+    def _spoil(self, motor: str, topic_of: Any, body: dict[str, Any], defect: str | None,
+               ts_ns: int) -> list[tuple[str, bytes]]:
+        topic = topic_of(motor)
+        if defect == "missing":
+            if isinstance(body["current_a"], list):
+                body["current_a"][0] = None
+            else:
+                body["current_a"] = None
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        if defect == "garbage":
+            payload = b"\x00\xffgarbage{" + payload[:7]
+        if defect is not None and self.truth is not None:
+            self.truth.emit("bad_data", "motors", ts_ns, defect=defect, motor=motor, topic=topic)
+        out = [(topic, payload)]
+        return out * 2 if defect == "duplicate" else out
+
+    async def _send(self, messages: list[tuple[str, bytes]]) -> None:
+        client = self.client
+        for topic, payload in messages:
+            if client is None:
+                self.dropped += 1
+                continue
+            try:
+                await client.publish(topic, payload, qos=self.qos)
+                self.published += 1
+            except aiomqtt.MqttError:
+                self.dropped += 1
