@@ -1,0 +1,387 @@
+"""File-drop source: CSV files in watched folders, per-part drops or growing daily files.
+
+Invariants:
+
+* Only complete lines are consumed: the offset kept per file always sits just past a
+  newline, so a half-written row of a growing file is read once it is whole.
+* The checkpoint (``file_checkpoint``) is saved only after ``emit`` returned for the
+  rows up to its offset: after a restart nothing is read twice and nothing is skipped.
+  A file whose inode or first bytes changed, or that shrank, is read again from 0.
+* A bad row never stops the source: it becomes a ``Quarantine`` record naming the file,
+  the line and the reason, and is counted in ``edge_source_rejected_total``.
+* The event loop is never held for long: reads run in a worker thread and rows are
+  parsed in slices that yield between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fnmatch
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+import numpy as np
+import structlog
+import watchfiles
+
+from edge.components import BuildContext, Emit
+from edge.config import ConfigStruct
+from edge.model import CmmReading, Quarantine, Record, SampleBatch, TagRegistry
+from edge.sources import file_checkpoint
+from edge.sources.csv_parse import (
+    CMM_FIELDS,
+    CmmParser,
+    CmmRow,
+    ParseResult,
+    RowError,
+    SampleRow,
+    SamplesParser,
+)
+from edge.sources.file_checkpoint import FileMark
+from edge.sources.metrics import SourceMetrics
+from edge.sources.timestamps import EpochUnit, zone
+
+log = structlog.get_logger("edge.sources.file")
+
+CHUNK = 1 << 20
+MAX_LINE = 4 << 20
+SLICE_ROWS = 250
+CMM_TEMPS = ("air_temp_c", "scale_temp_c", "part_temp_c")
+
+
+class ValueColumnConfig(ConfigStruct, frozen=True):
+    column: str
+    tag: str
+    unit: str = ""
+    low: float | None = None
+    high: float | None = None
+
+
+class FileSourceConfig(ConfigStruct, frozen=True):
+    name: str
+    paths: list[str]
+    pattern: str = "*.csv"
+    ignore: list[str] = msgspec.field(default_factory=lambda: ["*.tmp", ".*"])
+    mode: Literal["cmm", "samples"] = "cmm"
+    device: str = ""
+    columns: dict[str, str] = msgspec.field(default_factory=dict)
+    timestamp_column: str = "timestamp"
+    values: list[ValueColumnConfig] = msgspec.field(default_factory=list)
+    timezone: str = ""
+    epoch_unit: EpochUnit = "s"
+    poll: bool = False
+    poll_interval_ms: int = 500
+    debounce_ms: int = 300
+    rescan_s: float = 10.0
+    batch_rows: int = 5000
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("name must not be empty")
+        if not self.paths:
+            raise ValueError("paths must name at least one folder")
+        zone(self.timezone)
+        if self.mode == "cmm":
+            unknown = set(self.columns) - set(CMM_FIELDS)
+            if unknown:
+                raise ValueError(
+                    f"columns has unknown fields {sorted(unknown)}; known: {', '.join(CMM_FIELDS)}"
+                )
+            if self.values:
+                raise ValueError("values is for mode = 'samples'; use columns in mode 'cmm'")
+        else:
+            if not self.values:
+                raise ValueError("values must list at least one column in mode 'samples'")
+            if self.columns:
+                raise ValueError("columns is for mode = 'cmm'; use values in mode 'samples'")
+            if len({v.column for v in self.values}) != len(self.values):
+                raise ValueError("values names a column twice")
+        if self.batch_rows < 1:
+            raise ValueError("batch_rows must be >= 1")
+        if self.poll_interval_ms < 10 or self.debounce_ms < 0 or self.rescan_s <= 0:
+            raise ValueError("poll_interval_ms must be >= 10, debounce_ms >= 0, rescan_s > 0")
+
+    @property
+    def device_name(self) -> str:
+        return self.device or self.name
+
+    def declare_tags(self, tags: TagRegistry) -> None:
+        if self.mode == "cmm":
+            for t in CMM_TEMPS:
+                tags.add(self.device_name, t, unit="degC", description=f"CMM {t}")
+        else:
+            for v in self.values:
+                tags.add(self.device_name, v.tag, unit=v.unit, low=v.low, high=v.high)
+
+    def build(self, ctx: BuildContext) -> FileSource:
+        return FileSource(self, ctx)
+
+
+class _Cursor:
+    """Reading state of one file (its mark, its parser, the rows already seen)."""
+
+    def __init__(self, mark: FileMark, parser: CmmParser | SamplesParser) -> None:
+        self.mark = mark
+        self.parser = parser
+        self.seen: set[bytes] = set()
+        self.head = b""  # the file's first bytes, when read from offset 0
+        self.primed = mark.offset == 0
+
+
+class FileSource:
+    def __init__(self, cfg: FileSourceConfig, ctx: BuildContext) -> None:
+        self.name = cfg.name
+        self.cfg = cfg
+        self.tz = zone(cfg.timezone)
+        self.metrics = SourceMetrics(ctx.metrics, cfg.name)
+        self.checkpoint_path = ctx.state_dir / "checkpoints" / f"{cfg.name}.json"
+        dev = cfg.device_name
+        if cfg.mode == "cmm":
+            self.tag_ids = np.array([ctx.tags.id_of(f"{dev}/{t}") for t in CMM_TEMPS], np.int32)
+        else:
+            self.tag_ids = np.array(
+                [ctx.tags.id_of(f"{dev}/{v.tag}") for v in cfg.values], np.int32
+            )
+        self.marks: dict[str, FileMark] = {}
+        self.cursors: dict[str, _Cursor] = {}
+
+    # ------------------------------------------------------------------ driving
+
+    async def run(self, emit: Emit) -> None:
+        self.marks = await asyncio.to_thread(file_checkpoint.load, self.checkpoint_path)
+        folders = [Path(p) for p in self.cfg.paths]
+        for folder in folders:
+            if not folder.is_dir():
+                log.error("watched folder missing", source=self.name, folder=str(folder))
+        await self.scan(emit)
+        next_rescan = time.monotonic() + self.cfg.rescan_s
+        watched = [str(f) for f in folders if f.is_dir()]
+        if not watched:
+            while True:  # folders may be mounted later
+                await asyncio.sleep(self.cfg.rescan_s)
+                await self.scan(emit)
+        async for changes in watchfiles.awatch(
+            *watched, watch_filter=None, force_polling=self.cfg.poll,
+            poll_delay_ms=self.cfg.poll_interval_ms, debounce=self.cfg.debounce_ms,
+            rust_timeout=int(self.cfg.rescan_s * 1000), yield_on_timeout=True,
+            recursive=False,
+        ):
+            if time.monotonic() >= next_rescan:
+                next_rescan = time.monotonic() + self.cfg.rescan_s
+                await self.scan(emit)
+                continue
+            paths = sorted({p for change, p in changes if change != watchfiles.Change.deleted})
+            for p in paths:
+                if self._wanted(Path(p)):
+                    await self.consume(Path(p), emit)
+
+    def _wanted(self, path: Path) -> bool:
+        name = path.name
+        if not fnmatch.fnmatchcase(name, self.cfg.pattern):
+            return False
+        return not any(fnmatch.fnmatchcase(name, g) for g in self.cfg.ignore)
+
+    async def scan(self, emit: Emit) -> None:
+        """Read what is new in every matching file, oldest first; forget vanished files."""
+        found: list[tuple[int, str, Path]] = []
+        for folder in self.cfg.paths:
+            with contextlib.suppress(OSError):
+                for entry in os.scandir(folder):
+                    p = Path(entry.path)
+                    if entry.is_file() and self._wanted(p):
+                        with contextlib.suppress(OSError):
+                            found.append((entry.stat().st_mtime_ns, entry.name, p))
+        for _, _, p in sorted(found):
+            await self.consume(p, emit)
+        present = {str(p) for _, _, p in found}
+        gone = [k for k in self.marks if k not in present]
+        if gone:
+            for k in gone:
+                self.marks.pop(k, None)
+                self.cursors.pop(k, None)
+            await asyncio.to_thread(file_checkpoint.save, self.checkpoint_path, dict(self.marks))
+
+    # ------------------------------------------------------------------ one file
+
+    def _parser(self) -> CmmParser | SamplesParser:
+        if self.cfg.mode == "cmm":
+            return CmmParser(self.cfg.columns, self.tz, self.cfg.epoch_unit)
+        return SamplesParser(
+            self.cfg.timestamp_column, [v.column for v in self.cfg.values], self.tz,
+            self.cfg.epoch_unit,
+        )
+
+    async def _cursor(self, path: Path) -> _Cursor | None:
+        key = str(path)
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        cur = self.cursors.get(key)
+        mark = cur.mark if cur is not None else self.marks.get(key)
+        if mark is not None and (mark.ino, mark.dev) == (st.st_ino, st.st_dev) and (
+            st.st_size >= mark.offset
+        ):
+            if cur is not None:
+                return cur
+            cur = _Cursor(mark, self._parser())
+            if await asyncio.to_thread(self._prime, path, cur):
+                self.cursors[key] = cur
+                return cur
+        if mark is not None:
+            log.warning("file replaced or truncated, reading it from the start",
+                        source=self.name, file=str(path), offset=mark.offset)
+        cur = _Cursor(FileMark(st.st_dev, st.st_ino, 0, 0, "", 0), self._parser())
+        self.cursors[key] = cur
+        self.marks[key] = cur.mark
+        return cur
+
+    @staticmethod
+    def _prime(path: Path, cur: _Cursor) -> bool:
+        """After a restart: check the fingerprint, re-read the header and the rows seen."""
+        mark = cur.mark
+        with path.open("rb") as fh:
+            consumed = fh.read(mark.offset)
+        if len(consumed) != mark.offset:
+            return False
+        if file_checkpoint.fingerprint(consumed[: mark.head_len]) != (mark.head, mark.head_len):
+            return False
+        lines = consumed.split(b"\n")[:-1]
+        if lines:
+            cur.parser.set_header(lines[0])
+            cur.seen.update(line.rstrip(b"\r") for line in lines[1:] if line.strip())
+        cur.primed = True
+        return True
+
+    async def consume(self, path: Path, emit: Emit) -> None:
+        """Read and emit every complete new line of ``path``."""
+        cur = await self._cursor(path)
+        if cur is None:
+            return
+        while True:
+            data = await asyncio.to_thread(_read_lines, path, cur.mark.offset)
+            if not data:
+                return
+            await self._process(path, cur, data, emit)
+
+    async def _process(self, path: Path, cur: _Cursor, data: bytes, emit: Emit) -> None:
+        lines = data.split(b"\n")
+        if lines[-1] == b"":
+            lines.pop()
+        mark = cur.mark
+        if mark.offset == 0:
+            header = lines.pop(0)
+            problem = cur.parser.set_header(header)
+            consumed = len(header) + 1
+            cur.head = data[: file_checkpoint.FINGERPRINT_BYTES]
+            mark.line = 1
+            if problem:
+                await self._emit(path, cur, emit, [], [RowError(1, "bad_header", problem,
+                                 header.decode("utf-8", "replace")[:200])], consumed)
+            else:
+                mark.offset += consumed
+        start = 0
+        while start < len(lines):
+            chunk = lines[start : start + self.cfg.batch_rows]
+            numbered = [(mark.line + 1 + i, line) for i, line in enumerate(chunk)]
+            result: ParseResult[CmmRow] | ParseResult[SampleRow] = ParseResult()
+            for s in range(0, len(numbered), SLICE_ROWS):
+                part = cur.parser.parse(numbered[s : s + SLICE_ROWS], cur.seen)
+                result.rows.extend(part.rows)  # type: ignore[arg-type]
+                result.errors.extend(part.errors)
+                await asyncio.sleep(0)
+            nbytes = sum(len(line) for line in chunk) + len(chunk)
+            await self._emit(path, cur, emit, result.rows, result.errors, nbytes)
+            mark.line += len(chunk)
+            start += len(chunk)
+
+    async def _emit(
+        self, path: Path, cur: _Cursor, emit: Emit,
+        rows: Sequence[CmmRow] | Sequence[SampleRow], errors: Sequence[RowError],
+        nbytes: int,
+    ) -> None:
+        now = time.time_ns()
+        records: list[Record] = []
+        batch: SampleBatch | None = None
+        if rows:
+            if self.cfg.mode == "cmm":
+                batch, readings = self._cmm(path.name, rows)  # type: ignore[arg-type]
+                records.extend(readings)
+            else:
+                batch = self._samples(rows)  # type: ignore[arg-type]
+        for e in errors:
+            records.append(Quarantine(
+                now, self.name, e.reason, where=f"{path.name}:{e.line}", payload=e.text,
+            ))
+        if batch is not None or records:
+            await emit(batch, records)
+            received = (len(batch) if batch is not None else 0) + len(records) - len(errors)
+            self.metrics.received(received)
+            if rows:
+                self.metrics.sampled(self.cfg.device_name)
+        if errors:
+            kinds: dict[str, int] = {}
+            for e in errors:
+                kinds[e.kind] = kinds.get(e.kind, 0) + 1
+            for kind, n in kinds.items():
+                self.metrics.rejected(kind, n)
+            log.warning("rows quarantined", source=self.name, file=str(path), count=len(errors),
+                        first_line=errors[0].line, first_reason=errors[0].reason)
+        mark = cur.mark
+        mark.offset += nbytes
+        if mark.head_len < min(mark.offset, len(cur.head)):
+            mark.head, mark.head_len = file_checkpoint.fingerprint(cur.head[: mark.offset])
+        self.marks[str(path)] = cur.mark
+        await asyncio.to_thread(file_checkpoint.save, self.checkpoint_path, dict(self.marks))
+
+    def _cmm(self, file: str, rows: Sequence[CmmRow]) -> tuple[SampleBatch, list[Record]]:
+        dev = self.cfg.device_name
+        readings: list[Record] = [
+            CmmReading(
+                r.ts_ns, dev, r.part_id, r.lot, r.feature, r.nominal_mm, r.tol_mm,
+                r.measured_mm, r.part_temp_c, r.air_temp_c, r.scale_temp_c, where=file,
+            )
+            for r in rows
+        ]
+        ts = np.fromiter((r.ts_ns for r in rows), np.int64, len(rows))
+        vals = np.array([(r.air_temp_c, r.scale_temp_c, r.part_temp_c) for r in rows], np.float64)
+        keep = ~np.isnan(vals)  # no part probe: no part temperature sample, not a NaN one
+        tag = np.broadcast_to(self.tag_ids, vals.shape)
+        tsm = np.broadcast_to(ts[:, None], vals.shape)
+        return SampleBatch(tag[keep], tsm[keep], vals[keep]), readings
+
+    def _samples(self, rows: Sequence[SampleRow]) -> SampleBatch:
+        n, k = len(rows), len(self.tag_ids)
+        ts = np.fromiter((r.ts_ns for r in rows), np.int64, n)
+        vals = np.array([r.values for r in rows], np.float64).reshape(n * k)
+        return SampleBatch(np.tile(self.tag_ids, n), np.repeat(ts, k), vals)
+
+
+def _read_lines(path: Path, offset: int) -> bytes:
+    """Bytes from ``offset`` up to the last complete line (b'' if none yet).
+
+    A line longer than ``MAX_LINE`` is returned cut at that length with a newline added,
+    so that it is quarantined and reading goes on."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            size = CHUNK
+            while True:
+                data = fh.read(size)
+                end = data.rfind(b"\n")
+                if end >= 0:
+                    return data[: end + 1]
+                if len(data) < size:
+                    return b""
+                if size >= MAX_LINE:
+                    return data[: MAX_LINE - 1] + b"\n"
+                fh.seek(offset)
+                size *= 2
+    except OSError:
+        return b""
+
