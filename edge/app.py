@@ -1,0 +1,366 @@
+"""The one place that wires sources -> stages -> journal -> sinks.
+
+Invariants:
+
+* The fast path runs where a batch arrives: every stage, then the stage's commands are
+  sent (with a timeout) before anything else is done with the batch; only then does
+  the batch go to the journal writer (never awaited, except by sources that ask for
+  ``wait_durable``) and to the live sink.
+* Durable sinks read from the journal in their own loops; nothing on the fast path
+  waits for a sink, the network or the disk.
+* Shutdown order: sources stop first, the journal is flushed, delivery loops and sinks
+  stop, the journal closes. Everything within ``gateway.shutdown_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import structlog
+
+from edge.components import (
+    BuildContext,
+    Command,
+    Commandable,
+    DurableSink,
+    Hooks,
+    LiveSink,
+    Source,
+    Stage,
+    StageOutput,
+)
+from edge.config import Config, secret_reader
+from edge.journal import Journal, JournalWriter
+from edge.model import InterlockTrip, Record, SampleBatch, TagRegistry
+from edge.runtime import control
+from edge.runtime.metrics import Metrics
+from edge.runtime.status import StatusBoard
+from edge.runtime.supervisor import Supervisor
+from edge.runtime.systemd import Notifier
+from edge.sinks.delivery import Backoff, SinkState, deliver
+
+log = structlog.get_logger("edge.app")
+
+COMMAND_TIMEOUT_S = 1.0
+TICK_S = 0.1
+
+
+class Gateway:
+    """The daemon. ``await Gateway(cfg).run(stop)`` serves until ``stop`` is set."""
+
+    def __init__(
+        self, cfg: Config, *, secrets: Callable[[str], str] | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.gateway_id = cfg.gateway.id
+        self.metrics = Metrics()
+        self.tags = TagRegistry()
+        self.notifier = notifier or Notifier()
+        self._secrets = secrets or secret_reader()
+        self.sources: list[Source] = []
+        self.stages: list[Stage] = []
+        self.sinks: list[DurableSink] = []
+        self.sink_states: dict[str, SinkState] = {}
+        self.live: LiveSink | None = None
+        self.writer: JournalWriter | None = None
+        self.supervisor = Supervisor(metrics=self.metrics)
+        self.board = StatusBoard(self)
+        self.ready = asyncio.Event()
+        self._last_tick = time.monotonic()
+        m = self.metrics
+        self._m_in = m.counter("edge_ingest_total", "Items ingested", ["source", "kind"])
+        self._m_reaction = m.histogram(
+            "edge_interlock_reaction_seconds",
+            "From batch in hand to the stop command written to the device", ["interlock"],
+        )
+        self._m_cmd_fail = m.counter(
+            "edge_command_failures_total", "Device commands that failed", ["source", "action"]
+        )
+
+    # ------------------------------------------------------------------ build
+
+    def _build(self) -> None:
+        cfg = self.cfg
+        for src in cfg.sources:
+            src.declare_tags(self.tags)
+        for section in ("compensation", "health", "spc"):
+            for item in cfg.section(section):
+                if hasattr(item, "declare_tags"):
+                    item.declare_tags(self.tags)
+        self.board.declare_tags(self.tags, [s.name for s in cfg.sinks],
+                                [s.name for s in cfg.sources])
+        ctx = BuildContext(
+            gateway_id=self.gateway_id, tags=self.tags, metrics=self.metrics,
+            state_dir=cfg.state_dir, secrets=self._secrets,
+            hooks=Hooks(status=self.status, reset_interlock=self.reset_interlock),
+        )
+        self.sources = [src.build(ctx) for src in cfg.sources]
+        if any(cfg.section(s) for s in ("compensation", "interlocks", "health", "spc")):
+            from edge.processing import build_stages
+
+            self.stages = list(build_stages(cfg, ctx))
+        self.sinks = [sink.build(ctx) for sink in cfg.sinks]
+        self.sink_states = {s.name: SinkState(s.name) for s in self.sinks}
+        opcua = cfg.section("opcua")
+        if opcua is not None:
+            self.live = opcua.build(ctx)
+        j = cfg.journal
+        journal = Journal(
+            cfg.journal_path, sinks=[s.name for s in self.sinks], durability=j.durability,
+            max_bytes=int(j.max_mb * 1024 * 1024), max_age_s=j.max_age_h * 3600,
+            record_max_age_s=j.record_max_age_h * 3600, metrics=self.metrics,
+        )
+        self.writer = JournalWriter(
+            journal, commit_interval_s=j.commit_interval_ms / 1000,
+            max_pending_points=j.max_pending_points, metrics=self.metrics,
+        )
+
+    def stage(self, name: str) -> Any:
+        return next((s for s in self.stages if s.name == name), None)
+
+    # ------------------------------------------------------------------ fast path
+
+    async def _ingest(self, source: Source, batch: SampleBatch | None,
+                      records: Sequence[Record]) -> None:
+        t0 = time.perf_counter_ns()
+        now_ns = time.time_ns()
+        batch = batch if batch is not None else SampleBatch.empty()
+        if len(batch):
+            self._m_in.labels(source.name, "samples").inc(len(batch))
+        if records:
+            self._m_in.labels(source.name, "records").inc(len(records))
+        out_records: list[Record] = list(records)
+        for stage in self.stages:
+            out = stage.process(batch, out_records, now_ns)
+            batch, out_records = out.batch, out.records
+            if out.commands:
+                out_records = await self._send(out.commands, out_records, t0)
+        await self._keep(batch, out_records, wait=getattr(source, "wait_durable", False))
+
+    async def _keep(self, batch: SampleBatch, records: Sequence[Record], *, wait: bool) -> None:
+        assert self.writer is not None
+        futures = []
+        if len(batch):
+            futures.append(self.writer.submit(batch))
+        if records:
+            futures.append(self.writer.submit(list(records)))
+        if self.live is not None and (len(batch) or records):
+            self.live.publish(batch, records)
+        if wait and futures:
+            await asyncio.gather(*futures)
+        elif futures:
+            await self.writer.wait_capacity()
+
+    async def _send(self, commands: Sequence[Command], records: list[Record],
+                    t0_ns: int) -> list[Record]:
+        """Send every command now, concurrently; attach the outcome to its trip record."""
+        results = await asyncio.gather(*(self._send_one(c) for c in commands))
+        reaction_ns = time.perf_counter_ns() - t0_ns
+        outcome = {c.reason: ok for c, ok in zip(commands, results, strict=True)}
+        patched: list[Record] = []
+        for rec in records:
+            if isinstance(rec, InterlockTrip) and rec.interlock in outcome:
+                self._m_reaction.labels(rec.interlock).observe(reaction_ns / 1e9)
+                patched.append(msgspec.structs.replace(
+                    rec, action_ok=outcome[rec.interlock], reaction_ns=reaction_ns
+                ))
+            else:
+                patched.append(rec)
+        return patched
+
+    async def _send_one(self, cmd: Command) -> bool:
+        src = next((s for s in self.sources if s.name == cmd.source), None)
+        if src is None or not isinstance(src, Commandable):
+            log.error("command for a source without a write-back port", source=cmd.source,
+                      action=cmd.action, reason=cmd.reason)
+            self._m_cmd_fail.labels(cmd.source, cmd.action).inc()
+            return False
+        try:
+            await asyncio.wait_for(src.write(cmd), COMMAND_TIMEOUT_S)
+        except Exception as exc:  # the device may fail in any way; the trip is still recorded
+            log.error("device command failed", source=cmd.source, action=cmd.action,
+                      target=cmd.target, reason=cmd.reason, error=str(exc) or type(exc).__name__)
+            self._m_cmd_fail.labels(cmd.source, cmd.action).inc()
+            return False
+        log.warning("device command sent", source=cmd.source, action=cmd.action,
+                    target=cmd.target, reason=cmd.reason)
+        return True
+
+    async def _ticker(self) -> None:
+        """Time-based decisions (stale data) and the loop-lag heartbeat."""
+        while True:
+            await asyncio.sleep(TICK_S)
+            self._last_tick = time.monotonic()
+            if not self.stages:
+                continue
+            t0 = time.perf_counter_ns()
+            now_ns = time.time_ns()
+            for i, stage in enumerate(self.stages):
+                out: StageOutput = stage.tick(now_ns)
+                batch, records = out.batch, out.records
+                if out.commands:
+                    records = await self._send(out.commands, records, t0)
+                # Later stages see what a tick produced, like any other batch.
+                for later in self.stages[i + 1:]:
+                    nxt = later.process(batch, records, now_ns)
+                    batch, records = nxt.batch, nxt.records
+                if len(batch) or records:
+                    await self._keep(batch, records, wait=False)
+
+    # ------------------------------------------------------------------ operator hooks
+
+    def status(self) -> dict[str, Any]:
+        return self.board.document()
+
+    def reset_interlock(self, name: str) -> bool:
+        stage = self.stage("interlock")
+        if stage is None:
+            raise KeyError(f"no interlock named '{name}' (no interlocks configured)")
+        ok: bool = stage.reset(name, time.time_ns())
+        log.warning("interlock reset requested", interlock=name, took=ok)
+        return ok
+
+    async def _control(self, req: dict[str, Any]) -> dict[str, Any]:
+        cmd = req.get("cmd")
+        if cmd == "status":
+            return {"ok": True, "status": self.status()}
+        if cmd == "interlock_reset":
+            name = str(req.get("name", ""))
+            try:
+                took = self.reset_interlock(name)
+            except KeyError as exc:
+                return {"ok": False, "error": str(exc.args[0])}
+            return {"ok": took, "error": "" if took else
+                    f"interlock '{name}' not reset: its condition is still active"}
+        if cmd == "journal_replay":
+            assert self.writer is not None
+            ids = [int(i) for i in req.get("ids", [])]
+            seqs = await self.writer.call(self.writer.journal.replay_dead_letters, ids)
+            return {"ok": True, "replayed": len(seqs)}
+        return {"ok": False, "error": f"unknown command {cmd!r}"}
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, stop: asyncio.Event) -> int:
+        cfg = self.cfg
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        self._build()
+        assert self.writer is not None
+        writer = self.writer
+        sup = self.supervisor
+        t_start = time.monotonic()
+        if self.stages:
+            from edge.processing import warm_up
+
+            took = await asyncio.to_thread(warm_up)
+            log.info("kernels compiled", seconds=round(took, 3))
+        sup.add("journal", writer.run)
+        sup.add("control", functools.partial(control.serve, self.control_path, self._control))
+        sup.add("status", self.board.run)
+        if self.live is not None:
+            sup.add("opcua", self.live.run)
+        for sink in self.sinks:
+            sup.add(f"sink:{sink.name}", functools.partial(
+                deliver, writer, sink, state=self.sink_states[sink.name], metrics=self.metrics,
+                backoff=Backoff(),
+            ))
+        sup.add("ticker", self._ticker)
+        for source in self.sources:
+            sup.add(f"source:{source.name}",
+                    functools.partial(source.run, functools.partial(self._ingest, source)))
+        sup.add_check("event loop", self._loop_check)
+        sup.add_check("journal", self._journal_check)
+        if self.live is not None:
+            started: asyncio.Event | None = getattr(self.live, "started", None)
+            if started is not None:
+                await _wait_or_stop(started, stop)
+        self.ready.set()
+        self.notifier.ready(self.board.status_line())
+        log.info(
+            "gateway ready", gateway=self.gateway_id, seconds=round(time.monotonic() - t_start, 3),
+            sources=[s.name for s in self.sources], sinks=[s.name for s in self.sinks],
+            stages=[s.name for s in self.stages], tags=len(self.tags),
+            opcua=getattr(self.live, "endpoint", None), journal=str(cfg.journal_path),
+        )
+        watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
+        await stop.wait()
+        watchdog.cancel()
+        return await self._shutdown()
+
+    @property
+    def control_path(self) -> Path:
+        return self.cfg.state_dir / "control.sock"
+
+    async def _shutdown(self) -> int:
+        assert self.writer is not None
+        deadline = time.monotonic() + self.cfg.gateway.shutdown_timeout_s
+        self.notifier.stopping()
+        log.info("stopping: sources first, then flushing the journal")
+        sup = self.supervisor
+        for source in self.sources:
+            left = max(0.05, deadline - time.monotonic())
+            await sup.stop_component(f"source:{source.name}", left)
+        await sup.stop_component("ticker", 1.0)
+        flushed = await self.writer.flush(max(0.1, deadline - time.monotonic() - 1.0))
+        ok = await sup.stop(deadline - 0.5)
+        for sink in self.sinks:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(sink.close(), max(0.05, deadline - time.monotonic()))
+        await self.writer.close(max(0.1, deadline - time.monotonic()))
+        self.notifier.close()
+        log.info("stopped", journal_flushed=flushed, clean=ok)
+        return 0 if flushed else 1
+
+    def _loop_check(self) -> str | None:
+        lag = time.monotonic() - self._last_tick
+        if lag > self.cfg.gateway.stall_timeout_s:
+            return f"no tick for {lag:.1f} s"
+        return None
+
+    def _journal_check(self) -> str | None:
+        assert self.writer is not None
+        w = self.writer
+        idle_s = (time.monotonic_ns() - w.last_commit_ns) / 1e9
+        if w.pending_points and idle_s > self.cfg.gateway.stall_timeout_s:
+            return f"{w.pending_points} points not committed for {idle_s:.0f} s"
+        return None
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval_s or 5.0
+        interval = min(interval, 5.0)
+        while True:
+            ok, problems = self.supervisor.healthy()
+            if ok:
+                self.notifier.watchdog()
+            else:
+                log.error("not feeding the watchdog", problems=problems)
+            self.notifier.status(self.board.status_line())
+            await asyncio.sleep(interval)
+
+
+async def _wait_or_stop(event: asyncio.Event, stop: asyncio.Event) -> None:
+    waits = {asyncio.ensure_future(event.wait()), asyncio.ensure_future(stop.wait())}
+    _, pending = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for t in pending:
+        t.cancel()
+
+
+async def run_daemon(cfg: Config) -> int:
+    """Run until SIGTERM/SIGINT; the exit status of the daemon."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    gw = Gateway(cfg)
+    log.info("starting", gateway=cfg.gateway.id, config=str(cfg.path), pid=os.getpid())
+    return await gw.run(stop)

@@ -1,0 +1,258 @@
+"""``edge-gateway``: run, check-config, status, journal, interlock, demo.
+
+Exit status: 0 fine, 1 runtime failure, 2 configuration error (the message names the
+component and key), 3 the daemon is not running (for commands that need it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from edge.config import Config, load
+from edge.errors import ConfigError
+
+EXIT_CONFIG = 2
+EXIT_NOT_RUNNING = 3
+DEFAULT_CONFIG = "/etc/edge-gateway/edge.toml"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_CONFIG
+    try:
+        rc = int(args.func(args))
+    except ConfigError as exc:
+        print(f"edge-gateway: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+    return rc
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-gateway", description=__doc__)
+    sub = p.add_subparsers(dest="command")
+
+    run = sub.add_parser("run", help="run the daemon")
+    run.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("config")
+    check.set_defaults(func=cmd_check)
+
+    demo = sub.add_parser("demo", help="plant simulator + MES + gateway in one command")
+    demo.add_argument("--state-dir", default="")
+    demo.add_argument("--seconds", type=float, default=0.0, help="stop after this long (0: Ctrl-C)")
+    demo.add_argument("--influx-url", default="", help="also write to this InfluxDB 1.x URL")
+    demo.add_argument("--opcua-port", type=int, default=4840)
+    demo.add_argument("--quiet", action="store_true", help="no live status view")
+    demo.set_defaults(func=cmd_demo)
+
+    st = sub.add_parser("status", help="live status of the running daemon")
+    _target(st)
+    st.add_argument("--watch", "-w", action="store_true", help="refresh every second")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=cmd_status)
+
+    jr = sub.add_parser("journal", help="inspect the journal")
+    jsub = jr.add_subparsers(dest="journal_command", required=True)
+    for name, helptext in (("stats", "depth and age per sink"),
+                           ("dead-letters", "list dead letters"),
+                           ("export", "export dead letters as JSON lines"),
+                           ("replay", "append dead letters again for delivery")):
+        sp = jsub.add_parser(name, help=helptext)
+        _target(sp)
+        if name in ("dead-letters", "export"):
+            sp.add_argument("--sink", default=None)
+        if name == "export":
+            sp.add_argument("--output", "-o", default="-")
+        if name == "replay":
+            sp.add_argument("ids", nargs="+", type=int)
+        sp.set_defaults(func=cmd_journal)
+
+    il = sub.add_parser("interlock", help="interlock commands")
+    isub = il.add_subparsers(dest="interlock_command", required=True)
+    reset = isub.add_parser("reset", help="reset a tripped interlock (only if clear)")
+    reset.add_argument("name")
+    _target(reset)
+    reset.set_defaults(func=cmd_interlock_reset)
+    return p
+
+
+def _target(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+
+
+def _prepare_env(cfg: Config) -> None:
+    """numba reads NUMBA_CACHE_DIR at import: point it at a writable folder first."""
+    if "NUMBA_CACHE_DIR" not in os.environ:
+        cache = os.environ.get("CACHE_DIRECTORY") or str(cfg.state_dir / "cache")
+        os.environ["NUMBA_CACHE_DIR"] = str(Path(cache) / "numba")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = load(args.config)
+    n_tags = _count_tags(cfg)
+    print(
+        f"{args.config}: OK ({len(cfg.sources)} sources, {len(cfg.sinks)} sinks, "
+        f"{len(cfg.section('interlocks'))} interlocks, {n_tags} tags)"
+    )
+    return 0
+
+
+def _count_tags(cfg: Config) -> int:
+    from edge.model import TagRegistry
+
+    tags = TagRegistry()
+    for src in cfg.sources:
+        try:
+            src.declare_tags(tags)
+        except ValueError as exc:
+            raise ConfigError(f"source '{src.name}': {exc}") from None
+    return len(tags)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = load(args.config)
+    _prepare_env(cfg)
+    from edge.runtime import logging as edge_logging
+
+    edge_logging.setup(cfg.gateway.log_level, cfg.gateway.log_format)
+    from edge.app import run_daemon
+
+    return asyncio.run(run_daemon(cfg))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edge.demo import run_demo
+
+    return run_demo(args)
+
+
+def _ask(args: argparse.Namespace, payload: dict[str, Any]) -> dict[str, Any] | None:
+    from edge.runtime import control
+
+    cfg = load(args.config)
+    try:
+        return control.request(cfg.state_dir / "control.sock", payload)
+    except control.DaemonNotRunning as exc:
+        print(f"edge-gateway: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from edge.runtime.view import render
+
+    while True:
+        answer = _ask(args, {"cmd": "status"})
+        if answer is None:
+            return EXIT_NOT_RUNNING
+        doc = answer["status"]
+        if args.json:
+            print(json.dumps(doc, indent=2, default=str))
+        else:
+            if args.watch:
+                sys.stdout.write("\x1b[2J\x1b[H")
+            sys.stdout.write(render(doc))
+            sys.stdout.flush()
+        if not args.watch:
+            return 0
+        time.sleep(1.0)
+
+
+def cmd_interlock_reset(args: argparse.Namespace) -> int:
+    answer = _ask(args, {"cmd": "interlock_reset", "name": args.name})
+    if answer is None:
+        return EXIT_NOT_RUNNING
+    if answer.get("ok"):
+        print(f"interlock '{args.name}' reset")
+        return 0
+    print(f"edge-gateway: {answer.get('error')}", file=sys.stderr)
+    return 1
+
+
+def cmd_journal(args: argparse.Namespace) -> int:
+    from edge.journal import Journal
+
+    cfg = load(args.config)
+    what = args.journal_command
+    if what == "replay":
+        answer = _ask(args, {"cmd": "journal_replay", "ids": args.ids})
+        if answer is None:
+            return EXIT_NOT_RUNNING
+        print(f"replayed {answer.get('replayed', 0)} dead letters")
+        return 0 if answer.get("ok") else 1
+    if what == "stats":
+        answer = _ask(args, {"cmd": "status"})
+        if answer is None:
+            return EXIT_NOT_RUNNING
+        doc = answer["status"]
+        print(f"journal bytes: {doc['journal_bytes']}  pending: {doc['journal_pending_points']}")
+        for sink, st in doc["journal"].items():
+            print(f"  {sink:<16} depth {st['depth_points']:>10} points "
+                  f"{st['depth_bytes']:>12} B  oldest unsent {st['oldest_unsent_age_s']:.1f} s")
+        return 0
+    path = cfg.journal_path
+    if not path.exists():
+        print(f"edge-gateway: no journal at {path}", file=sys.stderr)
+        return 1
+    # Reading dead letters is safe beside the running daemon (SQLite WAL readers).
+    journal = Journal(path, sinks=[s.name for s in cfg.sinks])
+    try:
+        letters = journal.dead_letters(args.sink)
+    finally:
+        journal.close()
+    if what == "dead-letters":
+        for d in letters:
+            print(f"{d.id:>6} {d.sink:<12} seq {d.seq:<10} {d.kind:<8} {d.count:>6} items  "
+                  f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(d.dead_ts_ns / 1e9))}  "
+                  f"{d.reason}")
+        if not letters:
+            print("no dead letters")
+        return 0
+    from edge.journal import Entry
+
+    out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
+    try:
+        for d in letters:
+            entry = Entry(d.seq, d.kind, d.ts_ns, d.count, d.payload)
+            items: Any = (
+                [_jsonable(r) for r in entry.records()] if d.kind == "records"
+                else _samples_json(entry)
+            )
+            out.write(json.dumps({
+                "id": d.id, "sink": d.sink, "seq": d.seq, "kind": d.kind, "reason": d.reason,
+                "body": d.body, "items": items,
+            }) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+def _jsonable(rec: Any) -> Any:
+    import msgspec
+
+    return msgspec.to_builtins(rec)
+
+
+def _samples_json(entry: Any) -> dict[str, list[Any]]:
+    b = entry.samples()
+    return {"tag_id": b.tag_id.tolist(), "ts_ns": b.ts_ns.tolist(),
+            "value": [None if v != v else v for v in b.value.tolist()],
+            "quality": b.quality.tolist()}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

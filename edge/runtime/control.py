@@ -1,0 +1,86 @@
+"""The control socket: how operator commands talk to the running daemon.
+
+A Unix stream socket in the state folder (mode 0660), one JSON request per line, one
+JSON answer per line: ``{"cmd": "status"}``, ``{"cmd": "interlock_reset", "name": N}``,
+``{"cmd": "journal_replay", "ids": [..]}``. Only local users with access to the state
+folder can reach it; nothing listens on the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+log = structlog.get_logger("edge.control")
+
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class DaemonNotRunning(Exception):
+    """No daemon answers on the control socket."""
+
+
+async def serve(path: Path, handler: Handler) -> None:
+    """Serve until cancelled; removes a stale socket file first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while line := await reader.readline():
+                try:
+                    request = json.loads(line)
+                    if not isinstance(request, dict):
+                        raise ValueError("request must be a JSON object")
+                    answer = await handler(request)
+                except (ValueError, KeyError, TypeError) as exc:
+                    answer = {"ok": False, "error": str(exc)}
+                writer.write(json.dumps(answer, default=str).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_unix_server(on_client, path=str(path), limit=1 << 20)
+    os.chmod(path, 0o660)
+    try:
+        async with server:
+            await server.serve_forever()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def request(path: Path, payload: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:
+    """Blocking client for the CLI. Raises ``DaemonNotRunning`` with the reason."""
+    if not path.exists():
+        raise DaemonNotRunning(f"no control socket at {path}: is the daemon running?")
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(str(path))
+            s.sendall(json.dumps(payload).encode() + b"\n")
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    break
+                buf += chunk
+    except (ConnectionRefusedError, FileNotFoundError) as exc:
+        raise DaemonNotRunning(
+            f"the daemon is not running (control socket {path}: {exc.strerror})"
+        ) from None
+    except TimeoutError:
+        raise DaemonNotRunning(f"the daemon did not answer within {timeout} s ({path})") from None
+    answer: dict[str, Any] = json.loads(buf)
+    return answer

@@ -1,0 +1,62 @@
+"""structlog set-up: JSON lines when stdout is not a terminal, readable text otherwise.
+
+Library loggers (asyncua, pymodbus, aiomqtt) go through the stdlib bridge so that every
+line has the same shape. Their chatter is capped at WARNING unless we debug.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Literal
+
+import structlog
+
+_NOISY = ("asyncua", "pymodbus", "aiomqtt", "amqtt", "httpx", "httpcore", "watchfiles",
+          "numba", "transitions")
+
+
+def setup(level: str = "info", fmt: Literal["auto", "json", "console"] = "auto") -> None:
+    json_out = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer() if json_out
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info if json_out else _identity,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    lvl = getattr(logging, level.upper())
+    root.setLevel(lvl)
+    for name in _NOISY:
+        logging.getLogger(name).setLevel(lvl if lvl <= logging.DEBUG else logging.WARNING)
+
+
+def _identity(
+    logger: object, name: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    return event

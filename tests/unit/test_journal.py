@@ -1,0 +1,161 @@
+"""Journal semantics: append, read, ack, evict, dead letters, limits, cursors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.journal import Journal
+from edge.model import Quarantine, SampleBatch
+from edge.runtime.metrics import Metrics
+
+
+def batch(n: int, start: int = 0) -> SampleBatch:
+    idx = np.arange(start, start + n)
+    return SampleBatch(idx % 7, idx * 1000, idx.astype(np.float64))
+
+
+def rec(i: int) -> Quarantine:
+    return Quarantine(ts_ns=i, source="test", reason=f"r{i}")
+
+
+def open_journal(path: Path, **kw: object) -> Journal:
+    return Journal(path / "j.db", **kw)  # type: ignore[arg-type]
+
+
+def test_append_read_ack_deletes_below_lowest_cursor(tmp_path: Path) -> None:
+    """Two sinks read independently; rows go only when both have acked them."""
+    j = open_journal(tmp_path, sinks=["mes", "influx"])
+    seqs = j.append([batch(10), [rec(1), rec(2)], batch(5, 10)])
+    assert seqs == [1, 2, 3]
+    got = j.read("influx")
+    assert [e.seq for e in got.entries] == [1, 2, 3] and got.upto == 3
+    assert got.entries[0].samples() == batch(10)
+    assert got.entries[1].records() == [rec(1), rec(2)]
+    j.ack("influx", 3)
+    assert j.count() == 3, "mes has not acked: nothing may be deleted"
+    assert [e.seq for e in j.read("mes").entries] == [1, 2, 3]
+    j.ack("mes", 2)
+    assert [e.seq for e in j.entries()] == [3]
+    j.ack("mes", 1)  # never backwards
+    assert j.cursor("mes") == 2
+    j.close()
+
+
+def test_kind_filter_moves_cursor_past_skipped_kinds(tmp_path: Path) -> None:
+    """A records-only sink skips samples and its cursor still advances past them."""
+    j = open_journal(tmp_path, sinks=["mes"])
+    j.append([batch(3), batch(3), [rec(1)], batch(3)])
+    got = j.read("mes", kinds=("records",))
+    assert [e.seq for e in got.entries] == [3]
+    assert got.upto == 4
+    j.ack("mes", got.upto)
+    assert j.count() == 0
+    j.close()
+
+
+def test_read_limits_entries_and_points(tmp_path: Path) -> None:
+    """read() returns at most max_entries and max_points, but always at least one entry."""
+    j = open_journal(tmp_path, sinks=["s"])
+    j.append([batch(100) for _ in range(5)])
+    assert len(j.read("s", max_entries=2).entries) == 2
+    got = j.read("s", max_points=250)
+    assert [e.seq for e in got.entries] == [1, 2] and got.upto == 2
+    assert len(j.read("s", max_points=10).entries) == 1
+    j.close()
+
+
+def test_byte_limit_evicts_oldest_samples_first_and_keeps_records(tmp_path: Path) -> None:
+    """Over the byte limit, oldest samples go first; records stay; eviction is counted."""
+    m = Metrics()
+    one = batch(1000).nbytes
+    j = open_journal(tmp_path, sinks=["s"], max_bytes=int(one * 3.5), metrics=m)
+    j.append([[rec(0)]])
+    for i in range(6):
+        j.append([batch(1000, i * 1000)])
+    kinds = [(e.seq, e.kind) for e in j.entries()]
+    assert kinds[0] == (1, "records"), "the record must be kept"
+    sample_seqs = [s for s, k in kinds if k == "samples"]
+    assert sample_seqs == sorted(sample_seqs) and sample_seqs[-1] == 7
+    assert sample_seqs[0] > 2, "oldest samples must be the ones evicted"
+    evicted = m.snapshot()['edge_journal_evicted_total{kind="samples",reason="bytes"}']
+    assert evicted == 1000 * (6 - len(sample_seqs))
+    assert m.snapshot()["edge_journal_evicted_undelivered_total"] == evicted
+    assert j.bytes <= j.max_bytes
+    j.close()
+
+
+def test_records_evicted_only_when_no_samples_left(tmp_path: Path) -> None:
+    """When only records remain and the limit is still exceeded, the oldest records go."""
+    j = open_journal(tmp_path, sinks=["s"], max_bytes=2000)
+    for i in range(40):
+        j.append([[rec(i)]])
+    left = [e.records()[0].ts_ns for e in j.entries(limit=100)]
+    assert left == sorted(left) and left[-1] == 39 and left[0] > 0
+    j.close()
+
+
+def test_age_limits_per_kind(tmp_path: Path) -> None:
+    """Samples expire after max_age_s, records after record_max_age_s."""
+    j = open_journal(tmp_path, sinks=["s"], max_age_s=10, record_max_age_s=100)
+    j.append([batch(5), [rec(1)]])
+    now = j.entries()[0].ts_ns
+    assert not j.expire(now + 5 * 10**9)
+    ev = j.expire(now + 50 * 10**9)
+    assert ev.points["samples"] == 5 and ev.points["records"] == 0
+    ev = j.expire(now + 500 * 10**9)
+    assert ev.points["records"] == 1 and j.count() == 0
+    j.close()
+
+
+def test_dead_letters_keep_payload_and_replay(tmp_path: Path) -> None:
+    """A dead letter keeps the payload and reason; replay appends it as a new entry."""
+    j = open_journal(tmp_path, sinks=["mes"])
+    j.append([[rec(1), rec(2)]])
+    entry = j.read("mes").entries[0]
+    j.dead_letter("mes", entry, "HTTP 422", '{"error": "bad"}')
+    j.ack("mes", entry.seq)
+    [dl] = j.dead_letters()
+    assert (dl.sink, dl.seq, dl.count, dl.reason) == ("mes", 1, 2, "HTTP 422")
+    assert j.replay_dead_letters([dl.id]) == [2]
+    assert j.dead_letters() == []
+    assert j.read("mes").entries[0].records() == [rec(1), rec(2)]
+    j.close()
+
+
+def test_stats_per_sink(tmp_path: Path) -> None:
+    """Stats give depth, bytes and oldest unsent age per sink, independently."""
+    j = open_journal(tmp_path, sinks=["a", "b"])
+    j.append([batch(10), batch(20)])
+    now = j.entries()[0].ts_ns + 3 * 10**9
+    j.ack("a", 1)
+    st = j.stats(now)
+    assert st["a"].depth_points == 20 and st["b"].depth_points == 30
+    assert st["b"].oldest_unsent_age_s == pytest.approx(3.0, abs=0.1)
+    assert st["a"].depth_bytes > 20 * 21
+    j.ack("a", 2)
+    assert j.stats(now)["a"].depth_points == 0 and j.stats(now)["a"].oldest_unsent_age_s == 0
+    j.close()
+
+
+def test_reopen_keeps_data_cursors_and_seq(tmp_path: Path) -> None:
+    """Reopening continues the seqs and keeps cursors; a new sink gets the backlog."""
+    j = open_journal(tmp_path, sinks=["a"])
+    j.append([batch(1), batch(1), batch(1)])
+    j.ack("a", 1)
+    j.close()
+    j = open_journal(tmp_path, sinks=["a", "b"])
+    assert j.cursor("a") == 1 and j.cursor("b") == 1
+    assert j.append([batch(1)]) == [4]
+    assert [e.seq for e in j.read("b").entries] == [2, 3, 4]
+    j.close()
+
+
+def test_no_sinks_releases_everything(tmp_path: Path) -> None:
+    """With no durable sink nothing will read, so stored data is released."""
+    j = open_journal(tmp_path)
+    j.append([batch(3)])
+    assert j.release_unclaimed() == 1 and j.count() == 0
+    j.close()
