@@ -273,10 +273,17 @@ class MotorLine:
     def true_health(self) -> dict[str, float]:
         return {m: float(h) for m, h in zip(MOTOR_IDS, self.health, strict=True)}
 
+    def twin(self) -> MotorLine:
+        """An independent copy (same random state) that writes no ground truth."""
+        truth, self.truth = self.truth, None
+        try:
+            return copy.deepcopy(self)
+        finally:
+            self.truth = truth
+
     def time_to_failure(self, horizon_ticks: int = 50_000) -> dict[str, int | None]:
         """Ticks until each motor fails if no command is given (None: beyond horizon)."""
-        twin = copy.deepcopy(self)
-        twin.truth = None
+        twin = self.twin()
         out: dict[str, int | None] = {
             m: (0 if self.state[i] == FAILED else None) for i, m in enumerate(MOTOR_IDS)
         }

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import json
 import logging
 from typing import Any
@@ -131,8 +130,7 @@ class MotorPublisher:
                         buf.clear()
 
     async def _health(self) -> None:
-        twin = copy.deepcopy(self.line)
-        twin.truth = None
+        twin = self.line.twin()
         ttf = await asyncio.to_thread(twin.time_to_failure, self.horizon_ticks)
         self.line.emit_health(ttf, self.horizon_ticks)
 
