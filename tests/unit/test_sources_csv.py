@@ -14,7 +14,8 @@ from edge.sources.timestamps import TimestampError, parse_timestamp, zone
 
 HEADER = (b"timestamp,part_id,lot,feature,nominal_mm,tol_mm,measured_mm,"
           b"part_temp_c,air_temp_c,scale_temp_c")
-GOOD = b"2026-11-21T10:01:00.000+00:00,P000001,LOT0001,length_120,120.000,0.010,120.00512,21.500,21.700,21.100"
+GOOD = (b"2026-11-21T10:01:00.000+00:00,P000001,LOT0001,length_120,120.000,0.010,"
+        b"120.00512,21.500,21.700,21.100")
 
 
 def cmm(tz: dt.tzinfo | None = None) -> CmmParser:
