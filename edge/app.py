@@ -293,9 +293,28 @@ class Gateway:
             opcua=getattr(self.live, "endpoint", None), journal=str(cfg.journal_path),
         )
         watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
+        metrics_server = self._start_metrics_endpoint()
         await stop.wait()
         watchdog.cancel()
+        if metrics_server is not None:
+            metrics_server.shutdown()
         return await self._shutdown()
+
+    def _start_metrics_endpoint(self) -> Any:
+        """Prometheus /metrics on 127.0.0.1 only, when ``gateway.metrics_port`` is set."""
+        port = self.cfg.gateway.metrics_port
+        if not port:
+            return None
+        from prometheus_client import start_http_server
+
+        try:
+            server, _thread = start_http_server(port, addr="127.0.0.1",
+                                                registry=self.metrics.registry)
+        except OSError as exc:
+            log.error("metrics endpoint not started", port=port, error=str(exc))
+            return None
+        log.info("metrics endpoint listening", url=f"http://127.0.0.1:{port}/metrics")
+        return server
 
     @property
     def control_path(self) -> Path:

@@ -142,6 +142,11 @@ def loads(text: str, *, path: Path | None = None) -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    return from_raw(raw, path=path)
+
+
+def from_raw(raw: dict[str, Any], *, path: Path | None = None) -> Config:
+    """Validate an already parsed TOML document (the demo patches ports in one)."""
     known = {"gateway", "journal", "sources", "sinks", *SECTION_TYPES}
     for key in raw:
         if key not in known:

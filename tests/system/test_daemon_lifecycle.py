@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 
@@ -33,19 +34,32 @@ def collect(sock: socket.socket, until: str, timeout: float) -> list[str]:
     raise AssertionError(f"no {until} within {timeout} s; got {msgs}")
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @pytest.fixture
-def empty_config(tmp_path: Path) -> Path:
+def metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def empty_config(tmp_path: Path, metrics_port: int) -> Path:
     cfg = tmp_path / "edge.toml"
     cfg.write_text(
         f'[gateway]\nid = "gw-test"\nstate_dir = "{tmp_path / "state"}"\n'
-        'shutdown_timeout_s = 5\nlog_format = "json"\n'
+        f'shutdown_timeout_s = 5\nlog_format = "json"\nmetrics_port = {metrics_port}\n'
     )
     return cfg
 
 
-def test_empty_config_runs_notifies_and_stops_cleanly(tmp_path: Path, empty_config: Path) -> None:
-    """With no components the daemon sends READY, WATCHDOG and STATUS, then STOPPING on
-    SIGTERM, and exits 0 within the shutdown deadline."""
+def test_empty_config_runs_notifies_and_stops_cleanly(
+    tmp_path: Path, empty_config: Path, metrics_port: int
+) -> None:
+    """With no components the daemon sends READY, WATCHDOG and STATUS, serves /metrics on
+    localhost when asked, then sends STOPPING on SIGTERM and exits 0 within the deadline."""
     sock = notify_socket(tmp_path)
     env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
            "WATCHDOG_USEC": "200000"}
@@ -55,6 +69,8 @@ def test_empty_config_runs_notifies_and_stops_cleanly(tmp_path: Path, empty_conf
         msgs = collect(sock, "READY=1", 60)
         msgs += collect(sock, "WATCHDOG=1", 5)
         assert (tmp_path / "state" / "control.sock").exists()
+        metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        assert "edge_journal_bytes" in metrics and "edge_component_up" in metrics
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         msgs += collect(sock, "STOPPING=1", 5)
