@@ -172,3 +172,45 @@ def start_victoria_metrics(tmp: Path) -> Peer:
     peer = Peer("victoria-metrics", port, proc, workdir, log)
     wait_http(peer, "/health")
     return peer
+
+
+# ------------------------------------------------------------------ mosquitto
+
+
+def wait_tcp(peer: Peer, timeout: float = 10.0) -> None:
+    """Poll until ``127.0.0.1:<port>`` accepts a connection; fail with the peer's log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if peer.proc.poll() is not None:
+            break
+        try:
+            with socket.create_connection(("127.0.0.1", peer.port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.02)
+    peer.stop()
+    raise RuntimeError(
+        f"{peer.name} did not listen on {peer.port}; exit={peer.proc.returncode}\n"
+        f"{peer.log_tail()}"
+    )
+
+
+def start_mosquitto(tmp: Path, port: int | None = None) -> Peer:
+    """mosquitto on a free loopback port (or ``port``: restart on the same one).
+
+    Runs as the current user (``user root`` is harmless for non-root), logs to its
+    own file, no persistence: a restart loses sessions, as a broker crash would."""
+    binary = require("mosquitto", "apt-get install -y mosquitto")
+    workdir = Path(tmp) / "mosquitto"
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port() if port is None else port
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n"
+        "log_dest stderr\nlog_type error\nlog_type warning\npersistence false\n"
+        "max_queued_messages 100000\n"
+    )
+    proc, log = _spawn("mosquitto", [binary, "-c", str(conf)], workdir)
+    peer = Peer("mosquitto", port, proc, workdir, log)
+    wait_tcp(peer)
+    return peer

@@ -1,0 +1,300 @@
+"""MQTT source (aiomqtt): wildcard subscriptions mapped to tags; command publishing.
+
+Invariants:
+
+* Every message is turned into samples or into a ``Quarantine`` record naming the topic
+  and the reason (not JSON, missing field, unknown device, duplicate, ...); the source
+  never crashes on a payload.
+* The link is kept by a loop: on any ``MqttError`` the link is marked down, the loop
+  backs off exponentially (capped) and connects again, and subscribes again after
+  every connect. With ``clean_session = false`` and QoS 1 the broker keeps the session,
+  so messages published while the link was down arrive after the reconnect.
+* Messages already queued are emitted together (no added latency, fewer batches).
+* Commands are published from the caller's task, never from the message loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import datetime as dt
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import aiomqtt
+import msgspec
+import numpy as np
+import numpy.typing as npt
+import structlog
+
+from edge.components import BuildContext, Command, Emit
+from edge.config import ConfigStruct
+from edge.errors import PermanentError, RetryableError
+from edge.model import Quarantine, Record, SampleBatch, TagRegistry
+from edge.sources.metrics import SourceMetrics
+from edge.sources.mqtt_payload import FieldSpec, PayloadError, extract
+from edge.sources.timestamps import EpochUnit, zone
+
+log = structlog.get_logger("edge.sources.mqtt")
+DUPLICATE_WINDOW = 16
+
+
+class MqttFieldConfig(ConfigStruct, frozen=True):
+    path: str
+    tag: str
+    unit: str = ""
+    low: float | None = None
+    high: float | None = None
+    required: bool = True
+    enum: dict[str, float] = msgspec.field(default_factory=dict)
+
+
+class SubscriptionConfig(ConfigStruct, frozen=True):
+    topic: str
+    fields: list[MqttFieldConfig]
+    device: str = ""  # fixed name, or a template of topic levels like "{1}-{2}"
+    devices: list[str] = msgspec.field(default_factory=list)
+    batched: bool = False
+    ts_field: str = ""  # empty: arrival time
+    ts_unit: EpochUnit = "auto"
+    timezone: str = ""
+    qos: Literal[0, 1, 2] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.topic or "#" in self.topic[:-1]:
+            raise ValueError("topic must be a valid filter ('#' only at the end)")
+        if not self.fields:
+            raise ValueError("fields must map at least one JSON path to a tag")
+        zone(self.timezone)
+        if "{" in self.device:
+            if not self.devices:
+                raise ValueError("devices must list the devices a topic template can name")
+            levels = self.topic.split("/")
+            try:
+                self.device.format(*levels)
+            except (IndexError, KeyError, ValueError):
+                raise ValueError(
+                    f"device template {self.device!r} does not fit topic {self.topic!r}"
+                ) from None
+
+
+class MqttCommandConfig(ConfigStruct, frozen=True):
+    action: str
+    topic: str
+    # JSON object; "{target}", "{value}" and "{reason}" in string values are replaced
+    payload: dict[str, str | int | float | bool] = msgspec.field(default_factory=dict)
+    qos: Literal[0, 1, 2] = 1
+    retain: bool = False
+
+
+class MqttSourceConfig(ConfigStruct, frozen=True):
+    name: str
+    host: str = "127.0.0.1"
+    port: int = 1883
+    client_id: str = ""
+    qos: Literal[0, 1, 2] = 1
+    clean_session: bool = True
+    keepalive: int = 30
+    username: str = ""
+    password_secret: str = ""
+    subscriptions: list[SubscriptionConfig] = msgspec.field(default_factory=list)
+    commands: list[MqttCommandConfig] = msgspec.field(default_factory=list)
+    backoff_max_s: float = 10.0
+    max_batch: int = 20000
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise ValueError("port must be 1..65535")
+        if not self.clean_session and not self.client_id:
+            raise ValueError("client_id must be set when clean_session = false")
+        if not self.subscriptions and not self.commands:
+            raise ValueError("subscriptions must list at least one topic")
+        if self.backoff_max_s <= 0 or self.keepalive < 5 or self.max_batch < 1:
+            raise ValueError("backoff_max_s must be > 0, keepalive >= 5, max_batch >= 1")
+
+    def devices_of(self, sub: SubscriptionConfig) -> list[str]:
+        if "{" in sub.device:
+            return list(sub.devices)
+        return [sub.device or self.name]
+
+    def declare_tags(self, tags: TagRegistry) -> None:
+        for sub in self.subscriptions:
+            for dev in self.devices_of(sub):
+                for f in sub.fields:
+                    tags.add(dev, f.tag, unit=f.unit, low=f.low, high=f.high)
+
+    def build(self, ctx: BuildContext) -> MqttSource:
+        return MqttSource(self, ctx)
+
+
+@dataclass(slots=True)
+class _Sub:
+    cfg: SubscriptionConfig
+    specs: list[FieldSpec]
+    ts_path: tuple[str, ...] | None
+    tz: dt.tzinfo | None
+    ids: dict[str, npt.NDArray[np.int32]]  # device -> tag id per field
+    template: bool
+
+
+class MqttSource:
+    def __init__(self, cfg: MqttSourceConfig, ctx: BuildContext) -> None:
+        self.name = cfg.name
+        self.cfg = cfg
+        self.metrics = SourceMetrics(ctx.metrics, cfg.name)
+        self.password = ctx.secrets(cfg.password_secret) if cfg.password_secret else None
+        self.subs: list[_Sub] = []
+        for s in cfg.subscriptions:
+            specs = [FieldSpec(tuple(f.path.split(".")), f.required, dict(f.enum))
+                     for f in s.fields]
+            ids = {
+                dev: np.array([ctx.tags.id_of(f"{dev}/{f.tag}") for f in s.fields], np.int32)
+                for dev in cfg.devices_of(s)
+            }
+            self.subs.append(_Sub(s, specs, tuple(s.ts_field.split(".")) if s.ts_field else None,
+                                  zone(s.timezone), ids, "{" in s.device))
+        self.commands = {c.action: c for c in cfg.commands}
+        self._client: aiomqtt.Client | None = None
+        self._recent: dict[str, collections.deque[bytes]] = {}
+        self.messages = 0
+
+    # ------------------------------------------------------------------ receiving
+
+    async def run(self, emit: Emit) -> None:
+        backoff = min(0.2, self.cfg.backoff_max_s)
+        while True:
+            client = aiomqtt.Client(
+                self.cfg.host, self.cfg.port, identifier=self.cfg.client_id or None,
+                clean_session=self.cfg.clean_session, keepalive=self.cfg.keepalive,
+                username=self.cfg.username or None, password=self.password, timeout=10.0,
+            )
+            try:
+                async with client:
+                    for sub in self.subs:
+                        qos = self.cfg.qos if sub.cfg.qos is None else sub.cfg.qos
+                        await client.subscribe(sub.cfg.topic, qos=qos)
+                    self._client = client
+                    self._link(True, "")
+                    backoff = min(0.2, self.cfg.backoff_max_s)
+                    await self._consume(client, emit)
+            except aiomqtt.MqttError as exc:
+                self._link(False, str(exc))
+            finally:
+                self._client = None
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.cfg.backoff_max_s)
+
+    def _link(self, up: bool, why: str) -> None:
+        where = f"{self.cfg.host}:{self.cfg.port}"
+        if self.metrics.link(where, up):
+            if up:
+                log.info("mqtt link up", source=self.name, broker=where)
+            else:
+                log.warning("mqtt link down", source=self.name, broker=where, reason=why)
+
+    async def _consume(self, client: aiomqtt.Client, emit: Emit) -> None:
+        tag_parts: list[npt.NDArray[np.int32]] = []
+        ts_parts: list[npt.NDArray[np.int64]] = []
+        value_parts: list[npt.NDArray[np.float64]] = []
+        records: list[Record] = []
+        devices: set[str] = set()
+        count = 0
+        async for message in client.messages:
+            self.messages += 1
+            payload = message.payload
+            if isinstance(payload, str):
+                payload = payload.encode()
+            elif not isinstance(payload, bytes | bytearray):
+                payload = b"" if payload is None else str(payload).encode()
+            got = self.handle(message.topic.value, bytes(payload), time.time_ns())
+            if isinstance(got, Quarantine):
+                records.append(got)
+            else:
+                dev, tags, ts, vals = got
+                tag_parts.append(tags)
+                ts_parts.append(ts)
+                value_parts.append(vals)
+                devices.add(dev)
+                count += len(tags)
+            if len(client.messages) and count < self.cfg.max_batch and len(records) < 1000:
+                continue
+            batch = None
+            if tag_parts:
+                batch = SampleBatch(np.concatenate(tag_parts), np.concatenate(ts_parts),
+                                    np.concatenate(value_parts))
+            await emit(batch, records)
+            self.metrics.received(count)
+            for dev in devices:
+                self.metrics.sampled(dev)
+            tag_parts, ts_parts, value_parts, records = [], [], [], []
+            devices.clear()
+            count = 0
+
+    def handle(
+        self, topic: str, payload: bytes, arrival_ns: int
+    ) -> Quarantine | tuple[str, npt.NDArray[np.int32], npt.NDArray[np.int64],
+                            npt.NDArray[np.float64]]:
+        """Samples of one message (device, tag ids, ts, values), or its quarantine record."""
+        try:
+            sub = self._match(topic)
+            device = sub.cfg.device.format(*topic.split("/")) if sub.template else (
+                sub.cfg.device or self.name)
+            ids = sub.ids.get(device)
+            if ids is None:
+                raise PayloadError("unknown_device", f"unknown device {device[:60]!r}")
+            recent = self._recent.setdefault(topic, collections.deque(maxlen=DUPLICATE_WINDOW))
+            if payload in recent:
+                raise PayloadError("duplicate", "duplicate message")
+            got = extract(payload, sub.specs, ts_path=sub.ts_path, tz=sub.tz,
+                          ts_unit=sub.cfg.ts_unit, batched=sub.cfg.batched,
+                          arrival_ns=arrival_ns)
+            recent.append(payload)
+            return device, ids[got.field_index], got.ts_ns, got.value
+        except PayloadError as exc:
+            self.metrics.rejected(exc.kind)
+            log.warning("mqtt message quarantined", source=self.name, topic=topic,
+                        reason=exc.reason)
+            return Quarantine(arrival_ns, self.name, exc.reason, where=topic,
+                              payload=repr(payload[:200]))
+
+    def _match(self, topic: str) -> _Sub:
+        t = aiomqtt.Topic(topic)
+        for sub in self.subs:
+            if t.matches(sub.cfg.topic):
+                return sub
+        raise PayloadError("no_subscription", "no subscription matches the topic")
+
+    # ------------------------------------------------------------------ write-back
+
+    async def write(self, command: Command) -> None:
+        """Publish a configured command; RetryableError while the broker is unreachable."""
+        spec = self.commands.get(command.action)
+        if spec is None:
+            raise PermanentError(
+                f"source '{self.name}' has no command '{command.action}' "
+                f"(configured: {', '.join(sorted(self.commands)) or 'none'})"
+            )
+        client = self._client
+        if client is None:
+            raise RetryableError(f"source '{self.name}': broker not connected")
+        body = {k: _fill(v, command) for k, v in spec.payload.items()}
+        try:
+            await client.publish(spec.topic, msgspec.json.encode(body), qos=spec.qos,
+                                 retain=spec.retain)
+        except aiomqtt.MqttError as exc:
+            raise RetryableError(
+                f"source '{self.name}': command '{command.action}' not published: {exc}"
+            ) from None
+        log.info("mqtt command published", source=self.name, action=command.action,
+                 topic=spec.topic, target=command.target, reason=command.reason)
+
+
+def _fill(value: str | int | float | bool, command: Command) -> str | int | float | bool:
+    if not isinstance(value, str):
+        return value
+    if value == "{value}" and not isinstance(command.value, str):
+        return command.value
+    return (value.replace("{target}", command.target).replace("{value}", str(command.value))
+            .replace("{reason}", command.reason))
+

@@ -1,0 +1,154 @@
+"""Unit tests of MQTT payload extraction and topic routing (no sockets)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge.components import BuildContext
+from edge.config import loads
+from edge.errors import ConfigError
+from edge.model import Quarantine, TagRegistry
+from edge.runtime.metrics import Metrics
+from edge.sources.mqtt import MqttSource, MqttSourceConfig
+from edge.sources.mqtt_payload import FieldSpec, PayloadError, extract
+
+FIELDS = [FieldSpec(("current_a",)), FieldSpec(("state",), enum={"idle": 0, "running": 2}),
+          FieldSpec(("position_mm",), required=False)]
+TS = 1_795_255_200.5
+
+
+def ex(doc: object, *, batched: bool = False, ts: tuple[str, ...] | None = ("ts",)) -> object:
+    return extract(json.dumps(doc).encode(), FIELDS, ts_path=ts, tz=None, ts_unit="auto",
+                   batched=batched, arrival_ns=7)
+
+
+def test_single_message_gives_one_sample_per_present_field() -> None:
+    """current_a, an enum state and an absent optional field give two samples at ts."""
+    got = ex({"ts": TS, "current_a": 1.2, "state": "running", "position_mm": None})
+    assert got.field_index.tolist() == [0, 1]  # type: ignore[attr-defined]
+    assert got.value.tolist() == [1.2, 2.0]  # type: ignore[attr-defined]
+    assert set(got.ts_ns.tolist()) == {1_795_255_200_500_000_000}  # type: ignore[attr-defined]
+
+
+def test_batched_arrays_give_one_sample_per_element() -> None:
+    """Equal arrays give n samples per field; optional nulls are dropped, not invented."""
+    got = ex({"ts": [TS, TS + 0.1], "current_a": [1.0, 1.1], "state": ["idle", "running"],
+              "position_mm": [None, 5.0]}, batched=True)
+    assert got.field_index.tolist() == [0, 0, 1, 1, 2]  # type: ignore[attr-defined]
+    assert got.value.tolist() == [1.0, 1.1, 0.0, 2.0, 5.0]  # type: ignore[attr-defined]
+
+
+def test_arrival_time_when_no_ts_field() -> None:
+    """Without ts_field the arrival time stamps the samples."""
+    got = ex({"current_a": 1.0, "state": "idle"}, ts=None)
+    assert set(got.ts_ns.tolist()) == {7}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("doc", "batched", "reason"),
+    [
+        ({"ts": TS, "current_a": None, "state": "idle"}, False, "missing field 'current_a'"),
+        ({"ts": TS, "current_a": "x", "state": "idle"}, False, "not a number in 'current_a': 'x'"),
+        ({"ts": "2026-11-21T10:00:00", "current_a": 1, "state": "idle"}, False,
+         "timestamp without zone"),
+        ({"ts": TS, "current_a": 1, "state": "broken"}, False,
+         "not a number in 'state': 'broken'"),
+        ([1, 2], False, "payload is not a JSON object"),
+        ({"ts": [TS], "current_a": [1.0, 2.0], "state": ["idle"]}, True,
+         "array 'state' has 1 items, expected 2"),
+        ({"ts": [TS, TS], "current_a": [None, 2.0], "state": ["idle"] * 2}, True,
+         "missing field 'current_a'"),
+    ],
+)
+def test_bad_payloads_raise_payload_error_with_reason(doc: object, batched: bool,
+                                                      reason: str) -> None:
+    """Each bad payload is rejected whole with a readable reason."""
+    with pytest.raises(PayloadError) as err:
+        ex(doc, batched=batched)
+    assert err.value.reason == reason
+
+
+def test_garbage_bytes_are_not_json() -> None:
+    """Binary garbage is rejected as not JSON."""
+    with pytest.raises(PayloadError, match="not JSON"):
+        extract(b"\x00\xffgarbage{", FIELDS, ts_path=None, tz=dt.UTC, ts_unit="auto",
+                batched=False, arrival_ns=0)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda kids: st.lists(kids, max_size=4) | st.dictionaries(
+        st.sampled_from(["ts", "current_a", "state", "position_mm", "x"]), kids, max_size=5),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.binary(max_size=100),
+                 _json.map(msgspec.json.encode)),
+       st.booleans(), st.booleans())
+def test_fuzz_payload_accepted_or_rejected_with_reason(payload: bytes, batched: bool,
+                                                       with_ts: bool) -> None:
+    """Any bytes give samples or a PayloadError with a reason; nothing else is raised."""
+    try:
+        got = extract(payload, FIELDS, ts_path=("ts",) if with_ts else None, tz=None,
+                      ts_unit="auto", batched=batched, arrival_ns=1)
+    except PayloadError as exc:
+        assert exc.reason and exc.kind
+        return
+    assert len(got.field_index) == len(got.ts_ns) == len(got.value)
+    assert np.isfinite(got.value).all()
+
+
+CONFIG = """
+[[sources]]
+type = "mqtt"
+name = "motors"
+[[sources.subscriptions]]
+topic = "stf/+/+/telemetry"
+device = "{1}/{2}"
+devices = ["conveyor/belt"]
+ts_field = "ts"
+fields = [{ path = "current_a", tag = "current_a", unit = "A" }]
+"""
+
+
+def source(tmp: Path) -> MqttSource:
+    cfg = loads(CONFIG).sources[0]
+    assert isinstance(cfg, MqttSourceConfig)
+    tags = TagRegistry()
+    cfg.declare_tags(tags)
+    return cfg.build(BuildContext("gw", tags, Metrics(), tmp, lambda n: ""))
+
+
+def test_topic_routes_to_device_tags_and_unknown_device_is_quarantined(tmp_path: Path) -> None:
+    """A wildcard topic names the device; a device not declared is quarantined."""
+    src = source(tmp_path)
+    ok = src.handle("stf/conveyor/belt/telemetry", b'{"ts": 1795255200, "current_a": 1.5}', 0)
+    assert not isinstance(ok, Quarantine) and ok[0] == "conveyor/belt"
+    bad = src.handle("stf/hbw/belt/telemetry", b'{"ts": 1795255200, "current_a": 1.5}', 0)
+    assert isinstance(bad, Quarantine)
+    assert bad.reason == "unknown device 'hbw/belt'" and bad.where == "stf/hbw/belt/telemetry"
+
+
+def test_duplicate_message_is_quarantined(tmp_path: Path) -> None:
+    """The same payload twice on a topic is kept once; the copy is quarantined."""
+    src = source(tmp_path)
+    msg = b'{"ts": 1795255200, "current_a": 1.5}'
+    assert not isinstance(src.handle("stf/conveyor/belt/telemetry", msg, 0), Quarantine)
+    dup = src.handle("stf/conveyor/belt/telemetry", msg, 0)
+    assert isinstance(dup, Quarantine) and dup.reason == "duplicate message"
+
+
+def test_template_needs_devices() -> None:
+    """A topic template without a devices list is a config error naming the key."""
+    with pytest.raises(ConfigError, match="devices must list"):
+        loads(CONFIG.replace('devices = ["conveyor/belt"]', ""))
