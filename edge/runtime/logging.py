@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal
+from typing import Literal, TextIO
 
 import structlog
 
@@ -16,8 +16,12 @@ _NOISY = ("asyncua", "pymodbus", "aiomqtt", "amqtt", "httpx", "httpcore", "watch
           "numba", "transitions")
 
 
-def setup(level: str = "info", fmt: Literal["auto", "json", "console"] = "auto") -> None:
-    json_out = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
+def setup(
+    level: str = "info", fmt: Literal["auto", "json", "console"] = "auto",
+    stream: TextIO | None = None,
+) -> None:
+    out = stream or sys.stderr
+    json_out = fmt == "json" or (fmt == "auto" and not out.isatty())
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -26,7 +30,7 @@ def setup(level: str = "info", fmt: Literal["auto", "json", "console"] = "auto")
     ]
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if json_out
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(colors=out.isatty())
     )
     structlog.configure(
         processors=[
@@ -46,7 +50,7 @@ def setup(level: str = "info", fmt: Literal["auto", "json", "console"] = "auto")
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -1,0 +1,178 @@
+"""``edge-gateway demo``: the simulated plant, the mock MES and the gateway in one process.
+
+Runs on embedded defaults: an in-process MQTT broker (amqtt) for the motors, the
+hw_sim etch tool on Modbus TCP, CMM file drops into the state folder, the hw_sim MES,
+and the gateway configured from ``config/demo.toml`` with its OPC-UA server. Ports
+other than OPC-UA are picked free on 127.0.0.1; InfluxDB is used only when a URL is
+given. Logs go to ``<state>/gateway.log``; the terminal shows endpoints and live status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+DEMO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "demo.toml"
+
+
+def free_port(preferred: int = 0) -> int:
+    for port in (preferred, 0) if preferred else (0,):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise OSError("no free port")
+
+
+def demo_config(state: Path, ports: dict[str, int], influx_url: str = "") -> dict[str, Any]:
+    """The parsed ``config/demo.toml`` with this run's ports and folders filled in."""
+    raw = tomllib.loads(DEMO_CONFIG.read_text(encoding="utf-8"))
+    raw.setdefault("gateway", {})["state_dir"] = str(state / "gateway")
+    for src in raw.get("sources", []):
+        kind = src.get("type")
+        if kind == "modbus":
+            src["port"] = ports["modbus"]
+        elif kind == "mqtt":
+            src["port"] = ports["mqtt"]
+        elif kind == "file":
+            src["paths"] = [str(state / "cmm")]
+    sinks = []
+    for sink in raw.get("sinks", []):
+        if sink.get("type") == "mes":
+            sink["url"] = f"http://127.0.0.1:{ports['mes']}"
+            sinks.append(sink)
+        elif sink.get("type") == "influx" and influx_url:
+            sink["url"] = influx_url
+            sinks.append(sink)
+    raw["sinks"] = sinks
+    if "opcua" in raw:
+        raw["opcua"]["endpoint"] = f"opc.tcp://127.0.0.1:{ports['opcua']}/edge"
+    return raw
+
+
+def plant_config(state: Path, ports: dict[str, int]) -> dict[str, Any]:
+    return {
+        "_base": state,
+        "seed": 42,
+        "speed": 1.0,
+        "truth": str(state / "truth.jsonl"),
+        "cmm": {"dir": str(state / "cmm"), "mode": "part", "part_interval_s": 5.0,
+                "hvac_period_s": 600.0},
+        "etch": {"port": ports["modbus"], "excursion_every_s": 60.0,
+                 "excursion_duration_s": 5.0},
+        "motors": {"broker_port": ports["mqtt"], "mode": "json", "initial_health": 0.7,
+                   "health_every_s": 10.0},
+        "mes": {"port": ports["mes"], "admin_port": ports["mes_admin"],
+                "db": str(state / "mes.sqlite")},
+        "bad_data": {},
+        "links": [],
+    }
+
+
+async def start_broker(port: int) -> Any:
+    from amqtt.broker import Broker
+
+    broker = Broker({
+        "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+        "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+    })
+    await broker.start()
+    return broker
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from edge.app import Gateway
+    from edge.config import from_raw
+    from edge.runtime.view import render
+    from hw_sim.plant import Plant
+
+    state = Path(args.state_dir or "state/demo").resolve()
+    (state / "cmm").mkdir(parents=True, exist_ok=True)
+    ports = {
+        "opcua": free_port(args.opcua_port), "modbus": free_port(), "mqtt": free_port(),
+        "mes": free_port(), "mes_admin": free_port(),
+    }
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    broker = await start_broker(ports["mqtt"])
+    plant = Plant(plant_config(state, ports))
+    where = await plant.start()
+    cfg = from_raw(demo_config(state, ports, args.influx_url), path=DEMO_CONFIG)
+    gw = Gateway(cfg)
+    run = asyncio.create_task(gw.run(stop), name="gateway")
+    try:
+        ready = asyncio.create_task(gw.ready.wait())
+        await asyncio.wait({ready, run}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
+        if run.done():
+            return run.result()
+        if not gw.ready.is_set():
+            print("edge-gateway demo: the gateway did not become ready in 60 s; see "
+                  f"{state / 'gateway.log'}", file=sys.stderr)
+            stop.set()
+            return 1
+        _print_endpoints(ports, where, state, args.influx_url)
+        t_end = time.monotonic() + args.seconds if args.seconds else float("inf")
+        while not stop.is_set() and time.monotonic() < t_end:
+            if not args.quiet:
+                sys.stdout.write("\x1b[2J\x1b[H" if sys.stdout.isatty() else "\n")
+                _print_endpoints(ports, where, state, args.influx_url)
+                sys.stdout.write(render(gw.status()))
+                sys.stdout.flush()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), min(2.0, max(0.0, t_end - time.monotonic())))
+        stop.set()
+        rc = await run
+        print(f"demo stopped (exit {rc}); state kept in {state}")
+        return rc
+    finally:
+        stop.set()
+        if not run.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(run, 15)
+        await plant.close()
+        with contextlib.suppress(Exception):
+            await broker.shutdown()
+
+
+def _print_endpoints(ports: dict[str, int], where: dict[str, str], state: Path,
+                     influx_url: str) -> None:
+    print(f"OPC-UA server    opc.tcp://127.0.0.1:{ports['opcua']}/edge  (security None)")
+    print(f"MES (mock)       http://127.0.0.1:{ports['mes']}/api/v1/counts")
+    print(f"MES fault admin  hw-sim mes-fault --admin {ports['mes_admin']} "
+          "refuse|blackhole|error5xx|ratelimit|slow|ok")
+    print(f"etch tool        modbus tcp 127.0.0.1:{ports['modbus']}  (mbpoll -0 -r 0 -c 12 "
+          f"-p {ports['modbus']} 127.0.0.1)")
+    print(f"motors           mqtt 127.0.0.1:{ports['mqtt']}  stf/+/+/telemetry")
+    print(f"CMM drops        {where.get('cmm', state / 'cmm')}")
+    if influx_url:
+        print(f"InfluxDB         {influx_url}")
+    print(f"gateway log      {state / 'gateway.log'}   status: Ctrl-C stops the demo")
+    print()
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    state = Path(args.state_dir or "state/demo").resolve()
+    state.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(state / "cache" / "numba"))
+    from edge.runtime import logging as edge_logging
+
+    log_file = (state / "gateway.log").open("a", encoding="utf-8")
+    edge_logging.setup("info", "json", stream=log_file)
+    try:
+        return asyncio.run(_demo(args))
+    finally:
+        log_file.close()
