@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 import os
@@ -53,9 +54,26 @@ def _hostport(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _start_ns(text: str) -> int:
+    try:
+        stamp = dt.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
+    if stamp.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give a time zone: {text!r}")
+    return round(stamp.timestamp() * 1e9)
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--speed", type=float, default=1.0, help="simulated s per wall s")
+    p.add_argument(
+        "--start",
+        type=_start_ns,
+        default=None,
+        help="simulated start time, ISO 8601 with zone (default: now); "
+        "fix it for runs that repeat byte for byte",
+    )
     p.add_argument("--truth", type=Path, help="ground truth file (JSON lines)")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--bad-rate", type=float, default=0.0, help="share of spoiled rows/messages")
@@ -67,8 +85,9 @@ def _bad(a: argparse.Namespace) -> BadData:
     return BadData(a.bad_rate, tuple(k for k in a.bad_kinds.split(",") if k), a.drift_ppm)
 
 
-async def _serve_until_signal(start: Callable[[], Awaitable[None]],
-                              stop: Callable[[], Awaitable[None]]) -> None:
+async def _serve_until_signal(
+    start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]
+) -> None:
     loop = asyncio.get_running_loop()
     done = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -96,20 +115,28 @@ async def _run_task(coro: Awaitable[None], truth: TruthLog) -> None:
 
 
 async def cmd_cmm(a: argparse.Namespace) -> None:
-    clock, truth = SimClock(a.speed), TruthLog(a.truth, keep=False)
+    clock, truth = SimClock(a.speed, a.start), TruthLog(a.truth, keep=False)
     cfg = CmmConfig(part_interval_s=a.interval)
     model = CmmModel(a.seed, cfg, clock.start_ns, fixed_part_temp_c=a.fixed_part_temp)
-    writer = CmmWriter(a.dir, a.mode, seed=a.seed, bad=_bad(a), truth=truth,
-                       start_ns=clock.start_ns)
+    writer = CmmWriter(
+        a.dir, a.mode, seed=a.seed, bad=_bad(a), truth=truth, start_ns=clock.start_ns
+    )
     _say(f"cmm: writing {a.mode} CSV files to {writer.dir} every {a.interval} simulated s")
     await _run_task(run_cmm(model, writer, clock, truth, a.parts), truth)
 
 
 async def cmd_etch(a: argparse.Namespace) -> None:
-    clock, truth = SimClock(a.speed), TruthLog(a.truth, keep=False)
+    clock, truth = SimClock(a.speed, a.start), TruthLog(a.truth, keep=False)
     cfg = EtchConfig(excursion_every_s=a.excursion_every, excursion_at_s=tuple(a.excursion_at))
-    server = EtchServer(EtchModel(a.seed, cfg, clock.start_ns, truth), clock, a.host, a.port,
-                        device_id=a.device_id, fault=a.fault, truth=truth)
+    server = EtchServer(
+        EtchModel(a.seed, cfg, clock.start_ns, truth),
+        clock,
+        a.host,
+        a.port,
+        device_id=a.device_id,
+        fault=a.fault,
+        truth=truth,
+    )
 
     async def start() -> None:
         await server.start()
@@ -123,15 +150,27 @@ async def cmd_etch(a: argparse.Namespace) -> None:
 
 
 async def cmd_motors(a: argparse.Namespace) -> None:
-    clock, truth = SimClock(a.speed), TruthLog(a.truth, keep=False)
+    clock, truth = SimClock(a.speed, a.start), TruthLog(a.truth, keep=False)
     line = MotorLine(a.seed, a.initial_health, clock.start_ns, truth=truth)
     host, port = a.broker
-    pub = MotorPublisher(line, clock, host, port, mode=a.mode, batch_ticks=a.batch_ticks,
-                         qos=a.qos, bad=_bad(a), seed=a.seed, truth=truth,
-                         health_every_s=a.health_every)
+    pub = MotorPublisher(
+        line,
+        clock,
+        host,
+        port,
+        mode=a.mode,
+        batch_ticks=a.batch_ticks,
+        qos=a.qos,
+        bad=_bad(a),
+        seed=a.seed,
+        truth=truth,
+        health_every_s=a.health_every,
+    )
     kind = "telemetry" if a.mode == "json" else "batch"
-    _say(f"motors: publishing to mqtt {host}:{port} stf/<station>/<component>/{kind}, "
-         "commands on stf/command")
+    _say(
+        f"motors: publishing to mqtt {host}:{port} stf/<station>/<component>/{kind}, "
+        "commands on stf/command"
+    )
     await _run_task(pub.run(), truth)
 
 
@@ -144,8 +183,10 @@ async def cmd_mes(a: argparse.Namespace) -> None:
         await server.start()
         if a.fault != "ok":
             await server.set_fault(a.fault)
-        _say(f"mes: http://{a.host}:{server.port}/api/v1 admin "
-             f"http://{a.host}:{server.admin_port}/admin/fault db {a.db}")
+        _say(
+            f"mes: http://{a.host}:{server.port}/api/v1 admin "
+            f"http://{a.host}:{server.admin_port}/admin/fault db {a.db}"
+        )
 
     async def stop() -> None:
         await server.close()
@@ -163,8 +204,10 @@ async def cmd_link(a: argparse.Namespace) -> None:
         await proxy.start()
         if a.mode != "pass":
             await proxy.set_mode(a.mode)
-        _say(f"link: tcp {a.host}:{proxy.listen_port} -> {host}:{port} "
-             f"admin http://{a.host}:{proxy.admin_port}/mode")
+        _say(
+            f"link: tcp {a.host}:{proxy.listen_port} -> {host}:{port} "
+            f"admin http://{a.host}:{proxy.admin_port}/mode"
+        )
 
     async def stop() -> None:
         await proxy.close()
@@ -201,8 +244,7 @@ def cmd_mes_fault(a: argparse.Namespace) -> int:
     if a.mode == "status":
         return _admin_call(url, None)
     body: dict[str, object] = {"mode": a.mode}
-    for key, val in (("rate", a.rate), ("retry_after_s", a.retry_after),
-                     ("latency_s", a.latency)):
+    for key, val in (("rate", a.rate), ("retry_after_s", a.retry_after), ("latency_s", a.latency)):
         if val is not None:
             body[key] = val
     return _admin_call(url, body)
@@ -276,8 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 ASYNC_COMMANDS: dict[str, Callable[[argparse.Namespace], Coroutine[None, None, None]]] = {
-    "cmm": cmd_cmm, "etch": cmd_etch, "motors": cmd_motors, "mes": cmd_mes,
-    "link": cmd_link, "plant": cmd_plant,
+    "cmm": cmd_cmm,
+    "etch": cmd_etch,
+    "motors": cmd_motors,
+    "mes": cmd_mes,
+    "link": cmd_link,
+    "plant": cmd_plant,
 }
 
 

@@ -225,8 +225,15 @@ class CmmModel:
             ok[f.name] = abs(t20 - f.nominal_mm) <= f.tol_mm
             rows.append(
                 CmmRow(
-                    ts_ns, part_id, lot, f.name, f.nominal_mm, f.tol_mm, round(meas, 5),
-                    round(tp + s * float(z_part), 3), round(air + s * float(z_air), 3),
+                    ts_ns,
+                    part_id,
+                    lot,
+                    f.name,
+                    f.nominal_mm,
+                    f.tol_mm,
+                    round(meas, 5),
+                    round(tp + s * float(z_part), 3),
+                    round(air + s * float(z_air), 3),
                     round(ts + s * float(z_scale), 3),
                 )
             )
@@ -286,8 +293,12 @@ class CmmWriter:
                 lines.append(lines[-1])
             if defect is not None and self.truth is not None:
                 self.truth.emit(
-                    "bad_data", "cmm", part.ts_ns, defect=defect,
-                    part_id=part.part_id, feature=row.feature,
+                    "bad_data",
+                    "cmm",
+                    part.ts_ns,
+                    defect=defect,
+                    part_id=part.part_id,
+                    feature=row.feature,
                 )
         return lines
 

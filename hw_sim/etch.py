@@ -234,17 +234,31 @@ class EtchModel:
 
     def _snapshot(self, temp: float, p: float, rf: float, gas: float) -> EtchSnapshot:
         return EtchSnapshot(
-            self.t_s, temp, p, rf, gas, self.lot_id, self.wafer,
-            0 if self.stopped else self.recipe_step, self.status, self.heartbeat,
+            self.t_s,
+            temp,
+            p,
+            rf,
+            gas,
+            self.lot_id,
+            self.wafer,
+            0 if self.stopped else self.recipe_step,
+            self.status,
+            self.heartbeat,
         )
 
     def registers(self) -> list[int]:
         """Holding registers 0..21 for the current snapshot."""
         s = self.snap
         regs = [
-            *float_regs(s.chamber_temp_c), *float_regs(s.pressure_mtorr),
-            *float_regs(s.rf_power_w), *float_regs(s.gas_flow_sccm),
-            s.lot_id, s.wafer, s.step, self.status, s.heartbeat,
+            *float_regs(s.chamber_temp_c),
+            *float_regs(s.pressure_mtorr),
+            *float_regs(s.rf_power_w),
+            *float_regs(s.gas_flow_sccm),
+            s.lot_id,
+            s.wafer,
+            s.step,
+            self.status,
+            s.heartbeat,
         ]
         regs += [0] * (REG_COUNT - len(regs))
         regs[REG_EXCURSION] = 1 if self.excursion_until is not None else 0

@@ -90,8 +90,9 @@ class EtchServer:
                 [SimData(0, values=[False] * 16, datatype=DataType.BITS)],
                 [SimData(0, values=[False] * 16, datatype=DataType.BITS, readonly=True)],
                 [
-                    SimData(0, values=regs[:REG_EXCURSION], datatype=DataType.REGISTERS,
-                            readonly=True),
+                    SimData(
+                        0, values=regs[:REG_EXCURSION], datatype=DataType.REGISTERS, readonly=True
+                    ),
                     SimData(REG_EXCURSION, values=[0, 0], datatype=DataType.REGISTERS),
                 ],
                 [SimData(0, values=regs, datatype=DataType.REGISTERS, readonly=True)],

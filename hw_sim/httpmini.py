@@ -19,9 +19,17 @@ from urllib.parse import parse_qsl, urlsplit
 MAX_HEADER = 64 * 1024
 MAX_BODY = 64 * 1024 * 1024
 REASONS = {
-    200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
-    405: "Method Not Allowed", 411: "Length Required", 413: "Payload Too Large",
-    422: "Unprocessable Entity", 429: "Too Many Requests", 500: "Internal Server Error",
+    200: "OK",
+    201: "Created",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    411: "Length Required",
+    413: "Payload Too Large",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
     503: "Service Unavailable",
 }
 
@@ -49,9 +57,12 @@ class Response:
             data, ctype = self.body, "application/octet-stream"
         else:
             data, ctype = json.dumps(self.body).encode(), "application/json"
-        head = [f"HTTP/1.1 {self.status} {REASONS.get(self.status, 'Status')}",
-                f"Content-Type: {ctype}", f"Content-Length: {len(data)}",
-                f"Connection: {'keep-alive' if keep_alive else 'close'}"]
+        head = [
+            f"HTTP/1.1 {self.status} {REASONS.get(self.status, 'Status')}",
+            f"Content-Type: {ctype}",
+            f"Content-Length: {len(data)}",
+            f"Connection: {'keep-alive' if keep_alive else 'close'}",
+        ]
         head += [f"{k}: {v}" for k, v in self.headers.items()]
         return ("\r\n".join(head) + "\r\n\r\n").encode() + data
 

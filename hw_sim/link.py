@@ -68,7 +68,8 @@ class LinkProxy:
 
     async def _listen(self) -> None:
         self.server = await asyncio.start_server(
-            self._accept, self.host, self.listen_port, reuse_address=True)
+            self._accept, self.host, self.listen_port, reuse_address=True
+        )
         self.listen_port = int(self.server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
@@ -102,8 +103,14 @@ class LinkProxy:
             await self._listen()
         self.mode = "pass" if mode == "cut" else mode
         if self.truth is not None:
-            self.truth.emit("mode", "link", time.time_ns(), mode=mode,
-                            listen=self.listen_port, target=f"{self.target[0]}:{self.target[1]}")
+            self.truth.emit(
+                "mode",
+                "link",
+                time.time_ns(),
+                mode=mode,
+                listen=self.listen_port,
+                target=f"{self.target[0]}:{self.target[1]}",
+            )
         return self.state()
 
     def state(self) -> dict[str, Any]:
@@ -128,15 +135,18 @@ class LinkProxy:
         pair = (writer, up_writer)
         self.pairs.add(pair)
         try:
-            await asyncio.gather(self._pump(reader, up_writer, "bytes_up"),
-                                 self._pump(up_reader, writer, "bytes_down"))
+            await asyncio.gather(
+                self._pump(reader, up_writer, "bytes_up"),
+                self._pump(up_reader, writer, "bytes_down"),
+            )
         finally:
             self.pairs.discard(pair)
             for w in (writer, up_writer):
                 w.close()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None,
-                    counter: str) -> None:
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter | None, counter: str
+    ) -> None:
         try:
             while data := await reader.read(65536):
                 if writer is None or self.mode == "blackhole":

@@ -66,10 +66,13 @@ class MesStore:
         if n:
             self.db.execute(
                 "INSERT INTO counters VALUES (?, ?) ON CONFLICT(name) DO UPDATE "
-                "SET value = value + excluded.value", (name, n))
+                "SET value = value + excluded.value",
+                (name, n),
+            )
 
-    def ingest(self, key: str | None, gateway_id: str, records: list[dict[str, Any]]
-               ) -> tuple[bool, int, int]:
+    def ingest(
+        self, key: str | None, gateway_id: str, records: list[dict[str, Any]]
+    ) -> tuple[bool, int, int]:
         """Store a batch; returns (replayed, accepted, duplicates), committed."""
         now = time.time_ns()
         self.db.execute("BEGIN IMMEDIATE")
@@ -84,18 +87,21 @@ class MesStore:
                     return True, int(row[0]), int(row[1])
             cur = self.db.execute(
                 "INSERT INTO batches (idem_key, gateway_id, received_ns) VALUES (?, ?, ?)",
-                (key, gateway_id, now))
+                (key, gateway_id, now),
+            )
             seq = cur.lastrowid
             accepted = 0
             for rec in records:
                 cur = self.db.execute(
                     "INSERT OR IGNORE INTO records VALUES (?, ?, ?, ?, ?, ?)",
-                    (rec["id"], rec["type"], gateway_id, seq, now,
-                     json.dumps(rec, sort_keys=True)))
+                    (rec["id"], rec["type"], gateway_id, seq, now, json.dumps(rec, sort_keys=True)),
+                )
                 accepted += cur.rowcount
             dups = len(records) - accepted
-            self.db.execute("UPDATE batches SET accepted = ?, duplicates = ? WHERE seq = ?",
-                            (accepted, dups, seq))
+            self.db.execute(
+                "UPDATE batches SET accepted = ?, duplicates = ? WHERE seq = ?",
+                (accepted, dups, seq),
+            )
             self._bump("duplicate_records", dups)
             self.db.execute("COMMIT")
         except BaseException:
@@ -164,7 +170,11 @@ class MesServer:
         self.admin = HttpServer(self._admin, host, admin_port)
         self.rng = np.random.default_rng([seed, 4])
         self.fault: dict[str, Any] = {
-            "mode": "ok", "rate": 1.0, "retry_after_s": 1.0, "latency_s": 1.0}
+            "mode": "ok",
+            "rate": 1.0,
+            "retry_after_s": 1.0,
+            "latency_s": 1.0,
+        }
         self.stats: dict[str, int] = {"requests": 0}
 
     @property
@@ -184,14 +194,21 @@ class MesServer:
         await self.admin.close()
         self.store.close()
 
-    async def set_fault(self, mode: str, rate: float | None = None,
-                        retry_after_s: float | None = None, latency_s: float | None = None
-                        ) -> dict[str, Any]:
+    async def set_fault(
+        self,
+        mode: str,
+        rate: float | None = None,
+        retry_after_s: float | None = None,
+        latency_s: float | None = None,
+    ) -> dict[str, Any]:
         """Switch the fault mode at runtime; returns the new setting."""
         if mode not in FAULT_MODES:
             raise ValueError(f"mode must be one of {FAULT_MODES}, got {mode!r}")
-        for name, value in (("rate", rate), ("retry_after_s", retry_after_s),
-                            ("latency_s", latency_s)):
+        for name, value in (
+            ("rate", rate),
+            ("retry_after_s", retry_after_s),
+            ("latency_s", latency_s),
+        ):
             if value is not None:
                 if not float(value) >= 0 or (name == "rate" and float(value) > 1):
                     raise ValueError(f"{name} out of range: {value}")
@@ -230,8 +247,11 @@ class MesServer:
         if mode == "error5xx":
             return Response(503, {"error": "injected fault: service unavailable"})
         retry = self.fault["retry_after_s"]
-        return Response(429, {"error": "injected fault: rate limited"},
-                        {"Retry-After": str(max(0, round(retry)))})
+        return Response(
+            429,
+            {"error": "injected fault: rate limited"},
+            {"Retry-After": str(max(0, round(retry)))},
+        )
 
     def _route(self, req: Request) -> Response:
         if req.path == "/api/v1/records" and req.method == "POST":
@@ -265,9 +285,12 @@ class MesServer:
         except ValueError as exc:
             return Response(422, {"error": str(exc)})
         replayed, accepted, dups = self.store.ingest(
-            req.headers.get("idempotency-key") or None, gw, records)
-        return Response(200 if replayed else 201,
-                        {"accepted": accepted, "duplicates": dups, "replayed": replayed})
+            req.headers.get("idempotency-key") or None, gw, records
+        )
+        return Response(
+            200 if replayed else 201,
+            {"accepted": accepted, "duplicates": dups, "replayed": replayed},
+        )
 
     async def _admin(self, req: Request) -> Response | None:
         if req.path == "/admin/fault":
@@ -278,8 +301,11 @@ class MesServer:
             try:
                 body = req.json()
                 fault = await self.set_fault(
-                    str(body["mode"]), body.get("rate"), body.get("retry_after_s"),
-                    body.get("latency_s"))
+                    str(body["mode"]),
+                    body.get("rate"),
+                    body.get("retry_after_s"),
+                    body.get("latency_s"),
+                )
             except (ValueError, KeyError, TypeError) as exc:
                 return Response(400, {"error": f"bad fault request: {exc}"})
             return Response(200, fault)

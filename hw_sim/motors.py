@@ -59,12 +59,20 @@ SPIKE_BELOW, MICROSTOP_BELOW = 0.8, 0.5
 _AXIS = (20, 60, 10, 40, 20.0, 800.0)
 _AUX = (30, 90, 10, 30, 0.0, 0.0)
 _PROFILE: dict[str, tuple[int, int, int, int, float, float]] = {
-    "hbw/horizontal": _AXIS, "hbw/vertical": _AXIS, "hbw/cantilever": (20, 60, 8, 20, 15.0, 200.0),
-    "hbw/belt": _AUX, "conveyor/belt": (20, 60, 40, 40, 25.0, BELT_MM),
-    "conveyor/infeed": _AUX, "conveyor/pusher1": (40, 120, 8, 15, 0.0, 0.0),
-    "conveyor/pusher2": (40, 120, 8, 15, 0.0, 0.0), "conveyor/compressor": _AUX,
-    "vgr/vertical": _AXIS, "vgr/horizontal": _AXIS, "vgr/rotate": _AUX,
-    "vgr/vacuum": _AUX, "vgr/valve": (40, 120, 5, 10, 0.0, 0.0),
+    "hbw/horizontal": _AXIS,
+    "hbw/vertical": _AXIS,
+    "hbw/cantilever": (20, 60, 8, 20, 15.0, 200.0),
+    "hbw/belt": _AUX,
+    "conveyor/belt": (20, 60, 40, 40, 25.0, BELT_MM),
+    "conveyor/infeed": _AUX,
+    "conveyor/pusher1": (40, 120, 8, 15, 0.0, 0.0),
+    "conveyor/pusher2": (40, 120, 8, 15, 0.0, 0.0),
+    "conveyor/compressor": _AUX,
+    "vgr/vertical": _AXIS,
+    "vgr/horizontal": _AXIS,
+    "vgr/rotate": _AUX,
+    "vgr/vacuum": _AUX,
+    "vgr/valve": (40, 120, 5, 10, 0.0, 0.0),
 }
 
 
@@ -191,8 +199,12 @@ class MotorLine:
                 if emit and self.truth is not None:
                     for i in np.flatnonzero(start_ms):
                         self.truth.emit(
-                            "micro_stoppage", "motors", self.ts_ns(), motor=MOTOR_IDS[i],
-                            ticks=int(self._ms_left[i]), health=round(float(h[i]), 6),
+                            "micro_stoppage",
+                            "motors",
+                            self.ts_ns(),
+                            motor=MOTOR_IDS[i],
+                            ticks=int(self._ms_left[i]),
+                            health=round(float(h[i]), 6),
                         )
         # wear and failure
         running = st == RUNNING
@@ -245,12 +257,18 @@ class MotorLine:
         out = []
         for i, m in enumerate(MOTOR_IDS):
             station, comp = m.split("/")
-            out.append(MotorSample(
-                self.tick, ts, station, comp, round(float(self.current[i]), 4),
-                STATE_NAMES[int(self.state[i])],
-                round(float(self.position[i]), 1) if self.has_position[i] else None,
-                dict(belt_barriers) if station == "conveyor" else None,
-            ))
+            out.append(
+                MotorSample(
+                    self.tick,
+                    ts,
+                    station,
+                    comp,
+                    round(float(self.current[i]), 4),
+                    STATE_NAMES[int(self.state[i])],
+                    round(float(self.position[i]), 1) if self.has_position[i] else None,
+                    dict(belt_barriers) if station == "conveyor" else None,
+                )
+            )
         return out
 
     def step(self) -> list[MotorSample]:
@@ -297,8 +315,9 @@ class MotorLine:
                     out[MOTOR_IDS[i]] = k
         return out
 
-    def emit_health(self, ttf: Mapping[str, int | None] | None = None,
-                    horizon_ticks: int = 50_000) -> None:
+    def emit_health(
+        self, ttf: Mapping[str, int | None] | None = None, horizon_ticks: int = 50_000
+    ) -> None:
         """Write one `motor_health` truth line per motor (health, time to failure).
 
         `ttf` may be computed beforehand (e.g. on a copy, in a worker thread).
@@ -310,8 +329,14 @@ class MotorLine:
         for i, m in enumerate(MOTOR_IDS):
             t = ttf[m]
             self.truth.emit(
-                "motor_health", "motors", self.ts_ns(), motor=m, tick=self.tick,
-                health=round(float(self.health[i]), 6), state=STATE_NAMES[int(self.state[i])],
-                ttf_ticks=t, ttf_s=None if t is None else round(t * self.tick_s, 3),
+                "motor_health",
+                "motors",
+                self.ts_ns(),
+                motor=m,
+                tick=self.tick,
+                health=round(float(self.health[i]), 6),
+                state=STATE_NAMES[int(self.state[i])],
+                ttf_ticks=t,
+                ttf_s=None if t is None else round(t * self.tick_s, 3),
                 horizon_ticks=horizon_ticks,
             )

@@ -94,8 +94,11 @@ class MotorPublisher:
                     self.client = client
                     self.connected.set()
                     async for msg in client.messages:
-                        self._on_command(bytes(msg.payload) if isinstance(
-                            msg.payload, bytes | bytearray) else str(msg.payload).encode())
+                        self._on_command(
+                            bytes(msg.payload)
+                            if isinstance(msg.payload, bytes | bytearray)
+                            else str(msg.payload).encode()
+                        )
             except aiomqtt.MqttError as exc:
                 log.warning("mqtt %s:%s: %s; retrying in 1 s", self.host, self.port, exc)
             finally:
@@ -143,7 +146,9 @@ class MotorPublisher:
     def _telemetry(self, s: MotorSample) -> list[tuple[str, bytes]]:
         defect = self.defects.pick()
         body: dict[str, Any] = {
-            "ts": self._ts(s, defect), "current_a": s.current_a, "state": s.state,
+            "ts": self._ts(s, defect),
+            "current_a": s.current_a,
+            "state": s.state,
             "position_mm": s.position_mm,
         }
         if s.barriers is not None:
@@ -161,8 +166,9 @@ class MotorPublisher:
         m = f"{buf[0].station}/{buf[0].component}"
         return self._spoil(m, batch_topic, body, defect, buf[-1].ts_ns)
 
-    def _spoil(self, motor: str, topic_of: Any, body: dict[str, Any], defect: str | None,
-               ts_ns: int) -> list[tuple[str, bytes]]:
+    def _spoil(
+        self, motor: str, topic_of: Any, body: dict[str, Any], defect: str | None, ts_ns: int
+    ) -> list[tuple[str, bytes]]:
         topic = topic_of(motor)
         if defect == "missing":
             if isinstance(body["current_a"], list):

@@ -27,15 +27,35 @@ from .motors import MotorLine
 from .motors_mqtt import MotorPublisher
 from .truth import TruthLog
 
-_TOP = {"seed", "speed", "start_ns", "truth", "host", "bad_data", "cmm", "etch", "motors",
-        "mes", "links"}
+_TOP = {
+    "seed",
+    "speed",
+    "start_ns",
+    "truth",
+    "host",
+    "bad_data",
+    "cmm",
+    "etch",
+    "motors",
+    "mes",
+    "links",
+}
 _SECTIONS: dict[str, set[str]] = {
     "cmm": {"enabled", "dir", "mode", "max_parts"}
     | ({f.name for f in fields(CmmConfig)} - {"features"}),
     "etch": {"enabled", "port", "device_id", "dt_s", "fault"}
     | {f.name for f in fields(EtchConfig)},
-    "motors": {"enabled", "broker_host", "broker_port", "mode", "batch_ticks", "qos",
-               "initial_health", "health_every_s", "horizon_ticks"},
+    "motors": {
+        "enabled",
+        "broker_host",
+        "broker_port",
+        "mode",
+        "batch_ticks",
+        "qos",
+        "initial_health",
+        "health_every_s",
+        "horizon_ticks",
+    },
     "mes": {"enabled", "port", "admin_port", "db", "token_env", "fault"},
     "bad_data": {f.name for f in fields(BadData)},
     "links": {"name", "listen", "target", "admin", "mode"},
@@ -105,63 +125,105 @@ class Plant:
     async def start(self) -> dict[str, str]:
         """Start every enabled part; returns {part: where it listens or writes}."""
         where: dict[str, str] = {}
-        self.truth.emit("run_start", "plant", self.clock.start_ns, seed=self.seed,
-                        speed=self.clock.speed)
+        self.truth.emit(
+            "run_start", "plant", self.clock.start_ns, seed=self.seed, speed=self.clock.speed
+        )
         if (c := self._on("cmm")) is not None:
             opts = {k: v for k, v in c.items() if k in {f.name for f in fields(CmmConfig)}}
             model = CmmModel(self.seed, CmmConfig(**opts), self.clock.start_ns)
-            writer = CmmWriter(self.base / c.get("dir", "cmm"), c.get("mode", "part"),
-                               seed=self.seed, bad=self.bad, truth=self.truth,
-                               start_ns=self.clock.start_ns)
-            self.tasks.append(asyncio.create_task(
-                run_cmm(model, writer, self.clock, self.truth, c.get("max_parts")), name="cmm"))
+            writer = CmmWriter(
+                self.base / c.get("dir", "cmm"),
+                c.get("mode", "part"),
+                seed=self.seed,
+                bad=self.bad,
+                truth=self.truth,
+                start_ns=self.clock.start_ns,
+            )
+            self.tasks.append(
+                asyncio.create_task(
+                    run_cmm(model, writer, self.clock, self.truth, c.get("max_parts")), name="cmm"
+                )
+            )
             where["cmm"] = f"files in {writer.dir} ({writer.mode} mode)"
         if (c := self._on("etch")) is not None:
-            opts = {k: (tuple(v) if isinstance(v, list) else v) for k, v in c.items()
-                    if k in {f.name for f in fields(EtchConfig)}}
+            opts = {
+                k: (tuple(v) if isinstance(v, list) else v)
+                for k, v in c.items()
+                if k in {f.name for f in fields(EtchConfig)}
+            }
             model_e = EtchModel(self.seed, EtchConfig(**opts), self.clock.start_ns, self.truth)
-            self.etch = EtchServer(model_e, self.clock, self.host, int(c.get("port", 5020)),
-                                   device_id=int(c.get("device_id", 1)),
-                                   dt_s=float(c.get("dt_s", 0.1)), fault=c.get("fault", "ok"),
-                                   truth=self.truth)
+            self.etch = EtchServer(
+                model_e,
+                self.clock,
+                self.host,
+                int(c.get("port", 5020)),
+                device_id=int(c.get("device_id", 1)),
+                dt_s=float(c.get("dt_s", 0.1)),
+                fault=c.get("fault", "ok"),
+                truth=self.truth,
+            )
             await self.etch.start()
             where["etch"] = f"modbus tcp {self.host}:{self.etch.port} device {self.etch.device_id}"
         if (c := self._on("mes")) is not None:
             token_env = c.get("token_env")
-            self.mes = MesServer(self.base / c.get("db", "mes.sqlite"), self.host,
-                                 int(c.get("port", 8080)), int(c.get("admin_port", 8081)),
-                                 token=os.environ.get(token_env) if token_env else None,
-                                 seed=self.seed, truth=self.truth)
+            self.mes = MesServer(
+                self.base / c.get("db", "mes.sqlite"),
+                self.host,
+                int(c.get("port", 8080)),
+                int(c.get("admin_port", 8081)),
+                token=os.environ.get(token_env) if token_env else None,
+                seed=self.seed,
+                truth=self.truth,
+            )
             await self.mes.start()
             if c.get("fault", "ok") != "ok":
                 await self.mes.set_fault(c["fault"])
-            where["mes"] = (f"http://{self.host}:{self.mes.port}/api/v1 "
-                            f"(admin http://{self.host}:{self.mes.admin_port}/admin/fault)")
+            where["mes"] = (
+                f"http://{self.host}:{self.mes.port}/api/v1 "
+                f"(admin http://{self.host}:{self.mes.admin_port}/admin/fault)"
+            )
         if (c := self._on("motors")) is not None:
-            line = MotorLine(self.seed, c.get("initial_health", 1.0), self.clock.start_ns,
-                             truth=self.truth)
+            line = MotorLine(
+                self.seed, c.get("initial_health", 1.0), self.clock.start_ns, truth=self.truth
+            )
             self.motors = MotorPublisher(
-                line, self.clock, c.get("broker_host", "127.0.0.1"),
-                int(c.get("broker_port", 1883)), mode=c.get("mode", "json"),
-                batch_ticks=int(c.get("batch_ticks", 10)), qos=int(c.get("qos", 0)),
-                bad=self.bad, seed=self.seed, truth=self.truth,
+                line,
+                self.clock,
+                c.get("broker_host", "127.0.0.1"),
+                int(c.get("broker_port", 1883)),
+                mode=c.get("mode", "json"),
+                batch_ticks=int(c.get("batch_ticks", 10)),
+                qos=int(c.get("qos", 0)),
+                bad=self.bad,
+                seed=self.seed,
+                truth=self.truth,
                 health_every_s=float(c.get("health_every_s", 600.0)),
-                horizon_ticks=int(c.get("horizon_ticks", 36_000)))
+                horizon_ticks=int(c.get("horizon_ticks", 36_000)),
+            )
             self.tasks.append(asyncio.create_task(self.motors.run(), name="motors"))
             kind = "telemetry" if self.motors.mode == "json" else "batch"
-            where["motors"] = (f"mqtt {self.motors.host}:{self.motors.port} "
-                               f"stf/<station>/<component>/{kind}")
+            where["motors"] = (
+                f"mqtt {self.motors.host}:{self.motors.port} stf/<station>/<component>/{kind}"
+            )
         for i, lk in enumerate(self.cfg.get("links", [])):
             thost, _, tport = str(lk["target"]).rpartition(":")
-            proxy = LinkProxy(int(lk["listen"]), thost, int(tport), lk.get("admin"),
-                              host=self.host, truth=self.truth)
+            proxy = LinkProxy(
+                int(lk["listen"]),
+                thost,
+                int(tport),
+                lk.get("admin"),
+                host=self.host,
+                truth=self.truth,
+            )
             await proxy.start()
             if lk.get("mode", "pass") != "pass":
                 await proxy.set_mode(lk["mode"])
             self.links.append(proxy)
             name = lk.get("name", f"link{i}")
-            where[f"link:{name}"] = (f"tcp {self.host}:{proxy.listen_port} -> {lk['target']}"
-                                     f" (admin http://{self.host}:{proxy.admin_port}/mode)")
+            where[f"link:{name}"] = (
+                f"tcp {self.host}:{proxy.listen_port} -> {lk['target']}"
+                f" (admin http://{self.host}:{proxy.admin_port}/mode)"
+            )
         return where
 
     async def wait(self) -> None:

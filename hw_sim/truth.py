@@ -57,8 +57,11 @@ class TruthLog:
 
     def of_kind(self, kind: str, source: str | None = None) -> list[dict[str, Any]]:
         """In-memory events of one kind (and source)."""
-        return [r for r in self.records
-                if r["kind"] == kind and (source is None or r["source"] == source)]
+        return [
+            r
+            for r in self.records
+            if r["kind"] == kind and (source is None or r["source"] == source)
+        ]
 
     def close(self) -> None:
         """Flush and fsync the file."""

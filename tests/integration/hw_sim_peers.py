@@ -24,8 +24,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def wait_for(cond: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0,
-                   what: str = "condition") -> None:
+async def wait_for(
+    cond: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0, what: str = "condition"
+) -> None:
     """Poll `cond` (sync or async) every 20 ms until true, or fail after `timeout` s."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -56,13 +57,16 @@ class Mosquitto:
 
 def start_mosquitto(tmp: Path) -> Mosquitto:
     exe = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
     if exe is None:
         pytest.skip("mosquitto is not installed: apt-get install -y mosquitto")
     port = free_port()
     conf = tmp / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest stderr\n"
-                    "user root\npersistence false\n")
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\nlog_dest stderr\n"
+        "user root\npersistence false\n"
+    )
     log = tmp / "mosquitto.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([exe, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)

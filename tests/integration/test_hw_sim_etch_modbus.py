@@ -7,6 +7,7 @@ import shutil
 from collections.abc import AsyncIterator
 
 import pytest
+from hw_sim_peers import wait_for
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
@@ -14,15 +15,15 @@ from hw_sim.clock import SimClock
 from hw_sim.etch import EtchModel, regs_float
 from hw_sim.etch_server import EtchServer
 from hw_sim.truth import TruthLog
-from hw_sim_peers import wait_for
 
 
 @pytest.fixture
 async def etch() -> AsyncIterator[EtchServer]:
     clock = SimClock(speed=20.0)
     truth = TruthLog()
-    server = EtchServer(EtchModel(1, start_ns=clock.start_ns, truth=truth), clock, port=0,
-                        truth=truth)
+    server = EtchServer(
+        EtchModel(1, start_ns=clock.start_ns, truth=truth), clock, port=0, truth=truth
+    )
     await server.start()
     yield server
     await server.stop()
@@ -38,7 +39,7 @@ async def client(etch: EtchServer) -> AsyncIterator[AsyncModbusTcpClient]:
 
 async def _temp(c: AsyncModbusTcpClient) -> float:
     rr = await c.read_holding_registers(0, count=2, device_id=1)
-    return regs_float(rr.registers)
+    return float(regs_float(list(rr.registers)))
 
 
 async def test_reads_documented_map(client: AsyncModbusTcpClient) -> None:
@@ -46,8 +47,8 @@ async def test_reads_documented_map(client: AsyncModbusTcpClient) -> None:
     rr = await client.read_holding_registers(0, count=13, device_id=1)
     assert not rr.isError()
     r = rr.registers
-    assert 177.0 < client.convert_from_registers(
-        r[0:2], client.DATATYPE.FLOAT32, word_order="big") < 186.0  # type: ignore[operator]
+    temp = client.convert_from_registers(r[0:2], client.DATATYPE.FLOAT32, word_order="big")
+    assert isinstance(temp, float) and 177.0 < temp < 186.0
     assert r[8] == 4711 and 1 <= r[10] <= 5 and r[11] & 1
     ir = await client.read_input_registers(0, count=13, device_id=1)
     assert ir.registers[8] == 4711
@@ -57,7 +58,9 @@ async def test_reads_documented_map(client: AsyncModbusTcpClient) -> None:
     assert ro.isError()
 
 
-async def test_excursion_stop_coil_and_reset(etch: EtchServer, client: AsyncModbusTcpClient) -> None:
+async def test_excursion_stop_coil_and_reset(
+    etch: EtchServer, client: AsyncModbusTcpClient
+) -> None:
     """Register 20 starts an excursion above 188 C; coil 0 stops; coil 1 resets."""
     await client.write_register(20, 1, device_id=1)
 
@@ -110,8 +113,12 @@ async def test_mbpoll_reads_documented_addresses(etch: EtchServer) -> None:
 
     async def run(*args: str) -> str:
         proc = await asyncio.create_subprocess_exec(
-            *base, *args, "127.0.0.1", stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT)
+            *base,
+            *args,
+            "127.0.0.1",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
         out, _ = await asyncio.wait_for(proc.communicate(), 15)
         assert proc.returncode == 0, out.decode()
         return out.decode()

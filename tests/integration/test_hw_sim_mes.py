@@ -29,8 +29,11 @@ async def mes(tmp_path: Path) -> AsyncIterator[MesServer]:
 
 @pytest.fixture
 async def api(mes: MesServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{mes.port}", timeout=5,
-                                 headers={"Authorization": f"Bearer {TOKEN}"}) as c:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{mes.port}",
+        timeout=5,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    ) as c:
         yield c
 
 
@@ -45,7 +48,9 @@ async def _counts(admin: httpx.AsyncClient) -> dict[str, Any]:
     return dict(r.json())
 
 
-async def test_repeated_key_is_stored_once(api: httpx.AsyncClient, admin: httpx.AsyncClient) -> None:
+async def test_repeated_key_is_stored_once(
+    api: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
     """A batch sent twice with one Idempotency-Key is stored once and answered the same."""
     h = {"Idempotency-Key": "k1"}
     r1 = await api.post("/api/v1/records", json=_batch("a", "b"), headers=h)
@@ -59,8 +64,11 @@ async def test_repeated_key_is_stored_once(api: httpx.AsyncClient, admin: httpx.
 async def test_duplicate_record_ids_are_counted_not_stored(api: httpx.AsyncClient) -> None:
     """A record id already stored, under a new key, is a duplicate and not stored again."""
     await api.post("/api/v1/records", json=_batch("a"), headers={"Idempotency-Key": "k1"})
-    r = await api.post("/api/v1/records", json=_batch("a", "c", rtype="quarantine"),
-                       headers={"Idempotency-Key": "k2"})
+    r = await api.post(
+        "/api/v1/records",
+        json=_batch("a", "c", rtype="quarantine"),
+        headers={"Idempotency-Key": "k2"},
+    )
     assert r.json() == {"accepted": 1, "duplicates": 1, "replayed": False}
     c = (await api.get("/api/v1/counts")).json()
     assert c["by_type"] == {"measurement": 1, "quarantine": 1} and c["duplicate_records"] == 1
@@ -94,8 +102,9 @@ async def test_records_survive_a_restart(tmp_path: Path) -> None:
     again.store.close()
 
 
-async def test_refuse_mode_refuses_connections(api: httpx.AsyncClient,
-                                               admin: httpx.AsyncClient) -> None:
+async def test_refuse_mode_refuses_connections(
+    api: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
     """refuse: connects fail while the admin port still answers; ok: serving again."""
     assert (await admin.post("/admin/fault", json={"mode": "refuse"})).json()["mode"] == "refuse"
     with pytest.raises(httpx.ConnectError):
@@ -105,7 +114,9 @@ async def test_refuse_mode_refuses_connections(api: httpx.AsyncClient,
     assert r.status_code == 201
 
 
-async def test_blackhole_accepts_and_never_answers(mes: MesServer, admin: httpx.AsyncClient) -> None:
+async def test_blackhole_accepts_and_never_answers(
+    mes: MesServer, admin: httpx.AsyncClient
+) -> None:
     """blackhole: the connection is accepted, the request is never answered."""
     await admin.post("/admin/fault", json={"mode": "blackhole"})
     async with httpx.AsyncClient(timeout=httpx.Timeout(0.5, connect=2.0)) as c:
@@ -117,14 +128,17 @@ async def test_blackhole_accepts_and_never_answers(mes: MesServer, admin: httpx.
 async def test_error5xx_at_a_rate(api: httpx.AsyncClient, admin: httpx.AsyncClient) -> None:
     """error5xx at rate 0.5 answers 503 to about half the requests, storing nothing for them."""
     await admin.post("/admin/fault", json={"mode": "error5xx", "rate": 0.5})
-    codes = [(await api.post("/api/v1/records", json=_batch(f"r{i}"))).status_code
-             for i in range(60)]
+    codes = [
+        (await api.post("/api/v1/records", json=_batch(f"r{i}"))).status_code for i in range(60)
+    ]
     n503 = codes.count(503)
     assert 15 < n503 < 45 and codes.count(201) == 60 - n503
     assert (await _counts(admin))["records"] == 60 - n503
 
 
-async def test_ratelimit_sends_retry_after(api: httpx.AsyncClient, admin: httpx.AsyncClient) -> None:
+async def test_ratelimit_sends_retry_after(
+    api: httpx.AsyncClient, admin: httpx.AsyncClient
+) -> None:
     """ratelimit answers 429 with Retry-After."""
     await admin.post("/admin/fault", json={"mode": "ratelimit", "rate": 1.0, "retry_after_s": 2})
     r = await api.post("/api/v1/records", json=_batch("a"))

@@ -43,6 +43,11 @@ def test_truth_is_json_lines_with_kind_source_time(tmp_path: Path) -> None:
     log.emit("stop", "etch", 1_795_255_200_123_000_000, cause="coil")
     log.close()
     (rec,) = read_truth(tmp_path / "t.jsonl")
-    assert rec == {"kind": "stop", "source": "etch", "t_ns": 1_795_255_200_123_000_000,
-                   "t": "2026-11-21T10:00:00.123+00:00", "cause": "coil"}
+    assert rec == {
+        "kind": "stop",
+        "source": "etch",
+        "t_ns": 1_795_255_200_123_000_000,
+        "t": "2026-11-21T10:00:00.123+00:00",
+        "cause": "coil",
+    }
     assert iso_ns(0) == "1970-01-01T00:00:00.000+00:00"

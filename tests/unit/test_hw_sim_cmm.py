@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from hw_sim.baddata import BadData
-from hw_sim.cmm import CSV_HEADER, CmmModel, CmmWriter
+from hw_sim.cmm import CSV_HEADER, CmmModel, CmmPart, CmmWriter
 from hw_sim.truth import TruthLog
 
 
-def _parts(seed: int, n: int, **kw: float) -> list:  # type: ignore[type-arg]
-    m = CmmModel(seed, **kw)  # type: ignore[arg-type]
+def _parts(seed: int, n: int, **kw: float) -> list[CmmPart]:
+    m = CmmModel(seed, **kw)
     return [m.measure_part(60.0 * (k + 1)) for k in range(n)]
 
 
@@ -38,8 +38,14 @@ def test_part_at_25c_reads_longer_by_l_alpha_5() -> None:
     """A part at 25 C on a 20 C scale reads longer by L * 23.6e-6 * 5 (within noise)."""
     parts = _parts(3, 400, fixed_part_temp_c=25.0, fixed_scale_temp_c=20.0)
     for feature, nominal in (("length_120", 120.0), ("bore_50", 50.0)):
-        d = np.array([r.measured_mm - p.true_mm_20c[r.feature]
-                      for p in parts for r in p.rows if r.feature == feature])
+        d = np.array(
+            [
+                r.measured_mm - p.true_mm_20c[r.feature]
+                for p in parts
+                for r in p.rows
+                if r.feature == feature
+            ]
+        )
         expected = nominal * 23.6e-6 * 5
         assert abs(d.mean() - expected) < 0.0001, (feature, d.mean(), expected)
 
@@ -47,8 +53,14 @@ def test_part_at_25c_reads_longer_by_l_alpha_5() -> None:
 def test_warm_scale_reads_shorter() -> None:
     """Scale and part both at 25 C: the reading grows by L * (alpha_part - alpha_scale) * 5."""
     parts = _parts(3, 400, fixed_part_temp_c=25.0, fixed_scale_temp_c=25.0)
-    d = np.array([r.measured_mm - p.true_mm_20c[r.feature]
-                  for p in parts for r in p.rows if r.feature == "length_120"])
+    d = np.array(
+        [
+            r.measured_mm - p.true_mm_20c[r.feature]
+            for p in parts
+            for r in p.rows
+            if r.feature == "length_120"
+        ]
+    )
     assert abs(d.mean() - 120 * (23.6e-6 - 8e-6) * 5) < 0.0001
 
 
@@ -56,7 +68,7 @@ def test_hvac_swing_rejects_good_parts_unless_compensated() -> None:
     """Judged on raw lengths >=5% of truly good features fail; compensated, almost none."""
     parts = _parts(11, 1500)
     temps = [p.true_part_temp_c for p in parts]
-    assert 17.5 < min(temps) and max(temps) < 26.5 and max(temps) - min(temps) > 4.0
+    assert min(temps) > 17.5 and max(temps) < 26.5 and max(temps) - min(temps) > 4.0
     good = raw_bad = comp_bad = 0
     for p in parts:
         for r in p.rows:
@@ -64,7 +76,8 @@ def test_hvac_swing_rejects_good_parts_unless_compensated() -> None:
                 continue
             good += 1
             raw_bad += abs(r.measured_mm - r.nominal_mm) > r.tol_mm
-            comp = r.measured_mm / (1 + 23.6e-6 * (r.part_temp_c - 20) - 8e-6 * (r.scale_temp_c - 20))
+            k = 1 + 23.6e-6 * (r.part_temp_c - 20) - 8e-6 * (r.scale_temp_c - 20)
+            comp = r.measured_mm / k
             comp_bad += abs(comp - r.nominal_mm) > r.tol_mm
     assert raw_bad / good >= 0.05
     assert comp_bad / good < 0.02
@@ -80,7 +93,8 @@ def test_part_lags_air() -> None:
     air = np.array([p.true_air_temp_c for p in parts])
     part = np.array([p.true_part_temp_c for p in parts])
     assert np.ptp(part[200:]) < np.ptp(air[200:])
-    lag = int(np.argmax(np.correlate(part[200:] - part[200:].mean(), air[200:] - air[200:].mean(), "full"))) - (len(air) - 201)
+    a, p = air[200:] - air[200:].mean(), part[200:] - part[200:].mean()
+    lag = int(np.argmax(np.correlate(p, a, "full"))) - (len(a) - 1)
     assert lag > 0
 
 
@@ -119,8 +133,12 @@ def test_same_seed_same_files(tmp_path: Path) -> None:
         for k in range(30):
             w.write(m.measure_part(60.0 * (k + 1)))
         truth.close()
-        outs.append(((tmp_path / run / "cmm-20261121.csv").read_bytes(),
-                     (tmp_path / f"{run}.jsonl").read_bytes()))
+        outs.append(
+            (
+                (tmp_path / run / "cmm-20261121.csv").read_bytes(),
+                (tmp_path / f"{run}.jsonl").read_bytes(),
+            )
+        )
     assert outs[0] == outs[1]
 
 
@@ -139,5 +157,6 @@ def test_bad_data_is_spoiled_and_recorded(tmp_path: Path) -> None:
     rows = list(csv.reader(text.splitlines()[1:]))
     assert any(r[0] and not r[0].endswith("+00:00") for r in rows)
     assert len(rows) == 60 * 3 + len(truth.of_kind("bad_data")) - sum(
-        1 for r in truth.of_kind("bad_data") if r["defect"] != "duplicate")
+        1 for r in truth.of_kind("bad_data") if r["defect"] != "duplicate"
+    )
     assert [p.rows for p in parts] == [p.rows for p in _parts(4, 60)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hw_sim.etch import (
     STATUS_ALARM,
     STATUS_EXCURSION,
@@ -63,7 +65,7 @@ def test_stop_decays_temperature_and_reset_recovers() -> None:
     snap = m.step(DT)
     assert snap.rf_power_w == 0.0 and snap.step == 0
     temps = _run(m, 600)
-    assert temps[-1] < 30.0 and all(b <= a + 3 for a, b in zip(temps, temps[1:], strict=False))
+    assert temps[-1] < 30.0 and all(b <= a + 3 for a, b in itertools.pairwise(temps))
     m.reset()
     assert m.status == STATUS_RUNNING
     temps = _run(m, 300)

@@ -14,6 +14,7 @@ from hw_sim.motors import (
     STATIONS,
     STOPPED,
     MotorLine,
+    MotorTrace,
     barriers_at,
 )
 from hw_sim.truth import TruthLog
@@ -56,7 +57,10 @@ def test_spikes_below_0_8_and_micro_stoppages_below_0_5() -> None:
     healthy = MotorLine(4, initial_health=1.0).run(3000)
     worn = MotorLine(4, initial_health=0.75).run(3000)
     weak = MotorLine(4, initial_health=0.45).run(3000)
-    run_max = lambda t: t.current_a[t.state == RUNNING].max()  # noqa: E731
+
+    def run_max(t: MotorTrace) -> float:
+        return float(t.current_a[t.state == RUNNING].max())
+
     assert run_max(healthy) < 1.4 and run_max(worn) > 1.7
     assert not (healthy.state == MICROSTOP).any() and not (worn.state == MICROSTOP).any()
     assert (weak.state == MICROSTOP).any()
@@ -76,7 +80,7 @@ def test_time_to_failure_is_exact_without_commands() -> None:
     assert line.state[MOTOR_IDS.index("vgr/vacuum")] == FAILED
     assert {r["motor"] for r in truth.of_kind("motor_failed")} == {"conveyor/belt", "vgr/vacuum"}
     line.emit_health(horizon_ticks=10)
-    rec = [r for r in truth.of_kind("motor_health") if r["motor"] == "conveyor/belt"][0]
+    rec = next(r for r in truth.of_kind("motor_health") if r["motor"] == "conveyor/belt")
     assert rec["health"] == 0.0 and rec["ttf_ticks"] == 0 and rec["ttf_s"] == 0.0
 
 
