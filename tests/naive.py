@@ -139,8 +139,7 @@ def spc_scan(values: Sequence[float], center: float, sigma: float, lam: float, b
         t += 1
         z = (v - center) / sigma
         zs.append(z)
-        for r in cool:
-            cool[r] = max(0, cool[r] - 1)
+        cool = {r: max(0, left - 1) for r, left in cool.items()}
         if mask & 1 and abs(z) > 3:
             out.append((i, 1))
         last3, last5, last8 = zs[-3:], zs[-5:], zs[-8:]

@@ -16,6 +16,8 @@ Invariants:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from numba import njit
@@ -24,12 +26,19 @@ from numba.core import types
 f8, i8, u1 = types.float64, types.int64, types.uint8
 F8, I8, U1 = types.float64[::1], types.int64[::1], types.uint8[::1]
 
-_OPTS = {"cache": True, "nogil": True}
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _kernel(signature: Any) -> Callable[[_F], _F]:
+    """``@njit(signature, cache=True, nogil=True)``, typed for mypy."""
+    def wrap(fn: _F) -> _F:
+        return cast(_F, njit(signature, cache=True, nogil=True)(fn))
+    return wrap
 
 # --------------------------------------------------------------- compensation
 
 
-@njit(types.void(F8, F8, F8, f8, f8, F8), **_OPTS)
+@_kernel(types.void(F8, F8, F8, f8, f8, F8))
 def compensate_l20(meas: np.ndarray, t_part: np.ndarray, t_scale: np.ndarray,
                    a_part: float, a_scale: float, out: np.ndarray) -> None:
     """L20 = L (1 + a_scale (T_scale - 20)) / (1 + a_part (T_part - 20)), into ``out``."""
@@ -38,7 +47,7 @@ def compensate_l20(meas: np.ndarray, t_part: np.ndarray, t_scale: np.ndarray,
             1.0 + a_part * (t_part[i] - 20.0))
 
 
-@njit(types.void(F8, F8, F8, f8, f8, F8, F8, f8, f8, f8, F8, F8), **_OPTS)
+@_kernel(types.void(F8, F8, F8, f8, f8, F8, F8, f8, f8, f8, F8, F8))
 def compensate_with_uncertainty(
     meas: np.ndarray, t_part: np.ndarray, t_scale: np.ndarray, a_part: float,
     a_scale: float, u_t_part: np.ndarray, u_t_scale: np.ndarray, u_a_part: float,
@@ -63,7 +72,7 @@ def compensate_with_uncertainty(
         )
 
 
-@njit(types.void(I8, F8, f8, F8, I8, F8), **_OPTS)
+@_kernel(types.void(I8, F8, f8, F8, I8, F8))
 def lag_estimate(ts_ns: np.ndarray, air: np.ndarray, tau_s: float, state: np.ndarray,
                  last_ts: np.ndarray, out: np.ndarray) -> None:
     """First-order lag of the air temperature: the part temperature estimate at each row.
@@ -103,7 +112,7 @@ COND_NONE, COND_HIGH, COND_LOW, COND_RATE, COND_BAD, COND_STALE = 0, 1, 2, 3, 4,
 N_IL_PARAMS, N_IL_F, N_IL_I = 7, 4, 10
 
 
-@njit(i8(F8, I8, U1, F8, F8, I8), **_OPTS)
+@_kernel(i8(F8, I8, U1, F8, F8, I8))
 def interlock_scan(value: np.ndarray, ts_ns: np.ndarray, quality: np.ndarray,
                    params: np.ndarray, fstate: np.ndarray, istate: np.ndarray) -> int:
     """Scan one rule's samples in order; returns the index that tripped it, or -1.
@@ -172,7 +181,7 @@ def interlock_scan(value: np.ndarray, ts_ns: np.ndarray, quality: np.ndarray,
 N_MOTOR_PARAMS, N_MOTOR_STATE = 8, 17
 
 
-@njit(types.void(F8, F8, F8), **_OPTS)
+@_kernel(types.void(F8, F8, F8))
 def motor_scan(current: np.ndarray, params: np.ndarray, state: np.ndarray) -> None:
     """Update one motor's current features over its samples (non-finite samples skipped).
 
@@ -247,7 +256,7 @@ def motor_scan(current: np.ndarray, params: np.ndarray, state: np.ndarray) -> No
         state[9] = cls
 
 
-@njit(types.void(F8, f8, f8, F8), **_OPTS)
+@_kernel(types.void(F8, f8, f8, F8))
 def level_track(values: np.ndarray, alpha: float, baseline_n: float,
                 state: np.ndarray) -> None:
     """EWMA level of a signal with a baseline (mean of its first ``baseline_n`` finite
@@ -267,7 +276,7 @@ def level_track(values: np.ndarray, alpha: float, baseline_n: float,
                 state[3] = state[1] / state[2]
 
 
-@njit(types.void(F8, F8, F8), **_OPTS)
+@_kernel(types.void(F8, F8, F8))
 def theil_sen(x: np.ndarray, y: np.ndarray, out: np.ndarray) -> None:
     """Theil-Sen line through the finite points: out = [slope, intercept] (NaN if fewer
     than two distinct x)."""
@@ -305,7 +314,7 @@ RULE_WE1, RULE_WE2, RULE_WE3, RULE_WE4, RULE_EWMA = 1, 2, 4, 8, 16
 N_SPC_PARAMS, N_SPC_STATE = 5, 16
 
 
-@njit(i8(F8, F8, F8, I8, I8, F8), **_OPTS)
+@_kernel(i8(F8, F8, F8, I8, I8, F8))
 def spc_scan(values: np.ndarray, params: np.ndarray, state: np.ndarray,
              out_index: np.ndarray, out_rule: np.ndarray, out_stat: np.ndarray) -> int:
     """Western Electric rules 1-4 and an EWMA chart over the finite values.

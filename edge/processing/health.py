@@ -1,0 +1,319 @@
+"""Motor health: current features, an online baseline, a 0-1 index, time to failure.
+
+Invariants:
+
+* Features come from numba scans over each motor's samples with state carried between
+  batches (``kernels.motor_scan``, ``kernels.level_track``): running level (EWMA of
+  running current, inrush and spikes excluded), RMS, spike rate, micro-stoppages,
+  inrush peak; vibration and temperature levels where their tags are configured.
+* The baseline is learned online: the mean of the first ``baseline_samples`` running
+  samples (and of the first samples of vibration/temperature). No health is reported
+  before the current baseline exists.
+* Health = 1 - the weighted mean of the degradation fractions (rise over baseline /
+  rise at failure) of the features present, clipped to 0..1. It is computed once per
+  ``health_interval_s`` of sample time; time to failure is the Theil-Sen trend of the
+  last ``trend_window`` health points extrapolated to 0 (``ttf_horizon_s`` when the
+  trend is not falling).
+* Each alert (health below ``alert_health``, time to failure below ``alert_ttf_s``)
+  fires once per crossing and re-arms only past its hysteresis.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.components import BuildContext, StageOutput
+from edge.config import ConfigStruct
+from edge.errors import ConfigError
+from edge.model import HealthAlert, Quality, Record, SampleBatch, TagRegistry
+
+
+class MotorConfig(ConfigStruct, frozen=True):
+    """One motor: its name (tag device of ``<name>/health``) and its signal tags."""
+
+    name: str
+    current_tag: str
+    vibration_tag: str = ""
+    temperature_tag: str = ""
+
+    def __post_init__(self) -> None:
+        for key in ("current_tag", "vibration_tag", "temperature_tag"):
+            v = getattr(self, key)
+            if (v or key == "current_tag") and v.count("/") < 1:
+                raise ValueError(f"{key} must be 'device/name', got {v!r}")
+
+
+class HealthConfig(ConfigStruct, frozen=True):
+    """``[[health]]``: a group of motors judged with the same model settings."""
+
+    name: str
+    motors: list[MotorConfig]
+    running_above_a: float = 0.6
+    stopped_below_a: float = 0.025
+    spike_delta_a: float = 0.3
+    inrush_samples: int = 3
+    microstop_max_samples: int = 12
+    level_alpha: float = 0.02
+    rate_alpha: float = 0.01
+    baseline_samples: int = 100
+    wear_current_rise_a: float = 0.1
+    vibration_rise_at_failure: float = 1.0
+    temperature_rise_at_failure_c: float = 20.0
+    weight_current: float = 1.0
+    weight_vibration: float = 1.0
+    weight_temperature: float = 0.5
+    health_interval_s: float = 10.0
+    trend_window: int = 120
+    min_trend_points: int = 10
+    ttf_horizon_s: float = 2_592_000.0
+    alert_health: float = 0.5
+    rearm_health: float = 0.05
+    alert_ttf_s: float = 3600.0
+    rearm_ttf_fraction: float = 0.2
+    emit_samples: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.motors:
+            raise ValueError("motors must list at least one motor")
+        names = [m.name for m in self.motors]
+        if len(set(names)) != len(names):
+            raise ValueError("motors: a motor name is used twice")
+        if not 0 <= self.stopped_below_a < self.running_above_a:
+            raise ValueError("stopped_below_a must be >= 0 and below running_above_a")
+        for key in ("spike_delta_a", "wear_current_rise_a", "vibration_rise_at_failure",
+                    "temperature_rise_at_failure_c", "health_interval_s", "ttf_horizon_s",
+                    "alert_ttf_s"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key} must be > 0")
+        for key in ("level_alpha", "rate_alpha"):
+            if not 0 < getattr(self, key) <= 1:
+                raise ValueError(f"{key} must be in (0, 1]")
+        for key in ("weight_current", "weight_vibration", "weight_temperature"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0")
+        if self.baseline_samples < 1:
+            raise ValueError("baseline_samples must be >= 1")
+        if self.inrush_samples < 0 or self.microstop_max_samples < 1:
+            raise ValueError("inrush_samples must be >= 0 and microstop_max_samples >= 1")
+        if not 3 <= self.min_trend_points <= self.trend_window <= 500:
+            raise ValueError("trend_window must be between min_trend_points (>= 3) and 500")
+        if not 0 < self.alert_health < 1:
+            raise ValueError("alert_health must be between 0 and 1")
+
+    def declare_tags(self, tags: TagRegistry) -> None:
+        """``<motor>/health`` (0-1) and ``<motor>/ttf_s`` for every motor."""
+        if not self.emit_samples:
+            return
+        for m in self.motors:
+            tags.add(m.name, "health", low=0.0, high=1.0, description="health index 0-1")
+            tags.add(m.name, "ttf_s", unit="s", description="estimated time to failure")
+
+    def scan_params(self) -> npt.NDArray[np.float64]:
+        from edge.processing import kernels as K
+
+        p = np.empty(K.N_MOTOR_PARAMS)
+        p[:] = (self.running_above_a, self.stopped_below_a, self.spike_delta_a,
+                self.level_alpha, self.rate_alpha, self.inrush_samples,
+                self.baseline_samples, self.microstop_max_samples)
+        return p
+
+
+def _level_state() -> npt.NDArray[np.float64]:
+    return np.array([math.nan, 0.0, 0.0, math.nan])
+
+
+@dataclass(slots=True)
+class _Motor:
+    cfg: MotorConfig
+    group: HealthConfig
+    current: int
+    vibration: int
+    temperature: int
+    health_tag: int
+    ttf_tag: int
+    scan: npt.NDArray[np.float64]
+    vib: npt.NDArray[np.float64] = field(default_factory=_level_state)
+    temp: npt.NDArray[np.float64] = field(default_factory=_level_state)
+    t: list[float] = field(default_factory=list)
+    h: list[float] = field(default_factory=list)
+    next_point_ns: int = -1
+    t0_ns: int = -1
+    health: float = math.nan
+    ttf_s: float = math.nan
+    health_armed: bool = True
+    ttf_armed: bool = True
+
+
+class Health:
+    """The motor-health stage for every configured motor."""
+
+    name = "health"
+
+    def __init__(self, configs: Sequence[HealthConfig], tags: TagRegistry,
+                 ctx: BuildContext | None = None) -> None:
+        from edge.processing import kernels as K
+
+        self._k = K
+        self.motors: dict[str, _Motor] = {}
+        self._params: dict[str, npt.NDArray[np.float64]] = {}
+        for group in configs:
+            group.declare_tags(tags)
+            self._params[group.name] = group.scan_params()
+            for m in group.motors:
+                if m.name in self.motors:
+                    raise ConfigError(f"health '{group.name}': motor '{m.name}' is judged twice")
+                scan = np.zeros(K.N_MOTOR_STATE)
+                scan[[0, 4, 12, 15]] = math.nan
+                scan[9] = 1.0
+                self.motors[m.name] = _Motor(
+                    m, group, _id(tags, m.current_tag, group.name),
+                    _id(tags, m.vibration_tag, group.name) if m.vibration_tag else -1,
+                    _id(tags, m.temperature_tag, group.name) if m.temperature_tag else -1,
+                    tags.id_of(f"{m.name}/health") if group.emit_samples else -1,
+                    tags.id_of(f"{m.name}/ttf_s") if group.emit_samples else -1,
+                    scan,
+                )
+        self._m_alerts = None
+        if ctx is not None:
+            self._m_alerts = ctx.metrics.counter(
+                "edge_health_alerts_total", "Motor health alerts", ["motor", "reason"])
+
+    def process(self, batch: SampleBatch, records: Sequence[Record], now_ns: int) -> StageOutput:
+        out = StageOutput(batch, list(records))
+        if len(batch) == 0:
+            return out
+        tag_ids = batch.tag_id
+        ids: list[int] = []
+        ts: list[int] = []
+        vals: list[float] = []
+        quals: list[int] = []
+        for motor in self.motors.values():
+            g = motor.group
+            idx = np.flatnonzero(tag_ids == motor.current)
+            last_ts = -1
+            if idx.shape[0]:
+                cur = np.where(batch.quality[idx] & 0x80, np.nan, batch.value[idx])
+                self._k.motor_scan(cur, self._params[g.name], motor.scan)
+                last_ts = int(batch.ts_ns[idx[-1]])
+            for tag, state in ((motor.vibration, motor.vib), (motor.temperature, motor.temp)):
+                if tag >= 0:
+                    j = np.flatnonzero(tag_ids == tag)
+                    if j.shape[0]:
+                        v = np.where(batch.quality[j] & 0x80, np.nan, batch.value[j])
+                        self._k.level_track(v, g.level_alpha, float(g.baseline_samples), state)
+            due = last_ts >= 0 and motor.next_point_ns <= last_ts
+            if due and self._point(motor, last_ts, out) and g.emit_samples:
+                ids += [motor.health_tag, motor.ttf_tag]
+                ts += [last_ts, last_ts]
+                q_ttf = (Quality.GOOD if motor.ttf_s < g.ttf_horizon_s
+                         else Quality.UNCERTAIN_OUT_OF_RANGE)
+                vals += [motor.health, min(motor.ttf_s, g.ttf_horizon_s)]
+                quals += [int(Quality.GOOD), int(q_ttf)]
+        if ids:
+            out.batch = SampleBatch.concat([batch, SampleBatch(ids, ts, vals, quals)])
+        return out
+
+    def tick(self, now_ns: int) -> StageOutput:
+        return StageOutput(SampleBatch.empty())
+
+    def states(self) -> dict[str, dict[str, float]]:
+        """Per motor: health, ttf_s and the features behind them."""
+        out: dict[str, dict[str, float]] = {}
+        for name, m in self.motors.items():
+            s = m.scan
+            run = max(s[1], 1.0)
+            out[name] = {
+                "health": m.health, "ttf_s": m.ttf_s,
+                "running_level_a": float(s[0]), "baseline_a": float(s[4]),
+                "rms_a": math.sqrt(s[15]) if s[15] == s[15] else math.nan,
+                "spike_rate": float(s[5]), "spikes": float(s[7]),
+                "micro_stoppages": float(s[8]), "micro_stoppage_rate": float(s[6]),
+                "inrush_peak_a": float(s[12]), "starts": float(s[16]),
+                "spikes_per_running_sample": float(s[7]) / run,
+                "vibration": float(m.vib[0]), "temperature_c": float(m.temp[0]),
+            }
+        return out
+
+    # ------------------------------------------------------------------ internals
+
+    def health_of(self, motor: _Motor) -> float:
+        g, s = motor.group, motor.scan
+        if not math.isfinite(s[4]):
+            return math.nan
+        parts = [(g.weight_current, (s[0] - s[4]) / g.wear_current_rise_a)]
+        if motor.vibration >= 0 and math.isfinite(motor.vib[3]):
+            parts.append((g.weight_vibration,
+                          (motor.vib[0] - motor.vib[3]) / g.vibration_rise_at_failure))
+        if motor.temperature >= 0 and math.isfinite(motor.temp[3]):
+            parts.append((g.weight_temperature,
+                          (motor.temp[0] - motor.temp[3]) / g.temperature_rise_at_failure_c))
+        weight = sum(w for w, _ in parts)
+        if weight <= 0:
+            return math.nan
+        d = sum(w * x for w, x in parts) / weight
+        return float(min(1.0, max(0.0, 1.0 - d)))
+
+    def _point(self, motor: _Motor, ts_ns: int, out: StageOutput) -> bool:
+        g = motor.group
+        h = self.health_of(motor)
+        if not math.isfinite(h):
+            return False
+        if motor.t0_ns < 0:
+            motor.t0_ns = ts_ns
+        motor.next_point_ns = ts_ns + round(g.health_interval_s * 1e9)
+        motor.t.append((ts_ns - motor.t0_ns) / 1e9)
+        motor.h.append(h)
+        if len(motor.t) > g.trend_window:
+            del motor.t[0], motor.h[0]
+        motor.health = h
+        motor.ttf_s = self._ttf(motor)
+        self._alerts(motor, ts_ns, out)
+        return True
+
+    def _ttf(self, motor: _Motor) -> float:
+        g = motor.group
+        if len(motor.t) < g.min_trend_points:
+            return math.inf
+        line = np.empty(2)
+        self._k.theil_sen(np.array(motor.t), np.array(motor.h), line)
+        slope, intercept = float(line[0]), float(line[1])
+        if not slope < 0:
+            return math.inf
+        now_fit = max(0.0, intercept + slope * motor.t[-1])
+        return now_fit / -slope
+
+    def _alerts(self, motor: _Motor, ts_ns: int, out: StageOutput) -> None:
+        g, h, ttf = motor.group, motor.health, motor.ttf_s
+        name = motor.cfg.name
+        if motor.health_armed and h < g.alert_health:
+            motor.health_armed = False
+            self._alert(out, ts_ns, name, h, ttf, f"health {h:.2f} below {g.alert_health}")
+        elif not motor.health_armed and h > g.alert_health + g.rearm_health:
+            motor.health_armed = True
+        if motor.ttf_armed and ttf < g.alert_ttf_s:
+            motor.ttf_armed = False
+            self._alert(out, ts_ns, name, h, ttf,
+                        f"time to failure {ttf:.0f} s below {g.alert_ttf_s:.0f} s")
+        elif not motor.ttf_armed and ttf > g.alert_ttf_s * (1 + g.rearm_ttf_fraction):
+            motor.ttf_armed = True
+
+    def _alert(self, out: StageOutput, ts_ns: int, motor: str, h: float, ttf: float,
+               reason: str) -> None:
+        out.records.append(HealthAlert(ts_ns=ts_ns, motor=motor, health=h,
+                                       ttf_s=ttf if math.isfinite(ttf) else -1.0,
+                                       reason=reason))
+        if self._m_alerts is not None:
+            self._m_alerts.labels(motor, reason.split(" ", 1)[0]).inc()
+
+
+def _id(tags: TagRegistry, key: str, group: str) -> int:
+    try:
+        return tags.id_of(key)
+    except KeyError:
+        raise ConfigError(f"health '{group}': tag '{key}' is not declared by any source") \
+            from None

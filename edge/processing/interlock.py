@@ -1,0 +1,344 @@
+"""Interlocks: limit, rate, quality and stale-data rules that stop a machine.
+
+Invariants:
+
+* The decision is made on the batch in hand, before anything else is done with it:
+  per rule, a numpy filter on the rule's tag id, then one numba scan. No I/O, no
+  logging per point, no allocation beyond the filtered arrays and, on a trip, the
+  records.
+* A trip latches. Only ``reset`` clears it, and only when the condition is clear now:
+  the last sample is of good quality, inside the limits by the clear hysteresis, not
+  changing faster than the rate limit, and (where ``stale_s`` is set) recent.
+* Stale data is fail-safe: no sample of the tag *arriving* (gateway clock) within
+  ``stale_s`` trips, counted from the stage's start when none ever came. Arrival time
+  is used, not the device timestamp, so device clock drift cannot hide a dead link.
+* Every trip yields one ``Command`` (reason = the interlock's name, which the app uses
+  to attach the outcome to the trip record), one ``InterlockTrip`` and one
+  ``Quarantine`` naming the lot/wafer/part in process with the last samples as evidence.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from edge.components import BuildContext, Command, StageOutput
+from edge.config import ConfigStruct
+from edge.errors import ConfigError
+from edge.model import InterlockTrip, Quarantine, Record, Sample, SampleBatch, TagRegistry
+
+CONDITIONS = ("none", "high", "low", "rate", "bad_quality", "stale")
+
+
+class InterlockAction(ConfigStruct, frozen=True):
+    """The command sent through a source's write-back port when the interlock trips."""
+
+    source: str
+    action: str = "stop"
+    target: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.source:
+            raise ValueError("source must name the source whose write-back port stops it")
+        if not self.action:
+            raise ValueError("action must not be empty")
+
+
+class InterlockRuleConfig(ConfigStruct, frozen=True):
+    """``[[interlocks]]``: one rule on one tag."""
+
+    name: str
+    tag: str
+    action: InterlockAction
+    high: float | None = None
+    low: float | None = None
+    debounce_samples: int = 1
+    debounce_s: float = 0.0
+    clear_hysteresis: float = 0.0
+    rate_limit_per_s: float | None = None
+    stale_s: float | None = None
+    trip_on_bad_quality: bool = True
+    context_tags: tuple[str, ...] = ()
+    evidence_samples: int = 20
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("name must not be empty")
+        if self.tag.count("/") < 1:
+            raise ValueError(f"tag must be 'device/name', got {self.tag!r}")
+        for key in ("high", "low"):
+            v = getattr(self, key)
+            if v is not None and not math.isfinite(v):
+                raise ValueError(f"{key} must be a finite number")
+        if self.high is not None and self.low is not None and self.low >= self.high:
+            raise ValueError(f"low must be below high ({self.low} >= {self.high})")
+        if (self.high is None and self.low is None and self.rate_limit_per_s is None
+                and self.stale_s is None and not self.trip_on_bad_quality):
+            raise ValueError(
+                "high, low, rate_limit_per_s, stale_s or trip_on_bad_quality must be set")
+        if self.debounce_samples < 1:
+            raise ValueError("debounce_samples must be >= 1")
+        if self.debounce_s < 0:
+            raise ValueError("debounce_s must be >= 0")
+        if self.clear_hysteresis < 0:
+            raise ValueError("clear_hysteresis must be >= 0")
+        if self.rate_limit_per_s is not None and not self.rate_limit_per_s > 0:
+            raise ValueError("rate_limit_per_s must be > 0")
+        if self.stale_s is not None and not self.stale_s > 0:
+            raise ValueError("stale_s must be > 0")
+        if not 0 <= self.evidence_samples <= 10_000:
+            raise ValueError("evidence_samples must be between 0 and 10000")
+
+    def declare_tags(self, tags: TagRegistry) -> None:
+        """An interlock adds no tags (it judges tags that sources declare)."""
+
+    def params(self) -> npt.NDArray[np.float64]:
+        from edge.processing import kernels as K
+
+        p = np.empty(K.N_IL_PARAMS)
+        p[0] = math.inf if self.high is None else self.high
+        p[1] = -math.inf if self.low is None else self.low
+        p[2] = self.debounce_samples
+        p[3] = round(self.debounce_s * 1e9)
+        p[4] = self.clear_hysteresis
+        p[5] = math.inf if self.rate_limit_per_s is None else self.rate_limit_per_s
+        p[6] = 1.0 if self.trip_on_bad_quality else 0.0
+        return p
+
+
+@dataclass(slots=True)
+class _Rule:
+    cfg: InterlockRuleConfig
+    tag_id: int
+    params: npt.NDArray[np.float64]
+    fstate: npt.NDArray[np.float64]
+    istate: npt.NDArray[np.int64]
+    context_ids: list[tuple[str, int]]
+    ev_ts: npt.NDArray[np.int64] = field(default_factory=lambda: np.empty(0, np.int64))
+    ev_value: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
+    ev_quality: npt.NDArray[np.uint8] = field(default_factory=lambda: np.empty(0, np.uint8))
+    last_arrival_ns: int = 0
+    last_trip_ns: int = 0
+    trips: int = 0
+    stale_tripped: bool = False
+
+    def reset_state(self) -> None:
+        self.istate[0] = 0
+        self.istate[1] = 0
+        self.istate[6] = 0
+        self.stale_tripped = False
+
+
+def _fmt(value: float) -> str:
+    if math.isfinite(value) and value == int(value):
+        return str(int(value))
+    return repr(value)
+
+
+class Interlock:
+    """The interlock stage: ``process`` judges batches, ``tick`` judges silence."""
+
+    name = "interlock"
+
+    def __init__(self, rules: Sequence[InterlockRuleConfig], tags: TagRegistry,
+                 ctx: BuildContext | None = None, *, start_ns: int | None = None) -> None:
+        from edge.processing import kernels as K
+
+        self._k = K
+        self.tags = tags
+        start = time.time_ns() if start_ns is None else start_ns
+        self.rules: dict[str, _Rule] = {}
+        for cfg in rules:
+            tag_id = _tag_id(tags, cfg.tag, cfg.name)
+            fstate = np.full(K.N_IL_F, math.nan)
+            istate = np.zeros(K.N_IL_I, np.int64)
+            ctx_ids = [(key, _tag_id(tags, key, cfg.name)) for key in cfg.context_tags]
+            self.rules[cfg.name] = _Rule(cfg, tag_id, cfg.params(), fstate, istate, ctx_ids,
+                                         last_arrival_ns=start)
+        self._by_tag: dict[int, list[_Rule]] = {}
+        for rule in self.rules.values():
+            self._by_tag.setdefault(rule.tag_id, []).append(rule)
+        self._context: dict[int, float] = {}
+        self._context_ids = sorted({i for r in self.rules.values() for _, i in r.context_ids})
+        self._m_trips = self._m_eval = None
+        if ctx is not None:
+            self._m_trips = ctx.metrics.counter(
+                "edge_interlock_trips_total", "Interlock trips", ["interlock", "condition"])
+            self._m_eval = ctx.metrics.histogram(
+                "edge_interlock_decision_seconds",
+                "Time the interlock stage takes to judge one batch")
+
+    # ------------------------------------------------------------------ fast path
+
+    def process(self, batch: SampleBatch, records: Sequence[Record], now_ns: int) -> StageOutput:
+        t0 = time.perf_counter_ns()
+        out = StageOutput(batch, list(records))
+        if len(batch) == 0:
+            return out
+        tag_ids = batch.tag_id
+        for tag_id, rules in self._by_tag.items():
+            idx = np.flatnonzero(tag_ids == tag_id)
+            if idx.shape[0] == 0:
+                continue
+            value, ts, quality = batch.value[idx], batch.ts_ns[idx], batch.quality[idx]
+            for rule in rules:
+                rule.last_arrival_ns = now_ns
+                k = self._k.interlock_scan(value, ts, quality, rule.params, rule.fstate,
+                                           rule.istate)
+                if k >= 0:
+                    self._trip(rule, out, now_ns, int(idx[k]), batch, t0,
+                               (value[: k + 1], ts[: k + 1], quality[: k + 1]))
+                self._keep_evidence(rule, value, ts, quality)
+        if self._context_ids:
+            self._update_context(batch, len(batch))
+        if self._m_eval is not None:
+            self._m_eval.observe((time.perf_counter_ns() - t0) / 1e9)
+        return out
+
+    def tick(self, now_ns: int) -> StageOutput:
+        out = StageOutput(SampleBatch.empty())
+        for rule in self.rules.values():
+            stale = rule.cfg.stale_s
+            if stale is None or rule.istate[0]:
+                continue
+            if now_ns - rule.last_arrival_ns > stale * 1e9:
+                t0 = time.perf_counter_ns()
+                rule.istate[0] = 1
+                rule.istate[6] = self._k.COND_STALE
+                rule.fstate[2] = (now_ns - rule.last_arrival_ns) / 1e9
+                rule.fstate[3] = stale
+                rule.stale_tripped = True
+                self._trip(rule, out, now_ns, -1, None, t0, None)
+        return out
+
+    # ------------------------------------------------------------------ operator
+
+    def reset(self, name: str, now_ns: int) -> bool:
+        """Clear a latched trip; takes only when the condition is clear. True when the
+        interlock is ok afterwards. KeyError names an unknown interlock."""
+        rule = self.rules.get(name)
+        if rule is None:
+            raise KeyError(f"no interlock named '{name}'")
+        if not rule.istate[0]:
+            return True
+        if not self._clear(rule, now_ns):
+            return False
+        rule.reset_state()
+        return True
+
+    def states(self) -> dict[str, dict[str, object]]:
+        """Per interlock: state, tag, last trip, last value, limit, trips, condition."""
+        out: dict[str, dict[str, object]] = {}
+        for name, rule in self.rules.items():
+            cfg = rule.cfg
+            tripped = bool(rule.istate[0])
+            limit = cfg.high if cfg.high is not None else cfg.low
+            out[name] = {
+                "state": "tripped" if tripped else "ok",
+                "tag": cfg.tag,
+                "last_trip_ns": rule.last_trip_ns,
+                "last_value": float(rule.fstate[0]),
+                "limit": math.nan if limit is None else float(limit),
+                "trips": rule.trips,
+                "condition": CONDITIONS[int(rule.istate[6])] if tripped else "none",
+                "trip_value": float(rule.fstate[2]) if tripped else math.nan,
+            }
+        return out
+
+    # ------------------------------------------------------------------ internals
+
+    def _clear(self, rule: _Rule, now_ns: int) -> bool:
+        stale = rule.cfg.stale_s
+        if stale is not None and now_ns - rule.last_arrival_ns > stale * 1e9:
+            return False
+        if not rule.istate[9]:
+            return False
+        return bool(rule.istate[7])
+
+    def _trip(self, rule: _Rule, out: StageOutput, now_ns: int, pos: int,
+              batch: SampleBatch | None, t0: int,
+              head: tuple[npt.NDArray[np.float64], npt.NDArray[np.int64],
+                          npt.NDArray[np.uint8]] | None) -> None:
+        cfg = rule.cfg
+        cond = CONDITIONS[int(rule.istate[6])]
+        value, limit = float(rule.fstate[2]), float(rule.fstate[3])
+        act = cfg.action
+        out.commands.append(Command(source=act.source, action=act.action,
+                                    target=act.target or cfg.tag, reason=cfg.name))
+        reaction = time.perf_counter_ns() - t0
+        ts = int(batch.ts_ns[pos]) if batch is not None and pos >= 0 else now_ns
+        rule.trips += 1
+        rule.last_trip_ns = ts
+        context = self._context_at(rule, batch, pos)
+        out.records.append(InterlockTrip(
+            ts_ns=ts, interlock=cfg.name, tag=cfg.tag, condition=cond, value=value,
+            limit=limit, action=f"{act.source}:{act.action}", action_ok=True,
+            reaction_ns=reaction, context=context,
+        ))
+        subject = " ".join(f"{k.rsplit('/', 1)[-1]}={v}" for k, v in context.items())
+        out.records.append(Quarantine(
+            ts_ns=ts, source=cfg.name,
+            reason=f"interlock {cfg.name} tripped: {cfg.tag} {cond} "
+                   f"value={_fmt(value)} limit={_fmt(limit)}",
+            where=cfg.tag, subject=subject, evidence=self._evidence(rule, head),
+        ))
+        if self._m_trips is not None:
+            self._m_trips.labels(cfg.name, cond).inc()
+
+    def _evidence(self, rule: _Rule, head: tuple[npt.NDArray[np.float64],
+                                                 npt.NDArray[np.int64],
+                                                 npt.NDArray[np.uint8]] | None) -> list[Sample]:
+        n = rule.cfg.evidence_samples
+        if n == 0:
+            return []
+        v, t, q = rule.ev_value, rule.ev_ts, rule.ev_quality
+        if head is not None:
+            v = np.concatenate((v, head[0]))[-n:]
+            t = np.concatenate((t, head[1]))[-n:]
+            q = np.concatenate((q, head[2]))[-n:]
+        tag = rule.cfg.tag
+        return [Sample(tag, int(a), float(b), int(c))
+                for a, b, c in zip(t.tolist(), v.tolist(), q.tolist(), strict=True)]
+
+    def _keep_evidence(self, rule: _Rule, value: npt.NDArray[np.float64],
+                       ts: npt.NDArray[np.int64], quality: npt.NDArray[np.uint8]) -> None:
+        n = rule.cfg.evidence_samples
+        if n == 0:
+            return
+        if value.shape[0] >= n:
+            rule.ev_value, rule.ev_ts, rule.ev_quality = value[-n:], ts[-n:], quality[-n:]
+        else:
+            rule.ev_value = np.concatenate((rule.ev_value, value))[-n:]
+            rule.ev_ts = np.concatenate((rule.ev_ts, ts))[-n:]
+            rule.ev_quality = np.concatenate((rule.ev_quality, quality))[-n:]
+
+    def _update_context(self, batch: SampleBatch, upto: int) -> None:
+        tag_ids = batch.tag_id[:upto]
+        for cid in self._context_ids:
+            idx = np.flatnonzero(tag_ids == cid)
+            if idx.shape[0]:
+                self._context[cid] = float(batch.value[idx[-1]])
+
+    def _context_at(self, rule: _Rule, batch: SampleBatch | None, pos: int) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for key, cid in rule.context_ids:
+            value = self._context.get(cid)
+            if batch is not None and pos >= 0:
+                idx = np.flatnonzero(batch.tag_id[: pos + 1] == cid)
+                if idx.shape[0]:
+                    value = float(batch.value[idx[-1]])
+            out[key] = "" if value is None else _fmt(value)
+        return out
+
+
+def _tag_id(tags: TagRegistry, key: str, rule: str) -> int:
+    try:
+        return tags.id_of(key)
+    except KeyError:
+        raise ConfigError(f"interlock '{rule}': tag '{key}' is not declared by any source") \
+            from None
