@@ -1,0 +1,114 @@
+"""Compensation stage against hw_sim's CMM ground truth (in process, no files)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from edge.config import loads
+from edge.model import CmmReading, Measurement, Quality, SampleBatch, SpcViolation, TagRegistry
+from edge.processing.compensate import Compensate, CompensationConfig, verdict
+from hw_sim.cmm import CmmConfig, CmmModel, CmmPart
+
+
+def _readings(part: CmmPart, *, probe: bool = True) -> list[CmmReading]:
+    return [CmmReading(
+        ts_ns=r.ts_ns, device="cmm1", part_id=r.part_id, lot=r.lot, feature=r.feature,
+        nominal_mm=r.nominal_mm, tol_mm=r.tol_mm, measured_mm=r.measured_mm,
+        part_temp_c=r.part_temp_c if probe else math.nan, air_temp_c=r.air_temp_c,
+        scale_temp_c=r.scale_temp_c) for r in part.rows]
+
+
+def _run(n_parts: int, *, probe: bool, seed: int = 11) -> tuple[list[CmmPart],
+                                                                 list[Measurement], CmmConfig]:
+    model = CmmModel(seed, CmmConfig(hvac_mean_c=23.0))
+    stage = Compensate([CompensationConfig(name="cmm1")], TagRegistry())
+    parts, meas = [], []
+    for k in range(1, n_parts + 1):
+        part = model.measure_part(k * model.cfg.part_interval_s)
+        parts.append(part)
+        out = stage.process(SampleBatch.empty(), _readings(part, probe=probe), 0)
+        meas += [m for m in out.records if isinstance(m, Measurement)]
+        assert len(out.batch) == len(part.rows)
+    return parts, meas, model.cfg
+
+
+def _errors(parts: list[CmmPart], meas: list[Measurement], cfg: CmmConfig
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """(thermal error of the raw reading, thermal error left in L20), probe noise removed."""
+    raw_err, left = [], []
+    it = iter(meas)
+    for part in parts:
+        for row in part.rows:
+            m = next(it)
+            t20 = part.true_mm_20c[row.feature]
+            clean = t20 * (1 + cfg.alpha_part * (part.true_part_temp_c - 20)
+                           - cfg.alpha_scale * (part.true_scale_temp_c - 20))
+            noise = row.measured_mm - clean
+            raw_err.append(clean - t20)
+            left.append(m.l20_mm - t20 - noise)
+    return np.array(raw_err), np.array(left)
+
+
+def test_compensation_removes_95_percent_and_rejects_no_good_part() -> None:
+    """hw_sim truth: >= 95 % of the thermal error removed; raw judgement rejects >= 5 % of
+    good parts, compensated judgement none."""
+    parts, meas, cfg = _run(600, probe=True)
+    raw_err, left = _errors(parts, meas, cfg)
+    removed = 1 - np.sqrt(np.mean(left**2)) / np.sqrt(np.mean(raw_err**2))
+    assert removed >= 0.95, removed
+    good = [(p, r, m) for p, r, m in zip(
+        (p for p in parts for _ in p.rows), (r for p in parts for r in p.rows), meas,
+        strict=True) if p.conforms_by_feature[r.feature]]
+    raw_rejects = sum(abs(r.measured_mm - r.nominal_mm) > r.tol_mm for _, r, _ in good)
+    assert raw_rejects / len(good) >= 0.05
+    assert sum(m.verdict == "nonconforming" for _, _, m in good) == 0
+    bad = [m for p, m in zip((p for p in parts for _ in p.rows), meas, strict=True)
+           if not p.conforms_by_feature[m.feature]]
+    assert all(m.verdict != "conforming" for m in bad)
+    assert sum(m.verdict == "conforming" for m in meas) / len(meas) > 0.8
+
+
+def test_estimated_part_temperature_without_probe() -> None:
+    """With no part probe the lag model estimates the part temperature; still no good part
+    rejected, most of the thermal error removed, rows flagged as estimated."""
+    parts, meas, cfg = _run(400, probe=False)
+    assert all(m.part_temp_estimated for m in meas)
+    raw_err, left = _errors(parts, meas, cfg)
+    removed = 1 - np.sqrt(np.mean(left[30:] ** 2)) / np.sqrt(np.mean(raw_err[30:] ** 2))
+    assert removed >= 0.8, removed
+    good_bad = [m for p, m in zip((p for p in parts for _ in p.rows), meas, strict=True)
+                if p.conforms_by_feature[m.feature] and m.verdict == "nonconforming"]
+    assert good_bad == []
+
+
+def test_verdict_decision_rule_with_guard_bands() -> None:
+    """Conforming only inside tol - U, nonconforming only outside tol + U, else indeterminate."""
+    assert verdict(100.004, 0.002, 100.0, 0.010) == "conforming"
+    assert verdict(100.009, 0.002, 100.0, 0.010) == "indeterminate"
+    assert verdict(100.0125, 0.002, 100.0, 0.010) == "nonconforming"
+    assert verdict(math.nan, 0.002, 100.0, 0.010) == "indeterminate"
+
+
+def test_stage_outputs_samples_and_passes_other_records() -> None:
+    """Readings become Measurements plus L20 samples on per-feature tags; others pass."""
+    cfg = loads('[[compensation]]\nname = "cmm1"\nfeatures = ["length_120"]\n'
+                ).section("compensation")[0]
+    tags = TagRegistry()
+    cfg.declare_tags(tags)
+    stage = Compensate([cfg], tags)
+    part = CmmModel(3).measure_part(60.0)
+    other = SpcViolation(ts_ns=1, tag="a/b", rule="we1", value=1.0, center=0.0, sigma=1.0)
+    foreign = CmmReading(ts_ns=1, device="cmm9", part_id="x", lot="l", feature="f",
+                         nominal_mm=1, tol_mm=1, measured_mm=1, part_temp_c=20,
+                         air_temp_c=20, scale_temp_c=20)
+    out = stage.process(SampleBatch.empty(), [other, *_readings(part), foreign], 0)
+    assert out.records[0] is other and out.records[-1] is foreign
+    ms = [r for r in out.records if isinstance(r, Measurement)]
+    assert len(ms) == 3
+    assert len(out.batch) == 1  # only the listed feature has a tag
+    assert out.batch.tag_id[0] == tags.id_of("cmm1/length_120/l20_mm")
+    assert out.batch.quality[0] == Quality.GOOD_COMPENSATED
+    assert out.batch.value[0] == pytest.approx(ms[0].l20_mm)
