@@ -1,0 +1,385 @@
+"""OPC-UA server: the live sink. Latest tag values, interlocks, health, SPC, diagnostics.
+
+Invariants:
+
+* ``publish`` runs on the event loop for every batch and only stashes the latest
+  (value, timestamp, quality) per tag into preallocated arrays and marks the tag dirty
+  (numpy, no per-point Python); records are queued. It never awaits and never fails on
+  data: unknown tag ids are ignored.
+* One writer task applies the dirty tags in slices that each hold the loop for at most
+  ``slice_budget_ms`` (then it yields), at most every ``update_interval_ms``; a tag that
+  changes several times between two rounds is written once, with its latest value.
+  Live values come from this fast path, never from the journal.
+* Every value is written with the variant type of its node (``opcua_space.DTYPES``), its
+  source timestamp and a status code mapped from ``model.Quality``; an integer value
+  that is NaN or outside its type's range is written as BadOutOfRange.
+* Profiles: ``demo`` offers only security None with anonymous login. ``production``
+  offers only Basic256Sha256 SignAndEncrypt, user name login against hashed passwords,
+  no anonymous and no built-in admin, and refuses client certificates that are not in
+  the trust folder (see ``opcua_security``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+import structlog
+from asyncua import Server, ua
+
+from edge.components import BuildContext, LiveSink
+from edge.config import ConfigStruct
+from edge.errors import ConfigError
+from edge.model import Quality, Record, SampleBatch
+from edge.sinks import opcua_security as sec
+from edge.sinks.opcua_objects import GatewayObjects
+from edge.sinks.opcua_space import DTYPES, insert_nodes, object_item, tag_items, tag_nodeid
+
+log = structlog.get_logger("edge.opcua")
+
+_SC = ua.StatusCodes
+QUALITY_STATUS: dict[Quality, int] = {
+    Quality.GOOD: _SC.Good,
+    Quality.GOOD_COMPENSATED: _SC.Good,
+    Quality.UNCERTAIN: _SC.Uncertain,
+    Quality.UNCERTAIN_ESTIMATED: _SC.UncertainSubstituteValue,
+    Quality.UNCERTAIN_STALE: _SC.UncertainLastUsableValue,
+    Quality.UNCERTAIN_OUT_OF_RANGE: _SC.UncertainEngineeringUnitsExceeded,
+    Quality.BAD: _SC.Bad,
+    Quality.BAD_TIMEOUT: _SC.BadTimeout,
+    Quality.BAD_DECODE: _SC.BadDecodingError,
+    Quality.BAD_STALE: _SC.BadNoCommunication,
+    Quality.BAD_OUT_OF_RANGE: _SC.BadOutOfRange,
+    Quality.BAD_DEVICE_EXCEPTION: _SC.BadDeviceFailure,
+    Quality.BAD_NOT_CONNECTED: _SC.BadCommunicationError,
+    Quality.BAD_MISSING: _SC.BadNoData,
+}
+
+
+def _status_table() -> list[ua.StatusCode]:
+    """StatusCode per quality byte; unknown reasons fall back to their severity."""
+    table = []
+    for code in range(256):
+        try:
+            value = QUALITY_STATUS[Quality(code)]
+        except ValueError:
+            value = _SC.Bad if code & 0x80 else _SC.Uncertain if code & 0x40 else _SC.Good
+        table.append(ua.StatusCode(value))
+    return table
+
+
+STATUS_OF_QUALITY = _status_table()
+_OUT_OF_RANGE = ua.StatusCode(_SC.BadOutOfRange)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_KIND_FLOAT, _KIND_INT, _KIND_BOOL = 0, 1, 2
+
+
+class OpcUaUser(ConfigStruct, frozen=True):
+    name: str
+    password_hash: str
+
+    def __post_init__(self) -> None:
+        try:
+            sec.PasswordHash.parse(self.password_hash)
+        except ValueError as exc:
+            raise ValueError(f"password_hash {exc}") from None
+
+
+class OpcUaConfig(ConfigStruct, frozen=True):
+    """``[opcua]``: the OPC-UA server."""
+
+    name: str = "opcua"
+    endpoint: str = "opc.tcp://0.0.0.0:4840/edge"
+    profile: Literal["demo", "production"] = "demo"
+    namespace_uri: str = "urn:edge-gateway:tags"
+    application_uri: str = "urn:edge-gateway:opcua-server"
+    server_name: str = "Edge Gateway"
+    # users: inline hashes, a file of "user:hash" lines, or a secret holding such lines
+    users: list[OpcUaUser] = msgspec.field(default_factory=list)
+    users_file: str = ""
+    users_secret: str = ""
+    trust_dir: str = ""  # default <state_dir>/opcua/trusted
+    cert_file: str = ""  # default <state_dir>/opcua/server_cert.der (generated)
+    key_file: str = ""  # default <state_dir>/opcua/server_key.pem (generated)
+    update_interval_ms: float = 50.0
+    slice_budget_ms: float = 0.8
+    update_slice: int = 500
+    status_interval_s: float = 1.0
+    login_fail_interval_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        url = urlparse(self.endpoint)
+        if url.scheme != "opc.tcp" or not url.hostname or url.port is None:
+            raise ValueError("endpoint must look like opc.tcp://HOST:PORT/PATH")
+        if self.profile == "production" and not (
+            self.users or self.users_file or self.users_secret
+        ):
+            raise ValueError(
+                "users must be given for the production profile "
+                "(users, users_file or users_secret)"
+            )
+        if not 1 <= self.update_slice <= 100_000:
+            raise ValueError("update_slice must be between 1 and 100000")
+        if not 0.05 <= self.slice_budget_ms <= 50:
+            raise ValueError("slice_budget_ms must be between 0.05 and 50")
+        if not 0 <= self.update_interval_ms <= 10_000:
+            raise ValueError("update_interval_ms must be between 0 and 10000")
+        if self.status_interval_s <= 0:
+            raise ValueError("status_interval_s must be > 0")
+        if self.login_fail_interval_s < 0:
+            raise ValueError("login_fail_interval_s must be >= 0")
+
+    def build(self, ctx: BuildContext) -> LiveSink:
+        users: dict[str, sec.PasswordHash] = {}
+        if self.profile == "production":
+            users = self._load_users(ctx)
+            if not users:
+                raise ConfigError("opcua: users: no user defined for the production profile")
+        return OpcUaSink(self, ctx, users)
+
+    def _load_users(self, ctx: BuildContext) -> dict[str, sec.PasswordHash]:
+        users = {u.name: sec.PasswordHash.parse(u.password_hash) for u in self.users}
+        try:
+            if self.users_file:
+                path = Path(self.users_file)
+                try:
+                    text = path.read_text(encoding="utf-8")
+                except OSError as exc:
+                    raise ConfigError(
+                        f"opcua: users_file: cannot read {path}: {exc.strerror or exc}"
+                    ) from None
+                users.update(sec.parse_users(text, str(path)))
+            if self.users_secret:
+                users.update(sec.parse_users(
+                    ctx.secrets(self.users_secret), f"secret {self.users_secret}"
+                ))
+        except ValueError as exc:
+            raise ConfigError(f"opcua: users: {exc}") from None
+        return users
+
+
+class OpcUaSink:
+    """The OPC-UA server as a live sink (see the module docstring)."""
+
+    def __init__(
+        self, cfg: OpcUaConfig, ctx: BuildContext, users: dict[str, sec.PasswordHash]
+    ) -> None:
+        self.cfg = cfg
+        self.ctx = ctx
+        self.name = cfg.name
+        self.endpoint = cfg.endpoint
+        self.started = asyncio.Event()
+        self.server: Server | None = None
+        self.idx = 0
+        self._users = users
+        n = len(ctx.tags)
+        self._value = np.zeros(n, np.float64)
+        self._ts = np.zeros(n, np.int64)
+        self._quality = np.full(n, int(Quality.BAD_MISSING), np.uint8)
+        self._dirty = np.zeros(n, np.bool_)
+        self._kind = np.array(
+            [_KIND_BOOL if t.dtype == "bool" else _KIND_INT if DTYPES[t.dtype].integer
+             else _KIND_FLOAT for t in ctx.tags], np.uint8,
+        ).reshape(n)
+        self._low = np.array([DTYPES[t.dtype].low for t in ctx.tags], np.float64).reshape(n)
+        self._high = np.array([DTYPES[t.dtype].high for t in ctx.tags], np.float64).reshape(n)
+        self._vtypes = [DTYPES[t.dtype].variant for t in ctx.tags]
+        self._nodeids: list[ua.NodeId] = []
+        self._records: deque[Record] = deque(maxlen=10_000)
+        self._wake = asyncio.Event()
+        self._refresh = asyncio.Event()
+        self._objects: GatewayObjects | None = None
+        m = ctx.metrics
+        self._m_updates = m.counter("edge_opcua_updates_total", "Tag values written to OPC-UA")
+        self._m_dirty = m.gauge("edge_opcua_pending_tags", "Tags waiting for their OPC-UA write")
+        self._m_events = m.counter("edge_opcua_records_total", "Records applied to OPC-UA",
+                                   ["type"])
+        self._m_build = m.gauge("edge_opcua_address_space_build_seconds",
+                                "Time to build the OPC-UA address space at start-up")
+
+    # ------------------------------------------------------------------ fast path
+
+    def publish(self, batch: SampleBatch, records: Sequence[Record]) -> None:
+        n = len(batch)
+        if n:
+            rev = batch.tag_id[::-1]
+            ids, first = np.unique(rev, return_index=True)
+            last = n - 1 - first
+            keep = (ids >= 0) & (ids < self._dirty.shape[0])
+            if not keep.all():
+                ids, last = ids[keep], last[keep]
+            self._value[ids] = batch.value[last]
+            self._ts[ids] = batch.ts_ns[last]
+            self._quality[ids] = batch.quality[last]
+            self._dirty[ids] = True
+        if records:
+            self._records.extend(records)
+        if n or records:
+            self._wake.set()
+
+    # ------------------------------------------------------------------ serving
+
+    async def run(self) -> None:
+        self.started.clear()
+        server = await self._start()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._writer(server), name="opcua-writer")
+                tg.create_task(self._status_loop(), name="opcua-status")
+        finally:
+            self.server = None
+            self.started.clear()
+            await server.stop()
+            log.info("opcua server stopped", endpoint=self.endpoint)
+
+    async def _start(self) -> Server:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        server = Server()
+        await server.init()
+        server.set_endpoint(cfg.endpoint)
+        server.set_server_name(cfg.server_name)
+        await server.set_application_uri(cfg.application_uri)
+        await self._secure(server)
+        self.idx = await server.register_namespace(cfg.namespace_uri)
+        root = ua.NodeId("_devices", self.idx)
+        items = [object_item(root, "Devices", server.nodes.objects.nodeid, self.idx, folder=True)]
+        items += tag_items(self.ctx.tags, self.idx, root)
+        try:
+            await insert_nodes(server.iserver.aspace, items)
+        except ValueError as exc:
+            raise ConfigError(f"opcua: {exc}") from None
+        self._nodeids = [tag_nodeid(t, self.idx) for t in self.ctx.tags]
+        objects = GatewayObjects(server, self.idx, self._reset, self._refresh.set)
+        await objects.create()
+        self._objects = objects
+        await self._apply_status()
+        await server.start()
+        self.server = server
+        self._dirty[: len(self._nodeids)] |= self._ts[: len(self._nodeids)] > 0
+        took = time.perf_counter() - t0
+        self._m_build.set(took)
+        self.started.set()
+        self._wake.set()
+        log.info("opcua server listening", endpoint=cfg.endpoint, profile=cfg.profile,
+                 tags=len(self._nodeids), nodes=len(items), seconds=round(took, 3))
+        return server
+
+    async def _secure(self, server: Server) -> None:
+        cfg = self.cfg
+        server.allow_remote_admin(False)
+        if cfg.profile == "demo":
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+            server.set_identity_tokens([ua.AnonymousIdentityToken])
+            return
+        folder = self.ctx.state_dir / "opcua"
+        trust_dir = Path(cfg.trust_dir) if cfg.trust_dir else folder / "trusted"
+        trust_dir.mkdir(parents=True, exist_ok=True)
+        cert, key = await sec.ensure_server_certificate(
+            folder, cfg.application_uri,
+            Path(cfg.cert_file) if cfg.cert_file else None,
+            Path(cfg.key_file) if cfg.key_file else None,
+        )
+        await server.load_certificate(cert)
+        await server.load_private_key(key)
+        trust = sec.TrustList(trust_dir)
+        server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+        server.set_identity_tokens([ua.UserNameIdentityToken])
+        server.iserver.user_manager = sec.HashedUserManager(
+            self._users, trust, fail_interval_s=cfg.login_fail_interval_s
+        )
+        server.set_certificate_validator(trust.validate)
+
+    def _reset(self, name: str) -> bool:
+        try:
+            return bool(self.ctx.hooks.reset_interlock(name))
+        except KeyError as exc:
+            log.warning("opcua interlock reset refused", interlock=name, error=str(exc))
+            return False
+
+    async def _status_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._refresh.wait(), self.cfg.status_interval_s)
+            self._refresh.clear()
+            await self._apply_status()
+
+    async def _apply_status(self) -> None:
+        if self._objects is None:
+            return
+        try:
+            status = self.ctx.hooks.status()
+        except Exception as exc:  # a status bug must not take the OPC-UA server down
+            log.warning("opcua status document failed", error=repr(exc))
+            return
+        await self._objects.apply_status(status)
+
+    async def _writer(self, server: Server) -> None:
+        interval = self.cfg.update_interval_ms / 1000
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            t0 = time.monotonic()
+            while self._records and self._objects is not None:
+                record = self._records.popleft()
+                await self._objects.apply_record(record)
+                self._m_events.labels(type(record).__name__).inc()
+            idx = np.flatnonzero(self._dirty)
+            if idx.size:
+                self._dirty[idx] = False
+                self._m_dirty.set(int(idx.size))
+                await self._write_tags(server, idx)
+                self._m_dirty.set(int(np.count_nonzero(self._dirty)))
+            wait = interval - (time.monotonic() - t0)
+            if wait > 0:
+                await asyncio.sleep(wait)
+
+    async def _write_tags(self, server: Server, idx: npt.NDArray[np.intp]) -> None:
+        values = self._value[idx]
+        quality = self._quality[idx]
+        kind = self._kind[idx]
+        integral = kind != _KIND_FLOAT
+        invalid = integral & (
+            ~np.isfinite(values) | (values < self._low[idx]) | (values > self._high[idx])
+        )
+        ints = np.where(invalid | ~np.isfinite(values), 0, values).astype(np.int64).tolist()
+        floats = values.tolist()
+        kinds = kind.tolist()
+        quals = quality.tolist()
+        bad = invalid.tolist()
+        micros = (self._ts[idx] // 1000).tolist()
+        ids = idx.tolist()
+        write = server.write_attribute_value
+        nodeids, vtypes = self._nodeids, self._vtypes
+        budget = self.cfg.slice_budget_ms / 1000
+        cap = self.cfg.update_slice
+        now = datetime.now(UTC)
+        deadline = time.perf_counter() + budget
+        in_slice = 0
+        for k, tag in enumerate(ids):
+            kd = kinds[k]
+            v: object = floats[k] if kd == _KIND_FLOAT else ints[k] if kd == _KIND_INT \
+                else ints[k] != 0
+            status = _OUT_OF_RANGE if bad[k] and quals[k] < 0x80 else STATUS_OF_QUALITY[quals[k]]
+            await write(nodeids[tag], ua.DataValue(
+                ua.Variant(v, vtypes[tag]), StatusCode=status,
+                SourceTimestamp=_EPOCH + timedelta(microseconds=micros[k]), ServerTimestamp=now,
+            ))
+            in_slice += 1
+            if in_slice >= cap or (k & 15 == 15 and time.perf_counter() > deadline):
+                self._m_updates.inc(in_slice)
+                in_slice = 0
+                await asyncio.sleep(0)
+                now = datetime.now(UTC)
+                deadline = time.perf_counter() + budget
+        self._m_updates.inc(in_slice)

@@ -1,0 +1,270 @@
+"""Gateway objects of the OPC-UA server: interlocks (state, last trip, Reset, trip events),
+health, SPC, measurements and the Diagnostics object.
+
+Invariants:
+
+* These objects are small (tens of nodes) and are created with the ordinary node API,
+  lazily, the first time a status document or a record names them; node ids start with
+  ``_`` so they never collide with a tag (``s=<device>/<name>``).
+* A mirrored variable keeps the variant type it was created with (numbers are Double,
+  flags Boolean, text String); every later write converts to it, because asyncua drops
+  a write of another type.
+* An interlock trip fires one ``InterlockTripEventType`` event (a BaseEventType subtype
+  with Interlock, Tag, Value, Limit, Action, ActionOk) from the Server object, with the
+  interlock object as SourceNode, after its state variables are updated.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from asyncua import Node, Server, ua
+from asyncua.server.event_generator import EventGenerator
+
+from edge.model import HealthAlert, InterlockTrip, Measurement, SpcViolation
+
+log = structlog.get_logger("edge.opcua")
+
+Scalar = bool | int | float | str | datetime
+
+
+def _ts(ts_ns: int) -> datetime:
+    return datetime.fromtimestamp(ts_ns / 1e9, UTC)
+
+
+def variant_type_of(value: Scalar) -> ua.VariantType:
+    if isinstance(value, bool):
+        return ua.VariantType.Boolean
+    if isinstance(value, int | float):
+        return ua.VariantType.Double
+    if isinstance(value, datetime):
+        return ua.VariantType.DateTime
+    return ua.VariantType.String
+
+
+def coerce(value: object, vtype: ua.VariantType) -> object:
+    """``value`` as the Python type of ``vtype``; ValueError when it cannot be."""
+    if vtype == ua.VariantType.Double:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"{value!r} is not a number")
+        return float(value)
+    if vtype == ua.VariantType.Boolean:
+        return bool(value)
+    if vtype == ua.VariantType.UInt32:
+        return int(value)  # type: ignore[call-overload]
+    if vtype == ua.VariantType.DateTime:
+        if not isinstance(value, datetime):
+            raise ValueError(f"{value!r} is not a time")
+        return value
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+class Mirror:
+    """Objects and variables created on first use under fixed roots, written by path."""
+
+    def __init__(self, server: Server, idx: int) -> None:
+        self.server = server
+        self.idx = idx
+        self._objects: dict[str, Node] = {}
+        self._vars: dict[str, tuple[ua.NodeId, ua.VariantType]] = {}
+
+    def nodeid(self, path: str) -> ua.NodeId:
+        return ua.NodeId(f"_{path}", self.idx)
+
+    async def folder(self, path: str, name: str) -> Node:
+        node = self._objects.get(path)
+        if node is None:
+            node = await self.server.nodes.objects.add_folder(self.nodeid(path), name)
+            self._objects[path] = node
+        return node
+
+    async def child(self, parent: str, name: str) -> Node:
+        path = f"{parent}/{name}"
+        node = self._objects.get(path)
+        if node is None:
+            node = await self._objects[parent].add_object(
+                self.nodeid(path), ua.QualifiedName(name, self.idx)
+            )
+            self._objects[path] = node
+        return node
+
+    def has(self, path: str) -> bool:
+        return path in self._objects
+
+    async def set(
+        self, obj: str, name: str, value: Scalar, *, vtype: ua.VariantType | None = None,
+        ts: datetime | None = None,
+    ) -> None:
+        path = f"{obj}/{name}"
+        known = self._vars.get(path)
+        if known is None:
+            vt = vtype or variant_type_of(value)
+            nodeid = self.nodeid(path)
+            await self._objects[obj].add_variable(
+                nodeid, ua.QualifiedName(name, self.idx), ua.Variant(coerce(value, vt), vt),
+                datatype=ua.NodeId(vt.value),
+            )
+            self._vars[path] = known = (nodeid, vt)
+        nodeid, vt = known
+        try:
+            v = coerce(value, vt)
+        except (TypeError, ValueError) as exc:
+            log.warning("opcua status value skipped: type changed", variable=path,
+                        error=str(exc))
+            return
+        now = datetime.now(UTC)
+        await self.server.write_attribute_value(
+            nodeid, ua.DataValue(ua.Variant(v, vt), SourceTimestamp=ts or now,
+                                 ServerTimestamp=now),
+        )
+
+    async def set_tree(self, obj: str, doc: Mapping[str, object]) -> None:
+        """Mirror a status dict: scalars become variables, dicts child objects."""
+        for key, value in doc.items():
+            if isinstance(value, Mapping):
+                await self.child(obj, str(key))
+                await self.set_tree(f"{obj}/{key}", value)
+            elif isinstance(value, bool | int | float | str | datetime):
+                await self.set(obj, str(key), value)
+            elif value is not None:
+                await self.set(obj, str(key), json.dumps(value, default=str))
+
+
+class GatewayObjects:
+    """Interlocks, Health, SPC, Measurements and Diagnostics, fed by status and records."""
+
+    def __init__(
+        self, server: Server, idx: int, reset: Callable[[str], bool],
+        on_reset: Callable[[], None],
+    ) -> None:
+        self.mirror = Mirror(server, idx)
+        self.server = server
+        self.idx = idx
+        self._reset = reset
+        self._on_reset = on_reset
+        self._event: EventGenerator | None = None
+        self._trip_counts: dict[str, int] = {}
+        self._counts: dict[str, int] = {}
+
+    async def create(self) -> None:
+        m = self.mirror
+        for path, name in (("interlocks", "Interlocks"), ("health", "Health"), ("spc", "SPC"),
+                           ("measurements", "Measurements"), ("diagnostics", "Diagnostics")):
+            await m.folder(path, name)
+        etype = await self.server.create_custom_event_type(
+            self.idx, "InterlockTripEventType", ua.ObjectIds.BaseEventType,
+            [("Interlock", ua.VariantType.String), ("Tag", ua.VariantType.String),
+             ("Value", ua.VariantType.Double), ("Limit", ua.VariantType.Double),
+             ("Action", ua.VariantType.String), ("ActionOk", ua.VariantType.Boolean)],
+        )
+        self._event = await self.server.get_event_generator(etype, ua.ObjectIds.Server)
+
+    async def interlock(self, name: str) -> str:
+        obj = f"interlocks/{name}"
+        if self.mirror.has(obj):
+            return obj
+        node = await self.mirror.child("interlocks", name)
+        await self.mirror.set(obj, "TripCount", 0, vtype=ua.VariantType.UInt32)
+        await self.mirror.set(obj, "LastTripValue", float("nan"))
+        await self.mirror.set(obj, "LastTripTime", datetime(1601, 1, 1, tzinfo=UTC))
+
+        async def reset(parent: ua.NodeId) -> list[ua.Variant]:
+            ok = bool(self._reset(name))
+            log.info("opcua interlock reset called", interlock=name, accepted=ok)
+            self._on_reset()
+            return [ua.Variant(ok, ua.VariantType.Boolean)]
+
+        await node.add_method(
+            self.mirror.nodeid(f"{obj}/Reset"), ua.QualifiedName("Reset", self.idx), reset,
+            [], [ua.VariantType.Boolean],
+        )
+        return obj
+
+    async def apply_status(self, status: Mapping[str, object]) -> None:
+        interlocks = status.get("interlocks")
+        if isinstance(interlocks, Mapping):
+            for name, state in interlocks.items():
+                obj = await self.interlock(str(name))
+                if isinstance(state, Mapping):
+                    await self.mirror.set_tree(obj, state)
+                elif state is not None:
+                    await self.mirror.set(obj, "state", str(state))
+        for section in ("health", "spc"):
+            doc = status.get(section)
+            if isinstance(doc, Mapping):
+                await self.mirror.set_tree(section, _objects_only(doc))
+        keys = ("journal", "links", "rates", "sinks", "journal_pending_points")
+        diag: dict[str, object] = {key: status[key] for key in keys if key in status}
+        diag["records"] = dict(self._counts)
+        await self.mirror.set_tree("diagnostics", diag)
+
+    async def apply_record(self, record: object) -> None:
+        m = self.mirror
+        kind = type(record).__name__
+        self._counts[kind] = self._counts.get(kind, 0) + 1
+        if isinstance(record, InterlockTrip):
+            await self._trip(record)
+        elif isinstance(record, HealthAlert):
+            obj = await self._child("health", record.motor)
+            ts = _ts(record.ts_ns)
+            await m.set(obj, "LastAlert", record.reason, ts=ts)
+            await m.set(obj, "LastAlertHealth", record.health, ts=ts)
+            await m.set(obj, "LastAlertTtfS", record.ttf_s, ts=ts)
+            await m.set(obj, "LastAlertTime", ts)
+        elif isinstance(record, SpcViolation):
+            obj = await self._child("spc", record.tag.replace("/", "."))
+            ts = _ts(record.ts_ns)
+            n = self._counts[f"spc:{record.tag}"] = self._counts.get(f"spc:{record.tag}", 0) + 1
+            await m.set(obj, "ViolationCount", n, vtype=ua.VariantType.UInt32, ts=ts)
+            await m.set(obj, "LastRule", record.rule, ts=ts)
+            await m.set(obj, "LastValue", record.value, ts=ts)
+            await m.set(obj, "LastViolationTime", ts)
+        elif isinstance(record, Measurement):
+            obj = await self._child("measurements", record.device)
+            ts = _ts(record.ts_ns)
+            await m.set(obj, "LastPart", record.part_id, ts=ts)
+            await m.set(obj, "LastFeature", record.feature, ts=ts)
+            await m.set(obj, "LastLength20_mm", record.l20_mm, ts=ts)
+            await m.set(obj, "LastUncertainty_mm", record.u_mm, ts=ts)
+            await m.set(obj, "LastVerdict", record.verdict, ts=ts)
+
+    async def _child(self, root: str, name: str) -> str:
+        await self.mirror.child(root, name)
+        return f"{root}/{name}"
+
+    async def _trip(self, trip: InterlockTrip) -> None:
+        m = self.mirror
+        obj = await self.interlock(trip.interlock)
+        ts = _ts(trip.ts_ns)
+        n = self._trip_counts[trip.interlock] = self._trip_counts.get(trip.interlock, 0) + 1
+        await m.set(obj, "TripCount", n, vtype=ua.VariantType.UInt32, ts=ts)
+        await m.set(obj, "LastTripTime", ts, ts=ts)
+        await m.set(obj, "LastTripValue", trip.value, ts=ts)
+        await m.set(obj, "LastAction", f"{trip.action} ({'sent' if trip.action_ok else 'FAILED'})",
+                    ts=ts)
+        if self._event is None:
+            return
+        ev: Any = self._event.event
+        ev.SourceNode = m.nodeid(obj)
+        ev.SourceName = trip.interlock
+        ev.Severity = 900
+        ev.Interlock = trip.interlock
+        ev.Tag = trip.tag
+        ev.Value = float(trip.value)
+        ev.Limit = float(trip.limit)
+        ev.Action = trip.action
+        ev.ActionOk = trip.action_ok
+        await self._event.trigger(
+            time_attr=ts,
+            message=(f"interlock {trip.interlock} tripped: {trip.tag} {trip.condition} "
+                     f"(value {trip.value:g}, limit {trip.limit:g}), action {trip.action}"),
+        )
+
+
+def _objects_only(doc: Mapping[str, object]) -> dict[str, object]:
+    """A section as objects: a bare value per name becomes ``{"value": v}``."""
+    return {k: (v if isinstance(v, Mapping) else {"value": v}) for k, v in doc.items()}

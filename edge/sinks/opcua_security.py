@@ -1,0 +1,296 @@
+"""The OPC-UA production profile: hashed user passwords, a client trust list, the server
+certificate.
+
+Invariants:
+
+* No anonymous login and no built-in admin: every session needs a user from the users
+  list whose password matches its scrypt/PBKDF2 hash. Hashes are parsed once at start-up.
+* ``get_user`` is called synchronously on the event loop by asyncua, and a key
+  derivation costs tens of ms. So a successful check is remembered per process (an HMAC
+  of the password under a random per-process key, compared in constant time), and a
+  failed one is rate-limited: at most one key derivation per ``fail_interval_s`` across
+  all users; attempts in between are refused without hashing. A password-guessing client
+  cannot hold the loop (and the interlocks' clock) for long.
+* A client certificate is trusted when it is byte-identical to a certificate in the
+  trust folder, or is directly issued by a CA certificate there; it must be inside its
+  validity period. The folder is re-read when its modification time changes, so an
+  operator can trust a client without restarting. The channel's certificate is checked
+  again at login, so a client cannot skip the check by leaving it out of CreateSession.
+* The server certificate and key are generated on first start (key file mode 0600) and
+  reused afterwards; the application URI is in the certificate, as clients require.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import hashlib
+import hmac
+import os
+import secrets
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from asyncua import ua
+from asyncua.common.utils import ServiceError
+from asyncua.crypto import cert_gen
+from asyncua.crypto.permission_rules import User, UserRole
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+log = structlog.get_logger("edge.opcua")
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+PBKDF2_ITERATIONS = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordHash:
+    """A parsed ``scrypt$n$r$p$salt$hash`` or ``pbkdf2_sha256$iterations$salt$hash``."""
+
+    scheme: str
+    params: tuple[int, ...]
+    salt: bytes
+    digest: bytes
+
+    @classmethod
+    def parse(cls, text: str) -> PasswordHash:
+        parts = text.strip().split("$")
+        try:
+            if parts[0] == "scrypt" and len(parts) == 6:
+                n, r, p = (int(x) for x in parts[1:4])
+                if n < 2 or n & (n - 1) or r < 1 or p < 1:
+                    raise ValueError("bad scrypt parameters")
+                return cls("scrypt", (n, r, p), _b64d(parts[4]), _b64d(parts[5]))
+            if parts[0] == "pbkdf2_sha256" and len(parts) == 4:
+                iterations = int(parts[1])
+                if iterations < 10_000:
+                    raise ValueError("too few iterations")
+                return cls("pbkdf2_sha256", (iterations,), _b64d(parts[2]), _b64d(parts[3]))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"password hash is malformed ({exc})") from None
+        raise ValueError(
+            "password hash must be 'scrypt$N$r$p$salt$hash' or "
+            "'pbkdf2_sha256$iterations$salt$hash' (make one with: "
+            "python -m edge.sinks.opcua_security hash)"
+        )
+
+    def derive(self, password: str) -> bytes:
+        secret = password.encode("utf-8")
+        if self.scheme == "scrypt":
+            n, r, p = self.params
+            return hashlib.scrypt(
+                secret, salt=self.salt, n=n, r=r, p=p, maxmem=256 * n * r * p + 2**20,
+                dklen=len(self.digest),
+            )
+        return hashlib.pbkdf2_hmac(
+            "sha256", secret, self.salt, self.params[0], dklen=len(self.digest)
+        )
+
+    def verify(self, password: str) -> bool:
+        return hmac.compare_digest(self.derive(password), self.digest)
+
+
+def _b64d(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+def hash_password(password: str, *, scheme: str = "scrypt") -> str:
+    """A new salted hash of ``password`` in the format ``PasswordHash.parse`` reads."""
+    salt = secrets.token_bytes(16)
+    b64 = base64.b64encode
+    if scheme == "scrypt":
+        digest = hashlib.scrypt(
+            password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32
+        )
+        return (f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}$"
+                f"{b64(salt).decode()}${b64(digest).decode()}")
+    if scheme == "pbkdf2_sha256":
+        digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, PBKDF2_ITERATIONS)
+        return f"pbkdf2_sha256${PBKDF2_ITERATIONS}${b64(salt).decode()}${b64(digest).decode()}"
+    raise ValueError(f"unknown password hash scheme {scheme!r}")
+
+
+def parse_users(text: str, where: str) -> dict[str, PasswordHash]:
+    """``user:hash`` lines (blank lines and ``#`` comments allowed) -> users."""
+    users: dict[str, PasswordHash] = {}
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, digest = line.partition(":")
+        if not sep or not name.strip():
+            raise ValueError(f"{where}: line {lineno}: expected 'user:hash'")
+        try:
+            users[name.strip()] = PasswordHash.parse(digest)
+        except ValueError as exc:
+            raise ValueError(f"{where}: line {lineno}: user '{name.strip()}': {exc}") from None
+    return users
+
+
+class TrustList:
+    """Client certificates trusted by the server: a folder of DER or PEM files."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._stamp: int | None = None
+        self._exact: set[bytes] = set()
+        self._cas: list[x509.Certificate] = []
+
+    def _reload(self) -> None:
+        try:
+            stamp = self.folder.stat().st_mtime_ns
+        except FileNotFoundError:
+            stamp = -1
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        exact: set[bytes] = set()
+        cas: list[x509.Certificate] = []
+        for path in sorted(self.folder.glob("*")) if stamp != -1 else ():
+            if path.suffix.lower() not in (".der", ".pem", ".crt", ".cer"):
+                continue
+            try:
+                data = path.read_bytes()
+                cert = (x509.load_pem_x509_certificate(data) if b"-----BEGIN" in data
+                        else x509.load_der_x509_certificate(data))
+            except (OSError, ValueError) as exc:
+                log.warning("opcua trust list: certificate unreadable, skipped",
+                            file=str(path), error=str(exc))
+                continue
+            exact.add(cert.public_bytes(Encoding.DER))
+            try:
+                if cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+                    cas.append(cert)
+            except x509.ExtensionNotFound:
+                pass
+        self._exact, self._cas = exact, cas
+        log.info("opcua trust list loaded", folder=str(self.folder), certificates=len(exact))
+
+    def is_trusted(self, cert: x509.Certificate) -> bool:
+        self._reload()
+        now = datetime.now(UTC)
+        if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+            return False
+        if cert.public_bytes(Encoding.DER) in self._exact:
+            return True
+        for ca in self._cas:
+            if ca.subject == cert.issuer:
+                try:
+                    cert.verify_directly_issued_by(ca)
+                except (ValueError, TypeError, InvalidSignature):
+                    continue
+                return True
+        return False
+
+    async def validate(self, cert: x509.Certificate, app: ua.ApplicationDescription) -> None:
+        """asyncua certificate validator: raises BadCertificateUntrusted when not trusted."""
+        if not self.is_trusted(cert):
+            log.warning("opcua client certificate refused: not in the trust list",
+                        subject=cert.subject.rfc4514_string(), application=app.ApplicationUri,
+                        trust_dir=str(self.folder))
+            raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
+
+
+class HashedUserManager:
+    """asyncua user manager: hashed passwords, trusted channel certificate, no admin."""
+
+    def __init__(
+        self, users: dict[str, PasswordHash], trust: TrustList | None,
+        *, fail_interval_s: float = 0.5,
+    ) -> None:
+        self._users = users
+        self._trust = trust
+        self._fail_interval_s = fail_interval_s
+        self._last_fail = -1e9
+        self._key = secrets.token_bytes(32)
+        self._verified: dict[str, bytes] = {}
+
+    def _mac(self, name: str, password: str) -> bytes:
+        return hmac.new(self._key, f"{name}\0{password}".encode(), "sha256").digest()
+
+    def check(self, name: str, password: str) -> bool:
+        known = self._users.get(name)
+        mac = self._mac(name, password)
+        cached = self._verified.get(name)
+        if cached is not None and hmac.compare_digest(cached, mac):
+            return True
+        now = time.monotonic()
+        if known is None or now - self._last_fail < self._fail_interval_s:
+            self._last_fail = now
+            return False
+        if known.verify(password):
+            self._verified[name] = mac
+            return True
+        self._last_fail = time.monotonic()
+        return False
+
+    def get_user(
+        self, iserver: Any, username: str | None = None, password: str | None = None,
+        certificate: Any = None,
+    ) -> User | None:
+        if self._trust is not None:
+            if not certificate:
+                log.warning("opcua login refused: no client certificate on the channel")
+                return None
+            cert = (certificate if isinstance(certificate, x509.Certificate)
+                    else x509.load_der_x509_certificate(bytes(certificate)))
+            if not self._trust.is_trusted(cert):
+                log.warning("opcua login refused: channel certificate not trusted",
+                            subject=cert.subject.rfc4514_string())
+                return None
+        if not username or password is None or not self.check(username, password):
+            log.warning("opcua login refused: wrong user name or password", user=username)
+            return None
+        log.info("opcua login", user=username)
+        return User(role=UserRole.User, name=username)
+
+
+async def ensure_server_certificate(
+    folder: Path, app_uri: str, cert_file: Path | None = None, key_file: Path | None = None
+) -> tuple[Path, Path]:
+    """The server certificate (DER) and key (PEM), generated on first start."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_path = cert_file or folder / "server_cert.der"
+    key_path = key_file or folder / "server_key.pem"
+    fresh = not key_path.exists() or not cert_path.exists()
+    host = socket.gethostname()
+    await cert_gen.setup_self_signed_certificate(
+        key_path, cert_path, app_uri, host,
+        [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
+        {"countryName": "DE", "organizationName": "edge-gateway", "localityName": host},
+    )
+    os.chmod(key_path, 0o600)
+    if fresh:
+        log.info("opcua server certificate generated", cert=str(cert_path), key=str(key_path),
+                 application_uri=app_uri)
+    return cert_path, key_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m edge.sinks.opcua_security hash [--pbkdf2]``: print a password hash."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] != "hash":
+        print("usage: python -m edge.sinks.opcua_security hash [--pbkdf2]", file=sys.stderr)
+        return 2
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        print("empty password refused", file=sys.stderr)
+        return 1
+    print(hash_password(password, scheme="pbkdf2_sha256" if "--pbkdf2" in args else "scrypt"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,354 @@
+"""The OPC-UA address space of the tag registry, built in bulk.
+
+Invariants:
+
+* Node ids are stable strings derived from the tag key, so SCADA configs survive
+  restarts and config reordering: a tag is ``ns=<idx>;s=<device>/<name>``, its
+  properties ``s=<device>/<name>.EngineeringUnits`` and ``.EURange``, its device object
+  ``s=<device>``. Gateway objects (interlocks, diagnostics) use ids starting with ``_``.
+* A tag variable's DataType and the VariantType of every value written to it come from
+  the same table (``DTYPES``); asyncua drops a write whose variant type differs from the
+  node's, so nothing else may pick a variant type for a tag.
+* Numeric tags are ``AnalogItemType`` with ``EngineeringUnits`` (UNECE code where the
+  unit is known) and ``EURange`` (the tag's limits, else the range of its data type);
+  booleans are plain ``BaseDataVariableType`` (no unit, no range).
+
+Why the fast inserter: the ``add_nodes`` service costs ~150-300 us per node here (it
+builds ~24 attribute objects and scans every sibling for a duplicate property name), so
+5,000 tags (15,000 nodes) take 2.3-4.7 s. ``insert_nodes`` takes the *same*
+``AddNodesItem`` list and produces the same ``NodeData`` (checked against ``add_nodes``
+in tests/unit/test_opcua_space.py), sharing the constant attribute values between nodes,
+in about a fifth of the time. It only accepts new nodes whose parents and type
+definitions exist; it yields to the event loop every ``chunk`` nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+from asyncua import ua
+from asyncua.server.address_space import AddressSpace, AttributeValue, NodeData
+
+from edge.model import DataType, TagSpec
+
+_MASK = ua.NodeAttributesMask
+PROPERTY_MASK = (
+    _MASK.DisplayName | _MASK.Value | _MASK.DataType | _MASK.ValueRank | _MASK.AccessLevel
+    | _MASK.UserAccessLevel | _MASK.Historizing | _MASK.WriteMask | _MASK.UserWriteMask
+)
+VARIABLE_MASK = PROPERTY_MASK | _MASK.Description | _MASK.MinimumSamplingInterval
+OBJECT_MASK = (
+    _MASK.DisplayName | _MASK.Description | _MASK.WriteMask | _MASK.UserWriteMask
+    | _MASK.EventNotifier
+)
+
+HAS_COMPONENT = ua.NodeId(ua.ObjectIds.HasComponent)
+HAS_PROPERTY = ua.NodeId(ua.ObjectIds.HasProperty)
+HAS_TYPE_DEFINITION = ua.NodeId(ua.ObjectIds.HasTypeDefinition)
+ORGANIZES = ua.NodeId(ua.ObjectIds.Organizes)
+FOLDER_TYPE = ua.NodeId(ua.ObjectIds.FolderType)
+BASE_OBJECT_TYPE = ua.NodeId(ua.ObjectIds.BaseObjectType)
+ANALOG_ITEM_TYPE = ua.NodeId(ua.ObjectIds.AnalogItemType)
+BASE_VARIABLE_TYPE = ua.NodeId(ua.ObjectIds.BaseDataVariableType)
+PROPERTY_TYPE = ua.NodeId(ua.ObjectIds.PropertyType)
+UNECE_URI = "http://www.opcfoundation.org/UA/units/un/cefact"
+
+
+@dataclass(frozen=True, slots=True)
+class UaType:
+    variant: ua.VariantType
+    data_type: ua.NodeId
+    low: float
+    high: float
+    integer: bool
+
+
+def _ua_type(vt: ua.VariantType, low: float, high: float, integer: bool = True) -> UaType:
+    return UaType(vt, ua.NodeId(vt.value), low, high, integer)
+
+
+_F32 = float(np.finfo(np.float32).max)
+_F64 = float(np.finfo(np.float64).max)
+DTYPES: dict[DataType, UaType] = {
+    "float64": _ua_type(ua.VariantType.Double, -_F64, _F64, integer=False),
+    "float32": _ua_type(ua.VariantType.Float, -_F32, _F32, integer=False),
+    "int16": _ua_type(ua.VariantType.Int16, -(2**15), 2**15 - 1),
+    "uint16": _ua_type(ua.VariantType.UInt16, 0, 2**16 - 1),
+    "int32": _ua_type(ua.VariantType.Int32, -(2**31), 2**31 - 1),
+    "uint32": _ua_type(ua.VariantType.UInt32, 0, 2**32 - 1),
+    "int64": _ua_type(ua.VariantType.Int64, -(2**63), 2**63 - 1),
+    "bool": _ua_type(ua.VariantType.Boolean, 0, 1),
+}
+
+# unit as written in configs -> (UNECE common code, description)
+UNITS: dict[str, tuple[str, str]] = {
+    "degC": ("CEL", "degree Celsius"), "°C": ("CEL", "degree Celsius"),
+    "C": ("CEL", "degree Celsius"), "K": ("KEL", "kelvin"),
+    "Pa": ("PAL", "pascal"), "kPa": ("KPA", "kilopascal"), "bar": ("BAR", "bar"),
+    "mbar": ("MBR", "millibar"), "Torr": ("UA", "torr"), "mTorr": ("", "millitorr"),
+    "A": ("AMP", "ampere"), "mA": ("4K", "milliampere"), "V": ("VLT", "volt"),
+    "W": ("WTT", "watt"), "kW": ("KWT", "kilowatt"), "Hz": ("HTZ", "hertz"),
+    "m": ("MTR", "metre"), "mm": ("MMT", "millimetre"), "um": ("4H", "micrometre"),
+    "µm": ("4H", "micrometre"), "s": ("SEC", "second"), "ms": ("C26", "millisecond"),
+    "%": ("P1", "percent"), "rpm": ("RPM", "revolutions per minute"),
+    "kg": ("KGM", "kilogram"), "g": ("GRM", "gram"), "N": ("NEU", "newton"),
+    "Nm": ("NU", "newton metre"), "l/min": ("L2", "litre per minute"),
+    "sccm": ("", "standard cubic centimetre per minute"), "m/s": ("MTS", "metre per second"),
+}
+
+
+def eu_information(unit: str) -> ua.EUInformation:
+    """EUInformation for ``unit``: UNECE-coded where known, else UnitId -1 with the text."""
+    code, description = UNITS.get(unit, ("", unit))
+    unit_id = -1
+    if code:
+        unit_id = 0
+        for ch in code:
+            unit_id = (unit_id << 8) | ord(ch)
+    display = "°C" if code == "CEL" else unit
+    return ua.EUInformation(
+        NamespaceUri=UNECE_URI if code else "",
+        UnitId=unit_id,
+        DisplayName=ua.LocalizedText(display),
+        Description=ua.LocalizedText(description),
+    )
+
+
+def tag_nodeid(tag: TagSpec, idx: int) -> ua.NodeId:
+    return ua.NodeId(tag.key, idx)
+
+
+def object_item(
+    nodeid: ua.NodeId, name: str, parent: ua.NodeId, idx: int, *,
+    folder: bool = False, description: str = "",
+) -> ua.AddNodesItem:
+    attrs = ua.ObjectAttributes(
+        DisplayName=ua.LocalizedText(name), Description=ua.LocalizedText(description or name)
+    )
+    attrs.SpecifiedAttributes = OBJECT_MASK
+    return ua.AddNodesItem(
+        ParentNodeId=parent,
+        ReferenceTypeId=ORGANIZES if folder or parent.NamespaceIndex == 0 else HAS_COMPONENT,
+        RequestedNewNodeId=nodeid,
+        BrowseName=ua.QualifiedName(name, idx),
+        NodeClass=ua.NodeClass.Object,
+        NodeAttributes=attrs,
+        TypeDefinition=FOLDER_TYPE if folder else BASE_OBJECT_TYPE,
+    )
+
+
+def _property_item(owner: ua.NodeId, name: str, value: object, dtype: int) -> ua.AddNodesItem:
+    attrs = ua.VariableAttributes(
+        DisplayName=ua.LocalizedText(name),
+        DataType=ua.NodeId(dtype),
+        ValueRank=ua.ValueRank.Scalar,
+        Value=ua.Variant(value, ua.VariantType.ExtensionObject),
+        SpecifiedAttributes=PROPERTY_MASK,
+    )
+    return ua.AddNodesItem(
+        ParentNodeId=owner,
+        ReferenceTypeId=HAS_PROPERTY,
+        RequestedNewNodeId=ua.NodeId(f"{owner.Identifier}.{name}", owner.NamespaceIndex),
+        BrowseName=ua.QualifiedName(name, 0),
+        NodeClass=ua.NodeClass.Variable,
+        NodeAttributes=attrs,
+        TypeDefinition=PROPERTY_TYPE,
+    )
+
+
+def tag_items(tags: Iterable[TagSpec], idx: int, root: ua.NodeId) -> list[ua.AddNodesItem]:
+    """The AddNodesItems of one object per device (under ``root``) and its tag variables."""
+    items: list[ua.AddNodesItem] = []
+    devices: dict[str, ua.NodeId] = {}
+    for tag in tags:
+        device = devices.get(tag.device)
+        if device is None:
+            device = devices[tag.device] = ua.NodeId(tag.device, idx)
+            items.append(
+                object_item(device, tag.device, root, idx, description=f"device {tag.device}")
+            )
+        t = DTYPES[tag.dtype]
+        nodeid = tag_nodeid(tag, idx)
+        analog = t.variant != ua.VariantType.Boolean
+        initial: object = (0 if t.integer else 0.0) if analog else False
+        attrs = ua.VariableAttributes(
+            DisplayName=ua.LocalizedText(tag.name),
+            Description=ua.LocalizedText(tag.description or tag.key),
+            DataType=t.data_type,
+            ValueRank=ua.ValueRank.Scalar,
+            Value=ua.Variant(initial, t.variant),
+            SpecifiedAttributes=VARIABLE_MASK,
+        )
+        items.append(ua.AddNodesItem(
+            ParentNodeId=device,
+            ReferenceTypeId=HAS_COMPONENT,
+            RequestedNewNodeId=nodeid,
+            BrowseName=ua.QualifiedName(tag.name, idx),
+            NodeClass=ua.NodeClass.Variable,
+            NodeAttributes=attrs,
+            TypeDefinition=ANALOG_ITEM_TYPE if analog else BASE_VARIABLE_TYPE,
+        ))
+        if analog:
+            low = t.low if tag.low is None else tag.low
+            high = t.high if tag.high is None else tag.high
+            items.append(_property_item(
+                nodeid, "EngineeringUnits", eu_information(tag.unit), ua.ObjectIds.EUInformation
+            ))
+            items.append(_property_item(
+                nodeid, "EURange", ua.Range(Low=float(low), High=float(high)), ua.ObjectIds.Range
+            ))
+    return items
+
+
+# (attribute name, attribute id, variant type, is_array, value is shareable between nodes),
+# in the order and with the types NodeManagementService._add_nodeattributes uses.
+_A = ua.AttributeIds
+_VT = ua.VariantType
+_Attr = tuple[str, ua.AttributeIds, ua.VariantType, bool, bool]
+_ATTRS: tuple[_Attr, ...] = (
+    ("AccessLevel", _A.AccessLevel, _VT.Byte, False, True),
+    ("ArrayDimensions", _A.ArrayDimensions, _VT.UInt32, True, False),
+    ("BrowseName", _A.BrowseName, _VT.QualifiedName, False, False),
+    ("ContainsNoLoops", _A.ContainsNoLoops, _VT.Boolean, False, True),
+    ("DataType", _A.DataType, _VT.NodeId, False, True),
+    ("Description", _A.Description, _VT.LocalizedText, False, False),
+    ("DisplayName", _A.DisplayName, _VT.LocalizedText, False, False),
+    ("EventNotifier", _A.EventNotifier, _VT.Byte, False, True),
+    ("Executable", _A.Executable, _VT.Boolean, False, True),
+    ("Historizing", _A.Historizing, _VT.Boolean, False, True),
+    ("InverseName", _A.InverseName, _VT.LocalizedText, False, False),
+    ("IsAbstract", _A.IsAbstract, _VT.Boolean, False, True),
+    ("MinimumSamplingInterval", _A.MinimumSamplingInterval, _VT.Double, False, True),
+    ("Symmetric", _A.Symmetric, _VT.Boolean, False, True),
+    ("UserAccessLevel", _A.UserAccessLevel, _VT.Byte, False, True),
+    ("UserExecutable", _A.UserExecutable, _VT.Boolean, False, True),
+    ("ValueRank", _A.ValueRank, _VT.Int32, False, True),
+    ("WriteMask", _A.WriteMask, _VT.UInt32, False, True),
+    ("UserWriteMask", _A.UserWriteMask, _VT.UInt32, False, True),
+)
+_VALUE_BIT = int(_MASK.Value)
+
+
+def _attrs_of(mask: int, cache: dict[int, tuple[_Attr, ...]]) -> tuple[_Attr, ...]:
+    found = cache.get(mask)
+    if found is None:
+        found = cache[mask] = tuple(a for a in _ATTRS if mask & int(getattr(_MASK, a[0])))
+    return found
+
+
+class _Target:
+    """What a reference to an existing node repeats of it (read once per target)."""
+
+    __slots__ = ("browse_name", "display_name", "node_class", "type_definition")
+
+    def __init__(self, aspace: AddressSpace, nodeid: ua.NodeId) -> None:
+        node_class = _read(aspace, nodeid, _A.NodeClass)
+        self.node_class = (
+            ua.NodeClass(node_class) if node_class is not None else ua.NodeClass.Unspecified
+        )
+        self.browse_name = _read(aspace, nodeid, _A.BrowseName)
+        self.display_name = _read(aspace, nodeid, _A.DisplayName)
+        self.type_definition = ua.NodeId()
+        if self.node_class in (ua.NodeClass.Object, ua.NodeClass.Variable):
+            for r in aspace[nodeid].references:
+                if r.IsForward and r.ReferenceTypeId == HAS_TYPE_DEFINITION:
+                    self.type_definition = r.NodeId
+                    break
+
+    def reference(
+        self, target: ua.NodeId, reftype: ua.NodeId, forward: bool
+    ) -> ua.ReferenceDescription:
+        ref = ua.ReferenceDescription(
+            ReferenceTypeId=reftype, IsForward=forward, NodeId=target,
+            NodeClass=self.node_class, TypeDefinition=self.type_definition,
+        )
+        if self.browse_name:
+            ref.BrowseName = self.browse_name  # type: ignore[assignment]
+        if self.display_name:
+            ref.DisplayName = self.display_name  # type: ignore[assignment]
+        return ref
+
+
+def _read(aspace: AddressSpace, nodeid: ua.NodeId, attr: ua.AttributeIds) -> object:
+    dv = aspace.read_attribute_value(nodeid, attr)
+    return None if dv.Value is None else dv.Value.Value
+
+
+async def insert_nodes(
+    aspace: AddressSpace, items: Sequence[ua.AddNodesItem], *, chunk: int = 200
+) -> None:
+    """Insert ``items`` as ``add_nodes`` would, yielding to the loop every ``chunk`` nodes.
+
+    Raises ValueError (naming the node) for an existing node id, a missing parent or a
+    missing type definition; nodes before the bad one stay inserted.
+    """
+    now = datetime.now(UTC)
+    server_ts = now if aspace.force_server_timestamp else None
+    shared: dict[tuple[ua.AttributeIds, object], ua.DataValue] = {}
+    masks: dict[int, tuple[_Attr, ...]] = {}
+    targets: dict[ua.NodeId, _Target] = {}
+    for n, item in enumerate(items, 1):
+        nodeid = item.RequestedNewNodeId
+        if nodeid in aspace:
+            raise ValueError(f"OPC-UA node {nodeid.to_string()} already exists")
+        parent_id = item.ParentNodeId
+        parent = aspace.get(parent_id)
+        if parent is None:
+            raise ValueError(f"OPC-UA node {nodeid.to_string()}: parent does not exist")
+        tdef = item.TypeDefinition
+        if not tdef.is_null() and tdef not in aspace:
+            raise ValueError(f"OPC-UA node {nodeid.to_string()}: unknown type {tdef}")
+        node = NodeData(nodeid)
+        attrs = node.attributes
+        attrs[_A.NodeId] = AttributeValue(ua.DataValue(ua.Variant(nodeid, _VT.NodeId)))
+        attrs[_A.BrowseName] = AttributeValue(
+            ua.DataValue(ua.Variant(item.BrowseName, _VT.QualifiedName))
+        )
+        attrs[_A.NodeClass] = AttributeValue(
+            _shared(shared, _A.NodeClass, item.NodeClass, _VT.Int32)
+        )
+        na = item.NodeAttributes
+        mask = int(na.SpecifiedAttributes)
+        for name, attr_id, vtype, is_array, share in _attrs_of(mask, masks):
+            value = getattr(na, name)
+            if share:
+                dv = _shared(shared, attr_id, value, vtype)
+            else:
+                dv = ua.DataValue(ua.Variant(value, vtype, is_array=is_array))
+            attrs[attr_id] = AttributeValue(dv)
+        if mask & _VALUE_BIT:
+            attrs[_A.Value] = AttributeValue(ua.DataValue(
+                ua.Variant(na.Value), SourceTimestamp=now, ServerTimestamp=server_ts
+            ))
+        aspace[nodeid] = node
+        parent.references.append(ua.ReferenceDescription(
+            ReferenceTypeId=item.ReferenceTypeId, IsForward=True, NodeId=nodeid,
+            BrowseName=item.BrowseName, DisplayName=na.DisplayName, NodeClass=item.NodeClass,
+            TypeDefinition=tdef,
+        ))
+        for target, reftype, forward in (
+            (parent_id, item.ReferenceTypeId, False), (tdef, HAS_TYPE_DEFINITION, True)
+        ):
+            if target.is_null():
+                continue
+            info = targets.get(target)
+            if info is None:
+                info = targets[target] = _Target(aspace, target)
+            node.references.append(info.reference(target, reftype, forward))
+        if n % chunk == 0:
+            await asyncio.sleep(0)
+
+
+def _shared(
+    cache: dict[tuple[ua.AttributeIds, object], ua.DataValue], attr: ua.AttributeIds,
+    value: object, vtype: ua.VariantType,
+) -> ua.DataValue:
+    key = (attr, value)
+    dv = cache.get(key)
+    if dv is None:
+        dv = cache[key] = ua.DataValue(ua.Variant(value, vtype))
+    return dv
