@@ -15,7 +15,9 @@ Invariants:
   last ``trend_window`` health points extrapolated to 0 (``ttf_horizon_s`` when the
   trend is not falling).
 * Each alert (health below ``alert_health``, time to failure below ``alert_ttf_s``)
-  fires once per crossing and re-arms only past its hysteresis.
+  fires once per crossing and re-arms only past its hysteresis. The health alert
+  judges the trend line's value now (less noisy than a single point) once a trend
+  exists.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ class HealthConfig(ConfigStruct, frozen=True):
     min_trend_points: int = 10
     ttf_horizon_s: float = 2_592_000.0
     alert_health: float = 0.5
-    rearm_health: float = 0.05
+    rearm_health: float = 0.1
     alert_ttf_s: float = 3600.0
     rearm_ttf_fraction: float = 0.2
     emit_samples: bool = True
@@ -145,6 +147,7 @@ class _Motor:
     t0_ns: int = -1
     health: float = math.nan
     ttf_s: float = math.nan
+    trend_health: float = math.nan
     health_armed: bool = True
     ttf_armed: bool = True
 
@@ -282,13 +285,14 @@ class Health:
         line = np.empty(2)
         self._k.theil_sen(np.array(motor.t), np.array(motor.h), line)
         slope, intercept = float(line[0]), float(line[1])
+        motor.trend_health = intercept + slope * motor.t[-1]
         if not slope < 0:
             return math.inf
-        now_fit = max(0.0, intercept + slope * motor.t[-1])
-        return now_fit / -slope
+        return max(0.0, motor.trend_health) / -slope
 
     def _alerts(self, motor: _Motor, ts_ns: int, out: StageOutput) -> None:
-        g, h, ttf = motor.group, motor.health, motor.ttf_s
+        g, ttf = motor.group, motor.ttf_s
+        h = motor.trend_health if math.isfinite(motor.trend_health) else motor.health
         name = motor.cfg.name
         if motor.health_armed and h < g.alert_health:
             motor.health_armed = False
