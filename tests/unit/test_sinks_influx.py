@@ -17,7 +17,7 @@ from edge.errors import RetryableError
 from edge.journal import Entry
 from edge.model import CmmReading, HealthAlert, SampleBatch, TagRegistry, encode_records
 from edge.runtime.metrics import Metrics
-from edge.sinks.influx import SLICE_POINTS, InfluxSink, InfluxSinkConfig
+from edge.sinks.influx import GZIP_SLICE, SLICE_POINTS, InfluxSink, InfluxSinkConfig, gzip_sliced
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -218,3 +218,11 @@ def test_config_errors(body: str, message: str) -> None:
     with pytest.raises(ConfigError) as info:
         loads(f'[[sinks]]\ntype = "influx"\nname = "tsdb"\n{body}\n')
     assert str(info.value).startswith(message), str(info.value)
+
+
+async def test_gzip_sliced_round_trip() -> None:
+    """The sliced gzip body is one valid gzip stream of the whole input."""
+    data = b"".join(b"etch1,gateway=gw1 chamber_temp=%d.5 %d\n" % (i, i) for i in range(20_000))
+    assert len(data) > 3 * GZIP_SLICE
+    assert gzip.decompress(await gzip_sliced(data, 1)) == data
+    assert gzip.decompress(await gzip_sliced(b"", 1)) == b""
