@@ -3,7 +3,8 @@
 Once a second the board reads the journal stats (on the journal thread) and derives
 rates from the metrics counters. Every ``SELF_METRICS_S`` it appends a sample batch on
 device ``gateway`` (journal depth and oldest unsent age per sink, link states, rates,
-trips, CPU, RSS) so that InfluxDB and Grafana see the gateway itself. It also applies
+trips, CPU, RSS, each interlock's state and limit, each SPC chart's center and 3-sigma
+limits once learned) so that InfluxDB and Grafana see the gateway itself. It also applies
 the journal's age limits once a minute.
 """
 
@@ -54,6 +55,13 @@ class StatusBoard:
             names += [(f"journal_depth_{sink}", ""), (f"oldest_unsent_age_s_{sink}", "s"),
                       (f"link_up_{sink}", ""), (f"delivered_per_s_{sink}", "1/s")]
         names += [(f"link_up_{src}", "") for src in sources]
+        # Interlock state and limit, SPC limits: config and learned state that Grafana
+        # cannot see in the data (a limit line, a chart's UCL/LCL before any violation).
+        for rule in self.gw.cfg.section("interlocks"):
+            names += [(f"interlock_tripped_{rule.name}", ""), (f"interlock_limit_{rule.name}", "")]
+        for chart in self.gw.cfg.section("spc"):
+            names += [(f"spc_center_{chart.name}", ""), (f"spc_ucl_{chart.name}", ""),
+                      (f"spc_lcl_{chart.name}", "")]
         for name, unit in names:
             self._tag_ids[name] = tags.add(DEVICE, name, unit=unit).id
 
@@ -142,7 +150,16 @@ class StatusBoard:
         for label, up in self.links().items():
             name = label.split(":", 1)[1].split("/", 1)[0]
             values[f"link_up_{name}"] = 1.0 if up else 0.0
-        keys = [k for k in values if k in self._tag_ids]
+        interlock = gw.stage("interlock")
+        for name, st in (interlock.states() if interlock is not None else {}).items():
+            values[f"interlock_tripped_{name}"] = 1.0 if st["state"] == "tripped" else 0.0
+            values[f"interlock_limit_{name}"] = float(st["limit"])
+        spc = gw.stage("spc")
+        for name, st in (spc.states() if spc is not None else {}).items():
+            for key in ("center", "ucl", "lcl"):
+                values[f"spc_{key}_{name}"] = float(st[key])
+        # NaN (a limit not learned yet) would reach InfluxDB as a bare quality point.
+        keys = [k for k in values if k in self._tag_ids and np.isfinite(values[k])]
         now = time.time_ns()
         return SampleBatch(
             np.array([self._tag_ids[k] for k in keys], np.int32),
