@@ -46,7 +46,6 @@ class GatewaySection(ConfigStruct, frozen=True):
     shutdown_timeout_s: float = 10.0
     # WATCHDOG=1 is withheld once a component has made no progress for this long.
     stall_timeout_s: float = 30.0
-    status_socket: str = ""
     metrics_port: int = 0
 
     def __post_init__(self) -> None:
