@@ -7,6 +7,8 @@ ends exactly that process by its pid. Nothing here touches a system service.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
 import shutil
 import socket
@@ -16,6 +18,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -214,3 +217,75 @@ def start_mosquitto(tmp: Path, port: int | None = None) -> Peer:
     peer = Peer("mosquitto", port, proc, workdir, log)
     wait_tcp(peer)
     return peer
+
+
+# --------------------------------------------------------------------------- node-opcua
+
+NODE_DIR = Path(__file__).parent / "node"
+
+
+def ensure_node_opcua() -> Path:
+    """tests/node with node_modules installed (``npm ci`` once, ~15 s, 33 MB)."""
+    require("node", "apt-get install -y nodejs npm")
+    npm = require("npm", "apt-get install -y npm")
+    if not (NODE_DIR / "node_modules" / "node-opcua-client").is_dir():
+        proc = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], cwd=NODE_DIR,
+            capture_output=True, timeout=300, check=False,
+        )
+        if proc.returncode != 0:
+            pytest.skip(f"npm ci in {NODE_DIR} failed (no registry access?): "
+                        f"{proc.stderr.decode(errors='replace')[-500:]}")
+    return NODE_DIR
+
+
+async def spawn_node_client(script: str, args: dict[str, object]) -> asyncio.subprocess.Process:
+    """Start ``node tests/node/<script> '<json args>'`` without blocking the event loop
+    (the OPC-UA server under test runs in the same loop)."""
+    folder = ensure_node_opcua()
+    return await asyncio.create_subprocess_exec(
+        "node", str(folder / script), json.dumps(args), cwd=folder,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def wait_stderr_line(proc: asyncio.subprocess.Process, marker: str,
+                           timeout: float) -> None:
+    """Read the client's stderr until a line containing ``marker``."""
+    assert proc.stderr is not None
+
+    async def scan() -> None:
+        assert proc.stderr is not None
+        while True:
+            line = await proc.stderr.readline()
+            if not line:
+                raise RuntimeError(f"node client ended before printing {marker!r}")
+            if marker in line.decode(errors="replace"):
+                return
+
+    await asyncio.wait_for(scan(), timeout)
+
+
+async def node_client_result(proc: asyncio.subprocess.Process, timeout: float) -> dict[str, Any]:
+    """The one JSON object the client prints; kills it (by pid) on timeout."""
+    try:
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    lines = [ln for ln in stdout.decode(errors="replace").splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError(
+            f"node client printed no JSON (exit {proc.returncode}): "
+            f"{stderr.decode(errors='replace')[-2000:]}"
+        )
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+async def run_node_client(script: str, args: dict[str, object],
+                          timeout: float = 60.0) -> dict[str, Any]:
+    """Run a node-opcua client script to its end and return the JSON it printed."""
+    proc = await spawn_node_client(script, args)
+    return await node_client_result(proc, timeout)

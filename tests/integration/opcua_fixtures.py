@@ -1,0 +1,83 @@
+"""Shared set-up for the OPC-UA tests: an in-process OPC-UA sink with a fake gateway."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.components import BuildContext, Hooks
+from edge.model import TagRegistry
+from edge.runtime.metrics import Metrics
+from edge.sinks.opcua import OpcUaConfig, OpcUaSink
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # tests/ holds peers.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from peers import free_port
+
+NS_URI = "urn:edge-gateway:tags"
+
+
+@dataclass
+class FakeGateway:
+    status: dict[str, Any] = field(default_factory=lambda: {
+        "interlocks": {"etch_overtemp": {"state": "armed", "tag": "etch1/chamber_temp",
+                                         "limit": 188.0}},
+        "journal": {"mes": {"depth_points": 12, "depth_bytes": 252,
+                            "oldest_unsent_age_s": 3.5}},
+        "links": {"mes": True, "etch1": False},
+        "rates": {"ingest_samples_per_s": 1234.5},
+        "health": {"stf/motor1": {"health": 0.93, "ttf_s": 86400.0}},
+    })
+    resets: list[str] = field(default_factory=list)
+    reset_result: bool = True
+
+    def reset(self, name: str) -> bool:
+        self.resets.append(name)
+        return self.reset_result
+
+
+def demo_registry() -> TagRegistry:
+    reg = TagRegistry()
+    reg.add("etch1", "chamber_temp", unit="degC", dtype="float32", low=0, high=250)
+    reg.add("etch1", "pressure", unit="mTorr", dtype="float64")
+    reg.add("etch1", "lot", dtype="int32")
+    reg.add("etch1", "stop_coil", dtype="bool")
+    reg.add("stf/motor1", "current", unit="A", dtype="float64", low=0, high=5)
+    return reg
+
+
+@contextlib.asynccontextmanager
+async def running_sink(
+    tmp: Path, tags: TagRegistry, gw: FakeGateway, *,
+    secrets: dict[str, str] | None = None, **cfg: Any,
+) -> AsyncIterator[OpcUaSink]:
+    port = free_port()
+    config = OpcUaConfig(endpoint=f"opc.tcp://127.0.0.1:{port}/edge", **cfg)
+    ctx = BuildContext(
+        gateway_id="gw-test", tags=tags, metrics=Metrics(), state_dir=tmp / "state",
+        secrets=(secrets or {}).__getitem__,
+        hooks=Hooks(status=lambda: gw.status, reset_interlock=gw.reset),
+    )
+    sink = config.build(ctx)
+    assert isinstance(sink, OpcUaSink)
+    task = asyncio.create_task(sink.run())
+    try:
+        await asyncio.wait_for(sink.started.wait(), 30)
+        yield sink
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
