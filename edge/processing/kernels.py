@@ -310,7 +310,8 @@ def theil_sen(x: np.ndarray, y: np.ndarray, out: np.ndarray) -> None:
 RULE_WE1, RULE_WE2, RULE_WE3, RULE_WE4, RULE_EWMA = 1, 2, 4, 8, 16
 # params: 0 center, 1 sigma, 2 lambda, 3 L, 4 rule mask
 # state:  0 ewma, 1 points, 2 ewma alarm active, 3..10 last 8 z (oldest first),
-#         11 points held in the z history, 12..14 cool-down of rules 2, 3, 4, 15 spare
+#         11 points held in the z history, 12..14 cool-down of rules 2, 3, 4,
+#         15 one minus (1 - lambda)^(2 points), the EWMA variance factor
 N_SPC_PARAMS, N_SPC_STATE = 5, 16
 
 
@@ -338,7 +339,7 @@ def spc_scan(values: np.ndarray, params: np.ndarray, state: np.ndarray,
         state[10] = z
         if state[11] < 8.0:
             state[11] += 1.0
-        for j in range(12, 16):
+        for j in range(12, 15):
             if state[j] > 0.0:
                 state[j] -= 1.0
         held = int(state[11])
@@ -385,8 +386,9 @@ def spc_scan(values: np.ndarray, params: np.ndarray, state: np.ndarray,
             state[0] = center
         state[0] = lam * v + (1.0 - lam) * state[0]
         if mask & RULE_EWMA:
-            width = big_l * sigma * math.sqrt(
-                lam / (2.0 - lam) * (1.0 - (1.0 - lam) ** (2.0 * state[1])))
+            # state[15] = 1 - (1 - lam)^(2t), carried to avoid a pow per point
+            state[15] = 1.0 - (1.0 - state[15]) * (1.0 - lam) * (1.0 - lam)
+            width = big_l * sigma * math.sqrt(lam / (2.0 - lam) * state[15])
             outside = abs(state[0] - center) > width
             if outside and state[2] == 0.0:
                 out_index[k], out_rule[k], out_stat[k] = i, RULE_EWMA, state[0]
