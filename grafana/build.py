@@ -5,7 +5,7 @@ the test (tests/system/test_grafana_dashboards.py) can check that the JSON files
 what this script makes. The queries are InfluxQL (every InfluxDB version answers it)
 against the schema of ``edge/sinks/lineproto.py``:
 
-* samples: measurement = the tag's device (``etch1``, ``cmm1``, ``conveyor/belt``),
+* samples: measurement = the tag's device (``etch1``, ``cmm1``, ``conveyor_belt``),
   field = the tag's name (``chamber_temp``, ``health``, ``ttf_s``), tag ``gateway``;
 * records: measurement = the record type (``measurement``, ``interlock_trip``,
   ``spc_violation``, ``quarantine``, ``health_alert``) with the tags of ``RECORD_TAGS``;
@@ -15,7 +15,7 @@ against the schema of ``edge/sinks/lineproto.py``:
 
 Template variables use Grafana's ``${name:raw}`` inside quoted identifiers and string
 literals and ``${name:regex}`` inside regular expressions, so names holding ``/`` or
-``.`` (``conveyor/belt``) work.
+``.`` work.
 """
 
 from __future__ import annotations
@@ -290,7 +290,7 @@ def interlocks() -> Json:
 
 def motors() -> Json:
     variables = [var("motor", "Motor", "SHOW MEASUREMENTS", regex=DEVICE_REGEX,
-                     current="conveyor/belt")]
+                     current="conveyor_belt")]
     every = f"WHERE $timeFilter AND {GW} GROUP BY time($__interval) fill(none)"
     panels = [
         panel("timeseries", "Health index of every judged motor (1 = as new)", [

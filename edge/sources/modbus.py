@@ -267,7 +267,9 @@ class ModbusSource:
                 nxt = math.floor(elapsed / interval) + 1
                 self.missed.inc(nxt - k - 1)
             k = nxt
-            await asyncio.sleep(max(0.0, t0 + k * interval - loop.time()))
+            delay = t0 + k * interval - loop.time()
+            if delay > 0:  # when late, the reads themselves yield to the loop
+                await asyncio.sleep(delay)
 
     async def _poll_once(self, client: AsyncModbusTcpClient, emit: Emit) -> tuple[bool, str]:
         n = len(self.tag_ids)
@@ -281,9 +283,8 @@ class ModbusSource:
                 quality[read.sl] = Quality.BAD_TIMEOUT if lost == "timeout" else (
                     Quality.BAD_NOT_CONNECTED)
                 continue
-            try:
-                async with asyncio.timeout(self.cfg.timeout_s * 2 + 1):
-                    rr = await self._read(client, read.req)
+            try:  # pymodbus enforces timeout_s itself (retries=0)
+                rr = await self._read(client, read.req)
             except (TimeoutError, ConnectionException, ModbusException) as exc:
                 timeout = not isinstance(exc, ConnectionException)
                 lost = "timeout" if timeout else "connection lost"

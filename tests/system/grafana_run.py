@@ -5,7 +5,7 @@ as ``hw-sim plant --config`` (the command ``hw-sim-plant.service`` runs) and the
 as ``edge-gateway run --config`` (the command ``edge-gateway.service`` runs) with file,
 Modbus and MQTT sources, all four stages and InfluxDB + MES sinks. The plant settings
 make every kind of data appear within seconds: a part every 2 s, a chamber excursion
-above the 188 C interlock limit every 12 s, worn motors.
+above the 188 C interlock limit every 8 s, worn motors.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from peers import Peer, free_port, start_influxdb1, start_mosquitto
 
 DATABASE = "edge"
 BIN = Path(sys.executable).parent
-MOTORS = ("conveyor/belt", "hbw/horizontal", "vgr/rotate")
+# Device names as in config/demo.toml: <station>_<component>.
+DEVICES = [m.replace("/", "_") for m in MOTOR_IDS]
+MOTORS = ("conveyor_belt", "hbw_horizontal", "vgr_rotate")
 
 
 @dataclass
@@ -78,8 +80,8 @@ part_interval_s = 2.0
 hvac_period_s = 120.0
 [etch]
 port = {etch}
-excursion_every_s = 12.0
-excursion_duration_s = 3.0
+excursion_every_s = 8.0
+excursion_duration_s = 2.0
 [motors]
 broker_port = {mqtt}
 initial_health = 0.6
@@ -134,8 +136,8 @@ port = {mqtt}
 qos = 0
 [[sources.subscriptions]]
 topic = "stf/+/+/telemetry"
-device = "{{1}}/{{2}}"
-devices = {json.dumps(list(MOTOR_IDS))}
+device = "{{1}}_{{2}}"
+devices = {json.dumps(DEVICES)}
 ts_field = "ts"
 [[sources.subscriptions.fields]]
 path = "current_a"
@@ -150,7 +152,7 @@ payload = {{cmd = "stop", target = "{{target}}"}}
 name = "cmm1"
 
 [[interlocks]]
-name = "chamber_overtemp"
+name = "etch1_overtemp"
 tag = "etch1/chamber_temp"
 high = 188.0
 clear_hysteresis = 2.0
@@ -165,7 +167,7 @@ min_trend_points = 3
 {motors}
 
 [[spc]]
-name = "chamber_temp"
+name = "etch1_temp"
 tag = "etch1/chamber_temp"
 baseline_samples = 30
 
