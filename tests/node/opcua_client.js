@@ -4,7 +4,9 @@
 // Spec: { endpoint, pki, security: "none" | "sign_encrypt", user?, password?, ns_uri,
 //         steps: [ {browse: true} | {read: [nodeId...]} | {eu: [nodeId...]}
 //                | {subscribe: [nodeId...], ms, sampling_ms?} | {call: {object, method}}
-//                | {events: ms, then_wait_for?: n} ] }
+//                | {events: ms, then_wait_for?: n} ],
+//         cert_only?: only create the client certificate and print its path,
+//         attempts?: [{user?, password?}] try these logins instead of the steps }
 // Node ids are strings "s=<id>" in the namespace ns_uri.
 // Prints exactly one JSON object on stdout: {ok, error?, certificate, results: [...]}.
 "use strict";
@@ -83,6 +85,24 @@ async function main() {
   out.certificate = client.certificateFile || null;
   if (spec.cert_only) { out.ok = true; return finish(0); }
   await client.connect(spec.endpoint);
+  if (spec.attempts) {
+    // several logins over one secure channel: [{user?, password?}] -> [{user, ok, error}]
+    for (const a of spec.attempts) {
+      const id = a.user
+        ? { type: UserTokenType.UserName, userName: a.user, password: a.password }
+        : { type: UserTokenType.Anonymous };
+      try {
+        const s = await client.createSession(id);
+        await s.close();
+        out.results.push({ user: a.user || null, ok: true });
+      } catch (e) {
+        out.results.push({ user: a.user || null, ok: false, error: e.message });
+      }
+    }
+    await client.disconnect();
+    out.ok = true;
+    return finish(0);
+  }
   const identity = spec.user
     ? { type: UserTokenType.UserName, userName: spec.user, password: spec.password }
     : { type: UserTokenType.Anonymous };
