@@ -237,7 +237,7 @@ def store_and_forward() -> Json:
 def interlocks() -> Json:
     variables = [
         var("interlock", "Interlock", 'SHOW FIELD KEYS FROM "gateway"',
-            regex="/^interlock_limit_(.+)$/"),
+            regex="/^interlock_limit_(.+)$/", current="etch1_overtemp"),
         var("device", "Device", "SHOW MEASUREMENTS", regex=DEVICE_REGEX, current="etch1"),
         var("signal", "Signal", 'SHOW FIELD KEYS FROM "${device:raw}"',
             regex="/^(?!.*_quality$).*/", current="chamber_temp"),
@@ -323,7 +323,8 @@ def motors() -> Json:
 
 def spc() -> Json:
     variables = [
-        var("chart", "Chart", 'SHOW FIELD KEYS FROM "gateway"', regex="/^spc_ucl_(.+)$/"),
+        var("chart", "Chart", 'SHOW FIELD KEYS FROM "gateway"', regex="/^spc_ucl_(.+)$/",
+            current="etch1_temp"),
         var("device", "Device", "SHOW MEASUREMENTS", regex=DEVICE_REGEX, current="etch1"),
         var("signal", "Signal", 'SHOW FIELD KEYS FROM "${device:raw}"',
             regex="/^(?!.*_quality$).*/", current="chamber_temp"),
