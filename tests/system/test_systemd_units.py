@@ -131,7 +131,7 @@ def test_gateway_unit_contract() -> None:
     env = dict(e.split("=", 1) for e in values(unit, "Environment"))
     assert env["NUMBA_CACHE_DIR"].startswith("/var/cache/edge-gateway/")
     creds = [c.split(":", 1)[0] for c in values(unit, "LoadCredential")]
-    assert {"MES_TOKEN", "INFLUX_TOKEN"} <= set(creds)
+    assert {"MES_TOKEN", "INFLUX_TOKEN", "OPCUA_USERS"} <= set(creds)
     assert set(one["RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
     # numba's LLVM JIT needs writable+executable memory.
     assert one.get("MemoryDenyWriteExecute", "no") == "no"
@@ -245,3 +245,22 @@ def test_daemon_under_the_units_environment_notifies(tmp_path: Path) -> None:
     assert any(where["cache"].joinpath("numba").rglob("*.nbi")), "no numba cache written"
     assert (where["state"] / "journal.db").exists()
     assert "secret 'MES_TOKEN' not found" not in log
+
+
+def test_deploy_guide_config_step_gives_a_valid_config(tmp_path: Path) -> None:
+    """The sed of docs/deploy-pi.md step 4, run on config/demo.toml, changes every line it
+    means to and gives a config that check-config accepts."""
+    doc = (ROOT / "docs" / "deploy-pi.md").read_text(encoding="utf-8")
+    marker = doc.index("<!-- tested by tests/system/test_systemd_units.py")
+    block = doc[marker:].split("```sh\n", 1)[1].split("```", 1)[0]
+    out = tmp_path / "edge.toml"
+    script = (block.replace("/opt/edge-gateway/config/demo.toml", str(ROOT / "config/demo.toml"))
+              .replace("/etc/edge-gateway/edge.toml", str(out)))
+    subprocess.run(["bash", "-euo", "pipefail", "-c", script], check=True, timeout=30)
+    text = out.read_text(encoding="utf-8")
+    for line in ('state_dir = "/var/lib/edge-gateway"', 'paths = ["/var/lib/hw-sim/cmm"]',
+                 "port = 15020", "http://127.0.0.1:18080", "opc.tcp://0.0.0.0:4840/edge"):
+        assert line in text, f"the guide's sed no longer changes: {line}"
+    proc = subprocess.run([str(BIN / "edge-gateway"), "check-config", str(out)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stderr
