@@ -22,8 +22,8 @@ const spec = JSON.parse(process.argv[2]);
 const out = { ok: false, results: [], certificate: null };
 
 function finish(code) {
-  process.stdout.write(JSON.stringify(out) + "\n");
-  process.exit(code);
+  // exit only once the pipe took everything (process.exit would cut it at 64 KiB)
+  process.stdout.write(JSON.stringify(out) + "\n", () => process.exit(code));
 }
 
 function int64(dataType, value) {
