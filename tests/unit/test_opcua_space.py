@@ -1,0 +1,139 @@
+"""OPC-UA pieces without sockets: bulk insertion, quality mapping, coalescing, passwords."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from asyncua import Server, ua
+
+from edge.components import BuildContext
+from edge.config import ConfigError, loads
+from edge.model import Quality, SampleBatch, TagRegistry
+from edge.runtime.metrics import Metrics
+from edge.sinks.opcua import STATUS_OF_QUALITY, OpcUaConfig, OpcUaSink
+from edge.sinks.opcua_security import HashedUserManager, PasswordHash, hash_password, parse_users
+from edge.sinks.opcua_space import DTYPES, eu_information, insert_nodes, object_item, tag_items
+
+
+def registry() -> TagRegistry:
+    reg = TagRegistry()
+    for i, dtype in enumerate(DTYPES):
+        reg.add("dev1" if i % 2 else "dev2", f"t{i}", unit="degC", dtype=dtype,
+                low=None if i % 3 else -1.0, high=None if i % 3 else 1.0)
+    return reg
+
+
+async def _space(bulk: bool) -> dict[str, object]:
+    server = Server()
+    await server.init()
+    idx = await server.register_namespace("urn:t")
+    root = ua.NodeId("_devices", idx)
+    items = [object_item(root, "Devices", server.nodes.objects.nodeid, idx, folder=True)]
+    items += tag_items(registry(), idx, root)
+    if bulk:
+        await insert_nodes(server.iserver.aspace, items, chunk=3)
+    else:
+        assert all(r.StatusCode.is_good()
+                   for r in await server.iserver.isession.add_nodes(items))
+    aspace = server.iserver.aspace
+    out: dict[str, object] = {}
+    for nid in [*(i.RequestedNewNodeId for i in items), server.nodes.objects.nodeid]:
+        node = aspace[nid]
+        attrs = {int(k): (v.value.Value if v.value is not None else None)
+                 for k, v in node.attributes.items()}
+        refs = sorted(
+            (r.ReferenceTypeId.to_string(), r.NodeId.to_string(), r.IsForward, int(r.NodeClass),
+             r.BrowseName.to_string(), r.DisplayName.Text, r.TypeDefinition.to_string())
+            for r in node.references
+        )
+        out[nid.to_string()] = (attrs, refs)
+    return out
+
+
+async def test_bulk_insert_builds_what_add_nodes_builds() -> None:
+    """insert_nodes yields the same attributes and references as asyncua's add_nodes."""
+    assert await _space(bulk=True) == await _space(bulk=False)
+
+
+async def test_bulk_insert_refuses_existing_node() -> None:
+    """Inserting a node id twice fails with the node named, not silently."""
+    server = Server()
+    await server.init()
+    item = object_item(ua.NodeId("x", 1), "x", server.nodes.objects.nodeid, 1)
+    await insert_nodes(server.iserver.aspace, [item])
+    with pytest.raises(ValueError, match="already exists"):
+        await insert_nodes(server.iserver.aspace, [item])
+
+
+def test_quality_maps_to_status_codes() -> None:
+    """Each model quality maps to its OPC-UA status; unknown reasons keep their severity."""
+    sc = ua.StatusCodes
+    assert STATUS_OF_QUALITY[Quality.BAD_TIMEOUT].value == sc.BadTimeout
+    assert STATUS_OF_QUALITY[Quality.BAD_NOT_CONNECTED].value == sc.BadCommunicationError
+    assert STATUS_OF_QUALITY[Quality.BAD_OUT_OF_RANGE].value == sc.BadOutOfRange
+    assert STATUS_OF_QUALITY[Quality.UNCERTAIN_STALE].value == sc.UncertainLastUsableValue
+    assert STATUS_OF_QUALITY[Quality.GOOD_COMPENSATED].value == sc.Good
+    assert STATUS_OF_QUALITY[0x9F].is_bad()
+    assert STATUS_OF_QUALITY[0x5F].is_uncertain()
+    assert STATUS_OF_QUALITY[0x1F].is_good()
+
+
+def test_units_carry_unece_codes() -> None:
+    """Known units get their UNECE code; unknown ones keep their text with UnitId -1."""
+    assert eu_information("degC").UnitId == (ord("C") << 16) | (ord("E") << 8) | ord("L")
+    other = eu_information("furlong")
+    assert (other.UnitId, other.DisplayName.Text) == (-1, "furlong")
+
+
+def test_publish_keeps_latest_value_per_tag(tmp_path: Path) -> None:
+    """publish coalesces to the last sample per tag and ignores unknown tag ids."""
+    ctx = BuildContext("gw", registry(), Metrics(), tmp_path, lambda n: "")
+    sink = OpcUaConfig().build(ctx)
+    assert isinstance(sink, OpcUaSink)
+    sink.publish(SampleBatch([0, 1, 0, 99, -1, 1], [1, 2, 3, 4, 5, 6],
+                             [1.0, 2.0, 3.0, 4.0, 5.0, np.nan], [0, 0, 0x42, 0, 0, 0x81]), [])
+    assert sink._dirty.tolist()[:3] == [True, True, False]
+    assert sink._value[0] == 3.0 and sink._quality[0] == 0x42 and sink._ts[0] == 3
+    assert np.isnan(sink._value[1]) and sink._quality[1] == 0x81
+
+
+def test_password_hashes_and_user_manager() -> None:
+    """scrypt and PBKDF2 hashes verify; the manager refuses wrong passwords, unknown
+    users and 'admin', and remembers a verified password so a re-login is fast."""
+    users = parse_users(
+        f"# comment\nop:{hash_password('s3cret')}\n"
+        f"eng:{hash_password('pw2', scheme='pbkdf2_sha256')}\n", "users")
+    mgr = HashedUserManager(users, None, fail_interval_s=0.0)
+    assert mgr.get_user(None, "op", "s3cret") is not None
+    t0 = time.perf_counter()
+    assert mgr.get_user(None, "op", "s3cret") is not None
+    assert time.perf_counter() - t0 < 0.005
+    assert mgr.get_user(None, "eng", "pw2") is not None
+    assert mgr.get_user(None, "op", "wrong") is None
+    assert mgr.get_user(None, "admin", "s3cret") is None
+    assert mgr.get_user(None, None, None) is None
+    with pytest.raises(ValueError, match=r"malformed|must be"):
+        PasswordHash.parse("md5$abc")
+
+
+def test_failed_logins_are_rate_limited() -> None:
+    """Within the fail interval a further login is refused without hashing."""
+    users = parse_users(f"op:{hash_password('s3cret', scheme='pbkdf2_sha256')}", "users")
+    mgr = HashedUserManager(users, None, fail_interval_s=60.0)
+    assert mgr.get_user(None, "op", "wrong") is None
+    assert mgr.get_user(None, "op", "s3cret") is None
+
+
+def test_config_errors_name_the_key() -> None:
+    """Bad [opcua] settings are config errors that name the key."""
+    with pytest.raises(ConfigError, match="opcua: endpoint must look like"):
+        loads('[opcua]\nendpoint = "http://x"\n')
+    with pytest.raises(ConfigError, match="opcua: users must be given"):
+        loads('[opcua]\nprofile = "production"\n')
+    with pytest.raises(ConfigError, match="password_hash"):
+        loads('[opcua]\nprofile = "production"\nusers = [{name = "a", password_hash = "x"}]\n')
+    cfg = loads('[opcua]\nendpoint = "opc.tcp://127.0.0.1:4841/edge"\n').section("opcua")
+    assert isinstance(cfg, OpcUaConfig) and cfg.profile == "demo"
