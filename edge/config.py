@@ -282,16 +282,20 @@ def secret_reader(environ: Mapping[str, str] | None = None) -> Callable[[str], s
 
     def read(name: str) -> str:
         cred_dir = env.get("CREDENTIALS_DIRECTORY")
-        if cred_dir:
-            p = Path(cred_dir) / name
-            if p.is_file():
-                return p.read_text(encoding="utf-8").strip()
-        value = env.get(name)
+        where = f"environment variable {name}"
+        value: str | None = None
+        if cred_dir and (Path(cred_dir) / name).is_file():
+            value = (Path(cred_dir) / name).read_text(encoding="utf-8").strip()
+            where = f"credential {Path(cred_dir) / name}"
+        else:
+            value = env.get(name)
         if value is None:
             raise ConfigError(
                 f"secret '{name}' not found: set the environment variable {name} or give "
                 f"it as a systemd credential (LoadCredential={name}:...)"
             )
+        if not value.strip():
+            raise ConfigError(f"secret '{name}' is empty ({where})")
         return value
 
     return read

@@ -88,6 +88,9 @@ def test_secrets_come_from_credentials_dir_then_environment(tmp_path: Path) -> N
     assert read("OTHER") == "env-other"
     with pytest.raises(ConfigError, match="secret 'NOPE' not found"):
         read("NOPE")
+    (tmp_path / "EMPTY").write_text("\n")
+    with pytest.raises(ConfigError, match="secret 'EMPTY' is empty"):
+        read("EMPTY")
 
 
 def test_check_config_exits_2_with_the_message(tmp_path: Path) -> None:
