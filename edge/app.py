@@ -242,6 +242,14 @@ class Gateway:
                 return {"ok": False, "error": str(exc.args[0])}
             return {"ok": took, "error": "" if took else
                     f"interlock '{name}' not reset: its condition is still active"}
+        if cmd == "journal_dead_letters":
+            assert self.writer is not None
+            sink = req.get("sink")
+            letters = await self.writer.call(
+                self.writer.journal.dead_letters, None if sink is None else str(sink)
+            )
+            with_items = bool(req.get("items"))
+            return {"ok": True, "letters": [d.to_doc(items=with_items) for d in letters]}
         if cmd == "journal_replay":
             assert self.writer is not None
             ids = [int(i) for i in req.get("ids", [])]

@@ -183,8 +183,6 @@ def cmd_interlock_reset(args: argparse.Namespace) -> int:
 
 
 def cmd_journal(args: argparse.Namespace) -> int:
-    from edge.journal import Journal
-
     cfg = load(args.config)
     what = args.journal_command
     if what == "replay":
@@ -203,55 +201,50 @@ def cmd_journal(args: argparse.Namespace) -> int:
             print(f"  {sink:<16} depth {st['depth_points']:>10} points "
                   f"{st['depth_bytes']:>12} B  oldest unsent {st['oldest_unsent_age_s']:.1f} s")
         return 0
-    path = cfg.journal_path
-    if not path.exists():
-        print(f"edge-gateway: no journal at {path}", file=sys.stderr)
+    letters = _dead_letters(args, cfg, items=what == "export")
+    if letters is None:
         return 1
-    # Reading dead letters is safe beside the running daemon (SQLite WAL readers).
-    journal = Journal(path, sinks=[s.name for s in cfg.sinks])
-    try:
-        letters = journal.dead_letters(args.sink)
-    finally:
-        journal.close()
     if what == "dead-letters":
         for d in letters:
-            print(f"{d.id:>6} {d.sink:<12} seq {d.seq:<10} {d.kind:<8} {d.count:>6} items  "
-                  f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(d.dead_ts_ns / 1e9))}  "
-                  f"{d.reason}")
+            dead = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(d["dead_ts_ns"] / 1e9))
+            print(f"{d['id']:>6} {d['sink']:<12} seq {d['seq']:<10} {d['kind']:<8} "
+                  f"{d['count']:>6} items  {dead}  {d['reason']}")
         if not letters:
             print("no dead letters")
         return 0
-    from edge.journal import Entry
-
     out = sys.stdout if args.output == "-" else open(args.output, "w", encoding="utf-8")  # noqa: SIM115
     try:
         for d in letters:
-            entry = Entry(d.seq, d.kind, d.ts_ns, d.count, d.payload)
-            items: Any = (
-                [_jsonable(r) for r in entry.records()] if d.kind == "records"
-                else _samples_json(entry)
-            )
-            out.write(json.dumps({
-                "id": d.id, "sink": d.sink, "seq": d.seq, "kind": d.kind, "reason": d.reason,
-                "body": d.body, "items": items,
-            }) + "\n")
+            out.write(json.dumps(d) + "\n")
     finally:
         if out is not sys.stdout:
             out.close()
     return 0
 
 
-def _jsonable(rec: Any) -> Any:
-    import msgspec
+def _dead_letters(args: argparse.Namespace, cfg: Config, *,
+                  items: bool) -> list[dict[str, Any]] | None:
+    """From the running daemon when there is one (it owns the journal); otherwise from
+    the journal file directly."""
+    from edge.journal import Journal
+    from edge.runtime import control
 
-    return msgspec.to_builtins(rec)
-
-
-def _samples_json(entry: Any) -> dict[str, list[Any]]:
-    b = entry.samples()
-    return {"tag_id": b.tag_id.tolist(), "ts_ns": b.ts_ns.tolist(),
-            "value": [None if v != v else v for v in b.value.tolist()],
-            "quality": b.quality.tolist()}
+    try:
+        answer = control.request(cfg.state_dir / "control.sock",
+                                 {"cmd": "journal_dead_letters", "sink": args.sink,
+                                  "items": items})
+    except control.DaemonNotRunning:
+        path = cfg.journal_path
+        if not path.exists():
+            print(f"edge-gateway: no journal at {path}", file=sys.stderr)
+            return None
+        journal = Journal(path, sinks=[s.name for s in cfg.sinks])
+        try:
+            return [d.to_doc(items=items) for d in journal.dead_letters(args.sink)]
+        finally:
+            journal.close()
+    letters: list[dict[str, Any]] = answer["letters"]
+    return letters
 
 
 if __name__ == "__main__":

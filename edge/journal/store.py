@@ -32,8 +32,9 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import msgspec
 import structlog
 
 from edge.model import Record, SampleBatch, decode_records, encode_records, item_id
@@ -136,6 +137,26 @@ class DeadLetter:
     reason: str
     body: str
     payload: bytes
+
+    def to_doc(self, *, items: bool) -> dict[str, Any]:
+        """JSON-ready view for operators; ``items`` adds the decoded payload."""
+        doc: dict[str, Any] = {
+            "id": self.id, "sink": self.sink, "seq": self.seq, "kind": self.kind,
+            "count": self.count, "ts_ns": self.ts_ns, "dead_ts_ns": self.dead_ts_ns,
+            "reason": self.reason, "body": self.body,
+        }
+        if items:
+            entry = Entry(self.seq, self.kind, self.ts_ns, self.count, self.payload)
+            if self.kind == "records":
+                doc["items"] = [msgspec.to_builtins(r) for r in entry.records()]
+            else:
+                b = entry.samples()
+                doc["items"] = {
+                    "tag_id": b.tag_id.tolist(), "ts_ns": b.ts_ns.tolist(),
+                    "value": [None if v != v else v for v in b.value.tolist()],
+                    "quality": b.quality.tolist(),
+                }
+        return doc
 
 
 @dataclass(slots=True)
