@@ -89,7 +89,14 @@ class Gateway:
 
     # ------------------------------------------------------------------ build
 
-    def _build(self) -> None:
+    def check(self) -> int:
+        """Everything ``run`` checks before it touches a device, the network or the disk:
+        tags, and the stages that refer to them. Returns the number of tags."""
+        ctx = self._declare()
+        self._build_stages(ctx)
+        return len(self.tags)
+
+    def _declare(self) -> BuildContext:
         cfg = self.cfg
         for src in cfg.sources:
             src.declare_tags(self.tags)
@@ -99,16 +106,23 @@ class Gateway:
                     item.declare_tags(self.tags)
         self.board.declare_tags(self.tags, [s.name for s in cfg.sinks],
                                 [s.name for s in cfg.sources])
-        ctx = BuildContext(
+        return BuildContext(
             gateway_id=self.gateway_id, tags=self.tags, metrics=self.metrics,
             state_dir=cfg.state_dir, secrets=self._secrets,
             hooks=Hooks(status=self.status, reset_interlock=self.reset_interlock),
         )
-        self.sources = [src.build(ctx) for src in cfg.sources]
-        if any(cfg.section(s) for s in ("compensation", "interlocks", "health", "spc")):
+
+    def _build_stages(self, ctx: BuildContext) -> None:
+        if any(self.cfg.section(s) for s in ("compensation", "interlocks", "health", "spc")):
             from edge.processing import build_stages
 
-            self.stages = list(build_stages(cfg, ctx))
+            self.stages = list(build_stages(self.cfg, ctx))
+
+    def _build(self) -> None:
+        cfg = self.cfg
+        ctx = self._declare()
+        self.sources = [src.build(ctx) for src in cfg.sources]
+        self._build_stages(ctx)
         self.sinks = [sink.build(ctx) for sink in cfg.sinks]
         self.sink_states = {s.name: SinkState(s.name) for s in self.sinks}
         opcua = cfg.section("opcua")

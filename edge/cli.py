@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -103,24 +104,20 @@ def _prepare_env(cfg: Config) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = load(args.config)
-    n_tags = _count_tags(cfg)
+    # Checking must work for any user, without the daemon's (maybe unwritable) folders.
+    os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(
+        tempfile.gettempdir(), f"edge-gateway-numba-{os.getuid()}"))
+    from edge.app import Gateway
+
+    try:
+        n_tags = Gateway(cfg, secrets=lambda name: "checked at start-up").check()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     print(
         f"{args.config}: OK ({len(cfg.sources)} sources, {len(cfg.sinks)} sinks, "
         f"{len(cfg.section('interlocks'))} interlocks, {n_tags} tags)"
     )
     return 0
-
-
-def _count_tags(cfg: Config) -> int:
-    from edge.model import TagRegistry
-
-    tags = TagRegistry()
-    for src in cfg.sources:
-        try:
-            src.declare_tags(tags)
-        except ValueError as exc:
-            raise ConfigError(f"source '{src.name}': {exc}") from None
-    return len(tags)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -105,6 +105,19 @@ def test_check_config_exits_2_with_the_message(tmp_path: Path) -> None:
     assert "journal: max_mb must be > 0" in proc.stderr
 
 
+def test_check_config_catches_a_tag_no_source_declares(tmp_path: Path) -> None:
+    """A typo in a tag an interlock watches is caught by check-config, not at 3 a.m."""
+    text = (ROOT / "config" / "demo.toml").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace('tag = "etch1/chamber_temp"', 'tag = "etch1/chamber_tmp"', 1))
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge", "check-config", str(bad)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 2
+    assert "interlock 'etch1_overtemp': tag 'etch1/chamber_tmp'" in proc.stderr
+
+
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "config").glob("*.toml")
                                         if p.name not in ("plant.toml", "etch_modbus.toml")))
 def test_shipped_configs_pass(name: str) -> None:
