@@ -178,6 +178,14 @@ class _Read:
         self.failing = ""
 
 
+def _reraise_cancel() -> None:
+    """Re-raise a cancellation that pymodbus' ``wait_for`` swallowed (Python 3.11 loses a
+    cancel that races with the answer), so that stopping the source always works."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class ModbusSource:
     def __init__(self, cfg: ModbusSourceConfig, ctx: BuildContext) -> None:
         self.name = cfg.name
@@ -286,11 +294,13 @@ class ModbusSource:
             try:  # pymodbus enforces timeout_s itself (retries=0)
                 rr = await self._read(client, read.req)
             except (TimeoutError, ConnectionException, ModbusException) as exc:
+                _reraise_cancel()
                 timeout = not isinstance(exc, ConnectionException)
                 lost = "timeout" if timeout else "connection lost"
                 quality[read.sl] = Quality.BAD_TIMEOUT if timeout else Quality.BAD_NOT_CONNECTED
                 self._note(read, lost, str(exc))
                 continue
+            _reraise_cancel()
             if rr.isError():
                 quality[read.sl] = Quality.BAD_DEVICE_EXCEPTION
                 self._note(read, f"exception {rr.exception_code}", "")
