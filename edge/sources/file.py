@@ -130,7 +130,6 @@ class _Cursor:
         self.parser = parser
         self.seen: set[bytes] = set()
         self.head = b""  # the file's first bytes, when read from offset 0
-        self.primed = mark.offset == 0
 
 
 class FileSource:
@@ -255,7 +254,6 @@ class FileSource:
         if lines:
             cur.parser.set_header(lines[0])
             cur.seen.update(line.rstrip(b"\r") for line in lines[1:] if line.strip())
-        cur.primed = True
         return True
 
     async def consume(self, path: Path, emit: Emit) -> None:
