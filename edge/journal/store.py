@@ -204,7 +204,14 @@ class Journal:
         self._bytes = self._db.execute(
             "SELECT COALESCE(SUM(nbytes), 0) + COUNT(*) * ? FROM entries", (_ROW_OVERHEAD,)
         ).fetchone()[0]
-        self._head = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM entries").fetchone()[0]
+        # Seqs never repeat: with every entry delivered and deleted, the cursors (and the
+        # dead letters) still know the last seq handed out. Restarting at MAX(entries)
+        # would hand out seqs at or below a cursor: never read, deleted, ids reused.
+        self._head = self._db.execute(
+            "SELECT MAX((SELECT COALESCE(MAX(seq), 0) FROM entries), "
+            "(SELECT COALESCE(MAX(acked), 0) FROM cursors), "
+            "(SELECT COALESCE(MAX(seq), 0) FROM dead_letters))"
+        ).fetchone()[0]
         # A sink added later starts at the oldest stored entry: it gets the backlog.
         for sink in self.sinks:
             self._db.execute(
