@@ -110,7 +110,12 @@ class Gateway:
             gateway_id=self.gateway_id, tags=self.tags, metrics=self.metrics,
             state_dir=cfg.state_dir, secrets=self._secrets,
             hooks=Hooks(status=self.status, reset_interlock=self.reset_interlock),
+            checkpoints=self._load_checkpoint,
         )
+
+    async def _load_checkpoint(self, key: str) -> bytes | None:
+        assert self.writer is not None, "checkpoints are read once the journal is open"
+        return await self.writer.checkpoint(key)
 
     def _build_stages(self, ctx: BuildContext) -> None:
         if any(self.cfg.section(s) for s in ("compensation", "interlocks", "health", "spc")):
@@ -145,7 +150,8 @@ class Gateway:
     # ------------------------------------------------------------------ fast path
 
     async def _ingest(self, source: Source, batch: SampleBatch | None,
-                      records: Sequence[Record]) -> None:
+                      records: Sequence[Record], *,
+                      checkpoint: tuple[str, bytes] | None = None) -> None:
         t0 = time.perf_counter_ns()
         now_ns = time.time_ns()
         batch = batch if batch is not None else SampleBatch.empty()
@@ -159,15 +165,19 @@ class Gateway:
             batch, out_records = out.batch, out.records
             if out.commands:
                 out_records = await self._send(out.commands, out_records, t0)
-        await self._keep(batch, out_records, wait=getattr(source, "wait_durable", False))
+        await self._keep(batch, out_records, wait=getattr(source, "wait_durable", False),
+                         checkpoint=checkpoint)
 
-    async def _keep(self, batch: SampleBatch, records: Sequence[Record], *, wait: bool) -> None:
+    async def _keep(self, batch: SampleBatch, records: Sequence[Record], *, wait: bool,
+                    checkpoint: tuple[str, bytes] | None = None) -> None:
         assert self.writer is not None
         futures = []
         if len(batch):
-            futures.append(self.writer.submit(batch))
+            futures.append(self.writer.submit(batch, None if records else checkpoint))
         if records:
-            futures.append(self.writer.submit(list(records)))
+            futures.append(self.writer.submit(list(records), checkpoint))
+        if checkpoint is not None and not futures:
+            futures.append(self.writer.submit(None, checkpoint))
         if self.live is not None and (len(batch) or records):
             self.live.publish(batch, records)
         if wait and futures:

@@ -39,7 +39,15 @@ class Command:
     reason: str = ""
 
 
-Emit = Callable[[SampleBatch | None, Sequence[Record]], Awaitable[None]]
+class Emit(Protocol):
+    """Hand a batch and/or records to the pipeline. ``checkpoint=(key, value)`` is stored
+    in the journal in the same transaction as this data (see ``BuildContext.checkpoints``);
+    a source with ``wait_durable = True`` gets control back only after that commit."""
+
+    async def __call__(
+        self, batch: SampleBatch | None, records: Sequence[Record], /, *,
+        checkpoint: tuple[str, bytes] | None = None,
+    ) -> None: ...
 
 
 @runtime_checkable
@@ -134,3 +142,5 @@ class BuildContext:
     state_dir: Path
     secrets: Callable[[str], str]
     hooks: Hooks = field(default_factory=lambda: Hooks(_no_status, _no_reset))
+    # Reads a checkpoint committed with emit(..., checkpoint=...); None outside the daemon.
+    checkpoints: Callable[[str], Awaitable[bytes | None]] | None = None

@@ -18,7 +18,11 @@ Guarantees, in order of importance:
    older than ``max_age_s`` and records older than ``record_max_age_s`` are evicted.
    Every evicted point is counted (``edge_journal_evicted_total``) and logged, with how
    many of them no sink had delivered yet. Nothing is dropped silently.
-6. **Dead letters.** A payload a peer rejects as invalid is copied to ``dead_letters``
+6. **Checkpoints commit with the data.** ``append(items, checkpoints)`` stores a source's
+   resume position (e.g. the file source's byte offsets) in the same transaction as the
+   data read up to it: after a crash a source resumes exactly where the journal ends,
+   neither re-reading nor skipping.
+7. **Dead letters.** A payload a peer rejects as invalid is copied to ``dead_letters``
    with the sink, its ids and the reason, then acked, so it never blocks the queue.
 
 Threading: a ``Journal`` is used from one thread at a time (``JournalWriter`` runs it on
@@ -29,7 +33,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -62,6 +66,7 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE INDEX IF NOT EXISTS entries_kind_seq ON entries (kind, seq);
 CREATE TABLE IF NOT EXISTS cursors (sink TEXT PRIMARY KEY, acked INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY,
     sink TEXT NOT NULL,
@@ -247,9 +252,13 @@ class Journal:
 
     # ----------------------------------------------------------------- writing
 
-    def append(self, items: Sequence[SampleBatch | Sequence[Record]]) -> list[int]:
-        """Store every item in one transaction; return their seqs. Empty items are skipped
-        (their seq is 0)."""
+    def append(
+        self,
+        items: Sequence[SampleBatch | Sequence[Record]],
+        checkpoints: Mapping[str, bytes] | None = None,
+    ) -> list[int]:
+        """Store every item, and the checkpoints, in one transaction; return the items'
+        seqs. Empty items are skipped (their seq is 0)."""
         now = time.time_ns()
         rows: list[tuple[int, int, int, int, bytes]] = []
         seqs: list[int] = []
@@ -272,7 +281,7 @@ class Journal:
             seqs.append(seq)
             added += len(payload) + _ROW_OVERHEAD
             counts[_KIND_NAME[kind]] += n
-        if not rows:
+        if not rows and not checkpoints:
             return seqs
         evicted = self._make_room(added) if self._bytes + added > self.max_bytes else None
         with self._tx():
@@ -281,6 +290,11 @@ class Journal:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 [(s, k, t, n, len(p), p) for s, k, t, n, p in rows],
             )
+            if checkpoints:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO checkpoints(key, value) VALUES (?, ?)",
+                    list(checkpoints.items()),
+                )
         self._head = seq
         self._bytes += added
         self._m_bytes.set(self._bytes)
@@ -408,6 +422,11 @@ class Journal:
                     self._db.execute("DELETE FROM entries WHERE seq <= ?", (lowest,))
                     self._bytes -= freed[0] + freed[1] * _ROW_OVERHEAD
         self._m_bytes.set(self._bytes)
+
+    def checkpoint(self, key: str) -> bytes | None:
+        """The last committed checkpoint stored under ``key``."""
+        row = self._db.execute("SELECT value FROM checkpoints WHERE key = ?", (key,)).fetchone()
+        return None if row is None else bytes(row[0])
 
     def release_unclaimed(self) -> int:
         """With no durable sinks configured nothing will ever read: drop what is stored.

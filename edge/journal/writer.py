@@ -6,7 +6,8 @@ Invariants:
   ``Journal`` needs no locks and the event loop never waits on SQLite or fsync.
 * ``submit`` never blocks. Items submitted within ``commit_interval_s`` of each other,
   from any producer, share one transaction. The future of an item resolves with its
-  seq only after its transaction committed.
+  seq only after its transaction committed. A checkpoint submitted with an item (or
+  alone) commits in the same transaction; of several for one key the last wins.
 * When the disk refuses a commit (full, I/O error) the items stay pending in memory
   and the commit is retried with backoff. Pending samples beyond ``max_pending_points``
   are dropped oldest first, counted and logged; pending records are never dropped.
@@ -32,6 +33,8 @@ log = structlog.get_logger("edge.journal")
 
 T = TypeVar("T")
 Item = SampleBatch | Sequence[Record]
+Checkpoint = tuple[str, bytes]
+_Pending = tuple[Item | None, Checkpoint | None, "asyncio.Future[int]"]
 
 
 class JournalWriter:
@@ -47,7 +50,7 @@ class JournalWriter:
         self.commit_interval_s = commit_interval_s
         self.max_pending_points = max_pending_points
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
-        self._pending: deque[tuple[Item, asyncio.Future[int]]] = deque()
+        self._pending: deque[_Pending] = deque()
         self._pending_points = 0
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -70,14 +73,16 @@ class JournalWriter:
 
     # ----------------------------------------------------------------- producers
 
-    def submit(self, item: Item) -> asyncio.Future[int]:
-        """Queue an item for the next group commit; never blocks."""
+    def submit(
+        self, item: Item | None, checkpoint: Checkpoint | None = None
+    ) -> asyncio.Future[int]:
+        """Queue an item (and/or a checkpoint) for the next group commit; never blocks."""
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         if self._closed:
             fut.set_exception(RuntimeError("journal writer is closed"))
             return fut
-        self._pending.append((item, fut))
-        self._pending_points += len(item)
+        self._pending.append((item, checkpoint, fut))
+        self._pending_points += _points(item)
         self._m_pending.set(self._pending_points)
         self._idle.clear()
         self._wakeup.set()
@@ -123,10 +128,11 @@ class JournalWriter:
                 # Let other producers join this transaction.
                 await asyncio.sleep(self.commit_interval_s)
             batch = list(self._pending)
-            items = [it for it, _ in batch]
+            items = [it for it, _, _ in batch if it is not None]
+            checkpoints = dict(ck for _, ck, _ in batch if ck is not None)
             t0 = time.perf_counter()
             try:
-                seqs = await self.call(self.journal.append, items)
+                seqs = iter(await self.call(self.journal.append, items, checkpoints))
             except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as exc:
                 self.commit_errors += 1
                 log.error(
@@ -141,9 +147,9 @@ class JournalWriter:
             self._m_commit.observe(time.perf_counter() - t0)
             self.last_commit_ns = time.monotonic_ns()
             for _ in batch:
-                item, fut = self._pending.popleft()
-                self._pending_points -= len(item)
-            for (_, fut), seq in zip(batch, seqs, strict=True):
+                item, _, fut = self._pending.popleft()
+                self._pending_points -= _points(item)
+                seq = next(seqs) if item is not None else 0
                 if not fut.done():
                     fut.set_result(seq)
             self._m_pending.set(self._pending_points)
@@ -153,20 +159,25 @@ class JournalWriter:
     def _shed_memory(self) -> None:
         if self._pending_points <= self.max_pending_points:
             return
-        kept: deque[tuple[Item, asyncio.Future[int]]] = deque()
+        kept: deque[_Pending] = deque()
         dropped = 0
-        for item, fut in self._pending:
+        for item, ckpt, fut in self._pending:
             over = self._pending_points - dropped > self.max_pending_points
-            if over and isinstance(item, SampleBatch):
+            # A sample batch that carries a checkpoint is kept: dropping it would let the
+            # source resume past data that was never stored.
+            if over and isinstance(item, SampleBatch) and ckpt is None:
                 dropped += len(item)
                 fut.set_exception(RuntimeError("dropped: journal unwritable and memory full"))
                 fut.exception()  # mark retrieved: nobody may be waiting on it
             else:
-                kept.append((item, fut))
+                kept.append((item, ckpt, fut))
         self._pending = kept
         self._pending_points -= dropped
         self._m_dropped.labels("samples", "memory").inc(dropped)
         log.error("journal unwritable: dropped oldest pending samples", points=dropped)
+
+    async def checkpoint(self, key: str) -> bytes | None:
+        return await self.call(self.journal.checkpoint, key)
 
     async def close(self, timeout: float = 10.0) -> None:
         """Commit what is pending (within ``timeout``), then close the journal."""
@@ -176,3 +187,7 @@ class JournalWriter:
             log.error("journal close: pending data not committed", points=self._pending_points)
         await self.call(self.journal.close)
         self._executor.shutdown(wait=True)
+
+
+def _points(item: Item | None) -> int:
+    return 0 if item is None else len(item)

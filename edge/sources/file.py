@@ -4,8 +4,11 @@ Invariants:
 
 * Only complete lines are consumed: the offset kept per file always sits just past a
   newline, so a half-written row of a growing file is read once it is whole.
-* The checkpoint (``file_checkpoint``) is saved only after ``emit`` returned for the
-  rows up to its offset: after a restart nothing is read twice and nothing is skipped.
+* The checkpoint (``file_checkpoint``) travels with the rows it covers: in the daemon
+  it is committed to the journal in the same transaction as those rows, so after a
+  crash, even kill -9, nothing is read twice and nothing is skipped. Without a journal
+  (``ctx.checkpoints`` is None) it is saved to a file after ``emit`` returned, which
+  can re-read at most one batch after a hard kill.
   A file whose inode or first bytes changed, or that shrank, is read again from 0.
 * A bad row never stops the source: it becomes a ``Quarantine`` record naming the file,
   the line and the reason, and is counted in ``edge_source_rejected_total``.
@@ -133,12 +136,17 @@ class _Cursor:
 
 
 class FileSource:
+    # emit returns only after the journal commit that also stores the checkpoint.
+    wait_durable = True
+
     def __init__(self, cfg: FileSourceConfig, ctx: BuildContext) -> None:
         self.name = cfg.name
         self.cfg = cfg
         self.tz = zone(cfg.timezone)
         self.metrics = SourceMetrics(ctx.metrics, cfg.name)
         self.checkpoint_path = ctx.state_dir / "checkpoints" / f"{cfg.name}.json"
+        self.checkpoint_key = f"file:{cfg.name}"
+        self._store = ctx.checkpoints
         dev = cfg.device_name
         if cfg.mode == "cmm":
             self.tag_ids = np.array([ctx.tags.id_of(f"{dev}/{t}") for t in CMM_TEMPS], np.int32)
@@ -152,7 +160,8 @@ class FileSource:
     # ------------------------------------------------------------------ driving
 
     async def run(self, emit: Emit) -> None:
-        self.marks = await asyncio.to_thread(file_checkpoint.load, self.checkpoint_path)
+        self.marks = await self._load_marks()
+        self.cursors.clear()
         folders = [Path(p) for p in self.cfg.paths]
         for folder in folders:
             if not folder.is_dir():
@@ -203,7 +212,7 @@ class FileSource:
             for k in gone:
                 self.marks.pop(k, None)
                 self.cursors.pop(k, None)
-            await asyncio.to_thread(file_checkpoint.save, self.checkpoint_path, dict(self.marks))
+            await self._commit(emit, None, [])
 
     # ------------------------------------------------------------------ one file
 
@@ -316,8 +325,13 @@ class FileSource:
             records.append(Quarantine(
                 now, self.name, e.reason, where=f"{path.name}:{e.line}", payload=e.text,
             ))
+        mark = cur.mark
+        mark.offset += nbytes
+        if mark.head_len < min(mark.offset, len(cur.head)):
+            mark.head, mark.head_len = file_checkpoint.fingerprint(cur.head[: mark.offset])
+        self.marks[str(path)] = cur.mark
+        await self._commit(emit, batch, records)
         if batch is not None or records:
-            await emit(batch, records)
             received = (len(batch) if batch is not None else 0) + len(records) - len(errors)
             self.metrics.received(received)
             if rows:
@@ -330,11 +344,28 @@ class FileSource:
                 self.metrics.rejected(kind, n)
             log.warning("rows quarantined", source=self.name, file=str(path), count=len(errors),
                         first_line=errors[0].line, first_reason=errors[0].reason)
-        mark = cur.mark
-        mark.offset += nbytes
-        if mark.head_len < min(mark.offset, len(cur.head)):
-            mark.head, mark.head_len = file_checkpoint.fingerprint(cur.head[: mark.offset])
-        self.marks[str(path)] = cur.mark
+
+    async def _load_marks(self) -> dict[str, FileMark]:
+        if self._store is not None:
+            data = await self._store(self.checkpoint_key)
+            if data is not None:
+                try:
+                    return file_checkpoint.loads(data)
+                except (ValueError, KeyError, TypeError) as exc:
+                    log.error("file checkpoint in the journal unreadable; reading from the start",
+                              source=self.name, error=str(exc))
+                    return {}
+        return await asyncio.to_thread(file_checkpoint.load, self.checkpoint_path)
+
+    async def _commit(self, emit: Emit, batch: SampleBatch | None,
+                      records: Sequence[Record]) -> None:
+        """Hand over the rows with the checkpoint that covers them."""
+        if self._store is not None:
+            await emit(batch, records,
+                       checkpoint=(self.checkpoint_key, file_checkpoint.dumps(self.marks)))
+            return
+        if batch is not None or records:
+            await emit(batch, records)
         await asyncio.to_thread(file_checkpoint.save, self.checkpoint_path, dict(self.marks))
 
     def _cmm(self, file: str, rows: Sequence[CmmRow]) -> tuple[SampleBatch, list[Record]]:

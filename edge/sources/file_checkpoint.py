@@ -1,6 +1,11 @@
 """What the file source has consumed, kept across restarts.
 
-Invariants:
+In the daemon the checkpoint is stored in the journal, in the same transaction as the
+rows read up to it (``dumps``/``loads`` give its bytes): a kill -9 at any moment can
+neither re-read nor skip a row. Outside the daemon (no journal) it is a JSON file
+written as below; an old file is also read once when the journal has none yet.
+
+Invariants of the file form:
 
 * The checkpoint holds, per file path, the identity of the file (device, inode and a
   fingerprint of its first bytes) and the byte offset just past the last complete
@@ -44,10 +49,21 @@ def fingerprint(data: bytes) -> tuple[str, int]:
     return hashlib.sha1(head, usedforsecurity=False).hexdigest(), len(head)
 
 
+def dumps(marks: dict[str, FileMark]) -> bytes:
+    return json.dumps(
+        {"version": 1, "files": {p: asdict(m) for p, m in marks.items()}},
+        separators=(",", ":"),
+    ).encode()
+
+
+def loads(data: bytes) -> dict[str, FileMark]:
+    raw = json.loads(data)
+    return {p: FileMark(**m) for p, m in raw["files"].items()}
+
+
 def load(path: Path) -> dict[str, FileMark]:
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        return {p: FileMark(**m) for p, m in raw["files"].items()}
+        return loads(path.read_bytes())
     except FileNotFoundError:
         return {}
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -62,10 +78,7 @@ def load(path: Path) -> dict[str, FileMark]:
 def save(path: Path, marks: dict[str, FileMark]) -> None:
     """Atomically replace the checkpoint (blocking: call it from a worker thread)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    body = json.dumps(
-        {"version": 1, "files": {p: asdict(m) for p, m in marks.items()}},
-        separators=(",", ":"),
-    ).encode()
+    body = dumps(marks)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as fh:
         fh.write(body)

@@ -57,21 +57,29 @@ def test_demo_delivers_to_mes_and_opcua(tmp_path: Path) -> None:
         stdout=subprocess.PIPE, text=True,
     )
     try:
-        ep = _endpoints(proc)
-        value, dv = asyncio.run(_read_live_value(ep["opcua"]))
-        assert 20.0 < value < 400.0
-        assert dv.SourceTimestamp is not None
-        counts_url = ep["mes"]
-        deadline = time.monotonic() + 60
-        measurements = 0
-        while time.monotonic() < deadline and measurements == 0:
-            counts = httpx.get(counts_url, timeout=5).json()
-            measurements = counts.get("by_type", {}).get("measurement", 0)
-            time.sleep(0.5)
-        assert measurements > 0, f"no measurement reached the MES: {counts}"
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        _check_demo(proc)
+    except AssertionError as exc:
+        log = tmp_path / "demo" / "gateway.log"
+        tail = log.read_text().splitlines()[-30:] if log.exists() else ["(no log)"]
+        raise AssertionError(f"{exc}\n--- gateway.log tail ---\n" + "\n".join(tail)) from None
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _check_demo(proc: subprocess.Popen[str]) -> None:
+    ep = _endpoints(proc)
+    value, dv = asyncio.run(_read_live_value(ep["opcua"]))
+    assert 20.0 < value < 400.0
+    assert dv.SourceTimestamp is not None
+    counts_url = ep["mes"]
+    deadline = time.monotonic() + 60
+    measurements = 0
+    while time.monotonic() < deadline and measurements == 0:
+        counts = httpx.get(counts_url, timeout=5).json()
+        measurements = counts.get("by_type", {}).get("measurement", 0)
+        time.sleep(0.5)
+    assert measurements > 0, f"no measurement reached the MES: {counts}"
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 0

@@ -159,3 +159,32 @@ def test_no_sinks_releases_everything(tmp_path: Path) -> None:
     j.append([batch(3)])
     assert j.release_unclaimed() == 1 and j.count() == 0
     j.close()
+
+
+def test_checkpoint_commits_with_the_data(tmp_path: Path) -> None:
+    """A checkpoint is stored in the same transaction as the data; the last one wins."""
+    j = open_journal(tmp_path, sinks=["s"])
+    assert j.checkpoint("file:cmm") is None
+    j.append([batch(2)], {"file:cmm": b"offset=10"})
+    j.append([], {"file:cmm": b"offset=20"})
+    assert j.checkpoint("file:cmm") == b"offset=20"
+    j.close()
+    j = open_journal(tmp_path, sinks=["s"])
+    assert j.checkpoint("file:cmm") == b"offset=20" and j.count() == 1
+    j.close()
+
+
+async def test_writer_groups_checkpoint_only_submissions(tmp_path: Path) -> None:
+    """The writer commits items and checkpoints together; a checkpoint alone commits too."""
+    import asyncio
+
+    from edge.journal import JournalWriter
+
+    w = JournalWriter(open_journal(tmp_path, sinks=["s"]), commit_interval_s=0.001)
+    task = asyncio.create_task(w.run())
+    f1 = w.submit(batch(3), ("k", b"1"))
+    f2 = w.submit(None, ("k", b"2"))
+    assert await f1 == 1 and await f2 == 0
+    assert await w.checkpoint("k") == b"2"
+    await w.close()
+    task.cancel()
