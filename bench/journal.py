@@ -24,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.journal import Journal  # noqa: E402
-from edge.model import SampleBatch  # noqa: E402
+from edge.journal import Journal
+from edge.model import SampleBatch
 
 
 def one(batch: int, group: int, durability: str, seconds: float) -> dict[str, float]:
@@ -78,7 +78,8 @@ def main() -> None:
         print(json.dumps(one(int(b), int(g), d, float(s))))
         return
     seconds = 1.0 if args.quick else 3.0
-    print(f"python {sys.version.split()[0]}, sqlite WAL, {seconds:.0f} s per row, median of 0.25 s windows")
+    print(f"python {sys.version.split()[0]}, sqlite WAL, {seconds:.0f} s per row, "
+          "median of 0.25 s windows")
     print(f"{'durability':<14}{'batch':>7}{'group':>7}{'samples/s':>14}{'peak RSS MB':>13}")
     for durability in ("process-crash", "power-loss"):
         for batch, group in ((1, 1), (1, 100), (100, 1), (100, 10), (1000, 1), (1000, 10)):
@@ -89,7 +90,8 @@ def main() -> None:
             r = json.loads(out.stdout)
             print(f"{durability:<14}{batch:>7}{group:>7}{r['samples_per_s']:>14,.0f}"
                   f"{r['peak_rss_mb']:>13.1f}")
-        print(f"{durability:<14} bound: {fsync_bound(durability):,.0f} commits/s (1-row transactions)")
+        bound = fsync_bound(durability)
+        print(f"{durability:<14} bound: {bound:,.0f} commits/s (1-row transactions)")
 
 
 if __name__ == "__main__":
