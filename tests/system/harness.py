@@ -288,6 +288,8 @@ class Gateway(Proc):
         while time.monotonic() < deadline:
             if "READY=1" in self.notices[mark:]:
                 self.ready_s = time.monotonic() - t0
+                # READY can come before the control task listens (no OPC-UA to wait for)
+                wait_for("the control socket", self.status, 10, interval=0.02, logs=self.tail)
                 return
             if not self.alive:
                 code = self.popen.returncode if self.popen else None
@@ -303,6 +305,22 @@ class Gateway(Proc):
                 continue
             except OSError:
                 return
+
+    def write_config(self, cfg: dict[str, Any]) -> None:
+        """Change the config the next start reads."""
+        self.cfg = cfg
+        self.cfg_path.write_text(dump_toml(cfg))
+
+    def events(self, event: str) -> list[dict[str, Any]]:
+        """Log events (JSON lines) of every run so far named ``event``."""
+        out = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            if line.startswith("{") and f'"{event}"' in line:
+                with contextlib.suppress(ValueError):
+                    doc = json.loads(line)
+                    if doc.get("event") == event:
+                        out.append(doc)
+        return out
 
     def status(self) -> dict[str, Any]:
         answer = control.request(self.state_dir / "control.sock", {"cmd": "status"}, timeout=5)
@@ -545,7 +563,8 @@ class Stack:
                        journal: dict[str, Any] | None = None,
                        state_dir: Path | None = None, bulk: bool = False,
                        mes_opts: dict[str, Any] | None = None,
-                       shutdown_timeout_s: float = 8.0) -> dict[str, Any]:
+                       shutdown_timeout_s: float = 8.0, opcua: bool = True,
+                       stale_s: float | None = None) -> dict[str, Any]:
         p = self.ports
         cfg: dict[str, Any] = {
             "gateway": {"id": GATEWAY_ID, "state_dir": str(state_dir or self.tmp / "state"),
@@ -596,12 +615,16 @@ class Stack:
                 "action": {"source": "etch1", "action": "stop"},
                 "context_tags": ["etch1/lot", "etch1/wafer"], "evidence_samples": 5,
             }]
+            if stale_s is not None:
+                cfg["interlocks"][0]["stale_s"] = stale_s
         cfg["sinks"] = [{"type": "mes", "name": "mes", "url": f"http://127.0.0.1:{p.mes_link}",
                          "timeout_s": 2.0, "connect_timeout_s": 1.0, **(mes_opts or {})}]
         if influx and self.influx is not None:
             cfg["sinks"].append({"type": "influx", "name": "influx", "url": self.influx.url,
                                  "api": "v1", "database": "edge", "timeout_s": 5.0})
-        cfg["opcua"] = {"endpoint": f"opc.tcp://127.0.0.1:{p.opcua}/edge", "profile": "demo"}
+        if opcua:
+            cfg["opcua"] = {"endpoint": f"opc.tcp://127.0.0.1:{p.opcua}/edge",
+                            "profile": "demo"}
         return cfg
 
     def make_gateway(self, cfg: dict[str, Any]) -> Gateway:
@@ -615,6 +638,18 @@ class Stack:
         return f"opc.tcp://127.0.0.1:{self.ports.opcua}/edge"
 
     # ----------------------------------------------------------------- faults
+
+    def drop_bulk(self, rows: int) -> int:
+        """Drop a CSV of ``rows`` x 3 samples into the bulk folder (atomic rename);
+        returns the number of samples in it."""
+        n = len(list(self.bulk_dir.glob("bulk-*.csv")))
+        t0 = time.time_ns() - rows * 1_000_000
+        body = "ts,a,b,c\n" + "".join(
+            f"{t0 + i * 1_000_000},{i % 97}.5,{i % 13}.25,{i % 7}.125\n" for i in range(rows))
+        tmp = self.bulk_dir / f".bulk-{n}.csv.tmp"
+        tmp.write_text(body)
+        os.replace(tmp, self.bulk_dir / f"bulk-{n}.csv")
+        return rows * 3
 
     def restart_etch(self, down_s: float) -> None:
         part = self.parts["etch"]
