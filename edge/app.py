@@ -86,6 +86,10 @@ class Gateway:
         self._m_cmd_fail = m.counter(
             "edge_command_failures_total", "Device commands that failed", ["source", "action"]
         )
+        self._m_lag = m.histogram(
+            "edge_event_loop_lag_seconds",
+            "How late the 100 ms ticker woke up: time the loop was held by something else",
+        )
 
     # ------------------------------------------------------------------ build
 
@@ -223,8 +227,10 @@ class Gateway:
     async def _ticker(self) -> None:
         """Time-based decisions (stale data) and the loop-lag heartbeat."""
         while True:
+            asleep = time.monotonic()
             await asyncio.sleep(TICK_S)
             self._last_tick = time.monotonic()
+            self._m_lag.observe(max(0.0, self._last_tick - asleep - TICK_S))
             if not self.stages:
                 continue
             t0 = time.perf_counter_ns()
