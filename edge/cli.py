@@ -93,6 +93,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def _target(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    p.add_argument("--state-dir", default="",
+                   help="the daemon's state folder (instead of reading --config)")
+
+
+def _locate(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(state folder, journal file) of the daemon the command is for."""
+    if args.state_dir:
+        state = Path(args.state_dir)
+        return state, state / "journal.db"
+    cfg = load(args.config)
+    return cfg.state_dir, cfg.journal_path
 
 
 def _prepare_env(cfg: Config) -> None:
@@ -140,9 +151,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _ask(args: argparse.Namespace, payload: dict[str, Any]) -> dict[str, Any] | None:
     from edge.runtime import control
 
-    cfg = load(args.config)
+    state, _ = _locate(args)
     try:
-        return control.request(cfg.state_dir / "control.sock", payload)
+        return control.request(state / "control.sock", payload)
     except control.DaemonNotRunning as exc:
         print(f"edge-gateway: {exc}", file=sys.stderr)
         return None
@@ -180,7 +191,6 @@ def cmd_interlock_reset(args: argparse.Namespace) -> int:
 
 
 def cmd_journal(args: argparse.Namespace) -> int:
-    cfg = load(args.config)
     what = args.journal_command
     if what == "replay":
         answer = _ask(args, {"cmd": "journal_replay", "ids": args.ids})
@@ -198,7 +208,7 @@ def cmd_journal(args: argparse.Namespace) -> int:
             print(f"  {sink:<16} depth {st['depth_points']:>10} points "
                   f"{st['depth_bytes']:>12} B  oldest unsent {st['oldest_unsent_age_s']:.1f} s")
         return 0
-    letters = _dead_letters(args, cfg, items=what == "export")
+    letters = _dead_letters(args, items=what == "export")
     if letters is None:
         return 1
     if what == "dead-letters":
@@ -219,27 +229,22 @@ def cmd_journal(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dead_letters(args: argparse.Namespace, cfg: Config, *,
-                  items: bool) -> list[dict[str, Any]] | None:
+def _dead_letters(args: argparse.Namespace, *, items: bool) -> list[dict[str, Any]] | None:
     """From the running daemon when there is one (it owns the journal); otherwise from
     the journal file directly."""
-    from edge.journal import Journal
+    from edge.journal import read_dead_letters
     from edge.runtime import control
 
+    state, path = _locate(args)
     try:
-        answer = control.request(cfg.state_dir / "control.sock",
+        answer = control.request(state / "control.sock",
                                  {"cmd": "journal_dead_letters", "sink": args.sink,
                                   "items": items})
     except control.DaemonNotRunning:
-        path = cfg.journal_path
         if not path.exists():
             print(f"edge-gateway: no journal at {path}", file=sys.stderr)
             return None
-        journal = Journal(path, sinks=[s.name for s in cfg.sinks])
-        try:
-            return [d.to_doc(items=items) for d in journal.dead_letters(args.sink)]
-        finally:
-            journal.close()
+        return [d.to_doc(items=items) for d in read_dead_letters(path, args.sink)]
     letters: list[dict[str, Any]] = answer["letters"]
     return letters
 

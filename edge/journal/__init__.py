@@ -9,10 +9,11 @@ from edge.journal.store import (
     Kind,
     ReadResult,
     SinkStats,
+    read_dead_letters,
 )
 from edge.journal.writer import JournalWriter
 
 __all__ = [
     "DeadLetter", "Durability", "Entry", "Eviction", "Journal", "JournalWriter", "Kind",
-    "ReadResult", "SinkStats",
+    "ReadResult", "SinkStats", "read_dead_letters",
 ]

@@ -469,17 +469,7 @@ class Journal:
         return int(cur.lastrowid or 0)
 
     def dead_letters(self, sink: str | None = None, limit: int = 1000) -> list[DeadLetter]:
-        q = ("SELECT id, sink, seq, kind, ts_ns, dead_ts_ns, n, reason, body, payload "
-             "FROM dead_letters")
-        args: tuple[object, ...] = ()
-        if sink is not None:
-            q += " WHERE sink = ?"
-            args = (sink,)
-        rows = self._db.execute(q + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
-        return [
-            DeadLetter(r[0], r[1], r[2], _KIND_NAME[r[3]], r[4], r[5], r[6], r[7], r[8], r[9])
-            for r in rows
-        ]
+        return _dead_letters(self._db, sink, limit)
 
     def replay_dead_letters(self, ids: Sequence[int]) -> list[int]:
         """Append the dead letters' payloads again as new entries (new seqs, so new ids:
@@ -558,3 +548,26 @@ class _Tx:
             self._db.execute("COMMIT")
         else:
             self._db.execute("ROLLBACK")
+
+
+def _dead_letters(db: sqlite3.Connection, sink: str | None, limit: int) -> list[DeadLetter]:
+    q = "SELECT id, sink, seq, kind, ts_ns, dead_ts_ns, n, reason, body, payload FROM dead_letters"
+    args: tuple[object, ...] = ()
+    if sink is not None:
+        q += " WHERE sink = ?"
+        args = (sink,)
+    rows = db.execute(q + " ORDER BY id LIMIT ?", (*args, limit)).fetchall()
+    return [
+        DeadLetter(r[0], r[1], r[2], _KIND_NAME[r[3]], r[4], r[5], r[6], r[7], r[8], r[9])
+        for r in rows
+    ]
+
+
+def read_dead_letters(path: Path, sink: str | None = None,
+                      limit: int = 100_000) -> list[DeadLetter]:
+    """Dead letters of a journal file, read-only: safe for operator tools, changes nothing."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+    try:
+        return _dead_letters(db, sink, limit)
+    finally:
+        db.close()
