@@ -528,6 +528,11 @@ class Journal:
             self._closed = True
             try:
                 self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.OperationalError as exc:
+                # A full disk refuses the checkpoint; the WAL keeps every commit and is
+                # replayed on the next open, so closing must not fail the shutdown.
+                log.warning("journal checkpoint at close failed; the WAL is kept",
+                            path=str(self.path), error=str(exc))
             finally:
                 self._db.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from edge.journal import Journal
@@ -46,5 +47,35 @@ def test_seq_continues_past_dead_letters_and_every_sinks_cursor(tmp_path: Path) 
     j = Journal(path, sinks=["a", "b"])
     try:
         assert j.append([_rec(9)]) == [6]
+    finally:
+        j.close()
+
+
+class _FullDisk:
+    """A connection whose WAL checkpoint fails as on a full disk."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql.startswith("PRAGMA wal_checkpoint"):
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.db.execute(sql, *args)
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def test_close_survives_a_checkpoint_refused_by_a_full_disk(tmp_path: Path) -> None:
+    """close() on a full disk logs and keeps the WAL instead of failing the shutdown
+    (found by the disk-full chaos test: the daemon exited 1 with a traceback)."""
+    path = tmp_path / "j.db"
+    j = Journal(path, sinks=["mes"])
+    j.append([_rec(1)])
+    j._db = _FullDisk(j._db)  # type: ignore[assignment]
+    j.close()
+    j = Journal(path, sinks=["mes"])
+    try:
+        assert [e.seq for e in j.read("mes").entries] == [1]
     finally:
         j.close()
