@@ -11,6 +11,8 @@ Invariants:
 * When the disk refuses a commit (full, I/O error) the items stay pending in memory
   and the commit is retried with backoff. Pending samples beyond ``max_pending_points``
   are dropped oldest first, counted and logged; pending records are never dropped.
+  Meanwhile ``wait_capacity`` never blocks: producers (and with them the interlocks and
+  the live values) keep running; memory is bounded by the shedding, not by stalling.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class JournalWriter:
         self._closed = False
         self.last_commit_ns = time.monotonic_ns()
         self.commit_errors = 0
+        self._unwritable = False  # the last commit failed (disk full, I/O error)
         m = metrics or Metrics()
         self._m_pending = m.gauge("edge_journal_pending_points", "Points waiting for a commit")
         self._m_commit = m.histogram(
@@ -86,7 +89,12 @@ class JournalWriter:
         self._m_pending.set(self._pending_points)
         self._idle.clear()
         self._wakeup.set()
-        if self._pending_points >= self.max_pending_points // 2:
+        if self._unwritable:
+            # Backpressure would stall every source, and with them the interlocks and
+            # the live values: while the disk refuses, memory is bounded by shedding.
+            if self._pending_points > self.max_pending_points:
+                self._shed_memory()
+        elif self._pending_points >= self.max_pending_points // 2:
             self._capacity.clear()
         return fut
 
@@ -135,6 +143,8 @@ class JournalWriter:
                 seqs = iter(await self.call(self.journal.append, items, checkpoints))
             except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as exc:
                 self.commit_errors += 1
+                self._unwritable = True
+                self._capacity.set()
                 log.error(
                     "journal commit failed; keeping data in memory and retrying",
                     error=str(exc), pending_points=self._pending_points, retry_in_s=backoff,
@@ -144,6 +154,7 @@ class JournalWriter:
                 backoff = min(backoff * 2, 5.0)
                 continue
             backoff = 0.05
+            self._unwritable = False
             self._m_commit.observe(time.perf_counter() - t0)
             self.last_commit_ns = time.monotonic_ns()
             for _ in batch:

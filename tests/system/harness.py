@@ -559,7 +559,7 @@ class Stack:
             self.parts["line"].start()
 
     def gateway_config(self, *, sources: tuple[str, ...] = ("cmm", "etch", "motors"),
-                       interlock: bool = True, influx: bool = False,
+                       interlock: bool = True, influx: bool | str = False,
                        journal: dict[str, Any] | None = None,
                        state_dir: Path | None = None, bulk: bool = False,
                        mes_opts: dict[str, Any] | None = None,
@@ -619,8 +619,10 @@ class Stack:
                 cfg["interlocks"][0]["stale_s"] = stale_s
         cfg["sinks"] = [{"type": "mes", "name": "mes", "url": f"http://127.0.0.1:{p.mes_link}",
                          "timeout_s": 2.0, "connect_timeout_s": 1.0, **(mes_opts or {})}]
-        if influx and self.influx is not None:
-            cfg["sinks"].append({"type": "influx", "name": "influx", "url": self.influx.url,
+        influx_url = influx if isinstance(influx, str) else (
+            self.influx.url if influx and self.influx is not None else "")
+        if influx_url:
+            cfg["sinks"].append({"type": "influx", "name": "influx", "url": influx_url,
                                  "api": "v1", "database": "edge", "timeout_s": 5.0})
         if opcua:
             cfg["opcua"] = {"endpoint": f"opc.tcp://127.0.0.1:{p.opcua}/edge",
