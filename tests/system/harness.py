@@ -641,6 +641,10 @@ class Stack:
 
     # ----------------------------------------------------------------- faults
 
+    def written_records(self) -> int:
+        """CMM rows written so far (3 per part)."""
+        return FEATURES * len(written_parts(self))
+
     def drop_bulk(self, rows: int) -> int:
         """Drop a CSV of ``rows`` x 3 samples into the bulk folder (atomic rename);
         returns the number of samples in it."""
