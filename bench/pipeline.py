@@ -346,8 +346,9 @@ def start_opcua_client(w: World, seconds: float) -> None:
 
 
 class Tripper:
-    """Forces an etch excursion every ``every_s``; resets tool and interlock after the
-    trip. Runs in a thread while a phase is measured."""
+    """Forces an etch excursion ``every_s`` after the chamber is back at temperature;
+    resets tool and interlock after the trip. Runs in a thread while a phase is
+    measured."""
 
     def __init__(self, w: World, every_s: float) -> None:
         self.w, self.every_s = w, every_s
@@ -364,15 +365,22 @@ class Tripper:
         self.stop.set()
         self.thread.join(30)
 
-    def _trips(self) -> int:
+    def _state(self) -> dict[str, Any]:
         assert self.w.gw is not None
-        return int(self.w.gw.status()["interlocks"][INTERLOCK]["trips"])
+        state: dict[str, Any] = self.w.gw.status()["interlocks"][INTERLOCK]
+        return state
+
+    def _trips(self) -> int:
+        return int(self._state()["trips"])
 
     def _run(self) -> None:
         gw, port = self.w.gw, self.w.ports["etch"]
         assert gw is not None
         while not self.stop.wait(self.every_s):
             try:
+                # an excursion adds ~15 C: start it once the tool is back near 180 C
+                wait_for("the chamber to heat up again",
+                         lambda: self._state()["last_value"] >= 178.0, 30, interval=0.1)
                 before = self._trips()
                 etch_write(port, register=20, value=1)
                 wait_for("the interlock to trip", lambda b=before: self._trips() > b, 15,
@@ -434,22 +442,25 @@ def step(w: World, rate: float, args: argparse.Namespace, profile: bool) -> dict
     w.set_rate(rate, args.cmm_rows)
     time.sleep(args.warm)
     a = snap(w)
-    prof: subprocess.Popen[bytes] | None = None
-    if profile:
-        prof = subprocess.Popen(
-            [str(Path(PY).parent / "py-spy"), "record", "-p", str(w.gw.pid), "-d",
-             str(int(args.seconds)), "-r", "100", "--format", "raw", "-o",
-             str(w.tmp / f"profile-{int(rate)}.txt")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    profs: list[tuple[subprocess.Popen[bytes], Path]] = []
+    if profile:  # CPU by stack (100 Hz), and a 500 Hz timeline for pipeline_stalls.py
+        for opts, name in ((["-r", "100", "--format", "raw"], f"profile-{int(rate)}.txt"),
+                           (["-r", "500", "--idle", "--format", "speedscope"],
+                            f"timeline-{int(rate)}.json")):
+            profs.append((subprocess.Popen(
+                [str(Path(PY).parent / "py-spy"), "record", "-p", str(w.gw.pid), "-d",
+                 str(int(args.seconds)), *opts, "-o", str(w.tmp / name)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), w.tmp / name))
     with Tripper(w, args.trip_every) as tripper:
         time.sleep(args.seconds)
     b = snap(w)
     rss = rss_mb(w.gw.pid)
     w.set_rate(0, 0)
     missing, catch_s = caught_up(w, args.catchup_timeout)
-    if prof is not None:
+    for prof, path in profs:
         prof.wait(60)
-        shutil.copy(w.tmp / f"profile-{int(rate)}.txt", args.out / f"profile-{int(rate)}.txt")
+        with contextlib.suppress(OSError):
+            shutil.copy(path, args.out / path.name)
     return summarize(f"{rate / 1000:.0f}k", a, b, rss, missing, catch_s, tripper, w)
 
 
@@ -510,17 +521,34 @@ def outage(w: World, args: argparse.Namespace) -> dict[str, Any]:
                        - metric(gw.metrics(), "edge_sink_delivered_total", 'sink="mes"'))
     journal_mb = gw.metrics().get("edge_journal_bytes", math.nan) / 1e6
     rss_peak = rss_mb(gw.pid)
+    prof: subprocess.Popen[bytes] | None = None
+    if args.profile:
+        prof = subprocess.Popen(
+            [str(Path(PY).parent / "py-spy"), "record", "-p", str(gw.pid), "-d", "20",
+             "-r", "500", "--idle", "--format", "speedscope",
+             "-o", str(args.out / "timeline-drain.json")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     mes.fault("ok")
     t_ok = time.monotonic()
     c = snap(w)
     with Tripper(w, args.trip_every) as tr_drain:
+        # the delivery loop is still in its retry backoff (up to backoff max_s) when the
+        # MES comes back: the drain proper starts with the first delivery
+        mes0 = gw.status()["sinks"]["mes"]["delivered_points"]
+        wait_for("the first delivery to the MES",
+                 lambda: gw.status()["sinks"]["mes"]["delivered_points"] > mes0,
+                 args.drain_timeout, interval=0.05)
+        t_first = time.monotonic()
+
         def drained() -> bool:
             s = gw.status()["journal"]["mes"]
             return bool(s["oldest_unsent_age_s"] < 3.0)
-        wait_for("the MES backlog to drain", drained, args.drain_timeout, interval=0.2)
+        wait_for("the MES backlog to drain", drained, args.drain_timeout, interval=0.1)
         t_done = time.monotonic()
         d = snap(w)
-    drain_s = t_done - t_ok
+    if prof is not None:
+        prof.wait(60)
+    drain_s = t_done - t_first
     m1 = d.m
     mes_delivered = (metric(m1, "edge_sink_delivered_total", 'sink="mes"')
                      - metric(c.m, "edge_sink_delivered_total", 'sink="mes"'))
@@ -534,6 +562,7 @@ def outage(w: World, args: argparse.Namespace) -> dict[str, Any]:
         "outage": out, "drain": drain, "outage_s": round(b.t - t_cut, 1),
         "backlog_records": int(backlog_records), "backlog_entries": int(backlog_entries),
         "backlog_points_all_kinds": int(backlog_points), "journal_mb_at_end": round(journal_mb, 1),
+        "retry_wait_s": round(t_first - t_ok, 2),
         "drain_s": round(drain_s, 2), "mes_delivered_in_drain": int(mes_delivered),
         "drain_records_per_s": round(mes_delivered / drain_s) if drain_s else math.nan,
         "live_records_per_s": round(live_records, 1),
@@ -662,7 +691,7 @@ def main() -> None:
     ap.add_argument("--file-share", type=float, default=0.1)
     ap.add_argument("--cmm-rows", type=float, default=60.0)
     ap.add_argument("--per-msg", type=int, default=1000)
-    ap.add_argument("--trip-every", type=float, default=2.0)
+    ap.add_argument("--trip-every", type=float, default=1.0)
     ap.add_argument("--catchup-timeout", type=float, default=60.0)
     ap.add_argument("--outage-s", type=float, default=60.0)
     ap.add_argument("--outage-rate", type=float, default=200_000)

@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 log = structlog.get_logger("edge.status")
 
 SELF_METRICS_S = 10.0
+# Only what the board reads: collecting every metric (one series per device) held the
+# event loop for ~10 ms a second.
+_RATE_METRICS = ("edge_ingest_total", "edge_sink_delivered_total", "edge_source_link_up")
+_SELF_METRICS = ("edge_journal_evicted_total", "edge_interlock_trips_total")
 EXPIRE_S = 60.0
 DEVICE = "gateway"
 
@@ -98,7 +102,7 @@ class StatusBoard:
             await asyncio.sleep(1.0)
 
     def _update_rates(self) -> None:
-        snap = self.gw.metrics.snapshot()
+        snap = self.gw.metrics.snapshot(_RATE_METRICS)
         now = time.monotonic()
         dt = max(1e-3, now - self._prev_t)
         totals = {
@@ -133,7 +137,7 @@ class StatusBoard:
     def self_metrics(self) -> SampleBatch:
         gw = self.gw
         assert gw.writer is not None
-        snap = gw.metrics.snapshot()
+        snap = gw.metrics.snapshot(_SELF_METRICS)
         cpu = _cpu_seconds()
         values: dict[str, float] = dict(self.rates)
         values["journal_bytes"] = float(gw.writer.journal.bytes)

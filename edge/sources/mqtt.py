@@ -4,12 +4,17 @@ Invariants:
 
 * Every message is turned into samples or into a ``Quarantine`` record naming the topic
   and the reason (not JSON, missing field, unknown device, duplicate, ...); the source
-  never crashes on a payload.
+  never crashes on a payload. A duplicate is a payload equal to one of the last
+  ``DUPLICATE_WINDOW`` of its topic, compared by a 128-bit digest: keeping the payloads
+  themselves cost 400 MB with 1,000 topics of 25 KB batches.
 * The link is kept by a loop: on any ``MqttError`` the link is marked down, the loop
   backs off exponentially (capped) and connects again, and subscribes again after
   every connect. With ``clean_session = false`` and QoS 1 the broker keeps the session,
   so messages published while the link was down arrive after the reconnect.
 * Messages already queued are emitted together (no added latency, fewer batches).
+  Taking a message that is already queued does not yield to the event loop, so the
+  consumer yields itself once it has held the loop for ``YIELD_S``: a backlog of queued
+  messages must not hold the loop (and with it the interlocks) until it is drained.
 * Commands are published from the caller's task, never from the message loop.
 """
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime as dt
+import hashlib
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -38,6 +44,7 @@ from edge.sources.timestamps import EpochUnit, zone
 
 log = structlog.get_logger("edge.sources.mqtt")
 DUPLICATE_WINDOW = 16
+YIELD_S = 0.001
 
 
 class MqttFieldConfig(ConfigStruct, frozen=True):
@@ -200,6 +207,7 @@ class MqttSource:
         records: list[Record] = []
         devices: set[str] = set()
         count = 0
+        held_since = time.perf_counter()
         async for message in client.messages:
             self.messages += 1
             payload = message.payload
@@ -218,6 +226,9 @@ class MqttSource:
                 devices.add(dev)
                 count += len(tags)
             if len(client.messages) and count < self.cfg.max_batch and len(records) < 1000:
+                if time.perf_counter() - held_since > YIELD_S:
+                    await asyncio.sleep(0)
+                    held_since = time.perf_counter()
                 continue
             batch = None
             if tag_parts:
@@ -230,6 +241,9 @@ class MqttSource:
             tag_parts, ts_parts, value_parts, records = [], [], [], []
             devices.clear()
             count = 0
+            if time.perf_counter() - held_since > YIELD_S:
+                await asyncio.sleep(0)
+                held_since = time.perf_counter()
 
     def handle(
         self, topic: str, payload: bytes, arrival_ns: int
@@ -244,12 +258,13 @@ class MqttSource:
             if ids is None:
                 raise PayloadError("unknown_device", f"unknown device {device[:60]!r}")
             recent = self._recent.setdefault(topic, collections.deque(maxlen=DUPLICATE_WINDOW))
-            if payload in recent:
+            digest = hashlib.blake2b(payload, digest_size=16).digest()
+            if digest in recent:
                 raise PayloadError("duplicate", "duplicate message")
             got = extract(payload, sub.specs, ts_path=sub.ts_path, tz=sub.tz,
                           ts_unit=sub.cfg.ts_unit, batched=sub.cfg.batched,
                           arrival_ns=arrival_ns)
-            recent.append(payload)
+            recent.append(digest)
             return device, ids[got.field_index], got.ts_ns, got.value
         except PayloadError as exc:
             self.metrics.rejected(exc.kind)
