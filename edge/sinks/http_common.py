@@ -34,6 +34,7 @@ import structlog
 from edge.components import Rejection
 from edge.config import ConfigStruct
 from edge.errors import RetryableError
+from edge.runtime.metrics import Metrics
 
 log = structlog.get_logger("edge.sinks")
 
@@ -65,6 +66,23 @@ class HttpOptions(ConfigStruct, frozen=True, kw_only=True):
         for status in self.hold_statuses:
             if not 400 <= status <= 499:
                 raise ValueError(f"hold_statuses must hold 4xx codes only (got {status})")
+
+
+class HttpSinkMetrics:
+    """The counters every HTTP sink keeps, labelled by sink."""
+
+    def __init__(self, m: Metrics) -> None:
+        self.status = m.counter(
+            "edge_sink_http_responses_total", "HTTP answers from sink peers", ["sink", "status"]
+        )
+        self.skipped = m.counter(
+            "edge_sink_skipped_records_total",
+            "Records not sent because the sink is not configured for their type",
+            ["sink", "type"],
+        )
+        self.sent = m.counter(
+            "edge_sink_sent_bytes_total", "Request body bytes sent to sink peers", ["sink"]
+        )
 
 
 def check_url(url: str, key: str = "url") -> None:

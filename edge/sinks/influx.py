@@ -43,7 +43,14 @@ from edge.errors import RetryableError
 from edge.journal import Entry, Kind
 from edge.model import SampleBatch, TagRegistry, record_type
 from edge.runtime.metrics import Metrics
-from edge.sinks.http_common import HttpOptions, check_url, make_client, post, send_entries
+from edge.sinks.http_common import (
+    HttpOptions,
+    HttpSinkMetrics,
+    check_url,
+    make_client,
+    post,
+    send_entries,
+)
 from edge.sinks.lineproto import (
     RecordEncoder,
     SampleEncoder,
@@ -158,18 +165,7 @@ class InfluxSink:
         self._params = params
         self._peer = f"InfluxDB '{cfg.name}' at {self._url}"
         self._client: httpx.AsyncClient | None = None
-        m = metrics or Metrics()
-        self._m_status = m.counter(
-            "edge_sink_http_responses_total", "HTTP answers from sink peers", ["sink", "status"]
-        )
-        self._m_skipped = m.counter(
-            "edge_sink_skipped_records_total",
-            "Records not sent because the sink is not configured for their type",
-            ["sink", "type"],
-        )
-        self._m_sent = m.counter(
-            "edge_sink_sent_bytes_total", "Request body bytes sent to sink peers", ["sink"]
-        )
+        self._m = HttpSinkMetrics(metrics or Metrics())
 
     async def connect(self) -> None:
         if self._client is not None:
@@ -234,7 +230,7 @@ class InfluxSink:
                 if record_type(r) in self._types]
         for r in records:
             if record_type(r) not in self._types:
-                self._m_skipped.labels(self.name, record_type(r)).inc()
+                self._m.skipped.labels(self.name, record_type(r)).inc()
         text = self._records.encode([r for r, _ in keep], [i for _, i in keep])
         return _Part(entry.seq, text.encode(), len(keep))
 
@@ -244,11 +240,11 @@ class InfluxSink:
         body = b"".join(p.lines for p in parts)
         if self.cfg.gzip_level:
             body = await gzip_sliced(body, self.cfg.gzip_level)
-        self._m_sent.labels(self.name).inc(len(body))
+        self._m.sent.labels(self.name).inc(len(body))
         return await post(self._client, self._url, content=body, peer=self._peer)
 
     def _status(self, status: int) -> None:
-        self._m_status.labels(self.name, str(status)).inc()
+        self._m.status.labels(self.name, str(status)).inc()
 
 
 async def gzip_sliced(data: bytes, level: int) -> bytes:

@@ -34,7 +34,14 @@ from edge.errors import RetryableError
 from edge.journal import Entry, Kind
 from edge.model import RECORD_TYPES, json_dumps, record_to_builtins, record_type
 from edge.runtime.metrics import Metrics
-from edge.sinks.http_common import HttpOptions, check_url, make_client, post, send_entries
+from edge.sinks.http_common import (
+    HttpOptions,
+    HttpSinkMetrics,
+    check_url,
+    make_client,
+    post,
+    send_entries,
+)
 
 log = structlog.get_logger("edge.sinks.mes")
 
@@ -97,18 +104,7 @@ class MesSink:
         self._peer = f"MES '{cfg.name}' at {self._url}"
         self._head = b'{"gateway_id":' + json_dumps(gateway_id) + b',"records":['
         self._client: httpx.AsyncClient | None = None
-        m = metrics or Metrics()
-        self._m_status = m.counter(
-            "edge_sink_http_responses_total", "HTTP answers from sink peers", ["sink", "status"]
-        )
-        self._m_skipped = m.counter(
-            "edge_sink_skipped_records_total",
-            "Records not sent because the sink is not configured for their type",
-            ["sink", "type"],
-        )
-        self._m_sent = m.counter(
-            "edge_sink_sent_bytes_total", "Request body bytes sent to sink peers", ["sink"]
-        )
+        self._m = HttpSinkMetrics(metrics or Metrics())
 
     async def connect(self) -> None:
         if self._client is None:
@@ -154,7 +150,7 @@ class MesSink:
             if kind in self._types:
                 out.append(record_to_builtins(rec, rid))
             else:
-                self._m_skipped.labels(self.name, kind).inc()
+                self._m.skipped.labels(self.name, kind).inc()
         if not out:
             return None
         return _Part(entry.seq, json_dumps(out)[1:-1], len(out))
@@ -169,11 +165,11 @@ class MesSink:
         if self._client is None:
             raise RetryableError(f"{self._peer}: not connected")
         content = self.body(parts)
-        self._m_sent.labels(self.name).inc(len(content))
+        self._m.sent.labels(self.name).inc(len(content))
         return await post(
             self._client, self._url, content=content, peer=self._peer,
             headers={"Idempotency-Key": self.idempotency_key(parts)},
         )
 
     def _status(self, status: int) -> None:
-        self._m_status.labels(self.name, str(status)).inc()
+        self._m.status.labels(self.name, str(status)).inc()
