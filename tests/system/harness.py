@@ -324,11 +324,11 @@ class Gateway(Proc):
 
     def status(self) -> dict[str, Any]:
         answer = control.request(self.state_dir / "control.sock", {"cmd": "status"}, timeout=5)
-        doc: dict[str, Any] = answer["status"]
+        doc: dict[str, Any] = dict(answer["status"])
         return doc
 
     def ask(self, payload: dict[str, Any]) -> dict[str, Any]:
-        return control.request(self.state_dir / "control.sock", payload, timeout=5)
+        return dict(control.request(self.state_dir / "control.sock", payload, timeout=5))
 
     def metrics(self) -> dict[str, float]:
         """The Prometheus exposition as {'name{labels}': value}."""
@@ -433,7 +433,7 @@ def etch_write(port: int, *, register: int | None = None, coil: int | None = Non
 
     client = ModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=1)
     try:
-        if not client.connect():
+        if not client.connect():  # type: ignore[no-untyped-call]
             raise OSError(f"etch tool on port {port} does not answer")
         if register is not None:
             rr = client.write_register(register, value, device_id=1)
@@ -443,7 +443,7 @@ def etch_write(port: int, *, register: int | None = None, coil: int | None = Non
         if rr.isError():
             raise OSError(f"etch write refused: {rr}")
     finally:
-        client.close()
+        client.close()  # type: ignore[no-untyped-call]
 
 
 # --------------------------------------------------------------------------- the stack

@@ -15,7 +15,6 @@ from harness import (
     SOAK,
     account,
     expected_parts,
-    free_port,
     opcua_live,
     record,
     soak,
@@ -25,6 +24,7 @@ from harness import (
     wait_for,
     written_parts,
 )
+from peers import free_port
 
 pytestmark = [pytest.mark.peer("mosquitto"), pytest.mark.timeout(soak(240, 1800))]
 
