@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import os
 import signal
 import time
@@ -90,6 +91,18 @@ class Gateway:
             "edge_event_loop_lag_seconds",
             "How late the 100 ms ticker woke up: time the loop was held by something else",
         )
+        gc_pause = m.histogram("edge_gc_pause_seconds", "Garbage collector pauses",
+                               ["generation"])
+        gc_start = [0.0]
+
+        def on_gc(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                gc_start[0] = time.perf_counter()
+            else:
+                gc_pause.labels(str(info["generation"])).observe(
+                    time.perf_counter() - gc_start[0])
+
+        self._gc_callback = on_gc
 
     # ------------------------------------------------------------------ build
 
@@ -177,7 +190,9 @@ class Gateway:
         assert self.writer is not None
         futures = []
         if len(batch):
-            futures.append(self.writer.submit(batch, None if records else checkpoint))
+            # Both items carry the checkpoint: the writer never sheds an item that does,
+            # so a source cannot resume past samples that were dropped.
+            futures.append(self.writer.submit(batch, checkpoint))
         if records:
             futures.append(self.writer.submit(list(records), checkpoint))
         if checkpoint is not None and not futures:
@@ -297,16 +312,22 @@ class Gateway:
         writer = self.writer
         sup = self.supervisor
         t_start = time.monotonic()
+        if self._gc_callback not in gc.callbacks:
+            gc.callbacks.append(self._gc_callback)
+        sup.add("journal", writer.run)
+        control_up = asyncio.Event()
+        sup.add("control", functools.partial(
+            control.serve, self.control_path, self._control, control_up))
+        sup.add("status", self.board.run)
+        if self.live is not None:
+            sup.add("opcua", self.live.run)
         if self.stages:
+            # Compiled (or loaded from the cache) while the OPC-UA server builds its
+            # address space: both are start-up time; no batch arrives before sources run.
             from edge.processing import warm_up
 
             took = await asyncio.to_thread(warm_up)
             log.info("kernels compiled", seconds=round(took, 3))
-        sup.add("journal", writer.run)
-        sup.add("control", functools.partial(control.serve, self.control_path, self._control))
-        sup.add("status", self.board.run)
-        if self.live is not None:
-            sup.add("opcua", self.live.run)
         for sink in self.sinks:
             sup.add(f"sink:{sink.name}", functools.partial(
                 deliver, writer, sink, state=self.sink_states[sink.name], metrics=self.metrics,
@@ -318,10 +339,17 @@ class Gateway:
                     functools.partial(source.run, functools.partial(self._ingest, source)))
         sup.add_check("event loop", self._loop_check)
         sup.add_check("journal", self._journal_check)
+        # READY only once operators can reach us and (if configured) OPC-UA listens.
+        await _wait_or_stop(control_up, stop)
         if self.live is not None:
             started: asyncio.Event | None = getattr(self.live, "started", None)
             if started is not None:
                 await _wait_or_stop(started, stop)
+        # What start-up built (modules, the OPC-UA address space, the registry) lives as
+        # long as the daemon: frozen, full collections no longer walk it, which cut them
+        # from tens of ms (a pause of the event loop) to what the batches leave behind.
+        gc.collect()
+        gc.freeze()
         self.ready.set()
         self.notifier.ready(self.board.status_line())
         log.info(
@@ -375,6 +403,8 @@ class Gateway:
                 await asyncio.wait_for(sink.close(), max(0.05, deadline - time.monotonic()))
         await self.writer.close(max(0.1, deadline - time.monotonic()))
         self.notifier.close()
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._gc_callback)
         log.info("stopped", journal_flushed=flushed, clean=ok)
         return 0 if flushed else 1
 

@@ -28,8 +28,9 @@ class DaemonNotRunning(Exception):
     """No daemon answers on the control socket."""
 
 
-async def serve(path: Path, handler: Handler) -> None:
-    """Serve until cancelled; removes a stale socket file first."""
+async def serve(path: Path, handler: Handler, started: asyncio.Event | None = None) -> None:
+    """Serve until cancelled; removes a stale socket file first; sets ``started`` once
+    clients can connect."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
@@ -53,6 +54,8 @@ async def serve(path: Path, handler: Handler) -> None:
 
     server = await asyncio.start_unix_server(on_client, path=str(path), limit=1 << 20)
     os.chmod(path, 0o660)
+    if started is not None:
+        started.set()
     try:
         async with server:
             await server.serve_forever()

@@ -2,8 +2,10 @@
 
 Sends ``READY=1``, ``WATCHDOG=1``, ``STATUS=...`` and ``STOPPING=1`` as datagrams to
 ``$NOTIFY_SOCKET`` (a path, or ``@name`` for the abstract namespace). Without
-``NOTIFY_SOCKET`` (not under systemd) every call is a no-op. A failed send is logged
-once and never raised: the daemon must not die because systemd went away.
+``NOTIFY_SOCKET`` (not under systemd) every call is a no-op. The socket is
+non-blocking: a message the receiver has no room for is dropped, never waited for (a
+blocked send would hold the event loop, and with it the interlocks). A failed send is
+logged once and never raised: the daemon must not die because systemd went away.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ class Notifier:
             return False
         try:
             if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                self._sock = socket.socket(
+                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+                )
             self._sock.sendto("\n".join(lines).encode(), self._addr)
         except OSError as exc:
             if not self._warned:
