@@ -17,7 +17,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from typing import Literal
@@ -32,10 +31,10 @@ from pymodbus.pdu import ModbusPDU
 
 from edge.components import BuildContext, Command, Emit
 from edge.config import ConfigStruct
-from edge.errors import PermanentError, RetryableError
 from edge.model import DataType, Quality, SampleBatch, TagRegistry
 from edge.sources.metrics import SourceMetrics
 from edge.sources.modbus_codec import WORDS, Decoder, Field, Order, RegType
+from edge.sources.modbus_command import ModbusCommandPort
 from edge.sources.modbus_plan import Function, ReadRequest, RegisterRef, plan_reads
 
 log = structlog.get_logger("edge.sources.modbus")
@@ -200,14 +199,12 @@ class ModbusSource:
         self.tag_ids = np.array(
             [ctx.tags.id_of(f"{self.device}/{cfg.registers[i].name}") for i in order], np.int32
         )
-        self.commands = {c.action: c for c in cfg.commands}
+        self.port = ModbusCommandPort(cfg, self._client)
         self.missed = ctx.metrics.counter(
             "edge_source_missed_polls_total", "Poll ticks skipped because a poll ran late",
             ["source"],
         ).labels(cfg.name)
         self.polls = 0
-        self._write_client: AsyncModbusTcpClient | None = None
-        self._write_lock = asyncio.Lock()
 
     def _client(self) -> AsyncModbusTcpClient:
         return AsyncModbusTcpClient(
@@ -226,6 +223,7 @@ class ModbusSource:
                     connected = await client.connect()
                     if connected:
                         self._link(True)
+                        await self.port.warm()
                         if await self._poll(client, emit):
                             backoff = min(0.2, self.cfg.backoff_max_s)
                     else:
@@ -236,8 +234,7 @@ class ModbusSource:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.cfg.backoff_max_s)
         finally:
-            if self._write_client is not None:
-                self._write_client.close()
+            self.port.close()
 
     def _link(self, up: bool, why: str = "") -> None:
         if self.metrics.link(self.device, up):
@@ -357,49 +354,8 @@ class ModbusSource:
     # ------------------------------------------------------------------ write-back
 
     async def write(self, command: Command) -> None:
-        """Send a configured command (e.g. ``stop``); raises RetryableError on failure."""
-        spec = self.commands.get(command.action)
-        if spec is None:
-            raise PermanentError(
-                f"source '{self.name}' has no command '{command.action}' "
-                f"(configured: {', '.join(sorted(self.commands)) or 'none'})"
-            )
-        address = spec.address - self.cfg.address_base
-        async with self._write_lock:
-            try:
-                client = self._write_client
-                if client is None or not client.connected:
-                    if client is not None:
-                        client.close()
-                    client = self._write_client = self._client()
-                    if not await client.connect():
-                        raise ConnectionException(f"cannot connect to {self.cfg.host}")
-                async with asyncio.timeout(self.cfg.timeout_s * 2 + 1):
-                    if spec.function == "coil":
-                        rr = await client.write_coil(address, bool(spec.value),
-                                                     device_id=self.cfg.device_id)
-                    else:
-                        rr = await client.write_register(address, spec.value,
-                                                         device_id=self.cfg.device_id)
-            except (TimeoutError, ModbusException) as exc:
-                if self._write_client is not None:
-                    self._write_client.close()
-                    self._write_client = None
-                log.error("modbus command failed", source=self.name, action=command.action,
-                          function=spec.function, address=address, error=str(exc))
-                raise RetryableError(
-                    f"source '{self.name}': command '{command.action}' failed: {exc}"
-                ) from None
-        if rr.isError():
-            raise RetryableError(
-                f"source '{self.name}': command '{command.action}' answered with "
-                f"exception {rr.exception_code}"
-            )
-        log.info("modbus command sent", source=self.name, action=command.action,
-                 function=spec.function, address=address, value=spec.value,
-                 reason=command.reason)
+        """Send a configured command (e.g. ``stop``) on the command connection."""
+        await self.port.write(command)
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            if self._write_client is not None:
-                self._write_client.close()
+        self.port.close()

@@ -1,0 +1,101 @@
+"""The Modbus write-back port: commands (a machine stop) on their own connection.
+
+Invariants:
+
+* Commands never share the polling connection, so a stop never queues behind a poll
+  that hangs; one command at a time (a lock), each bounded by a timeout.
+* The connection is opened ahead of need (``warm``, called when the poll link comes
+  up), so the first stop after a device restart does not pay for a reconnect.
+* A failed command closes the connection (a late answer can never be taken for the
+  next command's) and raises ``RetryableError``; an unknown action ``PermanentError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import structlog
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException
+
+from edge.components import Command
+from edge.errors import PermanentError, RetryableError
+
+if TYPE_CHECKING:
+    from edge.sources.modbus import ModbusSourceConfig
+
+log = structlog.get_logger("edge.sources.modbus")
+
+
+class ModbusCommandPort:
+    def __init__(self, cfg: ModbusSourceConfig,
+                 make_client: Callable[[], AsyncModbusTcpClient]) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.commands = {c.action: c for c in cfg.commands}
+        self._make_client = make_client
+        self._client: AsyncModbusTcpClient | None = None
+        self._lock = asyncio.Lock()
+
+    async def warm(self) -> None:
+        """Open the command connection now, while nothing waits for it."""
+        if not self.commands:
+            return
+        async with self._lock:
+            try:
+                async with asyncio.timeout(self.cfg.timeout_s + 1):
+                    await self._connected()
+            except (TimeoutError, ModbusException, OSError):
+                self.close()
+
+    async def _connected(self) -> AsyncModbusTcpClient:
+        client = self._client
+        if client is None or not client.connected:
+            if client is not None:
+                client.close()
+            client = self._client = self._make_client()
+            if not await client.connect():
+                raise ConnectionException(f"cannot connect to {self.cfg.host}")
+        return client
+
+    async def write(self, command: Command) -> None:
+        """Send a configured command (e.g. ``stop``); raises RetryableError on failure."""
+        spec = self.commands.get(command.action)
+        if spec is None:
+            raise PermanentError(
+                f"source '{self.name}' has no command '{command.action}' "
+                f"(configured: {', '.join(sorted(self.commands)) or 'none'})"
+            )
+        address = spec.address - self.cfg.address_base
+        async with self._lock:
+            try:
+                async with asyncio.timeout(self.cfg.timeout_s * 2 + 1):
+                    client = await self._connected()
+                    if spec.function == "coil":
+                        rr = await client.write_coil(address, bool(spec.value),
+                                                     device_id=self.cfg.device_id)
+                    else:
+                        rr = await client.write_register(address, spec.value,
+                                                         device_id=self.cfg.device_id)
+            except (TimeoutError, ModbusException, OSError) as exc:
+                self.close()
+                log.error("modbus command failed", source=self.name, action=command.action,
+                          function=spec.function, address=address, error=str(exc))
+                raise RetryableError(
+                    f"source '{self.name}': command '{command.action}' failed: {exc}"
+                ) from None
+        if rr.isError():
+            raise RetryableError(
+                f"source '{self.name}': command '{command.action}' answered with "
+                f"exception {rr.exception_code}"
+            )
+        log.info("modbus command sent", source=self.name, action=command.action,
+                 function=spec.function, address=address, value=spec.value,
+                 reason=command.reason)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
