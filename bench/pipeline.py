@@ -378,6 +378,7 @@ class Tripper:
         assert gw is not None
         while not self.stop.wait(self.every_s):
             try:
+                etch_write(port, coil=1, value=1)  # running, whatever the last cycle left
                 # an excursion adds ~15 C: start it once the tool is back near 180 C
                 wait_for("the chamber to heat up again",
                          lambda: self._state()["last_value"] >= 178.0, 30, interval=0.1)
@@ -474,6 +475,7 @@ def summarize(name: str, a: Snap, b: Snap, rss: float, missing: dict[str, float]
     gw_cpu = cpu.get("gateway", math.nan)
     rq, n_r = hist_quantiles(a.m, b.m, "edge_interlock_reaction_seconds")
     lq, n_l = hist_quantiles(a.m, b.m, "edge_event_loop_lag_seconds")
+    gq, n_g = hist_quantiles(a.m, b.m, "edge_gc_pause_seconds")
     delivered = {k: (metric(b.m, "edge_sink_delivered_total", f'sink="{k}"')
                      - metric(a.m, "edge_sink_delivered_total", f'sink="{k}"')) / dt
                  for k in ("tsdb", "mes")}
@@ -494,6 +496,7 @@ def summarize(name: str, a: Snap, b: Snap, rss: float, missing: dict[str, float]
         "interlock_trips": tripper.trips, "trip_failures": tripper.failures,
         "reaction_hist_p50_p99_ms": [round(x * 1e3, 3) for x in rq], "reaction_n": n_r,
         "loop_lag_hist_p50_p99_ms": [round(x * 1e3, 3) for x in lq], "loop_lag_n": n_l,
+        "gc_pause_hist_p50_p99_ms": [round(x * 1e3, 3) for x in gq], "gc_n": n_g,
         "opcua_updates_per_s": round(
             (metric(b.m, "edge_opcua_updates_total") - metric(a.m, "edge_opcua_updates_total"))
             / dt),
