@@ -312,6 +312,11 @@ class Gateway:
         writer = self.writer
         sup = self.supervisor
         t_start = time.monotonic()
+        if self.stages:
+            from edge.processing import warm_up
+
+            took = await asyncio.to_thread(warm_up)
+            log.info("kernels compiled", seconds=round(took, 3))
         if self._gc_callback not in gc.callbacks:
             gc.callbacks.append(self._gc_callback)
         sup.add("journal", writer.run)
@@ -321,13 +326,6 @@ class Gateway:
         sup.add("status", self.board.run)
         if self.live is not None:
             sup.add("opcua", self.live.run)
-        if self.stages:
-            # Compiled (or loaded from the cache) while the OPC-UA server builds its
-            # address space: both are start-up time; no batch arrives before sources run.
-            from edge.processing import warm_up
-
-            took = await asyncio.to_thread(warm_up)
-            log.info("kernels compiled", seconds=round(took, 3))
         for sink in self.sinks:
             sup.add(f"sink:{sink.name}", functools.partial(
                 deliver, writer, sink, state=self.sink_states[sink.name], metrics=self.metrics,
