@@ -122,4 +122,7 @@ class Decoder:
             if swap:
                 w = ((w >> 8) | (w << 8)).astype(np.uint16)
             out[members] = np.frombuffer(w.astype(">u2").tobytes(), _NP[rtype])
-        return out * self.scale + self.offset
+        # A device may send any bit pattern, signalling NaNs included: they decode to NaN
+        # (as the scalar path does) instead of raising a floating-point warning.
+        with np.errstate(invalid="ignore", over="ignore"):
+            return out * self.scale + self.offset
