@@ -152,7 +152,8 @@ class Gateway:
             self.live = opcua.build(ctx)
         j = cfg.journal
         journal = Journal(
-            cfg.journal_path, sinks=[s.name for s in self.sinks], durability=j.durability,
+            cfg.journal_path, sinks={s.name: s.kinds for s in self.sinks},
+            durability=j.durability,
             max_bytes=int(j.max_mb * 1024 * 1024), max_age_s=j.max_age_h * 3600,
             record_max_age_s=j.record_max_age_h * 3600, metrics=self.metrics,
         )

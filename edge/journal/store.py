@@ -11,8 +11,10 @@ Guarantees, in order of importance:
 3. **One entry per batch.** A ``SampleBatch`` is one row (packed columns), a list of
    records is one row (msgpack). Ids are ``<gateway>-<seq>-<index>`` and never change.
 4. **One cursor per durable sink.** A sink reads entries after its cursor and moves it
-   with ``ack``. Cursors never move backwards. Rows at or below the lowest cursor are
-   deleted. A sink that is slow or dead holds back only deletion, never another sink.
+   with ``ack``. Cursors never move backwards. An entry is deleted once every sink that
+   takes its kind (samples, records) has acked it; a kind no sink takes is not stored.
+   A sink that is slow or dead holds back only the deletion of what it takes (a dead
+   MES keeps records, not the samples InfluxDB already has), never another sink.
 5. **Limits in bytes and age, records kept longest.** Over ``max_bytes`` the oldest
    sample entries are evicted first; records go only when no samples are left. Samples
    older than ``max_age_s`` and records older than ``record_max_age_s`` are evicted.
@@ -181,7 +183,7 @@ class Journal:
         self,
         path: str | Path,
         *,
-        sinks: Sequence[str] = (),
+        sinks: Sequence[str] | Mapping[str, Sequence[Kind]] = (),
         durability: Durability = "process-crash",
         max_bytes: int = 1 << 30,
         max_age_s: float = 7 * 86400.0,
@@ -194,6 +196,13 @@ class Journal:
         self.max_age_s = max_age_s
         self.record_max_age_s = record_max_age_s
         self.sinks = list(sinks)
+        all_kinds = (KIND_SAMPLES, KIND_RECORDS)
+        self._takes: dict[str, frozenset[int]] = {
+            s: frozenset(_KIND_CODE[k] for k in sinks[s]) if isinstance(sinks, Mapping)
+            else frozenset(all_kinds)
+            for s in self.sinks
+        }
+        self._claimed = frozenset().union(*self._takes.values())
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=30.0
@@ -231,6 +240,7 @@ class Journal:
         self._cursors: dict[str, int] = dict(
             self._db.execute("SELECT sink, acked FROM cursors").fetchall()
         )
+        self._deleted: dict[int, int] = {}
         m = metrics or Metrics()
         self._m_appended = m.counter(
             "edge_journal_appended_total", "Points appended to the journal", ["kind"]
@@ -249,6 +259,7 @@ class Journal:
         self._m_bytes = m.gauge("edge_journal_bytes", "Bytes held by journal entries")
         self._m_bytes.set(self._bytes)
         self._closed = False
+        self.release_unclaimed()
 
     # ----------------------------------------------------------------- writing
 
@@ -267,12 +278,12 @@ class Journal:
         seq = self._head
         for item in items:
             if isinstance(item, SampleBatch):
-                if not len(item):
+                if not len(item) or KIND_SAMPLES not in self._claimed:
                     seqs.append(0)
                     continue
                 kind, n, payload = KIND_SAMPLES, len(item), item.to_bytes()
             else:
-                if not item:
+                if not item or KIND_RECORDS not in self._claimed:
                     seqs.append(0)
                     continue
                 kind, n, payload = KIND_RECORDS, len(item), encode_records(item)
@@ -410,17 +421,22 @@ class Journal:
             return
         upto = min(upto, self._head)
         self._cursors[sink] = upto
-        lowest = min(self._cursors.values())
         with self._tx():
             self._db.execute("UPDATE cursors SET acked = ? WHERE sink = ?", (upto, sink))
-            if lowest > acked or len(self._cursors) == 1:
+            for kind in self._takes[sink]:
+                lowest = min(c for s, c in self._cursors.items() if kind in self._takes[s])
+                if lowest <= self._deleted.get(kind, -1):
+                    continue
                 freed = self._db.execute(
-                    "SELECT COALESCE(SUM(nbytes), 0), COUNT(*) FROM entries WHERE seq <= ?",
-                    (lowest,),
+                    "SELECT COALESCE(SUM(nbytes), 0), COUNT(*) FROM entries "
+                    "WHERE kind = ? AND seq <= ?",
+                    (kind, lowest),
                 ).fetchone()
                 if freed[1]:
-                    self._db.execute("DELETE FROM entries WHERE seq <= ?", (lowest,))
+                    self._db.execute("DELETE FROM entries WHERE kind = ? AND seq <= ?",
+                                     (kind, lowest))
                     self._bytes -= freed[0] + freed[1] * _ROW_OVERHEAD
+                self._deleted[kind] = lowest
         self._m_bytes.set(self._bytes)
 
     def checkpoint(self, key: str) -> bytes | None:
@@ -429,16 +445,21 @@ class Journal:
         return None if row is None else bytes(row[0])
 
     def release_unclaimed(self) -> int:
-        """With no durable sinks configured nothing will ever read: drop what is stored.
-        Returns the number of entries removed."""
-        if self._cursors:
+        """Drop stored entries of kinds no configured sink takes (left from an earlier
+        configuration): nothing would ever read them. Returns the entries removed."""
+        unclaimed = [k for k in (KIND_SAMPLES, KIND_RECORDS) if k not in self._claimed]
+        if not unclaimed:
             return 0
-        n = self._db.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+        marks = ",".join("?" * len(unclaimed))
+        n, nbytes = self._db.execute(
+            f"SELECT COUNT(*), COALESCE(SUM(nbytes), 0) FROM entries WHERE kind IN ({marks})",
+            unclaimed,
+        ).fetchone()
         if n:
             with self._tx():
-                self._db.execute("DELETE FROM entries")
-            self._bytes = 0
-            self._m_bytes.set(0)
+                self._db.execute(f"DELETE FROM entries WHERE kind IN ({marks})", unclaimed)
+            self._bytes -= nbytes + n * _ROW_OVERHEAD
+            self._m_bytes.set(self._bytes)
         return int(n)
 
     def cursor(self, sink: str) -> int:
@@ -491,10 +512,11 @@ class Journal:
         now_ns = time.time_ns() if now_ns is None else now_ns
         out: dict[str, SinkStats] = {}
         for sink, acked in self._cursors.items():
+            kinds = sorted(self._takes.get(sink, ()))
             cnt, pts, nbytes, oldest = self._db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(n), 0), COALESCE(SUM(nbytes), 0), MIN(ts_ns) "
-                "FROM entries WHERE seq > ?",
-                (acked,),
+                f"FROM entries WHERE seq > ? AND kind IN ({','.join('?' * len(kinds))})",
+                (acked, *kinds),
             ).fetchone()
             age = 0.0 if oldest is None else max(0.0, (now_ns - oldest) / 1e9)
             out[sink] = SinkStats(sink, acked, cnt, pts, nbytes + cnt * _ROW_OVERHEAD, age)

@@ -97,8 +97,6 @@ class StatusBoard:
             if now - last_expire >= EXPIRE_S:
                 last_expire = now
                 await writer.call(writer.journal.expire)
-                if not gw.sinks:
-                    await writer.call(writer.journal.release_unclaimed)
             await asyncio.sleep(1.0)
 
     def _update_rates(self) -> None:

@@ -31,10 +31,16 @@ from edge.runtime.metrics import Metrics
 log = structlog.get_logger("edge.delivery")
 
 
+RETRY_AFTER_MAX_S = 600.0
+
+
 @dataclass(frozen=True, slots=True)
 class Backoff:
+    """Retry delays for one sink. The cap is short on purpose: retrying one peer every
+    few seconds costs nothing, while a long cap adds its length to every recovery."""
+
     initial_s: float = 0.2
-    max_s: float = 30.0
+    max_s: float = 5.0
     factor: float = 2.0
 
     def delay(self, attempt: int, rng: random.Random) -> float:
@@ -150,8 +156,8 @@ async def _failed(
 ) -> None:
     delay = backoff.delay(state.attempt, rng)
     hint = exc.retry_after_s if isinstance(exc, RetryableError) else None
-    if hint is not None:
-        delay = max(delay, min(hint, backoff.max_s * 4))
+    if hint is not None:  # the peer knows best when it can take more; within reason
+        delay = max(delay, min(hint, RETRY_AFTER_MAX_S))
     m.errors.labels(sink, type(exc).__name__).inc()
     m.link.set(0)
     event = f"sink {what} failed; retrying"

@@ -153,11 +153,36 @@ def test_reopen_keeps_data_cursors_and_seq(tmp_path: Path) -> None:
     j.close()
 
 
-def test_no_sinks_releases_everything(tmp_path: Path) -> None:
-    """With no durable sink nothing will read, so stored data is released."""
+def test_kinds_no_sink_takes_are_not_kept(tmp_path: Path) -> None:
+    """With no durable sink nothing is stored; entries left from an earlier config that
+    no sink takes any more are released when the journal opens."""
+    j = open_journal(tmp_path, sinks=["s"])
+    j.append([batch(3), [rec(1)]])
+    j.close()
+    j = open_journal(tmp_path, sinks={"mes": ["records"]})
+    assert [e.kind for e in j.entries()] == ["records"], "old samples released on open"
+    assert j.append([batch(3)]) == [0] and j.count() == 1
+    j.close()
     j = open_journal(tmp_path)
-    j.append([batch(3)])
-    assert j.release_unclaimed() == 1 and j.count() == 0
+    assert j.append([batch(3), [rec(2)]]) == [0, 0] and j.count() == 0
+    j.close()
+
+
+def test_a_dead_records_sink_does_not_hold_samples(tmp_path: Path) -> None:
+    """While the MES (records) is down, samples InfluxDB acked are deleted; the MES keeps
+    its records; depth per sink counts only what that sink takes."""
+    j = open_journal(tmp_path, sinks={"mes": ["records"], "influx": ["samples", "records"]})
+    for i in range(10):
+        j.append([batch(100), [rec(i)]])
+    got = j.read("influx", max_entries=1000)
+    j.ack("influx", got.upto)
+    assert {e.kind for e in j.entries(limit=100)} == {"records"}
+    st = j.stats()
+    assert st["mes"].depth_points == 10 and st["influx"].depth_points == 0
+    got = j.read("mes", kinds=("records",))
+    assert len(got.entries) == 10
+    j.ack("mes", got.upto)
+    assert j.count() == 0
     j.close()
 
 
