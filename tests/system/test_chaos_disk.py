@@ -119,10 +119,18 @@ def test_byte_limit_evicts_samples_first_and_reports_it(tmp_path: Path) -> None:
         wait_for("the bulk files to be read",
                  lambda: gw.metric_sum("edge_ingest_total", 'source="bulk"') >= dropped, 30,
                  logs=st.logs)
+        # Eviction goes on while CMM samples keep arriving: the metric and the log are
+        # read at two moments, so wait until a read of both agrees.
+        def logged_matches_metric() -> bool:
+            logged = gw.events("journal evicted data")
+            metric = gw.metric_sum("edge_journal_evicted_total", 'kind="samples"')
+            return bool(logged) and sum(int(e["samples"]) for e in logged) == metric
+
+        wait_for("the eviction log to match the metric", logged_matches_metric, 30,
+                 logs=st.logs)
         evicted = gw.metric_sum("edge_journal_evicted_total", 'kind="samples"')
         undelivered = gw.metric_sum("edge_journal_evicted_undelivered_total")
         records_evicted = gw.metric_sum("edge_journal_evicted_total", 'kind="records"')
-        logged = gw.events("journal evicted data")
         st.mes.fault("ok")
         wait_for("the CMM to write parts", lambda: len(written_parts(st)) >= 20, 30)
         st.parts["line"].stop()
@@ -132,6 +140,5 @@ def test_byte_limit_evicts_samples_first_and_reports_it(tmp_path: Path) -> None:
                           note=f"evicted_samples={int(evicted)} undelivered={int(undelivered)} "
                                f"records_evicted={int(records_evicted)}")
         record(summary)
-        assert logged and sum(int(e["samples"]) for e in logged) == evicted
-        assert records_evicted == 0
+        assert evicted > 0 and records_evicted == 0
         assert summary.lost == 0 and summary.duplicates == 0, summary.line()

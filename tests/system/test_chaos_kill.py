@@ -21,6 +21,7 @@ from harness import (
     wait_all_delivered,
     wait_for,
 )
+from peers import free_port
 
 pytestmark = [pytest.mark.peer("mosquitto"), pytest.mark.timeout(soak(280, 3600))]
 
@@ -35,7 +36,11 @@ def test_kill9_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) ->
     per_phase = soak(7, 35)
     with stack(tmp_path, cmm={"mode": "daily", "part_interval_s": 0.1}, motors={}) as st:
         normal = st.gateway_config(opcua=False)
-        small = st.gateway_config(opcua=False, bulk=True, journal={"max_mb": 1.0})
+        # An InfluxDB sink nobody answers keeps the bulk samples in the journal (a kind no
+        # sink takes is not stored), so the tiny journal must evict them.
+        dead_influx = f"http://127.0.0.1:{free_port()}"
+        small = st.gateway_config(opcua=False, bulk=True, influx=dead_influx,
+                                  journal={"max_mb": 1.0})
         gw = st.make_gateway(normal)
         gw.start()
         st.start_line()
