@@ -12,6 +12,7 @@ Invariants, which the fuzz tests check on arbitrary bytes:
 
 from __future__ import annotations
 
+import abc
 import csv
 import datetime as dt
 import math
@@ -90,7 +91,7 @@ def _header_fields(line: bytes) -> list[str]:
     return [f.strip() for f in split_fields(text)]
 
 
-class _Parser(Generic[_T]):
+class _Parser(abc.ABC, Generic[_T]):
     """Shared line handling; subclasses map the header and convert one row."""
 
     def __init__(self, tz: dt.tzinfo | None, epoch_unit: EpochUnit) -> None:
@@ -111,11 +112,13 @@ class _Parser(Generic[_T]):
         self.header_error = "" if problem is None else problem
         return problem
 
+    @abc.abstractmethod
     def _map(self, names: list[str]) -> str | None:
-        raise NotImplementedError
+        """Map header names to the fields this parser needs; the problem, or None."""
 
+    @abc.abstractmethod
     def _row(self, fields: list[str]) -> _T:
-        raise NotImplementedError
+        """One parsed row; raises ``_Problem`` with the reason when it is bad."""
 
     def parse(self, lines: Sequence[tuple[int, bytes]], seen: set[bytes]) -> ParseResult[_T]:
         out: ParseResult[_T] = ParseResult()
