@@ -1,16 +1,16 @@
 """Store-and-forward journal (SQLite WAL). See ``store`` for the guarantees."""
 
-from edge.journal.store import (
+from edge.journal.entries import (
     DeadLetter,
     Durability,
     Entry,
     Eviction,
-    Journal,
     Kind,
     ReadResult,
     SinkStats,
     read_dead_letters,
 )
+from edge.journal.store import Journal
 from edge.journal.writer import JournalWriter
 
 __all__ = [
