@@ -223,7 +223,6 @@ class ModbusSource:
                     connected = await client.connect()
                     if connected:
                         self._link(True)
-                        await self.port.warm()
                         if await self._poll(client, emit):
                             backoff = min(0.2, self.cfg.backoff_max_s)
                     else:
