@@ -332,10 +332,6 @@ class Gateway:
                 deliver, writer, sink, state=self.sink_states[sink.name], metrics=self.metrics,
                 backoff=Backoff(),
             ))
-        sup.add("ticker", self._ticker)
-        for source in self.sources:
-            sup.add(f"source:{source.name}",
-                    functools.partial(source.run, functools.partial(self._ingest, source)))
         sup.add_check("event loop", self._loop_check)
         sup.add_check("journal", self._journal_check)
         # READY only once operators can reach us and (if configured) OPC-UA listens.
@@ -349,6 +345,18 @@ class Gateway:
         # from tens of ms (a pause of the event loop) to what the batches leave behind.
         gc.collect()
         gc.freeze()
+        # Sources start last, once start-up no longer holds the loop: a poll that waits
+        # behind it would time out, and a Bad sample trips a fail-safe interlock.
+        now_ns = time.time_ns()
+        for stage in self.stages:
+            arm = getattr(stage, "arm", None)
+            if arm is not None:
+                arm(now_ns)
+        self._last_tick = time.monotonic()
+        sup.add("ticker", self._ticker)
+        for source in self.sources:
+            sup.add(f"source:{source.name}",
+                    functools.partial(source.run, functools.partial(self._ingest, source)))
         self.ready.set()
         self.notifier.ready(self.board.status_line())
         log.info(

@@ -163,6 +163,7 @@ class Interlock:
         self._by_tag: dict[int, list[_Rule]] = {}
         for rule in self.rules.values():
             self._by_tag.setdefault(rule.tag_id, []).append(rule)
+
         self._context: dict[int, float] = {}
         self._context_ids = sorted({i for r in self.rules.values() for _, i in r.context_ids})
         self._m_trips = self._m_eval = None
@@ -172,6 +173,12 @@ class Interlock:
             self._m_eval = ctx.metrics.histogram(
                 "edge_interlock_decision_seconds",
                 "Time the interlock stage takes to judge one batch")
+
+    def arm(self, now_ns: int) -> None:
+        """Start the stale-data clocks now: the sources start now. Start-up (a cold
+        kernel compile, the OPC-UA address space) must not count as silence."""
+        for rule in self.rules.values():
+            rule.last_arrival_ns = max(rule.last_arrival_ns, now_ns)
 
     # ------------------------------------------------------------------ fast path
 

@@ -260,6 +260,7 @@ class OpcUaSink:
         except ValueError as exc:
             raise ConfigError(f"opcua: {exc}") from None
         self._nodeids = [tag_nodeid(t, self.idx) for t in self.ctx.tags]
+        await self._mark_waiting(server)
         objects = GatewayObjects(server, self.idx, self._reset, self._refresh.set)
         await objects.create()
         self._objects = objects
@@ -313,6 +314,17 @@ class OpcUaSink:
                 await asyncio.wait_for(self._refresh.wait(), self.cfg.status_interval_s)
             self._refresh.clear()
             await self._apply_status()
+
+    async def _mark_waiting(self, server: Server) -> None:
+        """Until its first sample, a tag reads BadWaitingForInitialData, never a Good 0."""
+        waiting = ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData)
+        now = datetime.now(UTC)
+        for tag, nodeid in zip(self.ctx.tags, self._nodeids, strict=True):
+            t = DTYPES[tag.dtype]
+            initial: object = False if t.variant == ua.VariantType.Boolean else (
+                0 if t.integer else 0.0)
+            await server.write_attribute_value(nodeid, ua.DataValue(
+                ua.Variant(initial, t.variant), StatusCode=waiting, ServerTimestamp=now))
 
     async def _apply_status(self) -> None:
         if self._objects is None:

@@ -236,6 +236,10 @@ class ModbusSource:
             self.port.close()
 
     def _link(self, up: bool, why: str = "") -> None:
+        if not up:
+            # The device (or the path to it) went away: the command connection is as
+            # dead as the poll one, and a stop must not wait out a timeout to learn it.
+            self.port.close()
         if self.metrics.link(self.device, up):
             if up:
                 log.info("modbus link up", source=self.name, host=self.cfg.host,

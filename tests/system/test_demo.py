@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 from asyncua import Client, ua
+from asyncua.ua.uaerrors import UaStatusCodeError
 
 DEADLINE_S = 90
 
@@ -40,7 +41,11 @@ async def _read_live_value(url: str) -> tuple[float, ua.DataValue]:
         node = client.get_node(ua.NodeId("etch1/chamber_temp", idx))
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            dv = await node.read_data_value()
+            try:
+                dv = await node.read_data_value()
+            except UaStatusCodeError:  # a Bad value (e.g. one Modbus timeout) raises here
+                await asyncio.sleep(0.2)
+                continue
             good = dv.StatusCode is not None and dv.StatusCode.is_good()
             if good and dv.Value is not None and dv.Value.Value is not None:
                 return float(dv.Value.Value), dv

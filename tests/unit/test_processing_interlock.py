@@ -184,3 +184,18 @@ def test_config_errors_name_the_key() -> None:
                                action=loads(RULE_TOML).section("interlocks")[0].action)
     with pytest.raises(ConfigError, match="tag 'a/b'"):
         Interlock([rule], TagRegistry())
+
+
+def test_arm_restarts_the_stale_clock() -> None:
+    """Start-up time is not silence: arming when the sources start resets the stale clock."""
+    from edge.model import TagRegistry
+    from edge.processing.interlock import Interlock, InterlockAction, InterlockRuleConfig
+
+    tags = TagRegistry()
+    tags.add("etch1", "chamber_temp")
+    rule = InterlockRuleConfig(name="t", tag="etch1/chamber_temp", high=188.0, stale_s=5.0,
+                               action=InterlockAction(source="etch1"))
+    stage = Interlock([rule], tags, start_ns=0)
+    stage.arm(10 * 10**9)
+    assert not stage.tick(12 * 10**9).commands, "2 s after arming is not stale"
+    assert stage.tick(16 * 10**9).commands, "6 s after arming with no sample is stale"
