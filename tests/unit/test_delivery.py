@@ -76,7 +76,7 @@ async def test_retry_then_ack_exactly_once(tmp_path: Path) -> None:
     await w.append(batch(5))
     await w.append([Quarantine(1, "x", "r")])
     sink = ScriptedSink("s", [RetryableError("down"), RetryableError("down")])
-    states = await run_until(w, [sink], lambda: sink.accepted)
+    states = await run_until(w, [sink], lambda: w.journal.cursor("s") == 2)
     assert sink.accepted == [1, 2] and sink.calls == 3
     assert w.journal.cursor("s") == 2 and w.journal.count() == 0
     assert states[0].link_up and states[0].delivered_points == 6
