@@ -55,7 +55,7 @@ async def run_until(writer: JournalWriter, sinks: list[ScriptedSink],
              for s, st in zip(sinks, states, strict=True)]
     deadline = time.monotonic() + timeout
     try:
-        while not done():  # type: ignore[operator]
+        while not done(states):  # type: ignore[operator]
             assert time.monotonic() < deadline, "delivery did not finish"
             await asyncio.sleep(0.005)
     finally:
@@ -76,7 +76,7 @@ async def test_retry_then_ack_exactly_once(tmp_path: Path) -> None:
     await w.append(batch(5))
     await w.append([Quarantine(1, "x", "r")])
     sink = ScriptedSink("s", [RetryableError("down"), RetryableError("down")])
-    states = await run_until(w, [sink], lambda: w.journal.cursor("s") == 2)
+    states = await run_until(w, [sink], lambda st: st[0].link_up and w.journal.cursor("s") == 2)
     assert sink.accepted == [1, 2] and sink.calls == 3
     assert w.journal.cursor("s") == 2 and w.journal.count() == 0
     assert states[0].link_up and states[0].delivered_points == 6
@@ -90,7 +90,7 @@ async def test_rejected_entries_go_to_dead_letters_and_never_block(tmp_path: Pat
     for _ in range(3):
         await w.append(batch(2))
     sink = ScriptedSink("s", [{2}])
-    await run_until(w, [sink], lambda: w.journal.cursor("s") == 3)
+    await run_until(w, [sink], lambda _st: w.journal.cursor("s") == 3)
     assert sink.accepted == [1, 3]
     [dl] = w.journal.dead_letters()
     assert (dl.seq, dl.reason, dl.body) == (2, "bad", "body")
@@ -103,7 +103,7 @@ async def test_permanent_error_dead_letters_the_whole_call(tmp_path: Path) -> No
     w, task = await start(tmp_path, ["s"])
     await w.append(batch(2))
     sink = ScriptedSink("s", [PermanentError("422", body="no")])
-    await run_until(w, [sink], lambda: w.journal.cursor("s") == 1)
+    await run_until(w, [sink], lambda _st: w.journal.cursor("s") == 1)
     assert [d.seq for d in w.journal.dead_letters()] == [1]
     await w.close()
     task.cancel()
@@ -115,7 +115,7 @@ async def test_retry_after_is_honoured(tmp_path: Path) -> None:
     await w.append(batch(1))
     sink = ScriptedSink("s", [RetryableError("429", retry_after_s=0.3)])
     t0 = time.monotonic()
-    await run_until(w, [sink], lambda: sink.accepted)
+    await run_until(w, [sink], lambda _st: sink.accepted)
     assert time.monotonic() - t0 >= 0.3
     await w.close()
     task.cancel()
@@ -128,7 +128,8 @@ async def test_a_dead_sink_does_not_block_another(tmp_path: Path) -> None:
         await w.append(batch(3))
     dead = ScriptedSink("dead", [RetryableError("down")] * 10_000)
     live = ScriptedSink("live")
-    states = await run_until(w, [dead, live], lambda: w.journal.cursor("live") == 20)
+    states = await run_until(w, [dead, live],
+                             lambda st: w.journal.cursor("live") == 20 and st[0].attempt > 0)
     assert len(live.accepted) == 20 and not dead.accepted
     assert not states[0].link_up and states[0].last_error == "down"
     assert w.journal.count() == 20, "entries stay until the dead sink acks them"
