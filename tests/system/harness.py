@@ -426,9 +426,9 @@ def link_mode(admin_port: int, mode: str) -> None:
 # --------------------------------------------------------------------------- etch (Modbus)
 
 
-def etch_write(port: int, *, register: int | None = None, coil: int | None = None,
+def _etch_write_once(port: int, *, register: int | None = None, coil: int | None = None,
                value: int = 1) -> None:
-    """Write one admin register or coil of the etch tool directly (not through a link)."""
+    """One attempt of ``etch_write``."""
     from pymodbus.client import ModbusTcpClient
 
     client = ModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=1)
@@ -444,6 +444,23 @@ def etch_write(port: int, *, register: int | None = None, coil: int | None = Non
             raise OSError(f"etch write refused: {rr}")
     finally:
         client.close()  # type: ignore[no-untyped-call]
+
+
+def etch_write(port: int, *, register: int | None = None, coil: int | None = None,
+               value: int = 1, attempts: int = 3) -> None:
+    """Write one admin register or coil of the etch tool directly (not through a link).
+
+    Retried on a fresh connection (bounded): while the tool plays a hung device, its
+    server can let an admin request wait out a client timeout too."""
+    from pymodbus.exceptions import ModbusException
+
+    for attempt in range(attempts):
+        try:
+            _etch_write_once(port, register=register, coil=coil, value=value)
+            return
+        except (OSError, ModbusException):
+            if attempt == attempts - 1:
+                raise
 
 
 # --------------------------------------------------------------------------- the stack
