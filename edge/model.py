@@ -15,7 +15,7 @@ Invariants:
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -59,13 +59,6 @@ def severity(code: int) -> Literal["good", "uncertain", "bad"]:
     if code & 0x40:
         return "uncertain"
     return "good"
-
-
-def quality_name(code: int) -> str:
-    try:
-        return Quality(code).reason
-    except ValueError:
-        return f"{severity(code)}_0x{code:02x}"
 
 
 # --------------------------------------------------------------------------- tags
@@ -385,7 +378,3 @@ def item_id(gateway_id: str, seq: int, index: int) -> str:
 
 def json_dumps(obj: object) -> bytes:
     return _json_encoder.encode(obj)
-
-
-def iter_ids(gateway_id: str, seq: int, count: int) -> Iterable[str]:
-    return (item_id(gateway_id, seq, i) for i in range(count))

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import structlog
 
@@ -40,7 +40,6 @@ class Component:
     last_error: str = ""
     started_at: float = 0.0
     running: bool = False
-    done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Supervisor:
@@ -108,7 +107,6 @@ class Supervisor:
                 break
             log.warning("component returned; restarting", component=comp.name)
             await asyncio.sleep(backoff)
-        comp.done.set()
 
     def healthy(self) -> tuple[bool, list[str]]:
         problems = []
