@@ -4,8 +4,8 @@ Invariants:
 
 * A component that raises is logged with its traceback and restarted after a backoff
   that doubles up to ``max_backoff_s`` and resets once it has run ``healthy_after_s``.
-  Others keep running meanwhile. A component that returns normally is done (not
-  restarted) unless it is marked ``forever``.
+  Others keep running meanwhile. Components are meant to run until cancelled: one
+  that returns is logged and started again too.
 * ``stop()`` cancels the components in reverse order of ``add`` (sources were added
   first, so sinks and the journal outlive them) and waits for each within the deadline.
 * Progress checks: ``healthy()`` is True only while every registered check passes;
@@ -34,7 +34,6 @@ Check = Callable[[], str | None]  # returns None when fine, else what is wrong
 class Component:
     name: str
     factory: Factory
-    forever: bool = True
     task: asyncio.Task[None] | None = None
     restarts: int = 0
     last_error: str = ""
@@ -63,10 +62,10 @@ class Supervisor:
         self._m_up = m.gauge("edge_component_up", "1 while the component runs", ["component"])
         self._stopping = False
 
-    def add(self, name: str, factory: Factory, *, forever: bool = True) -> None:
+    def add(self, name: str, factory: Factory) -> None:
         if name in self._components:
             raise ValueError(f"component '{name}' added twice")
-        comp = Component(name, factory, forever)
+        comp = Component(name, factory)
         self._components[name] = comp
         comp.task = asyncio.create_task(self._keep(comp), name=f"supervise:{name}")
 
@@ -103,8 +102,6 @@ class Supervisor:
                 continue
             comp.running = False
             self._m_up.labels(comp.name).set(0)
-            if not comp.forever:
-                break
             log.warning("component returned; restarting", component=comp.name)
             await asyncio.sleep(backoff)
 
