@@ -45,6 +45,7 @@ class StatusBoard:
         self._prev_t = time.monotonic()
         self._cpu_prev = _cpu_seconds()
         self._tag_ids: dict[str, int] = {}
+        self._snapshot: dict[str, float] = {}
 
     # ------------------------------------------------------------------ tags
 
@@ -120,8 +121,7 @@ class StatusBoard:
 
     def links(self) -> dict[str, bool]:
         out = {f"sink:{n}": s.link_up for n, s in self.gw.sink_states.items()}
-        snap = getattr(self, "_snapshot", {})
-        for key, value in snap.items():
+        for key, value in self._snapshot.items():
             if key.startswith("edge_source_link_up{"):
                 labels = dict(
                     part.split("=", 1) for part in key[len("edge_source_link_up{"):-1].split(",")
