@@ -331,7 +331,7 @@ class HealthAlert(msgspec.Struct, frozen=True, tag="health_alert", tag_field="ty
 
 
 class SpcViolation(msgspec.Struct, frozen=True, tag="spc_violation", tag_field="type"):
-    """A control-chart rule fired on a tag."""
+    """A control-chart rule fired on a tag: an alarm (act on it) or a supporting signal."""
 
     ts_ns: int
     tag: str
@@ -340,6 +340,7 @@ class SpcViolation(msgspec.Struct, frozen=True, tag="spc_violation", tag_field="
     center: float
     sigma: float
     detail: str = ""
+    alarm: bool = False
 
 
 Record = CmmReading | Measurement | InterlockTrip | Quarantine | HealthAlert | SpcViolation

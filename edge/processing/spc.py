@@ -10,11 +10,20 @@ Invariants:
 * Rules (``kernels.spc_scan``): 1 beyond 3 sigma; 2 two of three beyond 2 sigma on one
   side; 3 four of five beyond 1 sigma on one side; 4 eight in a row on one side;
   EWMA(lambda, L) with exact time-varying limits, firing once per excursion.
-  Each enabled rule has its own false-alarm rate: the EWMA alone (lambda 0.2,
-  L 2.95, exact limits from the start) has an in-control ARL of about 480 and finds a
-  1-sigma shift in about 9.6 points (measured in tests); rules 1-4 together have an
-  in-control ARL of about 92 (a known property of the Western Electric set), so pick
-  ``rules`` to match the false-alarm budget of the tag.
+* Every violation of an enabled rule (``rules``) is recorded; ``SpcViolation.alarm``
+  says whether it is an *alarm* (act on it: the run-length figures below hold for
+  alarms) or a *signal* (supporting evidence for the engineer reading the chart). An
+  alarm is a violation of a rule in ``alarm_rules``; a rule-1 point is an alarm only
+  beyond ``we1_alarm_sigma``. False-alarm rates add up across rules: the four Western
+  Electric rules together have an in-control ARL of about 92 (Champ & Woodall), which
+  is why they are signals by default.
+* The default alarm scheme, EWMA(0.15, 2.86) plus single points beyond 4 sigma,
+  measured by ``run_lengths`` (tests/unit/test_processing_spc.py, bench/kernels.py):
+  in-control ARL about 420; a 1-sigma shift found in about 8.5 points when present
+  from the start of the chart and about 9.8 when it appears after 100 in-control
+  points. That is near the best any scheme does for a 1-sigma shift at ARL0 370 (a
+  CUSUM with k 0.5 needs about 9.9), so retune ``ewma_lambda`` / ``ewma_l`` with
+  ``run_lengths``, not by feel. Limits learned from a short baseline lower ARL0.
 """
 
 from __future__ import annotations
@@ -52,8 +61,10 @@ class SpcConfig(ConfigStruct, frozen=True):
     center: float | None = None
     sigma: float | None = None
     rules: tuple[RuleName, ...] = ("we1", "we2", "we3", "we4", "ewma")
-    ewma_lambda: float = 0.2
-    ewma_l: float = 2.95
+    alarm_rules: tuple[RuleName, ...] = ("we1", "ewma")  # the rest of ``rules``: signals
+    we1_alarm_sigma: float = 4.0  # a rule-1 point is an alarm only beyond this
+    ewma_lambda: float = 0.15
+    ewma_l: float = 2.86
 
     def __post_init__(self) -> None:
         if self.tag.count("/") < 1:
@@ -72,12 +83,67 @@ class SpcConfig(ConfigStruct, frozen=True):
             raise ValueError("ewma_lambda must be in (0, 1]")
         if not self.ewma_l > 0:
             raise ValueError("ewma_l must be > 0")
+        if not (math.isfinite(self.we1_alarm_sigma) and self.we1_alarm_sigma >= 3):
+            raise ValueError("we1_alarm_sigma must be a finite number >= 3")
 
     def declare_tags(self, tags: TagRegistry) -> None:
         """SPC emits records only, no samples."""
 
     def mask(self) -> int:
         return sum(_BITS[r] for r in set(self.rules))
+
+    def alarm_mask(self) -> int:
+        """Rules whose violations are alarms (only those also in ``rules`` ever fire)."""
+        return sum(_BITS[r] for r in set(self.alarm_rules)) & self.mask()
+
+    def params(self, center: float = math.nan, sigma: float = math.nan
+               ) -> npt.NDArray[np.float64]:
+        """The ``kernels.spc_scan`` parameter vector of this chart."""
+        return np.array([center, sigma, self.ewma_lambda, self.ewma_l, float(self.mask())])
+
+
+def alarm_flags(cfg: SpcConfig, rule: npt.NDArray[np.int64], stat: npt.NDArray[np.float64]
+                ) -> npt.NDArray[np.bool_]:
+    """Which ``spc_scan`` violations (rule bit, statistic) are alarms under ``cfg``."""
+    alarm: npt.NDArray[np.bool_] = (rule & cfg.alarm_mask()) != 0
+    alarm &= (rule != _BITS["we1"]) | (np.abs(stat) > cfg.we1_alarm_sigma)
+    return alarm
+
+
+def run_lengths(cfg: SpcConfig, shift: float, runs: int, seed: int, *, onset: int = 0,
+                cap: int = 5000) -> npt.NDArray[np.float64]:
+    """Simulated run lengths to the first alarm of ``cfg``'s alarm scheme, in sigma units.
+
+    Each run is a fresh chart (known center 0, sigma 1) on N(0, 1) points with ``shift``
+    added from point ``onset`` on; its run length counts points from the onset to the
+    first alarm inclusive (``cap`` if none). With ``onset`` > 0 this is the conditional
+    steady-state ARL: a run with an alarm before the onset is discarded and drawn again.
+    """
+    from edge.processing import kernels as K
+
+    rng = np.random.default_rng(seed)
+    params = cfg.params(0.0, 1.0)
+    n, step = onset + cap, 256  # scanned in steps with the state carried: stop at the alarm
+    idx, rule, stat = np.empty(5 * step, np.int64), np.empty(5 * step, np.int64), \
+        np.empty(5 * step)
+    out = np.empty(runs)
+    r = 0
+    while r < runs:
+        state = np.zeros(K.N_SPC_STATE)
+        first = n
+        for start in range(0, n, step):
+            x = rng.standard_normal(min(step, n - start))
+            x[max(onset - start, 0):] += shift
+            k = K.spc_scan(x, params, state, idx, rule, stat)
+            hits = idx[:k][alarm_flags(cfg, rule[:k], stat[:k])]
+            if hits.shape[0]:
+                first = start + int(hits[0])
+                break
+        if first < onset:
+            continue
+        out[r] = min(first - onset + 1, cap)
+        r += 1
+    return out
 
 
 def c4(n: int) -> float:
@@ -113,17 +179,15 @@ class Spc:
             except KeyError:
                 raise ConfigError(f"spc '{cfg.name}': tag '{cfg.tag}' is not declared") \
                     from None
-            params = np.array([math.nan, math.nan, cfg.ewma_lambda, cfg.ewma_l,
-                               float(cfg.mask())])
-            chart = _Chart(cfg, tag_id, params, np.zeros(K.N_SPC_STATE))
+            chart = _Chart(cfg, tag_id, cfg.params(), np.zeros(K.N_SPC_STATE))
             if cfg.center is not None and cfg.sigma is not None:
-                params[0], params[1] = cfg.center, cfg.sigma
+                chart.params[0], chart.params[1] = cfg.center, cfg.sigma
                 chart.ready = True
             self.charts[cfg.name] = chart
         self._m = None
         if ctx is not None:
             self._m = ctx.metrics.counter("edge_spc_violations_total", "SPC rule violations",
-                                          ["chart", "rule"])
+                                          ["chart", "rule", "kind"])
 
     def process(self, batch: SampleBatch, records: Sequence[Record], now_ns: int) -> StageOutput:
         out = StageOutput(batch, list(records))
@@ -187,16 +251,18 @@ class Spc:
         k = self._k.spc_scan(np.ascontiguousarray(points), chart.params, chart.state,
                              o_idx, o_rule, o_stat)
         center, sigma = float(chart.params[0]), float(chart.params[1])
+        alarms = alarm_flags(chart.cfg, o_rule[:k], o_stat[:k])
         for j in range(k):
             rule = _NAMES[int(o_rule[j])]
             i = int(o_idx[j])
             out.records.append(SpcViolation(
                 ts_ns=int(point_ts[i]), tag=chart.cfg.tag, rule=rule, value=float(points[i]),
-                center=center, sigma=sigma,
-                detail=f"{chart.cfg.name}: {_DETAIL[rule]} (statistic {float(o_stat[j]):.4g})",
+                center=center, sigma=sigma, alarm=bool(alarms[j]),
+                detail=f"{chart.cfg.name}: {'alarm' if alarms[j] else 'signal'}, "
+                       f"{_DETAIL[rule]} (statistic {float(o_stat[j]):.4g})",
             ))
             if self._m is not None:
-                self._m.labels(chart.cfg.name, rule).inc()
+                self._m.labels(chart.cfg.name, rule, "alarm" if alarms[j] else "signal").inc()
 
     def _limits(self, chart: _Chart) -> None:
         x = np.array(chart.base_x)
