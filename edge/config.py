@@ -47,6 +47,9 @@ class GatewaySection(ConfigStruct, frozen=True):
     # WATCHDOG=1 is withheld once a component has made no progress for this long.
     stall_timeout_s: float = 30.0
     metrics_port: int = 0
+    # Sources whose tags an interlock watches run on their own thread and event loop,
+    # so a stop never waits behind the bulk work of the main loop.
+    fast_lane: bool = True
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", self.id):
