@@ -12,6 +12,8 @@ Invariants:
 * One source per device with its own clients and its own backoff: a dead device
   stalls nobody else. Commands use a second connection, so a stop never waits
   behind a poll that hangs.
+* The poll path runs once per read at the device's rate: everything that depends only
+  on the config (plan, decoders, client methods, tag ids) is built once, in ``__init__``.
 """
 
 from __future__ import annotations
@@ -162,12 +164,21 @@ class ModbusSourceConfig(ConfigStruct, frozen=True):
         return ModbusSource(self, ctx)
 
 
+_METHOD: dict[Function, str] = {
+    "holding": "read_holding_registers", "input": "read_input_registers",
+    "coil": "read_coils", "discrete": "read_discrete_inputs",
+}
+
+
 class _Read:
     """One planned request with its decoder and the slice of the poll's samples it fills."""
 
     def __init__(self, req: ReadRequest, cfg: ModbusSourceConfig, start: int) -> None:
         self.req = req
-        self.sl = slice(start, start + len(req.members))
+        self.method = _METHOD[req.function]  # the pymodbus client method that sends it
+        self.bits = req.function in ("coil", "discrete")
+        self.start = start
+        self.stop = start + len(req.members)
         fields = []
         for i in req.members:
             r = cfg.registers[i]
@@ -177,12 +188,27 @@ class _Read:
         self.failing = ""
 
 
+def next_tick(k: int, t0: float, interval: float, now: float) -> tuple[int, int]:
+    """The tick to poll after poll ``k`` ended at ``now``, and how many ticks it skipped.
+
+    Tick k is due at ``t0 + k * interval``; a tick that passed while poll k ran is
+    skipped (no burst to catch up, no drift): the next poll waits for the next tick.
+    """
+    nxt = k + 1
+    if t0 + nxt * interval <= now:
+        nxt = math.floor((now - t0) / interval) + 1
+    return nxt, nxt - k - 1
+
+
 def _reraise_cancel() -> None:
     """Re-raise a cancellation that pymodbus' ``wait_for`` swallowed (Python 3.11 loses a
     cancel that races with the answer), so that stopping the source always works."""
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+_REJECT_REASON = {q: q.reason.removeprefix("bad_") for q in Quality}
 
 
 class ModbusSource:
@@ -269,12 +295,9 @@ class ModbusSource:
             if lost:
                 self._link(False, lost)
                 return any_ok
-            elapsed = loop.time() - t0
-            nxt = k + 1
-            if t0 + nxt * interval <= loop.time():
-                nxt = math.floor(elapsed / interval) + 1
-                self.missed.inc(nxt - k - 1)
-            k = nxt
+            k, missed = next_tick(k, t0, interval, loop.time())
+            if missed:
+                self.missed.inc(missed)
             delay = t0 + k * interval - loop.time()
             if delay > 0:  # when late, the reads themselves yield to the loop
                 await asyncio.sleep(delay)
@@ -282,52 +305,61 @@ class ModbusSource:
     async def _poll_once(self, client: AsyncModbusTcpClient, emit: Emit) -> tuple[bool, str]:
         n = len(self.tag_ids)
         ts = time.time_ns()
-        values = np.full(n, math.nan)
+        values = [math.nan] * n
         quality = np.zeros(n, np.uint8)
+        bad: list[tuple[Quality, int]] = []
         lost = ""
         ok = False
+        device_id = self.cfg.device_id
         for read in self.reads:
             if lost:
-                quality[read.sl] = Quality.BAD_TIMEOUT if lost == "timeout" else (
-                    Quality.BAD_NOT_CONNECTED)
+                q = Quality.BAD_TIMEOUT if lost == "timeout" else Quality.BAD_NOT_CONNECTED
+                self._bad(quality, bad, read, q)
                 continue
+            req = read.req
             try:  # pymodbus enforces timeout_s itself (retries=0)
-                rr = await self._read(client, read.req)
+                rr: ModbusPDU = await getattr(client, read.method)(
+                    req.address, count=req.count, device_id=device_id)
             except (TimeoutError, ConnectionException, ModbusException) as exc:
                 _reraise_cancel()
                 timeout = not isinstance(exc, ConnectionException)
                 lost = "timeout" if timeout else "connection lost"
-                quality[read.sl] = Quality.BAD_TIMEOUT if timeout else Quality.BAD_NOT_CONNECTED
+                self._bad(quality, bad, read,
+                          Quality.BAD_TIMEOUT if timeout else Quality.BAD_NOT_CONNECTED)
                 self._note(read, lost, str(exc))
                 continue
             _reraise_cancel()
             if rr.isError():
-                quality[read.sl] = Quality.BAD_DEVICE_EXCEPTION
+                self._bad(quality, bad, read, Quality.BAD_DEVICE_EXCEPTION)
                 self._note(read, f"exception {rr.exception_code}", "")
                 continue
-            raw = rr.bits if read.req.function in ("coil", "discrete") else rr.registers
             try:
-                values[read.sl] = read.decoder.decode(raw)
+                values[read.start : read.stop] = read.decoder.decode(
+                    rr.bits if read.bits else rr.registers)
             except ValueError as exc:
-                quality[read.sl] = Quality.BAD_DECODE
+                self._bad(quality, bad, read, Quality.BAD_DECODE)
                 self._note(read, "short answer", str(exc))
                 continue
             ok = True
-            self._note(read, "", "")
-        await emit(SampleBatch(self.tag_ids, np.full(n, ts), values, quality), [])
+            if read.failing:
+                self._note(read, "", "")
+        ts_ns = np.empty(n, np.int64)
+        ts_ns.fill(ts)
+        await emit(SampleBatch(self.tag_ids, ts_ns, np.array(values, np.float64), quality), [])
         self.polls += 1
         self.metrics.received(n)
-        bad = int(np.count_nonzero(quality))
-        if bad:
-            self._count_bad(quality)
+        for q, count in bad:
+            self.metrics.rejected(_REJECT_REASON[q], count)
         if ok:
             self.metrics.sampled(self.device)
         return ok, lost
 
-    def _count_bad(self, quality: npt.NDArray[np.uint8]) -> None:
-        codes, counts = np.unique(quality[quality != 0], return_counts=True)
-        for code, count in zip(codes.tolist(), counts.tolist(), strict=True):
-            self.metrics.rejected(Quality(code).reason.removeprefix("bad_"), count)
+    @staticmethod
+    def _bad(quality: npt.NDArray[np.uint8], bad: list[tuple[Quality, int]], read: _Read,
+             q: Quality) -> None:
+        """Mark a read's samples with a Bad quality (their values stay NaN)."""
+        quality[read.start : read.stop] = q
+        bad.append((q, read.stop - read.start))
 
     def _note(self, read: _Read, failing: str, detail: str) -> None:
         """Log a read's state transitions (not every failed poll)."""
@@ -341,18 +373,6 @@ class ModbusSource:
             log.info("modbus read recovered", source=self.name, function=req.function,
                      address=req.address, count=req.count)
         read.failing = failing
-
-    async def _read(self, client: AsyncModbusTcpClient, req: ReadRequest) -> ModbusPDU:
-        dev = self.cfg.device_id
-        if req.function == "holding":
-            return await client.read_holding_registers(req.address, count=req.count,
-                                                       device_id=dev)
-        if req.function == "input":
-            return await client.read_input_registers(req.address, count=req.count,
-                                                     device_id=dev)
-        if req.function == "coil":
-            return await client.read_coils(req.address, count=req.count, device_id=dev)
-        return await client.read_discrete_inputs(req.address, count=req.count, device_id=dev)
 
     # ------------------------------------------------------------------ write-back
 

@@ -1,20 +1,36 @@
-"""Unit tests of the Modbus codec, the read planner and the source config (no sockets)."""
+"""Unit tests of the Modbus codec, the read planner, the schedule, the source config and one
+poll against a fake client (no sockets)."""
 
 from __future__ import annotations
 
+import math
 import struct
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pymodbus.exceptions import ModbusIOException
+from pymodbus.pdu import ExceptionResponse
+from pymodbus.pdu.bit_message import ReadCoilsResponse
+from pymodbus.pdu.register_message import (
+    ReadHoldingRegistersResponse,
+    ReadInputRegistersResponse,
+)
 
+from edge.components import BuildContext
 from edge.config import loads
 from edge.errors import ConfigError
+from edge.model import Quality, Record, SampleBatch, TagRegistry
+from edge.runtime.metrics import Metrics
+from edge.sources.modbus import next_tick
 from edge.sources.modbus_codec import Decoder, Field, decode, encode
-from edge.sources.modbus_plan import ReadRequest, RegisterRef, plan_reads
+from edge.sources.modbus_plan import Function, ReadRequest, RegisterRef, plan_reads
 
-LIMITS = {"holding": 125, "input": 125, "coil": 2000, "discrete": 2000}
+LIMITS: dict[Function, int] = {"holding": 125, "input": 125, "coil": 2000, "discrete": 2000}
 
 
 @pytest.mark.parametrize(
@@ -30,7 +46,7 @@ def test_float32_in_all_four_orders(words: list[int], word_order: str, byte_orde
     """10.0 (0x41200000) decodes from each of the four word/byte orders."""
     assert decode(words, "float32", word_order, byte_order) == 10.0  # type: ignore[arg-type]
     dec = Decoder([Field(0, "float32", word_order, byte_order)])  # type: ignore[arg-type]
-    assert dec.decode(words).tolist() == [10.0]
+    assert dec.decode(words) == [10.0]
 
 
 def test_known_integer_and_double_values() -> None:
@@ -50,7 +66,7 @@ _orders = st.sampled_from(["big", "little"])
 @given(st.lists(st.tuples(_types, _orders, _orders, st.integers(0, 2**32 - 1)),
                 min_size=1, max_size=8))
 def test_vector_decoder_matches_scalar_reference(specs: list[tuple[str, str, str, int]]) -> None:
-    """The numpy decoder gives bit-identical values to the scalar reference on random words."""
+    """The per-read decoder gives bit-identical values to the scalar reference on random words."""
     words: list[int] = []
     fields = []
     rng = np.random.default_rng(len(specs))
@@ -140,3 +156,140 @@ def test_config_one_based_addresses_and_holes() -> None:
     assert [(r.address, r.count) for r in cfg.plan()] == [(0, 1)]
     with pytest.raises(ConfigError, match="lies in a hole"):
         loads(_cfg('name = "a"\naddress = 5', "holes = [[4, 6]]"))
+
+
+_scales = st.sampled_from([(1.0, 0.0), (2.0, 1.0), (0.1, -5.0), (-3.5, 1e6)])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_types, _orders, _orders, st.integers(0, 12), _scales),
+                min_size=1, max_size=8), st.integers(0, 2**32 - 1))
+def test_decoder_with_gaps_and_overlaps_matches_reference(
+    specs: list[tuple[str, str, str, int, tuple[float, float]]], seed: int
+) -> None:
+    """Fields anywhere in a read (gaps, shared registers, any scale) decode as the reference."""
+    fields = [Field(at, rtype, wo, bo, s, o)  # type: ignore[arg-type]
+              for rtype, wo, bo, at, (s, o) in sorted(specs, key=lambda x: x[3])]
+    span = max(f.offset + {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2,
+                           "float64": 4}[f.rtype] for f in fields)
+    words = np.random.default_rng(seed).integers(0, 65536, span + 2).tolist()
+    got = Decoder(fields).decode(words)
+    ref = [decode(words[f.offset:], f.rtype, f.word_order, f.byte_order, f.scale,
+                  f.value_offset) for f in fields]
+    np.testing.assert_array_equal(np.array(got), np.array(ref))
+
+
+def test_bit_decoder_reads_coils_at_their_offsets() -> None:
+    """Coils/discrete inputs decode to 0.0/1.0 at their bit offsets, scaled."""
+    dec = Decoder([Field(0, "bool"), Field(3, "bool"),
+                   Field(9, "bool", scale=2.0, value_offset=1.0)])
+    bits = [True, False, False, False, True, False, False, False, False, True]
+    assert dec.decode(bits) == [1.0, 0.0, 3.0]
+
+
+def test_decoder_rejects_short_or_impossible_answers() -> None:
+    """A short read or a word outside 0..65535 is a ValueError (a Bad sample), never a value."""
+    dec = Decoder([Field(0, "float32"), Field(2, "uint16")])
+    with pytest.raises(ValueError, match="expected 3"):
+        dec.decode([0x4120, 0])
+    with pytest.raises(ValueError, match="out of range"):
+        dec.decode([0x4120, 0, 70000])
+
+
+def test_schedule_keeps_ticks_and_skips_missed_ones() -> None:
+    """On time: the next tick. Late by 2.5 intervals: the ticks passed are skipped and counted."""
+    assert next_tick(0, 100.0, 0.1, 100.05) == (1, 0)
+    assert next_tick(4, 100.0, 0.1, 100.72) == (8, 3)  # ticks 5, 6, 7 passed while poll 4 ran
+
+
+@given(st.integers(0, 10**6), st.floats(1e-6, 10.0), st.floats(0.0, 1e3))
+def test_schedule_never_drifts_nor_bursts(k: int, interval: float, late: float) -> None:
+    """The next poll is on the tick grid, after the previous one, and not already past."""
+    t0 = 1000.0
+    now = t0 + k * interval + late
+    nxt, missed = next_tick(k, t0, interval, now)
+    assert nxt > k and missed == nxt - k - 1 >= 0
+    assert t0 + nxt * interval >= now - 1e-9 * max(1.0, now)
+    assert missed == 0 or t0 + (nxt - 1) * interval <= now + 1e-9 * max(1.0, now)
+
+
+class _FakeDevice:
+    """Stands in for the pymodbus client: holding 0-3 (two float32), coils 0-1, input 10."""
+
+    def __init__(self) -> None:
+        self.fail: dict[str, Exception | int] = {}  # method -> raised exception / exc. code
+
+    async def _answer(self, method: str, pdu: Any) -> Any:
+        fail = self.fail.get(method)
+        if isinstance(fail, Exception):
+            raise fail
+        if fail is not None:
+            return ExceptionResponse(3, fail)
+        return pdu
+
+    async def read_holding_registers(self, address: int, count: int, device_id: int) -> Any:
+        regs = encode(21.5, "float32") + encode(-1.25, "float32", "little", "little")
+        return await self._answer("read_holding_registers", ReadHoldingRegistersResponse(
+            registers=regs[address : address + count], dev_id=device_id))
+
+    async def read_coils(self, address: int, count: int, device_id: int) -> Any:
+        bits = ([False, True] + [False] * 14)[address : address + count]
+        return await self._answer("read_coils", ReadCoilsResponse(
+            bits=bits + [False] * (-len(bits) % 8), dev_id=device_id))
+
+    async def read_input_registers(self, address: int, count: int, device_id: int) -> Any:
+        return await self._answer("read_input_registers", ReadInputRegistersResponse(
+            registers=[0xFFFE], dev_id=device_id))
+
+
+async def _poll_with(device: _FakeDevice, tmp_path: Path) -> tuple[SampleBatch, str, Metrics]:
+    cfg = loads(_cfg(
+        'name = "t"\naddress = 0\ntype = "float32"\n'
+        '[[sources.registers]]\nname = "p"\naddress = 2\ntype = "float32"\n'
+        'word_order = "little"\nbyte_order = "little"\n'
+        '[[sources.registers]]\nname = "run"\naddress = 1\nfunction = "coil"\n'
+        '[[sources.registers]]\nname = "i"\naddress = 10\nfunction = "input"\ntype = "int16"\n'
+        'scale = 0.5',
+    )).sources[0]
+    tags, metrics = TagRegistry(), Metrics()
+    cfg.declare_tags(tags)
+    src = cfg.build(BuildContext("gw", tags, metrics, tmp_path, lambda n: ""))
+    got: list[SampleBatch] = []
+
+    async def emit(batch: SampleBatch | None, records: Sequence[Record]) -> None:
+        assert batch is not None
+        got.append(batch)
+
+    _, lost = await src._poll_once(device, emit)  # type: ignore[arg-type]
+    names = [tags[int(t)].key for t in got[0].tag_id]
+    assert names == ["etch1/t", "etch1/p", "etch1/i", "etch1/run"]
+    return got[0], lost, metrics
+
+
+async def test_poll_decodes_every_read_of_a_device(tmp_path: Path) -> None:
+    """Holding, input and coil reads of one poll land in one batch, decoded and Good."""
+    batch, lost, metrics = await _poll_with(_FakeDevice(), tmp_path)
+    assert lost == "" and batch.value.tolist() == [21.5, -1.25, -1.0, 1.0]
+    assert batch.quality.tolist() == [0, 0, 0, 0] and len(set(batch.ts_ns.tolist())) == 1
+    assert metrics.snapshot()['edge_source_received_total{source="etch1"}'] == 4
+
+
+async def test_poll_marks_only_the_failed_read_bad(tmp_path: Path) -> None:
+    """An exception reply makes that read's samples NaN/BAD_DEVICE_EXCEPTION; others stay Good."""
+    device = _FakeDevice()
+    device.fail["read_input_registers"] = 2
+    batch, lost, metrics = await _poll_with(device, tmp_path)
+    assert lost == "" and batch.quality.tolist() == [0, 0, Quality.BAD_DEVICE_EXCEPTION, 0]
+    assert math.isnan(batch.value[2]) and batch.value[[0, 1, 3]].tolist() == [21.5, -1.25, 1.0]
+    snap = metrics.snapshot()
+    assert snap['edge_source_rejected_total{reason="device_exception",source="etch1"}'] == 1
+
+
+async def test_poll_timeout_marks_the_rest_of_the_poll_bad(tmp_path: Path) -> None:
+    """A timeout loses the link: that read and every later one are NaN/BAD_TIMEOUT."""
+    device = _FakeDevice()
+    device.fail["read_holding_registers"] = ModbusIOException("no answer")
+    batch, lost, metrics = await _poll_with(device, tmp_path)
+    assert lost == "timeout" and batch.quality.tolist() == [Quality.BAD_TIMEOUT] * 4
+    assert all(math.isnan(v) for v in batch.value.tolist())
+    assert metrics.snapshot()['edge_source_rejected_total{reason="timeout",source="etch1"}'] == 4
