@@ -87,10 +87,10 @@ def compensation(n: int, rng: np.random.Generator) -> dict[str, float]:
         "numpy": np_l20_u,
     }, rounds)
     k = min(n, 200_000)
-    lists = [a[:k].tolist() for a in (m, tp, ts, utp, uts)]
+    lm, ltp, lts, lutp, luts = (a[:k].tolist() for a in (m, tp, ts, utp, uts))
     lo, uo = [0.0] * k, [0.0] * k
     t0 = time.perf_counter_ns()
-    python_l20_u(*lists, lo, uo)
+    python_l20_u(lm, ltp, lts, lutp, luts, lo, uo)
     res = {name: v / n for name, v in t.items()}
     res["python"] = (time.perf_counter_ns() - t0) / k
     res["bw_gbs"] = 16 / res["copy"]
