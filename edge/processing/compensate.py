@@ -12,9 +12,16 @@ Invariants:
   ``|L20 - nominal| - U > tol``; otherwise, or when L20 or U is not finite,
   *indeterminate*. A good part is therefore rejected only if the error exceeds U.
 * Where the part has no probe (NaN, or ``part_temp = "estimate"``), its temperature is
-  a first-order lag of the air history (time constant ``part_tau_s``), flagged
-  ``part_temp_estimated`` and carried with the larger ``u_part_temp_estimated_c``; the
-  L20 sample then has quality ``uncertain_estimated``.
+  a first-order lag of the air history (time constant ``part_tau_s``, default 600 s;
+  measure it for your parts, e.g. one probed part over an HVAC cycle: in hw_sim a tau
+  25 % off loses about 10 points of removed error), flagged ``part_temp_estimated`` and
+  carried with the larger ``u_part_temp_estimated_c``; the L20 sample then has quality
+  ``uncertain_estimated``. The air comes from the readings' ``air_temp_c`` or, with
+  ``air_temp_tag``, from that tag's samples, carried to each reading's time. The lag
+  sees only what the air does to the part: a part's own offset from the air (handling,
+  machining heat) is invisible to it, and against hw_sim's 0.2 C per-part offset it
+  removes about 92 % of the thermal error, as much as the exact air-driven part
+  temperature would (99.5 % without that offset; 99.2 % with a probe).
 * u combines (first order, uncorrelated) the part and scale temperatures, both CTEs and
   the probing uncertainty; see ``kernels.compensate_with_uncertainty``.
 """
@@ -188,7 +195,7 @@ class Compensate:
         scale = np.fromiter((r.scale_temp_c for r in rows), np.float64, n)
         est = np.empty(n)
         if cmm.air_tag >= 0:
-            est[:] = cmm.lag[0] if cmm.lag[2] else np.nan
+            est[:] = _held_air_estimate(cmm, ts)
         else:
             air = np.fromiter((r.air_temp_c for r in rows), np.float64, n)
             order = np.argsort(ts, kind="stable")
@@ -223,6 +230,16 @@ class Compensate:
             if self._m_verdict is not None:
                 self._m_verdict.labels(r.device, v).inc()
         return out
+
+
+def _held_air_estimate(cmm: _Cmm, ts: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
+    """The lag state carried from the last air sample to each reading's time, the air held
+    at that sample meanwhile (the part keeps relaxing towards it); NaN before any air."""
+    x, air, ok = cmm.lag
+    if not ok:
+        return np.full(ts.shape[0], np.nan)
+    dt_s = np.maximum(ts - cmm.lag_ts[0], 0) / 1e9
+    return air + (x - air) * np.exp(-dt_s / cmm.cfg.part_tau_s)  # type: ignore[no-any-return]
 
 
 def _quality(m: Measurement) -> int:

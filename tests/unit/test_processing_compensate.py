@@ -21,9 +21,9 @@ def _readings(part: CmmPart, *, probe: bool = True) -> list[CmmReading]:
         scale_temp_c=r.scale_temp_c) for r in part.rows]
 
 
-def _run(n_parts: int, *, probe: bool, seed: int = 11) -> tuple[list[CmmPart],
-                                                                 list[Measurement], CmmConfig]:
-    model = CmmModel(seed, CmmConfig(hvac_mean_c=23.0))
+def _run(n_parts: int, *, probe: bool, seed: int = 11, part_offset_sigma_c: float = 0.2
+         ) -> tuple[list[CmmPart], list[Measurement], CmmConfig]:
+    model = CmmModel(seed, CmmConfig(hvac_mean_c=23.0, part_offset_sigma_c=part_offset_sigma_c))
     stage = Compensate([CompensationConfig(name="cmm1")], TagRegistry())
     parts, meas = [], []
     for k in range(1, n_parts + 1):
@@ -71,17 +71,59 @@ def test_compensation_removes_95_percent_and_rejects_no_good_part() -> None:
     assert sum(m.verdict == "conforming" for m in meas) / len(meas) > 0.8
 
 
+def _removed(raw_err: np.ndarray, left: np.ndarray, skip: int = 30) -> float:
+    """Share of the RMS thermal error removed, after the first 10 parts (lag warm-up)."""
+    return float(1 - np.sqrt(np.mean(left[skip:] ** 2)) / np.sqrt(np.mean(raw_err[skip:] ** 2)))
+
+
 def test_estimated_part_temperature_without_probe() -> None:
-    """With no part probe the lag model estimates the part temperature; still no good part
-    rejected, most of the thermal error removed, rows flagged as estimated."""
+    """With no part probe the lag model estimates the part temperature: rows flagged as
+    estimated, no good part rejected, and everything the air explains removed (>= 99 %
+    when hw_sim's parts follow the air; ~92 % with its 0.2 C per-part offset on top)."""
     parts, meas, cfg = _run(400, probe=False)
     assert all(m.part_temp_estimated for m in meas)
-    raw_err, left = _errors(parts, meas, cfg)
-    removed = 1 - np.sqrt(np.mean(left[30:] ** 2)) / np.sqrt(np.mean(raw_err[30:] ** 2))
-    assert removed >= 0.8, removed
+    removed = _removed(*_errors(parts, meas, cfg))
+    assert removed >= 0.9, removed
     good_bad = [m for p, m in zip((p for p in parts for _ in p.rows), meas, strict=True)
                 if p.conforms_by_feature[m.feature] and m.verdict == "nonconforming"]
     assert good_bad == []
+    parts, meas, cfg = _run(400, probe=False, part_offset_sigma_c=0.0)
+    removed = _removed(*_errors(parts, meas, cfg))
+    assert removed >= 0.99, removed
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "not met without a probe: hw_sim gives each part an offset N(0, 0.2 C) from the "
+    "air-driven temperature that no air history can reveal; even the simulator's exact "
+    "air-driven part temperature removes only ~92 %"))
+def test_estimated_part_temperature_removes_95_percent() -> None:
+    """The issue's goal applied to the no-probe case: >= 95 % of the thermal error removed."""
+    parts, meas, cfg = _run(400, probe=False)
+    removed = _removed(*_errors(parts, meas, cfg))
+    assert removed >= 0.95, removed
+
+
+def test_air_temperature_from_a_tag() -> None:
+    """With ``air_temp_tag`` the lag runs on that tag's samples, carried to each reading's
+    time: air sampled once a minute, the last sample a minute before the part, and still
+    >= 99 % of the air-driven error removed (reading the lag at the last air sample: ~92 %)."""
+    tags = TagRegistry()
+    air_id = tags.add("cmm1", "air_c").id
+    stage = Compensate([CompensationConfig(name="cmm1", air_temp_tag="cmm1/air_c")], tags)
+    model = CmmModel(11, CmmConfig(hvac_mean_c=23.0, part_offset_sigma_c=0.0))
+    interval = model.cfg.part_interval_s
+    parts, meas = [], []
+    for k in range(1, 301):
+        t_air = (k - 1) * interval
+        air = SampleBatch([air_id], [model.start_ns + round(t_air * 1e9)],
+                          [model.air_temp(t_air)])
+        part = model.measure_part(k * interval)
+        parts.append(part)
+        out = stage.process(air, _readings(part, probe=False), 0)
+        meas += [m for m in out.records if isinstance(m, Measurement)]
+    assert all(m.part_temp_estimated for m in meas)
+    removed = _removed(*_errors(parts, meas, model.cfg))
+    assert removed >= 0.99, removed
 
 
 def test_verdict_decision_rule_with_guard_bands() -> None:
