@@ -11,9 +11,25 @@ Invariants:
   before the current baseline exists.
 * Health = 1 - the weighted mean of the degradation fractions (rise over baseline /
   rise at failure) of the features present, clipped to 0..1. It is computed once per
-  ``health_interval_s`` of sample time; time to failure is the Theil-Sen trend of the
-  last ``trend_window`` health points extrapolated to 0 (``ttf_horizon_s`` when the
-  trend is not falling).
+  ``health_interval_s`` of sample time.
+* Time to failure assumes what the current feature's physics says: wear, and so the
+  rise of the running current, grows linearly with *operating* time (running samples),
+  not wall time; idle time and micro-stoppages wear nothing. The trend is the
+  Theil-Sen line of health against operating time over the motor's whole history
+  since its baseline (a point joins only if the motor ran since the previous one),
+  thinned (every other point dropped, the stride doubled) to at most ``trend_window``
+  points, so the fit always spans the life seen so far. Failure is one full failure
+  rise below the line's health at operating time zero: the healthy level as the whole
+  history estimates it, far less noisy than the baseline mean of the first samples,
+  whose error would otherwise shift every estimate by a constant. The remaining
+  operating time to that point is turned into seconds with the duty rate (running
+  samples per second) over the newer half of the history. Time to failure is 0 past
+  that point, infinite (reported as ``ttf_horizon_s``) while the line is not falling,
+  the motor has not run lately or fewer than ``min_trend_points`` points exist.
+* Operating time of a point is the running-sample count less the level EWMA's lag,
+  (1 - ``level_alpha``) / ``level_alpha`` samples, so the line is not late by it.
+* A motor replaced while the gateway runs keeps its history: restart the gateway (or
+  the stage) after a replacement, as for any change of the baseline.
 * Each alert (health below ``alert_health``, time to failure below ``alert_ttf_s``)
   fires once per crossing and re-arms only past its hysteresis. The health alert
   judges the trend line's value now (less noisy than a single point) once a trend
@@ -142,7 +158,10 @@ class _Motor:
     vib: npt.NDArray[np.float64] = field(default_factory=_level_state)
     temp: npt.NDArray[np.float64] = field(default_factory=_level_state)
     t: list[float] = field(default_factory=list)
+    op: list[float] = field(default_factory=list)
     h: list[float] = field(default_factory=list)
+    stride: int = 1
+    points: int = 0
     next_point_ns: int = -1
     t0_ns: int = -1
     health: float = math.nan
@@ -244,7 +263,8 @@ class Health:
 
     # ------------------------------------------------------------------ internals
 
-    def health_of(self, motor: _Motor) -> float:
+    def _index(self, motor: _Motor) -> float:
+        """1 - the weighted degradation, not clipped (the trend needs its noise whole)."""
         g, s = motor.group, motor.scan
         if not math.isfinite(s[4]):
             return math.nan
@@ -258,37 +278,49 @@ class Health:
         weight = sum(w for w, _ in parts)
         if weight <= 0:
             return math.nan
-        d = sum(w * x for w, x in parts) / weight
-        return float(min(1.0, max(0.0, 1.0 - d)))
+        return float(1.0 - sum(w * x for w, x in parts) / weight)
 
     def _point(self, motor: _Motor, ts_ns: int, out: StageOutput) -> bool:
         g = motor.group
-        h = self.health_of(motor)
+        h = self._index(motor)
         if not math.isfinite(h):
             return False
         if motor.t0_ns < 0:
             motor.t0_ns = ts_ns
         motor.next_point_ns = ts_ns + round(g.health_interval_s * 1e9)
-        motor.t.append((ts_ns - motor.t0_ns) / 1e9)
-        motor.h.append(h)
-        if len(motor.t) > g.trend_window:
-            del motor.t[0], motor.h[0]
-        motor.health = h
-        motor.ttf_s = self._ttf(motor)
+        now_s, op = (ts_ns - motor.t0_ns) / 1e9, float(motor.scan[1])
+        ran = not motor.op or op > motor.op[-1]  # idle time says nothing about wear
+        if ran and motor.points % motor.stride == 0:
+            motor.t.append(now_s)
+            motor.op.append(op)
+            motor.h.append(h)
+            if len(motor.t) > g.trend_window:
+                del motor.t[1::2], motor.op[1::2], motor.h[1::2]
+                motor.stride *= 2
+        motor.points += ran
+        motor.health = min(1.0, max(0.0, h))
+        motor.ttf_s = self._ttf(motor, now_s, op)
         self._alerts(motor, ts_ns, out)
         return True
 
-    def _ttf(self, motor: _Motor) -> float:
+    def _ttf(self, motor: _Motor, now_s: float, op: float) -> float:
         g = motor.group
         if len(motor.t) < g.min_trend_points:
             return math.inf
+        lag = (1.0 - g.level_alpha) / g.level_alpha
         line = np.empty(2)
-        self._k.theil_sen(np.array(motor.t), np.array(motor.h), line)
-        slope, intercept = float(line[0]), float(line[1])
-        motor.trend_health = intercept + slope * motor.t[-1]
+        self._k.theil_sen(np.array(motor.op) - lag, np.array(motor.h), line)
+        slope, healthy = float(line[0]), float(line[1])
+        motor.trend_health = healthy + slope * op
         if not slope < 0:
             return math.inf
-        return max(0.0, motor.trend_health) / -slope
+        remaining_op = (motor.trend_health - (healthy - 1.0)) / -slope
+        if remaining_op <= 0:
+            return 0.0
+        half = len(motor.t) // 2
+        if not now_s > motor.t[half] or not op > motor.op[half]:
+            return math.inf  # not running lately: a stopped motor does not wear
+        return remaining_op * (now_s - motor.t[half]) / (op - motor.op[half])
 
     def _alerts(self, motor: _Motor, ts_ns: int, out: StageOutput) -> None:
         g, ttf = motor.group, motor.ttf_s
