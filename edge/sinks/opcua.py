@@ -42,6 +42,7 @@ from edge.config import ConfigStruct
 from edge.errors import ConfigError
 from edge.model import Quality, Record, SampleBatch
 from edge.sinks import opcua_security as sec
+from edge.sinks import opcua_standard
 from edge.sinks.opcua_objects import GatewayObjects
 from edge.sinks.opcua_space import DTYPES, insert_nodes, object_item, tag_items, tag_nodeid
 
@@ -245,7 +246,7 @@ class OpcUaSink:
     async def _start(self) -> Server:
         cfg = self.cfg
         t0 = time.perf_counter()
-        server = Server()
+        server = opcua_standard.server(opcua_standard.cache_folder(self.ctx.state_dir))
         await server.init()
         server.set_endpoint(cfg.endpoint)
         server.set_server_name(cfg.server_name)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +12,11 @@ import pytest
 from asyncua import Server, ua
 
 from edge.components import BuildContext
-from edge.config import ConfigError, loads
+from edge.config import loads
+from edge.errors import ConfigError
 from edge.model import Quality, SampleBatch, TagRegistry
 from edge.runtime.metrics import Metrics
+from edge.sinks import opcua_standard
 from edge.sinks.opcua import STATUS_OF_QUALITY, OpcUaConfig, OpcUaSink
 from edge.sinks.opcua_security import HashedUserManager, PasswordHash, hash_password, parse_users
 from edge.sinks.opcua_space import DTYPES, eu_information, insert_nodes, object_item, tag_items
@@ -38,9 +42,15 @@ async def _space(bulk: bool) -> dict[str, object]:
     else:
         assert all(r.StatusCode.is_good()
                    for r in await server.iserver.isession.add_nodes(items))
+    return _snapshot(server, [*(i.RequestedNewNodeId for i in items),
+                              server.nodes.objects.nodeid])
+
+
+def _snapshot(server: Server, nodeids: Iterable[ua.NodeId]) -> dict[str, object]:
+    """Attribute values and references of the nodes, comparable between servers."""
     aspace = server.iserver.aspace
     out: dict[str, object] = {}
-    for nid in [*(i.RequestedNewNodeId for i in items), server.nodes.objects.nodeid]:
+    for nid in nodeids:
         node = aspace[nid]
         attrs = {int(k): (v.value.Value if v.value is not None else None)
                  for k, v in node.attributes.items()}
@@ -66,6 +76,47 @@ async def test_bulk_insert_refuses_existing_node() -> None:
     await insert_nodes(server.iserver.aspace, [item])
     with pytest.raises(ValueError, match="already exists"):
         await insert_nodes(server.iserver.aspace, [item])
+
+
+# Values init() stamps with the time it ran (the server status and build date).
+_STAMPED = {ua.NodeId(i).to_string() for i in (
+    ua.ObjectIds.Server_ServerStatus, ua.ObjectIds.Server_ServerStatus_BuildInfo,
+    ua.ObjectIds.Server_ServerStatus_BuildInfo_BuildDate)}
+
+
+async def _standard_space(server: Server) -> dict[str, object]:
+    await server.init()
+    space = _snapshot(server, server.iserver.aspace.keys())
+    return {k: v for k, v in space.items() if k not in _STAMPED}
+
+
+async def test_cached_standard_space_is_the_one_asyncua_builds(tmp_path: Path) -> None:
+    """A server that loads the cached standard address space has every node, attribute and
+    reference a server that builds it has; the second start reads the file, never rewrites it."""
+    built = await _standard_space(Server())
+    assert await _standard_space(opcua_standard.server(tmp_path)) == built
+    path = opcua_standard.cache_path(tmp_path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    written = path.stat().st_mtime_ns
+    assert await _standard_space(opcua_standard.server(tmp_path)) == built
+    assert path.stat().st_mtime_ns == written
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+async def test_torn_or_foreign_standard_space_cache_is_rebuilt(tmp_path: Path) -> None:
+    """A torn cache file, or one that others may write, is not used: the space is built and
+    the file written again (owner-only); an older asyncua's file is removed."""
+    built = await _standard_space(Server())
+    path = opcua_standard.cache_path(tmp_path)
+    old = tmp_path / f"{opcua_standard.PREFIX}asyncua0.9-py3.9.pickle"
+    old.write_bytes(b"old")
+    path.write_bytes(b"\x80\x05torn")
+    assert await _standard_space(opcua_standard.server(tmp_path)) == built
+    assert path.stat().st_size > 100_000 and not old.exists()
+    os.chmod(path, 0o666)
+    written = path.stat().st_mtime_ns
+    assert await _standard_space(opcua_standard.server(tmp_path)) == built
+    assert path.stat().st_mtime_ns != written and path.stat().st_mode & 0o777 == 0o600
 
 
 def test_quality_maps_to_status_codes() -> None:
