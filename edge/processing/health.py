@@ -305,7 +305,7 @@ class Health:
 
     def _ttf(self, motor: _Motor, now_s: float, op: float) -> float:
         g = motor.group
-        if len(motor.t) < g.min_trend_points:
+        if motor.points < g.min_trend_points:  # thinning may leave fewer in the buffer
             return math.inf
         lag = (1.0 - g.level_alpha) / g.level_alpha
         line = np.empty(2)

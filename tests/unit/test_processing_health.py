@@ -145,3 +145,32 @@ def test_health_samples_are_emitted_on_declared_tags() -> None:
     got = set(out.batch.tag_id[n:].tolist())
     assert got == {tags.id_of("m1/health"), tags.id_of("m1/ttf_s")}
     assert stage.states()["m1"]["health"] == pytest.approx(1.0, abs=0.05)
+
+
+def test_ttf_follows_linear_wear_through_thinning() -> None:
+    """With wear linear in running time, TTF is within 5 % of the truth at every point,
+    also after the history was thinned below min_trend_points."""
+    tags = TagRegistry()
+    tags.add("m1", "current_a")
+    cfg = HealthConfig(name="g", motors=[MotorConfig(name="m1", current_tag="m1/current_a")],
+                       health_interval_s=4.0, trend_window=10, min_trend_points=10,
+                       level_alpha=0.2)
+    stage = Health([cfg], tags)
+    cycles, period, run = 120, 40, 25  # 0.1 s samples: 2.5 s running in every 4 s
+    k = np.arange(cycles * period)
+    running = k % period < run
+    worn = np.cumsum(running) * 0.1 / 2500  # the failure rise after 2500 running samples
+    cur = np.where(running, 1.2 + worn, 0.05)
+    got = []
+    for c in range(cycles):
+        sl = slice(c * period, (c + 1) * period)
+        stage.process(SampleBatch(np.zeros(period), k[sl] * 100_000_000, cur[sl]), [], 0)
+        got.append(stage.states()["m1"]["ttf_s"])
+    # wear counts every active sample, so the truth runs on all 25 per cycle
+    true = (2500 - np.cumsum(running)[period - 1::period]) / run * period * 0.1
+    est = np.array(got)
+    first = np.flatnonzero(np.isfinite(est))[0]
+    live = np.arange(cycles) >= first
+    assert first <= 30
+    assert np.all(np.abs(est - true)[live & (true > 0)] <= 0.05 * true[live & (true > 0)])
+    assert np.all(est[true <= 0] < 1e-6)
