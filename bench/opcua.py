@@ -37,7 +37,8 @@ from edge.components import BuildContext, Hooks  # noqa: E402
 from edge.model import TagRegistry  # noqa: E402
 from edge.runtime.metrics import Metrics  # noqa: E402
 from edge.sinks.opcua import OpcUaConfig, OpcUaSink  # noqa: E402
-from edge.sinks.opcua_space import insert_nodes, object_item, tag_items  # noqa: E402
+from edge.sinks.opcua_insert import insert_nodes  # noqa: E402
+from edge.sinks.opcua_space import object_item, tag_items  # noqa: E402
 
 
 def registry(devices: int, per_device: int) -> TagRegistry:

@@ -43,8 +43,9 @@ from edge.errors import ConfigError
 from edge.model import Quality, Record, SampleBatch
 from edge.sinks import opcua_security as sec
 from edge.sinks import opcua_standard
+from edge.sinks.opcua_insert import insert_nodes
 from edge.sinks.opcua_objects import GatewayObjects
-from edge.sinks.opcua_space import DTYPES, insert_nodes, object_item, tag_items, tag_nodeid
+from edge.sinks.opcua_space import DTYPES, object_item, tag_items, tag_nodeid
 
 log = structlog.get_logger("edge.opcua")
 

@@ -13,25 +13,16 @@ Invariants:
   unit is known) and ``EURange`` (the tag's limits, else the range of its data type);
   booleans are plain ``BaseDataVariableType`` (no unit, no range).
 
-Why the fast inserter: the ``add_nodes`` service costs ~150-300 us per node here (it
-builds ~24 attribute objects and scans every sibling for a duplicate property name), so
-5,000 tags (15,000 nodes) take 2.3-4.7 s. ``insert_nodes`` takes the *same*
-``AddNodesItem`` list and produces the same ``NodeData`` (checked against ``add_nodes``
-in tests/unit/test_opcua_space.py), sharing the constant attribute values between nodes,
-in about a fifth of the time. It only accepts new nodes whose parents and type
-definitions exist; it yields to the event loop every ``chunk`` nodes.
+The nodes go in through ``opcua_insert.insert_nodes`` (the bulk inserter).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import numpy as np
 from asyncua import ua
-from asyncua.server.address_space import AddressSpace, AttributeValue, NodeData
 
 from edge.model import DataType, TagSpec
 
@@ -202,153 +193,3 @@ def tag_items(tags: Iterable[TagSpec], idx: int, root: ua.NodeId) -> list[ua.Add
                 nodeid, "EURange", ua.Range(Low=float(low), High=float(high)), ua.ObjectIds.Range
             ))
     return items
-
-
-# (attribute name, attribute id, variant type, is_array, value is shareable between nodes),
-# in the order and with the types NodeManagementService._add_nodeattributes uses.
-_A = ua.AttributeIds
-_VT = ua.VariantType
-_Attr = tuple[str, ua.AttributeIds, ua.VariantType, bool, bool]
-_ATTRS: tuple[_Attr, ...] = (
-    ("AccessLevel", _A.AccessLevel, _VT.Byte, False, True),
-    ("ArrayDimensions", _A.ArrayDimensions, _VT.UInt32, True, False),
-    ("BrowseName", _A.BrowseName, _VT.QualifiedName, False, False),
-    ("ContainsNoLoops", _A.ContainsNoLoops, _VT.Boolean, False, True),
-    ("DataType", _A.DataType, _VT.NodeId, False, True),
-    ("Description", _A.Description, _VT.LocalizedText, False, False),
-    ("DisplayName", _A.DisplayName, _VT.LocalizedText, False, False),
-    ("EventNotifier", _A.EventNotifier, _VT.Byte, False, True),
-    ("Executable", _A.Executable, _VT.Boolean, False, True),
-    ("Historizing", _A.Historizing, _VT.Boolean, False, True),
-    ("InverseName", _A.InverseName, _VT.LocalizedText, False, False),
-    ("IsAbstract", _A.IsAbstract, _VT.Boolean, False, True),
-    ("MinimumSamplingInterval", _A.MinimumSamplingInterval, _VT.Double, False, True),
-    ("Symmetric", _A.Symmetric, _VT.Boolean, False, True),
-    ("UserAccessLevel", _A.UserAccessLevel, _VT.Byte, False, True),
-    ("UserExecutable", _A.UserExecutable, _VT.Boolean, False, True),
-    ("ValueRank", _A.ValueRank, _VT.Int32, False, True),
-    ("WriteMask", _A.WriteMask, _VT.UInt32, False, True),
-    ("UserWriteMask", _A.UserWriteMask, _VT.UInt32, False, True),
-)
-_VALUE_BIT = int(_MASK.Value)
-
-
-def _attrs_of(mask: int, cache: dict[int, tuple[_Attr, ...]]) -> tuple[_Attr, ...]:
-    found = cache.get(mask)
-    if found is None:
-        found = cache[mask] = tuple(a for a in _ATTRS if mask & int(getattr(_MASK, a[0])))
-    return found
-
-
-class _Target:
-    """What a reference to an existing node repeats of it (read once per target)."""
-
-    __slots__ = ("browse_name", "display_name", "node_class", "type_definition")
-
-    def __init__(self, aspace: AddressSpace, nodeid: ua.NodeId) -> None:
-        node_class = _read(aspace, nodeid, _A.NodeClass)
-        self.node_class = (
-            ua.NodeClass(node_class) if node_class is not None else ua.NodeClass.Unspecified
-        )
-        self.browse_name = _read(aspace, nodeid, _A.BrowseName)
-        self.display_name = _read(aspace, nodeid, _A.DisplayName)
-        self.type_definition = ua.NodeId()
-        if self.node_class in (ua.NodeClass.Object, ua.NodeClass.Variable):
-            for r in aspace[nodeid].references:
-                if r.IsForward and r.ReferenceTypeId == HAS_TYPE_DEFINITION:
-                    self.type_definition = r.NodeId
-                    break
-
-    def reference(
-        self, target: ua.NodeId, reftype: ua.NodeId, forward: bool
-    ) -> ua.ReferenceDescription:
-        ref = ua.ReferenceDescription(
-            ReferenceTypeId=reftype, IsForward=forward, NodeId=target,
-            NodeClass=self.node_class, TypeDefinition=self.type_definition,
-        )
-        if self.browse_name:
-            ref.BrowseName = self.browse_name  # type: ignore[assignment]
-        if self.display_name:
-            ref.DisplayName = self.display_name  # type: ignore[assignment]
-        return ref
-
-
-def _read(aspace: AddressSpace, nodeid: ua.NodeId, attr: ua.AttributeIds) -> object:
-    dv = aspace.read_attribute_value(nodeid, attr)
-    return None if dv.Value is None else dv.Value.Value
-
-
-async def insert_nodes(
-    aspace: AddressSpace, items: Sequence[ua.AddNodesItem], *, chunk: int = 200
-) -> None:
-    """Insert ``items`` as ``add_nodes`` would, yielding to the loop every ``chunk`` nodes.
-
-    Raises ValueError (naming the node) for an existing node id, a missing parent or a
-    missing type definition; nodes before the bad one stay inserted.
-    """
-    now = datetime.now(UTC)
-    server_ts = now if aspace.force_server_timestamp else None
-    shared: dict[tuple[ua.AttributeIds, object], ua.DataValue] = {}
-    masks: dict[int, tuple[_Attr, ...]] = {}
-    targets: dict[ua.NodeId, _Target] = {}
-    for n, item in enumerate(items, 1):
-        nodeid = item.RequestedNewNodeId
-        if nodeid in aspace:
-            raise ValueError(f"OPC-UA node {nodeid.to_string()} already exists")
-        parent_id = item.ParentNodeId
-        parent = aspace.get(parent_id)
-        if parent is None:
-            raise ValueError(f"OPC-UA node {nodeid.to_string()}: parent does not exist")
-        tdef = item.TypeDefinition
-        if not tdef.is_null() and tdef not in aspace:
-            raise ValueError(f"OPC-UA node {nodeid.to_string()}: unknown type {tdef}")
-        node = NodeData(nodeid)
-        attrs = node.attributes
-        attrs[_A.NodeId] = AttributeValue(ua.DataValue(ua.Variant(nodeid, _VT.NodeId)))
-        attrs[_A.BrowseName] = AttributeValue(
-            ua.DataValue(ua.Variant(item.BrowseName, _VT.QualifiedName))
-        )
-        attrs[_A.NodeClass] = AttributeValue(
-            _shared(shared, _A.NodeClass, item.NodeClass, _VT.Int32)
-        )
-        na = item.NodeAttributes
-        mask = int(na.SpecifiedAttributes)
-        for name, attr_id, vtype, is_array, share in _attrs_of(mask, masks):
-            value = getattr(na, name)
-            if share:
-                dv = _shared(shared, attr_id, value, vtype)
-            else:
-                dv = ua.DataValue(ua.Variant(value, vtype, is_array=is_array))
-            attrs[attr_id] = AttributeValue(dv)
-        if mask & _VALUE_BIT:
-            attrs[_A.Value] = AttributeValue(ua.DataValue(
-                ua.Variant(na.Value), SourceTimestamp=now, ServerTimestamp=server_ts
-            ))
-        aspace[nodeid] = node
-        parent.references.append(ua.ReferenceDescription(
-            ReferenceTypeId=item.ReferenceTypeId, IsForward=True, NodeId=nodeid,
-            BrowseName=item.BrowseName, DisplayName=na.DisplayName, NodeClass=item.NodeClass,
-            TypeDefinition=tdef,
-        ))
-        for target, reftype, forward in (
-            (parent_id, item.ReferenceTypeId, False), (tdef, HAS_TYPE_DEFINITION, True)
-        ):
-            if target.is_null():
-                continue
-            info = targets.get(target)
-            if info is None:
-                info = targets[target] = _Target(aspace, target)
-            node.references.append(info.reference(target, reftype, forward))
-        if n % chunk == 0:
-            await asyncio.sleep(0)
-
-
-def _shared(
-    cache: dict[tuple[ua.AttributeIds, object], ua.DataValue], attr: ua.AttributeIds,
-    value: object, vtype: ua.VariantType,
-) -> ua.DataValue:
-    key = (attr, value)
-    dv = cache.get(key)
-    if dv is None:
-        dv = cache[key] = ua.DataValue(ua.Variant(value, vtype))
-    return dv
