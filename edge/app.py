@@ -408,7 +408,7 @@ class Gateway:
         if self.stages:
             from edge.processing import warm_up
 
-            took = await asyncio.to_thread(warm_up)
+            took = await asyncio.to_thread(warm_up, [s.name for s in self.stages])
             log.info("kernels compiled", seconds=round(took, 3))
         if self._gc_callback not in gc.callbacks:
             gc.callbacks.append(self._gc_callback)

@@ -12,11 +12,43 @@ Invariants:
 * Each kernel has an obviously-correct twin in ``tests/naive.py``; the unit tests
   compare them on random data with NaN, inf and empty input.
 
-One module per stage (compensation, interlock, health, spc); this package re-exports them
-so ``from edge.processing import kernels as K; K.spc_scan`` keeps working.
+One module per stage (compensation, interlock, health, spc). ``from edge.processing import
+kernels as K; K.spc_scan`` keeps working, but a module is imported (its kernels loaded)
+only when one of its names is first used: a daemon without compensation never loads
+those kernels. ``NAMES`` says which module holds which name (tests/unit/test_kernels_lazy.py
+checks it against the modules).
 """
 
-from edge.processing.kernels.compensation import *  # noqa: F403
-from edge.processing.kernels.health import *  # noqa: F403
-from edge.processing.kernels.interlock import *  # noqa: F403
-from edge.processing.kernels.spc import *  # noqa: F403
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edge.processing.kernels.compensation import *  # noqa: F403
+    from edge.processing.kernels.health import *  # noqa: F403
+    from edge.processing.kernels.interlock import *  # noqa: F403
+    from edge.processing.kernels.spc import *  # noqa: F403
+
+NAMES: dict[str, tuple[str, ...]] = {
+    "compensation": ("compensate_l20", "compensate_with_uncertainty", "lag_estimate"),
+    "health": ("N_MOTOR_PARAMS", "N_MOTOR_STATE", "level_track", "motor_scan", "theil_sen"),
+    "interlock": ("COND_BAD", "COND_HIGH", "COND_LOW", "COND_NONE", "COND_RATE", "COND_STALE",
+                  "N_IL_F", "N_IL_I", "N_IL_PARAMS", "interlock_scan"),
+    "spc": ("N_SPC_PARAMS", "N_SPC_STATE", "RULE_EWMA", "RULE_WE1", "RULE_WE2", "RULE_WE3",
+            "RULE_WE4", "spc_scan"),
+}
+_MODULE_OF = {name: module for module, names in NAMES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_MODULE_OF})
