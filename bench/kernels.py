@@ -78,7 +78,7 @@ def compensation(n: int, rng: np.random.Generator) -> dict[str, float]:
                 + (l20 * dp * inv * U_AP) ** 2 + (m * ds * inv * U_AS) ** 2
                 + (fs * inv * U_PR) ** 2, out=u)
 
-    rounds = 200 if n <= 1_000 else 40 if n <= 100_000 else 7
+    rounds = 200 if n <= 1_000 else 40 if n <= 100_000 else 15
     t = interleaved({
         "copy": lambda: np.copyto(dst, src),
         "numba": lambda: K.compensate_with_uncertainty(m, tp, ts, A_P, A_S, utp, uts, U_AP,
