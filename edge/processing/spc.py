@@ -127,7 +127,7 @@ def run_lengths(cfg: SpcConfig, shift: float, runs: int, seed: int, *, onset: in
     idx, rule, stat = np.empty(5 * step, np.int64), np.empty(5 * step, np.int64), \
         np.empty(5 * step)
     out = np.empty(runs)
-    r = 0
+    r = discarded = 0
     while r < runs:
         state = np.zeros(K.N_SPC_STATE)
         first = n
@@ -140,6 +140,9 @@ def run_lengths(cfg: SpcConfig, shift: float, runs: int, seed: int, *, onset: in
                 first = start + int(hits[0])
                 break
         if first < onset:
+            discarded += 1
+            if discarded > 100 * runs + 1000:
+                raise ValueError(f"onset {onset}: the chart nearly always alarms before it")
             continue
         out[r] = min(first - onset + 1, cap)
         r += 1
