@@ -60,6 +60,19 @@ def test_compensate_matches_reference(rows: list[tuple[float, float, float]]) ->
     assert np.all(np.isnan(u[~fin & np.isnan(m)]))
 
 
+def test_compensation_zero_divisor_is_ieee_not_an_exception() -> None:
+    """A part factor 1 + a_p (T_p - 20) of exactly 0 gives inf / NaN, as IEEE says, instead
+    of raising out of the stage (the kernels use NumPy's error model, which also lets the
+    loop vectorise)."""
+    m, tp, ts = np.array([100.0, 100.0]), np.array([18.0, 20.0]), np.array([20.0, 20.0])
+    out, l20, u = np.empty(2), np.empty(2), np.empty(2)
+    K.compensate_l20(m, tp, ts, 0.5, 8e-6, out)
+    K.compensate_with_uncertainty(m, tp, ts, 0.5, 8e-6, np.full(2, 0.1), np.full(2, 0.1),
+                                  1e-6, 1e-6, 5e-4, l20, u)
+    assert math.isinf(out[0]) and math.isinf(l20[0]) and not math.isfinite(u[0])
+    assert out[1] == l20[1] == 100.0 and math.isfinite(u[1])
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 300), st.one_of(st.floats(10, 30), st.just(math.nan))),
                 max_size=15), st.integers(1, 4))
