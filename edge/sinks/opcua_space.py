@@ -132,14 +132,18 @@ def object_item(
     )
 
 
-def _property_item(owner: ua.NodeId, name: str, value: object, dtype: int) -> ua.AddNodesItem:
-    attrs = ua.VariableAttributes(
+def _property_attributes(name: str, value: object, dtype: int) -> ua.VariableAttributes:
+    return ua.VariableAttributes(
         DisplayName=ua.LocalizedText(name),
         DataType=ua.NodeId(dtype),
         ValueRank=ua.ValueRank.Scalar,
         Value=ua.Variant(value, ua.VariantType.ExtensionObject),
         SpecifiedAttributes=PROPERTY_MASK,
     )
+
+
+def _property_item(owner: ua.NodeId, name: str, attrs: ua.VariableAttributes
+                   ) -> ua.AddNodesItem:
     return ua.AddNodesItem(
         ParentNodeId=owner,
         ReferenceTypeId=HAS_PROPERTY,
@@ -152,9 +156,15 @@ def _property_item(owner: ua.NodeId, name: str, value: object, dtype: int) -> ua
 
 
 def tag_items(tags: Iterable[TagSpec], idx: int, root: ua.NodeId) -> list[ua.AddNodesItem]:
-    """The AddNodesItems of one object per device (under ``root``) and its tag variables."""
+    """The AddNodesItems of one object per device (under ``root``) and its tag variables.
+
+    Tags with the same unit (or range) share one attributes object for that property:
+    inserting reads the attributes, never changes them.
+    """
     items: list[ua.AddNodesItem] = []
     devices: dict[str, ua.NodeId] = {}
+    units: dict[str, ua.VariableAttributes] = {}
+    ranges: dict[tuple[float, float], ua.VariableAttributes] = {}
     for tag in tags:
         device = devices.get(tag.device)
         if device is None:
@@ -184,12 +194,16 @@ def tag_items(tags: Iterable[TagSpec], idx: int, root: ua.NodeId) -> list[ua.Add
             TypeDefinition=ANALOG_ITEM_TYPE if analog else BASE_VARIABLE_TYPE,
         ))
         if analog:
-            low = t.low if tag.low is None else tag.low
-            high = t.high if tag.high is None else tag.high
-            items.append(_property_item(
-                nodeid, "EngineeringUnits", eu_information(tag.unit), ua.ObjectIds.EUInformation
-            ))
-            items.append(_property_item(
-                nodeid, "EURange", ua.Range(Low=float(low), High=float(high)), ua.ObjectIds.Range
-            ))
+            eu = units.get(tag.unit)
+            if eu is None:
+                eu = units[tag.unit] = _property_attributes(
+                    "EngineeringUnits", eu_information(tag.unit), ua.ObjectIds.EUInformation)
+            limits = (float(t.low if tag.low is None else tag.low),
+                      float(t.high if tag.high is None else tag.high))
+            rng = ranges.get(limits)
+            if rng is None:
+                rng = ranges[limits] = _property_attributes(
+                    "EURange", ua.Range(Low=limits[0], High=limits[1]), ua.ObjectIds.Range)
+            items.append(_property_item(nodeid, "EngineeringUnits", eu))
+            items.append(_property_item(nodeid, "EURange", rng))
     return items

@@ -29,13 +29,15 @@ import asyncio
 import contextlib
 import gc
 import os
+import pickle
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 
 import asyncua
 import structlog
 from asyncua import Server, ua
+from asyncua.server.address_space import NodeData
 from asyncua.server.internal_server import InternalServer
 
 log = structlog.get_logger("edge.opcua")
@@ -93,33 +95,43 @@ class _CachingInternalServer(InternalServer):  # type: ignore[misc]  # asyncua i
                         path=str(path), uid=st.st_uid, mode=oct(st.st_mode & 0o777))
             return False
         try:
-            self.aspace.load(path)
-            ok = (len(self.aspace.keys()) >= MIN_NODES
-                  and ua.NodeId(ua.ObjectIds.Server) in self.aspace)
+            with path.open("rb") as f:
+                blobs = pickle.load(f)
+            if not (isinstance(blobs, dict) and len(blobs) >= MIN_NODES):
+                raise ValueError(f"not a standard address space ({type(blobs).__name__})")
+            nodes = LazyNodes(blobs)
+            server = ua.NodeId(ua.ObjectIds.Server)
+            if nodes[server].nodeid != server:
+                raise ValueError("the Server object is not where it belongs")
         except Exception as exc:  # a torn or foreign file: rebuild it
             log.warning("opcua standard address space cache rebuilt", path=str(path),
                         error=repr(exc))
-            ok = False
-        if not ok:
-            self.aspace.clear()
-        return ok
+            return False
+        # The way asyncua's own lazy shelf (AddressSpace.load_aspace_shelf) installs its
+        # mapping; test_cached_standard_space_is_the_one_asyncua_builds would catch a change.
+        self.aspace._nodes = nodes
+        return True
 
     def _store(self) -> None:
         path = self._cache
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        aspace = self.aspace
         try:
+            # The standard space has no method callbacks yet: every node pickles.
+            blobs = {(nid.NamespaceIndex, nid.Identifier): pickle.dumps(
+                aspace[nid], pickle.HIGHEST_PROTOCOL) for nid in list(aspace.keys())}
             path.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-            # The standard space has no method callbacks yet, so dump() drops nothing.
-            self.aspace.dump(tmp)
-            os.chmod(tmp, 0o600)
-            with tmp.open("rb") as f:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                pickle.dump(blobs, f, pickle.HIGHEST_PROTOCOL)
+                f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except OSError as exc:
+        except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
             log.warning("opcua standard address space not cached", path=str(path),
-                        error=str(exc))
+                        error=repr(exc))
             with contextlib.suppress(OSError):
                 tmp.unlink()
             return
@@ -128,6 +140,69 @@ class _CachingInternalServer(InternalServer):  # type: ignore[misc]  # asyncua i
                 with contextlib.suppress(OSError):
                     old.unlink()
         log.info("opcua standard address space cached", path=str(path))
+
+
+class LazyNodes(MutableMapping[ua.NodeId, NodeData]):
+    """asyncua's node table for a cached standard space: each node stays a pickle until it
+    is first looked up (a running server touches a few hundred of the 6,174).
+
+    Lookups of loaded nodes cost one dict lookup more than asyncua's plain dict; every
+    mapping operation sees every node (iterating the keys loads none: asyncua scans them
+    to number new nodes).
+    """
+
+    __slots__ = ("_blobs", "_nodes")
+
+    def __init__(self, blobs: dict[tuple[int, object], bytes]) -> None:
+        self._blobs = blobs
+        self._nodes: dict[ua.NodeId, NodeData] = {}
+
+    def __getitem__(self, key: ua.NodeId) -> NodeData:
+        try:
+            return self._nodes[key]
+        except KeyError:
+            pass
+        try:
+            ident = (key.NamespaceIndex, key.Identifier)
+            blob = self._blobs[ident]
+        except (KeyError, AttributeError):
+            raise KeyError(key) from None
+        node: NodeData = pickle.loads(blob)
+        self._nodes[key] = node
+        del self._blobs[ident]
+        return node
+
+    def get(self, key: ua.NodeId, default: NodeData | None = None  # type: ignore[override]
+            ) -> NodeData | None:
+        node = self._nodes.get(key)
+        if node is not None:
+            return node
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        if key in self._nodes:
+            return True
+        ident = (getattr(key, "NamespaceIndex", None), getattr(key, "Identifier", None))
+        return ident in self._blobs
+
+    def __setitem__(self, key: ua.NodeId, value: NodeData) -> None:
+        self._blobs.pop((key.NamespaceIndex, key.Identifier), None)
+        self._nodes[key] = value
+
+    def __delitem__(self, key: ua.NodeId) -> None:
+        self[key]  # loads it, or raises KeyError
+        del self._nodes[key]
+
+    def __iter__(self) -> Iterator[ua.NodeId]:
+        # A snapshot: callers look nodes up while they iterate (which loads them).
+        keys = [*self._nodes, *(ua.NodeId(ident, ns) for ns, ident in self._blobs)]
+        return iter(keys)
+
+    def __len__(self) -> int:
+        return len(self._nodes) + len(self._blobs)
 
 
 @contextlib.contextmanager
