@@ -1,12 +1,14 @@
 """asyncua's standard address space, built once, then loaded from the cache folder.
 
-asyncua builds the standard address space (~6,200 nodes: the OPC-UA types, the Server
+asyncua builds the standard address space (6,174 nodes: the OPC-UA types, the Server
 object) in Python, node by node, on every start: 0.8-0.9 s of CPU (2 s with the garbage
-collector on), the largest single piece of the daemon's start-up. Loading the same nodes
-from a pickle takes about 0.35 s. asyncua's own cache, ``Server.init(shelf_file)``, does
-not help here: it is a ``shelve`` file, and with a Python built without gdbm/ndbm it falls
-back to ``dbm.dumb``, whose files asyncua never recognises as existing, so it rebuilds
-the space *and* rewrites the shelf on every start (slower than no cache).
+collector on), the largest single piece of the daemon's start-up. The cache holds each
+node pickled on its own; a server loads the file (~20 ms) and unpickles a node the first
+time it is looked up (``LazyNodes``; a server at READY has touched about 60). Writing the
+cache costs about 1 s once (first start, or a new asyncua). asyncua's own cache,
+``Server.init(shelf_file)``, does not help here: it is a ``shelve`` file, and with a Python
+built without gdbm/ndbm it falls back to ``dbm.dumb``, whose files asyncua never
+recognises as existing, so it rebuilds the space *and* rewrites the shelf on every start.
 
 Invariants:
 
@@ -144,7 +146,7 @@ class _CachingInternalServer(InternalServer):  # type: ignore[misc]  # asyncua i
 
 class LazyNodes(MutableMapping[ua.NodeId, NodeData]):
     """asyncua's node table for a cached standard space: each node stays a pickle until it
-    is first looked up (a running server touches a few hundred of the 6,174).
+    is first looked up (a server at READY has touched about 60 of the 6,174).
 
     Lookups of loaded nodes cost one dict lookup more than asyncua's plain dict; every
     mapping operation sees every node (iterating the keys loads none: asyncua scans them
