@@ -34,7 +34,8 @@ class Collector:
         self.batches: list[SampleBatch] = []
         self.records: list[Record] = []
 
-    async def __call__(self, batch: SampleBatch | None, records: Sequence[Record]) -> None:
+    async def __call__(self, batch: SampleBatch | None, records: Sequence[Record], /, *,
+                       checkpoint: tuple[str, bytes] | None = None) -> None:
         if batch is not None:
             self.batches.append(batch)
         self.records.extend(records)
@@ -128,6 +129,29 @@ async def test_stop_command_reaches_device(etch: EtchServer, tmp_path: Path) -> 
         await until(lambda: values(out, tags, "etch1/status")[-1][0] == 2)
         await src.write(Command("etch1", "reset"))
         assert not etch.model.stopped
+    await src.close()
+
+
+async def test_coils_and_input_registers_read_in_the_same_poll(
+    etch: EtchServer, tmp_path: Path
+) -> None:
+    """Input registers (mirroring the holding ones) and the stop coil are read and decoded."""
+    raw = etch_config(etch.port, poll_interval_s=0.05)
+    raw["registers"] = [*raw["registers"],  # type: ignore[misc]
+                        {"name": "lot_in", "address": 8, "function": "input"},
+                        {"name": "stopped", "address": 0, "function": "coil"}]
+    src, tags, _ = build(raw, tmp_path)
+    assert [(r.req.function, r.req.address, r.req.count) for r in src.reads] == [
+        ("holding", 0, 13), ("input", 8, 1), ("coil", 0, 1)
+    ]
+    out = Collector()
+    async with running(src, out):
+        await until(lambda: len(out.batches) >= 2)
+        assert values(out, tags, "etch1/lot_in")[-1] == (4711.0, Quality.GOOD)
+        assert values(out, tags, "etch1/stopped")[-1] == (0.0, Quality.GOOD)
+        await src.write(Command("etch1", "stop", reason="test"))
+        await until(lambda: values(out, tags, "etch1/stopped")[-1] == (1.0, Quality.GOOD))
+        await src.write(Command("etch1", "reset"))
     await src.close()
 
 
