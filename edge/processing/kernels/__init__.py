@@ -21,7 +21,10 @@ checks it against the modules).
 
 from __future__ import annotations
 
+import gc
 import importlib
+import sys
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -45,9 +48,23 @@ def __getattr__(name: str) -> Any:
     module = _MODULE_OF.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    full = f"{__name__}.{module}"
+    fresh = full not in sys.modules
+    mod = importlib.import_module(full)
+    if fresh and _compiled(mod):
+        # Compiling (no cache yet) leaves ~130,000 objects in reference cycles; the daemon
+        # starts with collection off and freezes what start-up left at READY, so they
+        # would stay for good. Loading from the cache leaves none.
+        gc.collect()
+    value = getattr(mod, name)
     globals()[name] = value
     return value
+
+
+def _compiled(mod: ModuleType) -> bool:
+    """Whether importing ``mod`` compiled a kernel rather than loading it from the cache."""
+    return any(getattr(getattr(v, "stats", None), "cache_misses", None)
+               for v in vars(mod).values())
 
 
 def __dir__() -> list[str]:
