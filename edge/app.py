@@ -2,10 +2,8 @@
 
 Invariants:
 
-* The fast path runs where a batch arrives: every stage, then the stage's commands are
-  sent (with a timeout) before anything else is done with the batch; only then does
-  the batch go to the journal writer (never awaited, except by sources that ask for
-  ``wait_durable``) and to the live sink.
+* The data path (``edge.flow``) runs where a batch arrives: stages, then commands, then
+  the journal writer and the live sink; the sources an interlock watches on a fast lane.
 * Durable sinks read from the journal in their own loops; nothing on the fast path
   waits for a sink, the network or the disk.
 * Shutdown order: sources stop first, the journal is flushed, delivery loops and sinks
@@ -15,8 +13,6 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
-import collections
-import concurrent.futures
 import contextlib
 import functools
 import gc
@@ -24,29 +20,25 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import structlog
 
 from edge.components import (
     BuildContext,
-    Command,
-    Commandable,
     DurableSink,
     Hooks,
     LiveSink,
     Source,
     Stage,
-    StageOutput,
 )
 from edge.config import Config, secret_reader
+from edge.flow import Flow
 from edge.journal import Journal, JournalWriter
-from edge.model import InterlockTrip, Record, SampleBatch, TagRegistry
+from edge.model import TagRegistry
 from edge.runtime import control
-from edge.runtime.fastlane import FastLane, LockedStage
 from edge.runtime.metrics import Metrics
 from edge.runtime.status import StatusBoard
 from edge.runtime.supervisor import Supervisor
@@ -55,9 +47,7 @@ from edge.sinks.delivery import Backoff, SinkState, deliver
 
 log = structlog.get_logger("edge.app")
 
-COMMAND_TIMEOUT_S = 1.0
 SWITCH_INTERVAL_S = 0.0005
-MAX_LANE_HANDOFFS = 256
 TICK_S = 0.1
 
 
@@ -85,22 +75,8 @@ class Gateway:
         self.ready = asyncio.Event()
         self._last_tick = time.monotonic()
         self._tag_source: dict[int, str] = {}  # tag id -> the source that declared it
-        self.lane: FastLane | None = None
-        self.lane_sources: set[str] = set()
-        self._lane_stages: list[Stage] = []
-        self._rest_stages: list[Stage] = []
-        self._lane_handoffs: collections.deque[concurrent.futures.Future[None]] = (
-            collections.deque())
-        self._main_loop: asyncio.AbstractEventLoop | None = None
+        self.flow: Flow | None = None
         m = self.metrics
-        self._m_in = m.counter("edge_ingest_total", "Items ingested", ["source", "kind"])
-        self._m_reaction = m.histogram(
-            "edge_interlock_reaction_seconds",
-            "From batch in hand to the stop command written to the device", ["interlock"],
-        )
-        self._m_cmd_fail = m.counter(
-            "edge_command_failures_total", "Device commands that failed", ["source", "action"]
-        )
         self._m_lag = m.histogram(
             "edge_event_loop_lag_seconds",
             "How late the 100 ms ticker woke up: time the loop was held by something else",
@@ -161,7 +137,6 @@ class Gateway:
         ctx = self._declare()
         self.sources = [src.build(ctx) for src in cfg.sources]
         self._build_stages(ctx)
-        self._plan_fast_lane()
         self.sinks = [sink.build(ctx) for sink in cfg.sinks]
         self.sink_states = {s.name: SinkState(s.name) for s in self.sinks}
         opcua = cfg.section("opcua")
@@ -178,156 +153,13 @@ class Gateway:
             journal, commit_interval_s=j.commit_interval_ms / 1000,
             max_pending_points=j.max_pending_points, metrics=self.metrics,
         )
-
-    def _plan_fast_lane(self) -> None:
-        """Put the sources whose tags an interlock watches on the fast lane."""
-        interlock = self.stage("interlock")
-        if interlock is None or not self.cfg.gateway.fast_lane:
-            return
-        watched = {rule.tag_id for rule in interlock.rules.values()}
-        self.lane_sources = {self._tag_source[t] for t in watched if t in self._tag_source}
-        if not self.lane_sources:
-            return
-        self.lane = FastLane()
-        locked = LockedStage(interlock)
-        self.stages = [locked if s is interlock else s for s in self.stages]
-        self._lane_stages = [locked]
-        self._rest_stages = [s for s in self.stages if s is not locked]
+        self.flow = Flow(self.sources, self.stages, self.writer, self.live, self.metrics)
+        if cfg.gateway.fast_lane:
+            self.flow.plan_fast_lane(self._tag_source)
+            self.stages = self.flow.stages
 
     def stage(self, name: str) -> Any:
         return next((s for s in self.stages if s.name == name), None)
-
-    # ------------------------------------------------------------------ fast path
-
-    async def _ingest(self, source: Source, batch: SampleBatch | None,
-                      records: Sequence[Record], *,
-                      checkpoint: tuple[str, bytes] | None = None) -> None:
-        t0 = time.perf_counter_ns()
-        now_ns = time.time_ns()
-        batch = batch if batch is not None else SampleBatch.empty()
-        if len(batch):
-            self._m_in.labels(source.name, "samples").inc(len(batch))
-        if records:
-            self._m_in.labels(source.name, "records").inc(len(records))
-        batch, out_records = await self._judge(self.stages, batch, list(records), now_ns, t0)
-        await self._keep(batch, out_records, wait=getattr(source, "wait_durable", False),
-                         checkpoint=checkpoint)
-
-    async def _judge(self, stages: Sequence[Stage], batch: SampleBatch, records: list[Record],
-                     now_ns: int, t0: int) -> tuple[SampleBatch, list[Record]]:
-        for stage in stages:
-            out = stage.process(batch, records, now_ns)
-            batch, records = out.batch, out.records
-            if out.commands:
-                records = await self._send(out.commands, records, t0)
-        return batch, records
-
-    async def _ingest_lane(self, source: Source, batch: SampleBatch | None,
-                           records: Sequence[Record], *,
-                           checkpoint: tuple[str, bytes] | None = None) -> None:
-        """``_ingest`` for a source on the fast lane, on the lane's loop: the interlocks
-        judge and command here; the other stages, the journal and OPC-UA take the batch
-        on the main loop (in order: one hand-off per batch, started in FIFO order)."""
-        t0 = time.perf_counter_ns()
-        now_ns = time.time_ns()
-        batch = batch if batch is not None else SampleBatch.empty()
-        if len(batch):
-            self._m_in.labels(source.name, "samples").inc(len(batch))
-        if records:
-            self._m_in.labels(source.name, "records").inc(len(records))
-        batch, out_records = await self._judge(self._lane_stages, batch, list(records),
-                                               now_ns, t0)
-        assert self._main_loop is not None
-        handoff = asyncio.run_coroutine_threadsafe(
-            self._ingest_rest(source, batch, out_records, now_ns, t0, checkpoint),
-            self._main_loop,
-        )
-        handoff.add_done_callback(_report_handoff)
-        pending = self._lane_handoffs
-        pending.append(handoff)
-        while pending and pending[0].done():
-            pending.popleft()
-        if getattr(source, "wait_durable", False):
-            await asyncio.wrap_future(handoff)
-        elif len(pending) > MAX_LANE_HANDOFFS:  # the main loop is far behind: wait for it
-            await asyncio.wrap_future(pending[0])
-
-    async def _ingest_rest(self, source: Source, batch: SampleBatch, records: list[Record],
-                           now_ns: int, t0: int,
-                           checkpoint: tuple[str, bytes] | None) -> None:
-        batch, records = await self._judge(self._rest_stages, batch, records, now_ns, t0)
-        await self._keep(batch, records, wait=getattr(source, "wait_durable", False),
-                         checkpoint=checkpoint)
-
-    async def _keep(self, batch: SampleBatch, records: Sequence[Record], *, wait: bool,
-                    checkpoint: tuple[str, bytes] | None = None) -> None:
-        assert self.writer is not None
-        futures = []
-        if len(batch):
-            # Both items carry the checkpoint: the writer never sheds an item that does,
-            # so a source cannot resume past samples that were dropped.
-            futures.append(self.writer.submit(batch, checkpoint))
-        if records:
-            futures.append(self.writer.submit(list(records), checkpoint))
-        if checkpoint is not None and not futures:
-            futures.append(self.writer.submit(None, checkpoint))
-        if self.live is not None and (len(batch) or records):
-            self.live.publish(batch, records)
-        if wait and futures:
-            await asyncio.gather(*futures)
-        elif futures:
-            await self.writer.wait_capacity()
-
-    async def _send(self, commands: Sequence[Command], records: list[Record],
-                    t0_ns: int) -> list[Record]:
-        """Send every command now, concurrently; attach the outcome to its trip record.
-
-        Every task or ``wait_for`` between the decision and the device costs a turn of the
-        event loop, and under load a turn is milliseconds of other work: the usual single
-        command is awaited inline, so the request is on the wire before this returns to
-        the loop, and only the device's answer waits for a turn.
-        """
-        if len(commands) == 1:
-            results = [await self._send_one(commands[0])]
-        else:
-            results = list(await asyncio.gather(*(self._send_one(c) for c in commands)))
-        reaction_ns = time.perf_counter_ns() - t0_ns
-        outcome = {c.reason: ok for c, ok in zip(commands, results, strict=True)}
-        patched: list[Record] = []
-        for rec in records:
-            if isinstance(rec, InterlockTrip) and rec.interlock in outcome:
-                self._m_reaction.labels(rec.interlock).observe(reaction_ns / 1e9)
-                patched.append(msgspec.structs.replace(
-                    rec, action_ok=outcome[rec.interlock], reaction_ns=reaction_ns
-                ))
-            else:
-                patched.append(rec)
-        return patched
-
-    async def _send_one(self, cmd: Command) -> bool:
-        src = next((s for s in self.sources if s.name == cmd.source), None)
-        if src is None or not isinstance(src, Commandable):
-            log.error("command for a source without a write-back port", source=cmd.source,
-                      action=cmd.action, reason=cmd.reason)
-            self._m_cmd_fail.labels(cmd.source, cmd.action).inc()
-            return False
-        target = (self.lane.loop if self.lane is not None and src.name in self.lane_sources
-                  else self._main_loop)
-        try:
-            async with asyncio.timeout(COMMAND_TIMEOUT_S):  # no task, unlike wait_for
-                if target is None or target is asyncio.get_running_loop():
-                    await src.write(cmd)
-                else:  # the source's connections live on the other loop
-                    await asyncio.wrap_future(
-                        asyncio.run_coroutine_threadsafe(src.write(cmd), target))
-        except Exception as exc:  # the device may fail in any way; the trip is still recorded
-            log.error("device command failed", source=cmd.source, action=cmd.action,
-                      target=cmd.target, reason=cmd.reason, error=str(exc) or type(exc).__name__)
-            self._m_cmd_fail.labels(cmd.source, cmd.action).inc()
-            return False
-        log.warning("device command sent", source=cmd.source, action=cmd.action,
-                    target=cmd.target, reason=cmd.reason)
-        return True
 
     async def _ticker(self) -> None:
         """Time-based decisions (stale data) and the loop-lag heartbeat."""
@@ -336,21 +168,8 @@ class Gateway:
             await asyncio.sleep(TICK_S)
             self._last_tick = time.monotonic()
             self._m_lag.observe(max(0.0, self._last_tick - asleep - TICK_S))
-            if not self.stages:
-                continue
-            t0 = time.perf_counter_ns()
-            now_ns = time.time_ns()
-            for i, stage in enumerate(self.stages):
-                out: StageOutput = stage.tick(now_ns)
-                batch, records = out.batch, out.records
-                if out.commands:
-                    records = await self._send(out.commands, records, t0)
-                # Later stages see what a tick produced, like any other batch.
-                for later in self.stages[i + 1:]:
-                    nxt = later.process(batch, records, now_ns)
-                    batch, records = nxt.batch, nxt.records
-                if len(batch) or records:
-                    await self._keep(batch, records, wait=False)
+            if self.stages and self.flow is not None:
+                await self.flow.tick(time.time_ns(), time.perf_counter_ns())
 
     # ------------------------------------------------------------------ operator hooks
 
@@ -398,10 +217,9 @@ class Gateway:
         cfg = self.cfg
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self._build()
-        self._main_loop = asyncio.get_running_loop()
-        if self.lane is not None:
-            self.lane.start()
-        assert self.writer is not None
+        assert self.writer is not None and self.flow is not None
+        flow = self.flow
+        flow.start()
         writer = self.writer
         sup = self.supervisor
         t_start = time.monotonic()
@@ -449,12 +267,7 @@ class Gateway:
         self._last_tick = time.monotonic()
         sup.add("ticker", self._ticker)
         for source in self.sources:
-            if self.lane is not None and source.name in self.lane_sources:
-                run = functools.partial(self.lane.call, functools.partial(
-                    source.run, functools.partial(self._ingest_lane, source)))
-            else:
-                run = functools.partial(source.run, functools.partial(self._ingest, source))
-            sup.add(f"source:{source.name}", run)
+            sup.add(f"source:{source.name}", flow.runner(source))
         self.ready.set()
         self.notifier.ready(self.board.status_line())
         log.info(
@@ -462,7 +275,7 @@ class Gateway:
             sources=[s.name for s in self.sources], sinks=[s.name for s in self.sinks],
             stages=[s.name for s in self.stages], tags=len(self.tags),
             opcua=getattr(self.live, "endpoint", None), journal=str(cfg.journal_path),
-            fast_lane=sorted(self.lane_sources),
+            fast_lane=sorted(flow.lane_sources),
         )
         watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
         metrics_server = self._start_metrics_endpoint()
@@ -502,17 +315,16 @@ class Gateway:
             left = max(0.05, deadline - time.monotonic())
             await sup.stop_component(f"source:{source.name}", left)
         await sup.stop_component("ticker", 1.0)
-        if self._lane_handoffs:  # batches the lane handed over before its sources stopped
-            await asyncio.wait([asyncio.wrap_future(f) for f in self._lane_handoffs],
-                               timeout=max(0.05, deadline - time.monotonic() - 1.0))
+        if self.flow is not None:
+            await self.flow.drain(deadline - time.monotonic() - 1.0)
         flushed = await self.writer.flush(max(0.1, deadline - time.monotonic() - 1.0))
         ok = await sup.stop(deadline - 0.5)
         for sink in self.sinks:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(sink.close(), max(0.05, deadline - time.monotonic()))
         await self.writer.close(max(0.1, deadline - time.monotonic()))
-        if self.lane is not None:
-            self.lane.stop()
+        if self.flow is not None:
+            self.flow.stop()
         self.notifier.close()
         with contextlib.suppress(ValueError):
             gc.callbacks.remove(self._gc_callback)
@@ -544,13 +356,6 @@ class Gateway:
                 log.error("not feeding the watchdog", problems=problems)
             self.notifier.status(self.board.status_line())
             await asyncio.sleep(interval)
-
-
-def _report_handoff(fut: concurrent.futures.Future[None]) -> None:
-    """Nobody awaits most hand-offs from the fast lane: say when one failed."""
-    if not fut.cancelled() and (exc := fut.exception()) is not None:
-        log.error("batch from the fast lane not kept", error=str(exc) or type(exc).__name__,
-                  exc_info=exc)
 
 
 async def _wait_or_stop(event: asyncio.Event, stop: asyncio.Event) -> None:
