@@ -17,17 +17,28 @@ Invariants:
   not wall time; idle time and micro-stoppages wear nothing. The trend is the
   Theil-Sen line of health against operating time over the motor's whole history
   since its baseline (a point joins only if the motor ran since the previous one),
-  thinned (every other point dropped, the stride doubled) to at most ``trend_window``
-  points, so the fit always spans the life seen so far. Failure is one full failure
-  rise below the line's health at operating time zero: the healthy level as the whole
-  history estimates it, far less noisy than the baseline mean of the first samples,
-  whose error would otherwise shift every estimate by a constant. The remaining
-  operating time to that point is turned into seconds with the duty rate (running
-  samples per second) over the newer half of the history. Time to failure is 0 past
-  that point, infinite (reported as ``ttf_horizon_s``) while the line is not falling,
-  the motor has not run lately or fewer than ``min_trend_points`` points exist.
+  kept to at most ``trend_window`` points by merging neighbours into their mean (the
+  stride doubled), so the fit always spans the life seen so far and uses every point
+  seen. Failure is one full failure rise below the line's health at operating time
+  zero: the healthy level as the whole history estimates it, far less noisy than the
+  baseline mean of the first samples, whose error would otherwise shift every estimate
+  by a constant. Near the end the relative error of the remaining operating time is
+  the line's relative error times life / remaining, so the line must be unbiased to a
+  fraction of a percent.
 * Operating time of a point is the running-sample count less the level EWMA's lag,
-  (1 - ``level_alpha``) / ``level_alpha`` samples, so the line is not late by it.
+  (1 - ``level_alpha``) / ``level_alpha`` level updates; spikes do not update the level,
+  so that lag is divided by the fraction of running samples that are not spikes (from
+  the spike rate then). Without that the line flattens as spikes grow with wear.
+* Remaining operating time becomes wall time in two parts. The production cycle (idle
+  and run lengths) does not depend on wear: its seconds per operating sample, net of
+  micro-stoppage time, come from the whole history. Micro-stoppages do depend on wear
+  (a worn motor stalls more often): their time per operating sample is taken as
+  proportional to the wear (1 - health along the line), its factor measured over the
+  newer half of the history, and integrated from now to failure. Micro-stoppage time
+  is its stopped samples times the motor's mean sample interval.
+* Time to failure is 0 past the failure point, infinite (reported as ``ttf_horizon_s``)
+  while the line is not falling, the motor has not run over the newer half of the
+  history, or fewer than ``min_trend_points`` points exist.
 * A motor replaced while the gateway runs keeps its history: restart the gateway (or
   the stage) after a replacement, as for any change of the baseline.
 * Each alert (health below ``alert_health``, time to failure below ``alert_ttf_s``)
@@ -157,13 +168,19 @@ class _Motor:
     scan: npt.NDArray[np.float64]
     vib: npt.NDArray[np.float64] = field(default_factory=_level_state)
     temp: npt.NDArray[np.float64] = field(default_factory=_level_state)
-    t: list[float] = field(default_factory=list)
-    op: list[float] = field(default_factory=list)
-    h: list[float] = field(default_factory=list)
+    # trend history, one row per point: [time s, operating samples, operating samples
+    # less the level lag, health, micro-stoppage samples]; acc sums the rows of the
+    # point being merged (acc_n of them)
+    hist: list[list[float]] = field(default_factory=list)
+    acc: list[float] = field(default_factory=lambda: [0.0] * 5)
+    acc_n: int = 0
     stride: int = 1
     points: int = 0
+    last_op: float = -1.0
     next_point_ns: int = -1
     t0_ns: int = -1
+    first_ns: int = -1
+    samples: int = 0
     health: float = math.nan
     ttf_s: float = math.nan
     trend_health: float = math.nan
@@ -222,6 +239,9 @@ class Health:
                 cur = np.where(batch.quality[idx] & 0x80, np.nan, batch.value[idx])
                 self._k.motor_scan(cur, self._params[g.name], motor.scan)
                 last_ts = int(batch.ts_ns[idx[-1]])
+                if motor.first_ns < 0:
+                    motor.first_ns = int(batch.ts_ns[idx[0]])
+                motor.samples += int(idx.shape[0])
             for tag, state in ((motor.vibration, motor.vib), (motor.temperature, motor.temp)):
                 if tag >= 0:
                     j = np.flatnonzero(tag_ids == tag)
@@ -255,6 +275,7 @@ class Health:
                 "rms_a": math.sqrt(s[15]) if s[15] == s[15] else math.nan,
                 "spike_rate": float(s[5]), "spikes": float(s[7]),
                 "micro_stoppages": float(s[8]), "micro_stoppage_rate": float(s[6]),
+                "micro_stoppage_samples": float(s[17]),
                 "inrush_peak_a": float(s[12]), "starts": float(s[16]),
                 "spikes_per_running_sample": float(s[7]) / run,
                 "vibration": float(m.vib[0]), "temperature_c": float(m.temp[0]),
@@ -289,27 +310,35 @@ class Health:
             motor.t0_ns = ts_ns
         motor.next_point_ns = ts_ns + round(g.health_interval_s * 1e9)
         now_s, op = (ts_ns - motor.t0_ns) / 1e9, float(motor.scan[1])
-        ran = not motor.op or op > motor.op[-1]  # idle time says nothing about wear
-        if ran and motor.points % motor.stride == 0:
-            motor.t.append(now_s)
-            motor.op.append(op)
-            motor.h.append(h)
-            if len(motor.t) > g.trend_window:
-                del motor.t[1::2], motor.op[1::2], motor.h[1::2]
-                motor.stride *= 2
+        ran = op > motor.last_op  # idle time says nothing about wear
+        if ran:
+            motor.last_op = op
+            lag = (1.0 - g.level_alpha) / g.level_alpha / max(1.0 - float(motor.scan[5]), 0.5)
+            row = (now_s, op, op - lag, h, float(motor.scan[17]))
+            motor.acc = [a + v for a, v in zip(motor.acc, row, strict=True)]
+            motor.acc_n += 1
+            if motor.acc_n >= motor.stride:
+                motor.hist.append([a / motor.acc_n for a in motor.acc])
+                motor.acc, motor.acc_n = [0.0] * 5, 0
+                if len(motor.hist) > g.trend_window:
+                    old, n = motor.hist, len(motor.hist) // 2 * 2
+                    motor.hist = [[(a + b) / 2 for a, b in zip(old[i], old[i + 1], strict=True)]
+                                  for i in range(0, n, 2)] + old[n:]
+                    motor.stride *= 2
         motor.points += ran
         motor.health = min(1.0, max(0.0, h))
-        motor.ttf_s = self._ttf(motor, now_s, op)
+        motor.ttf_s = self._ttf(motor, now_s, op, ts_ns)
         self._alerts(motor, ts_ns, out)
         return True
 
-    def _ttf(self, motor: _Motor, now_s: float, op: float) -> float:
+    def _ttf(self, motor: _Motor, now_s: float, op: float, ts_ns: int) -> float:
         g = motor.group
-        if motor.points < g.min_trend_points:  # thinning may leave fewer in the buffer
-            return math.inf
-        lag = (1.0 - g.level_alpha) / g.level_alpha
+        if motor.points < g.min_trend_points or len(motor.hist) < 2:
+            return math.inf  # thinning may leave fewer in the buffer than points seen
+        hist = np.array(motor.hist)
         line = np.empty(2)
-        self._k.theil_sen(np.array(motor.op) - lag, np.array(motor.h), line)
+        self._k.theil_sen(np.ascontiguousarray(hist[:, 2]), np.ascontiguousarray(hist[:, 3]),
+                          line)
         slope, healthy = float(line[0]), float(line[1])
         motor.trend_health = healthy + slope * op
         if not slope < 0:
@@ -317,10 +346,17 @@ class Health:
         remaining_op = (motor.trend_health - (healthy - 1.0)) / -slope
         if remaining_op <= 0:
             return 0.0
-        half = len(motor.t) // 2
-        if not now_s > motor.t[half] or not op > motor.op[half]:
+        (t0, op0, _, _, ms0), (t1, op1, _, _, ms1) = motor.hist[0], motor.hist[len(hist) // 2]
+        if not now_s > t1 or not op > op1:
             return math.inf  # not running lately: a stopped motor does not wear
-        return remaining_op * (now_s - motor.t[half]) / (op - motor.op[half])
+        ms_now = float(motor.scan[17])
+        period = (ts_ns - motor.first_ns) / 1e9 / max(motor.samples - 1, 1)
+        cycle = (now_s - t0 - period * (ms_now - ms0)) / (op - op0)
+        # micro-stoppage samples per operating sample = k x wear, wear = -slope x op
+        wear_half = -slope * (op1 + op) / 2
+        k = (ms_now - ms1) / (op - op1) / wear_half if wear_half > 0 else 0.0
+        ms_left = k * remaining_op * (-slope * op + 1.0) / 2  # the wear is 1 at failure
+        return max(cycle, 0.0) * remaining_op + period * max(ms_left, 0.0)
 
     def _alerts(self, motor: _Motor, ts_ns: int, out: StageOutput) -> None:
         g, ttf = motor.group, motor.ttf_s

@@ -97,11 +97,11 @@ def test_every_motor_of_the_line_fails_in_the_run(
     assert _failed(life) == list(MOTOR_IDS)
 
 
-# conveyor/infeed misses the goal in this run (median 0.22): its fitted wear slope is
-# ~1.8 % steep and the duty rate it is converted with ~8 % above the rate it actually
-# ran at to failure (micro-stoppages grow at the end), both shortening the estimate.
-# The slope error is within 2 sigma of what the current feature's noise allows; over
-# seeds 1-10 (bench/health_ttf.py) 3 of 140 motor lives miss, by 0.21-0.22.
+# conveyor/infeed misses the goal in this run (median 0.25): its remaining operating
+# time is ~20 % short at the median point (the wear line ~2 % steep; least squares on
+# every raw running sample is 16 % short too, so the data carry it, not the estimator)
+# and its last cycles ran ~4 % slower than its history. Over seeds 1-10
+# (bench/health_ttf.py) 3 of 140 motor lives miss, by 0.22-0.25; seeds 11-20: none.
 _MISSES = {"conveyor/infeed"}
 
 
@@ -174,3 +174,57 @@ def test_ttf_follows_linear_wear_through_thinning() -> None:
     assert first <= 30
     assert np.all(np.abs(est - true)[live & (true > 0)] <= 0.05 * true[live & (true > 0)])
     assert np.all(est[true <= 0] < 1e-6)
+
+
+def _wear_trace(cycles: int, stall_per_wear: float) -> tuple[
+        npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Currents at 0.1 s of a motor that runs 25 samples in every 40 (plus stalls), wears
+    linearly over 2500 running samples and, mid-run, stalls (0 A) for
+    ``stall_per_wear`` x wear stopped samples per running sample; and the truth
+    (seconds to the failing sample) at every sample."""
+    cur: list[float] = []
+    ran = 0
+    for _ in range(cycles):
+        wear = ran / 2500
+        stall = min(round(stall_per_wear * wear * 25), 12)
+        for i in range(25):
+            if i == 12:
+                cur += [0.0] * stall
+            cur.append(1.2 + 0.1 * min(ran / 2500, 1.0))
+            ran += 1
+        cur += [0.05] * 15
+    arr = np.array(cur, dtype=np.float64)
+    active = np.cumsum(arr > 0.6)
+    fail = int(np.flatnonzero(active >= 2500)[0])
+    return arr, (fail - np.arange(arr.shape[0], dtype=np.float64)) * 0.1
+
+
+def test_ttf_counts_micro_stoppages_that_grow_with_wear() -> None:
+    """Micro-stoppages that lengthen as the motor wears (idle cycle unchanged) do not
+    shorten the estimate: over the last half of life, up to the last ten cycles (where
+    the phase in the cycle is much of the remaining time), TTF is within 4 % of the
+    truth and not biased (a constant recent duty rate is 5 % short there)."""
+    tags = TagRegistry()
+    tags.add("m1", "current_a")
+    cfg = HealthConfig(name="g", motors=[MotorConfig(name="m1", current_tag="m1/current_a")],
+                       health_interval_s=4.0, level_alpha=0.2)
+    stage = Health([cfg], tags)
+    cur, true = _wear_trace(110, stall_per_wear=0.4)
+    assert stage.states()["m1"]["micro_stoppages"] == 0
+    got: list[tuple[float, float]] = []
+    for a in range(0, cur.shape[0], 40):
+        b = min(a + 40, cur.shape[0])
+        stage.process(SampleBatch(np.zeros(b - a), np.arange(a, b) * 100_000_000, cur[a:b]),
+                      [], 0)
+        got.append((stage.states()["m1"]["ttf_s"], float(true[b - 1])))
+    est, tru = np.array(got).T
+    half = (tru >= 40.0) & (tru <= tru[0] / 2)
+    rel = (est / tru - 1)[half]
+    st = stage.states()["m1"]
+    assert st["micro_stoppages"] > 20
+    stalled = (cur[1:-1] == 0.0) & (cur[:-2] > 0.6)  # first sample of each stall
+    assert st["micro_stoppages"] == stalled.sum()
+    assert st["micro_stoppage_samples"] == (cur == 0.0).sum()
+    assert half.sum() >= 20
+    assert np.all(np.abs(rel) <= 0.04), rel
+    assert abs(float(np.median(rel))) <= 0.01, rel

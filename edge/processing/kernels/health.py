@@ -13,8 +13,9 @@ from edge.processing.kernels._base import F8, f8, kernel, types
 # state:  0 level, 1 running samples, 2 baseline sum, 3 baseline n, 4 baseline,
 #         5 spike rate, 6 micro-stoppage rate, 7 spikes, 8 micro-stoppages, 9 previous class,
 #         10 inrush samples left, 11 inrush peak (current start), 12 inrush peak (mean),
-#         13 stopped run length, 14 stopped straight from running, 15 mean square, 16 starts
-N_MOTOR_PARAMS, N_MOTOR_STATE = 8, 17
+#         13 stopped run length, 14 stopped straight from running, 15 mean square, 16 starts,
+#         17 micro-stoppage samples (the stopped samples of the micro-stoppages counted in 8)
+N_MOTOR_PARAMS, N_MOTOR_STATE = 8, 18
 
 
 @kernel(types.void(F8, F8, F8))
@@ -71,6 +72,7 @@ def motor_scan(current: np.ndarray, params: np.ndarray, state: np.ndarray) -> No
                 event = 0.0
                 if resumed:
                     state[8] += 1.0
+                    state[17] += state[13]
                     event = 1.0
                 state[6] += a_rate * (event - state[6])
                 spike = state[0] == state[0] and c > state[0] + spike_d
