@@ -348,7 +348,17 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     CmmReading, Measurement, InterlockTrip, Quarantine, HealthAlert, SpcViolation,
 )
 
-_records_encoder = msgspec.msgpack.Encoder()
+def _numpy_to_python(obj: object) -> object:
+    """A stage that leaves a numpy scalar in a record field (``center=np.mean(x)``) must
+    not make the record unstorable: numpy scalars and arrays encode as their values."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"cannot encode objects of type {type(obj).__name__}")
+
+
+_records_encoder = msgspec.msgpack.Encoder(enc_hook=_numpy_to_python)
 _records_decoder = msgspec.msgpack.Decoder(list[Record])
 _json_encoder = msgspec.json.Encoder()
 

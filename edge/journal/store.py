@@ -161,6 +161,10 @@ class Journal:
         self._m_appended = m.counter(
             "edge_journal_appended_total", "Points appended to the journal", ["kind"]
         )
+        self._m_unstorable = m.counter(
+            "edge_journal_unstorable_records_total",
+            "Records a stage built that could not be encoded (logged in full instead)",
+        )
         self._m_evicted = m.counter(
             "edge_journal_evicted_total", "Points evicted from the journal by its limits",
             ["kind", "reason"],
@@ -202,7 +206,11 @@ class Journal:
                 if not item or KIND_RECORDS not in self._claimed:
                     seqs.append(0)
                     continue
-                kind, n, payload = KIND_RECORDS, len(item), encode_records(item)
+                n, payload = self._encode_records(item)
+                kind = KIND_RECORDS
+                if not n:
+                    seqs.append(0)
+                    continue
             seq += 1
             rows.append((seq, kind, now, n, payload))
             seqs.append(seq)
@@ -231,6 +239,25 @@ class Journal:
         if evicted:
             self._report_eviction(evicted, "bytes")
         return seqs
+
+    def _encode_records(self, records: Sequence[Record]) -> tuple[int, bytes]:
+        """How many records are stored, and their payload. A record that cannot be
+        encoded (a bug in the stage that built it) is logged whole and counted instead of
+        wedging the journal; the others in its batch are kept."""
+        try:
+            return len(records), encode_records(records)
+        except (TypeError, ValueError, OverflowError):
+            good: list[Record] = []
+            for rec in records:
+                try:
+                    encode_records([rec])
+                except (TypeError, ValueError, OverflowError) as exc:
+                    self._m_unstorable.inc()
+                    log.error("record cannot be stored: logged here instead",
+                              record=repr(rec), error=str(exc))
+                else:
+                    good.append(rec)
+            return len(good), encode_records(good)
 
     def _make_room(self, incoming: int) -> Eviction:
         """Evict oldest samples, then (only if none are left) oldest records."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge.journal import Journal
-from edge.model import Quarantine, SampleBatch
+from edge.model import HealthAlert, Quarantine, SampleBatch
 from edge.runtime.metrics import Metrics
 
 
@@ -213,3 +213,32 @@ async def test_writer_groups_checkpoint_only_submissions(tmp_path: Path) -> None
     assert await w.checkpoint("k") == b"2"
     await w.close()
     task.cancel()
+
+
+def test_numpy_scalars_in_records_are_stored_as_numbers(tmp_path: Path) -> None:
+    """A stage that leaves numpy scalars in a record (health, SPC limits) still gets it
+    stored; it reads back as plain numbers."""
+    j = open_journal(tmp_path, sinks=["mes"])
+    alert = HealthAlert(ts_ns=1, motor="m1", health=np.float64(0.4), ttf_s=np.float64(90.0),
+                        reason="health below 0.5")
+    assert j.append([[alert]]) == [1]
+    (got,) = j.read("mes").entries[0].records()
+    assert isinstance(got, HealthAlert)
+    assert (got.health, got.ttf_s) == (0.4, 90.0) and type(got.health) is float
+    j.close()
+
+
+def test_an_unencodable_record_never_wedges_the_journal(tmp_path: Path) -> None:
+    """A record that cannot be encoded is logged and counted; the rest of its batch and
+    the batches beside it are stored in the same append."""
+    metrics = Metrics()
+    j = open_journal(tmp_path, sinks=["mes"], metrics=metrics)
+    broken = Quarantine(ts_ns=2, source="test", reason=object())  # type: ignore[arg-type]
+    seqs = j.append([[rec(1), broken, rec(3)], batch(4), [broken]])
+    assert seqs[0] > 0 and seqs[1] > 0 and seqs[2] == 0
+    got = j.read("mes").entries
+    assert got[0].records() == [rec(1), rec(3)]
+    assert got[1].samples() == batch(4)
+    snap = metrics.snapshot(["edge_journal_unstorable_records_total"])
+    assert snap["edge_journal_unstorable_records_total"] == 2
+    j.close()
