@@ -155,3 +155,23 @@ async def test_five_thousand_tags_have_their_data_types(tmp_path: Path) -> None:
         assert r["dataType"] == f"ns=0;i={DTYPES[tag.dtype].data_type.Identifier}"
         assert r["value"] in (1, True, 1.0), r
         assert r["status"] == "Good"
+
+
+async def test_restart_from_cached_standard_space_serves_every_tag(tmp_path: Path) -> None:
+    """A second start (asyncua's standard address space loaded from the cache folder)
+    serves the standard Server object and every tag, reading BadWaitingForInitialData
+    until its first sample."""
+    async with running_sink(tmp_path, demo_registry(), FakeGateway()):
+        pass
+    assert list((tmp_path / "state" / "cache" / "opcua").glob("*.pickle"))
+    async with running_sink(tmp_path, demo_registry(), FakeGateway()) as sink:
+        out = await run_node_client("opcua_client.js", spec(sink.endpoint, tmp_path, [
+            {"browse": True, "depth": 2},
+            {"read": [f"s={t.key}" for t in sink.ctx.tags]},
+        ]))
+    assert out["ok"], out
+    browse, read = out["results"]
+    names = {n["browseName"] for n in browse["browse"]}
+    assert {"Server", "ServerStatus", "NamespaceArray", "Devices", "etch1"} <= names
+    assert len(read["read"]) == len(sink.ctx.tags)
+    assert {r["status"] for r in read["read"]} == {"BadWaitingForInitialData"}
