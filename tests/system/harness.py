@@ -62,6 +62,7 @@ MOTORS = [
     "vgr_vertical", "vgr_horizontal", "vgr_rotate", "vgr_vacuum", "vgr_valve",
 ]
 NUMBA_CACHE = REPO / ".numba_cache"
+EDGE_CACHE = REPO / ".edge_cache"  # $CACHE_DIRECTORY: the OPC-UA start-up cache, shared
 SESSION_LINES: list[str] = []  # printed by conftest at the end of the run
 
 T = TypeVar("T")
@@ -258,10 +259,12 @@ class Gateway(Proc):
         self.metrics_port = int(cfg["gateway"].get("metrics_port", 0))
         self.notify_path = workdir / "notify.sock"
         NUMBA_CACHE.mkdir(exist_ok=True)
+        EDGE_CACHE.mkdir(exist_ok=True)
         super().__init__("gateway", [sys.executable, "-m", "edge", "run", "--config",
                                      str(self.cfg_path)], workdir,
                          env={"NOTIFY_SOCKET": str(self.notify_path),
-                              "NUMBA_CACHE_DIR": str(NUMBA_CACHE), "PYTHONUNBUFFERED": "1"})
+                              "NUMBA_CACHE_DIR": str(NUMBA_CACHE),
+                              "CACHE_DIRECTORY": str(EDGE_CACHE), "PYTHONUNBUFFERED": "1"})
         self._notify: socket.socket | None = None
         self.notices: list[str] = []
         self.ready_s = 0.0
