@@ -61,6 +61,14 @@ def python_l20_u(m: list[float], tp: list[float], ts: list[float], utp: list[flo
                          + (fs / fp * U_PR) ** 2)
 
 
+def copy_bandwidth_gbs(n: int = 10_000_000, rounds: int = 15) -> float:
+    """Median numpy copy bandwidth (bytes read + written per second / 1e9) at n doubles;
+    the memory bound other benches (bench/pipeline.py) quote beside their figures."""
+    src, dst = np.random.default_rng(0).random(n), np.empty(n)
+    ns = interleaved({"copy": lambda: np.copyto(dst, src)}, rounds)["copy"]
+    return 16 * n / ns
+
+
 def compensation(n: int, rng: np.random.Generator) -> dict[str, float]:
     """ns/sample of each variant and of the copy bound, at n samples."""
     m = 120 + rng.random(n)
