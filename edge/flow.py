@@ -90,7 +90,7 @@ class Flow:
         """What the supervisor runs for ``source``: a factory of its ``run`` coroutine."""
         if self.lane is not None and source.name in self.lane_sources:
             lane = self.lane
-            return lambda: lane.call(lambda: source.run(self._emit_lane(source)))
+            return lambda: lane.call(lambda: source.run(self._emit(source, lane=True)))
         return lambda: source.run(self._emit(source))
 
     async def drain(self, timeout: float) -> None:
@@ -106,31 +106,30 @@ class Flow:
 
     # ------------------------------------------------------------------ per batch
 
-    def _emit(self, source: Source) -> Emit:
+    def _emit(self, source: Source, *, lane: bool = False) -> Emit:
+        ingest = self.ingest_lane if lane else self.ingest
+
         async def emit(batch: SampleBatch | None, records: Sequence[Record], /, *,
                        checkpoint: tuple[str, bytes] | None = None) -> None:
-            await self.ingest(source, batch, records, checkpoint=checkpoint)
+            await ingest(source, batch, records, checkpoint=checkpoint)
         return emit
 
-    def _emit_lane(self, source: Source) -> Emit:
-        async def emit(batch: SampleBatch | None, records: Sequence[Record], /, *,
-                       checkpoint: tuple[str, bytes] | None = None) -> None:
-            await self.ingest_lane(source, batch, records, checkpoint=checkpoint)
-        return emit
-
-    def _count(self, source: Source, batch: SampleBatch, records: Sequence[Record]) -> None:
+    def _arrive(self, source: Source, batch: SampleBatch | None,
+                records: Sequence[Record]) -> tuple[int, int, SampleBatch]:
+        """The batch in hand: the reaction clock starts, the batch is counted."""
+        t0 = time.perf_counter_ns()
+        now_ns = time.time_ns()
+        batch = batch if batch is not None else SampleBatch.empty()
         if len(batch):
             self._m_in.labels(source.name, "samples").inc(len(batch))
         if records:
             self._m_in.labels(source.name, "records").inc(len(records))
+        return t0, now_ns, batch
 
     async def ingest(self, source: Source, batch: SampleBatch | None,
                      records: Sequence[Record], *,
                      checkpoint: tuple[str, bytes] | None = None) -> None:
-        t0 = time.perf_counter_ns()
-        now_ns = time.time_ns()
-        batch = batch if batch is not None else SampleBatch.empty()
-        self._count(source, batch, records)
+        t0, now_ns, batch = self._arrive(source, batch, records)
         batch, out = await self.judge(self.stages, batch, list(records), now_ns, t0)
         await self.keep(batch, out, wait=getattr(source, "wait_durable", False),
                         checkpoint=checkpoint)
@@ -148,10 +147,7 @@ class Flow:
                           records: Sequence[Record], *,
                           checkpoint: tuple[str, bytes] | None = None) -> None:
         """``ingest`` for a source on the fast lane, on the lane's loop."""
-        t0 = time.perf_counter_ns()
-        now_ns = time.time_ns()
-        batch = batch if batch is not None else SampleBatch.empty()
-        self._count(source, batch, records)
+        t0, now_ns, batch = self._arrive(source, batch, records)
         batch, out = await self.judge(self._lane_stages, batch, list(records), now_ns, t0)
         assert self._main is not None
         handoff = asyncio.run_coroutine_threadsafe(
