@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from edge.processing.kernels._base import F8, I8, i8, kernel
+from edge.processing.kernels._base import F8, I8, f8, i8, kernel, types
 
 RULE_WE1, RULE_WE2, RULE_WE3, RULE_WE4, RULE_EWMA = 1, 2, 4, 8, 16
 # params: 0 center, 1 sigma, 2 lambda, 3 L, 4 rule mask
@@ -14,6 +14,22 @@ RULE_WE1, RULE_WE2, RULE_WE3, RULE_WE4, RULE_EWMA = 1, 2, 4, 8, 16
 #         11 points held in the z history, 12..14 cool-down of rules 2, 3, 4,
 #         15 one minus (1 - lambda)^(2 points), the EWMA variance factor
 N_SPC_PARAMS, N_SPC_STATE = 5, 16
+
+
+_COUNTS = types.UniTuple(i8, 2)  # type: ignore[no-untyped-call]  # numba's types are untyped
+
+
+@kernel(_COUNTS(F8, i8, i8, f8))
+def _beyond(z: np.ndarray, first: int, stop: int, limit: float) -> tuple[int, int]:
+    """How many of ``z[first:stop]`` lie above ``limit`` and below ``-limit``."""
+    up = 0
+    dn = 0
+    for j in range(first, stop):
+        if z[j] > limit:
+            up += 1
+        elif z[j] < -limit:
+            dn += 1
+    return up, dn
 
 
 @kernel(i8(F8, F8, F8, I8, I8, F8))
@@ -48,37 +64,19 @@ def spc_scan(values: np.ndarray, params: np.ndarray, state: np.ndarray,
             out_index[k], out_rule[k], out_stat[k] = i, RULE_WE1, z
             k += 1
         if mask & RULE_WE2 and held >= 3 and state[12] <= 0.0:
-            up = 0
-            dn = 0
-            for j in range(8, 11):
-                if state[j] > 2.0:
-                    up += 1
-                elif state[j] < -2.0:
-                    dn += 1
+            up, dn = _beyond(state, 8, 11, 2.0)
             if (up >= 2 and z > 2.0) or (dn >= 2 and z < -2.0):
                 out_index[k], out_rule[k], out_stat[k] = i, RULE_WE2, z
                 k += 1
                 state[12] = 3.0
         if mask & RULE_WE3 and held >= 5 and state[13] <= 0.0:
-            up = 0
-            dn = 0
-            for j in range(6, 11):
-                if state[j] > 1.0:
-                    up += 1
-                elif state[j] < -1.0:
-                    dn += 1
+            up, dn = _beyond(state, 6, 11, 1.0)
             if (up >= 4 and z > 1.0) or (dn >= 4 and z < -1.0):
                 out_index[k], out_rule[k], out_stat[k] = i, RULE_WE3, z
                 k += 1
                 state[13] = 5.0
         if mask & RULE_WE4 and held >= 8 and state[14] <= 0.0:
-            up = 0
-            dn = 0
-            for j in range(3, 11):
-                if state[j] > 0.0:
-                    up += 1
-                elif state[j] < 0.0:
-                    dn += 1
+            up, dn = _beyond(state, 3, 11, 0.0)
             if up == 8 or dn == 8:
                 out_index[k], out_rule[k], out_stat[k] = i, RULE_WE4, z
                 k += 1
