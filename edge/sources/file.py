@@ -138,6 +138,11 @@ class _Cursor:
 class FileSource:
     # emit returns only after the journal commit that also stores the checkpoint.
     wait_durable = True
+    # A file unchanged this long gives back its reading state (parser, rows seen); only
+    # its mark stays. If it grows again its state is rebuilt from the file, as after a
+    # restart. Without this a folder of per-part drops kept every row of every file ever
+    # read in memory (40 MB after 80 bulk files, and 50 ms garbage collections).
+    idle_release_s = 120.0
 
     def __init__(self, cfg: FileSourceConfig, ctx: BuildContext) -> None:
         self.name = cfg.name
@@ -206,6 +211,10 @@ class FileSource:
                             found.append((entry.stat().st_mtime_ns, entry.name, p))
         for _, _, p in sorted(found):
             await self.consume(p, emit)
+        idle_before = time.time_ns() - int(self.idle_release_s * 1e9)
+        for mtime_ns, _, p in found:
+            if mtime_ns < idle_before:
+                self.cursors.pop(str(p), None)
         present = {str(p) for _, _, p in found}
         gone = [k for k in self.marks if k not in present]
         if gone:
@@ -237,6 +246,8 @@ class FileSource:
         ):
             if cur is not None:
                 return cur
+            if st.st_size == mark.offset:
+                return None  # nothing new: its reading state is not rebuilt for nothing
             cur = _Cursor(mark, self._parser())
             if await asyncio.to_thread(self._prime, path, cur):
                 self.cursors[key] = cur

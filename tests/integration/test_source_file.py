@@ -178,3 +178,28 @@ async def test_bad_rows_quarantined_with_file_line_and_reason(tmp_path: Path) ->
     rejected = sum(v for k, v in metrics.snapshot().items()
                    if k.startswith("edge_source_rejected_total"))
     assert rejected == len(q)
+
+
+async def test_idle_files_release_their_state_and_rebuild_it_when_they_grow(
+        tmp_path: Path) -> None:
+    """A file that stopped changing gives back its rows-seen state (a folder of drops
+    must not keep every row ever read in memory); when it grows again the state is
+    rebuilt from the file, so a repeated row is still caught and a new one still read."""
+    drop = tmp_path / "drop"
+    writer, model = CmmWriter(drop, "daily"), CmmModel(seed=3)
+    keys = write_parts(writer, model, 2)
+    daily = next(drop.glob("cmm-*.csv"))
+    src, _ = build(drop, tmp_path / "state")
+    src.idle_release_s = 0.0  # every rescan releases every file that is not changing
+    out = Collector()
+    async with running(src, out):
+        await until(lambda: len(out.readings()) == len(keys))
+        await until(lambda: not src.cursors)  # released at the next rescan
+        rows = daily.read_text().splitlines()
+        fresh = rows[-1].replace("P000002", "P000077")
+        with daily.open("a") as fh:
+            fh.write(rows[-1] + "\n" + fresh + "\n")
+        await until(lambda: len(out.readings()) == len(keys) + 1 and bool(out.quarantined()))
+    (dup,) = out.quarantined()
+    assert "duplicate" in dup.reason
+    assert out.readings()[-1].part_id == "P000077"
