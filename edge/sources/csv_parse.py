@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from edge.sources.rowset import SeenRows
 from edge.sources.timestamps import EpochUnit, TimestampError, parse_timestamp
 
 _T = TypeVar("_T")
@@ -120,7 +121,7 @@ class _Parser(abc.ABC, Generic[_T]):
     def _row(self, fields: list[str]) -> _T:
         """One parsed row; raises ``_Problem`` with the reason when it is bad."""
 
-    def parse(self, lines: Sequence[tuple[int, bytes]], seen: set[bytes]) -> ParseResult[_T]:
+    def parse(self, lines: Sequence[tuple[int, bytes]], seen: SeenRows) -> ParseResult[_T]:
         out: ParseResult[_T] = ParseResult()
         for line_no, raw in lines:
             line = raw.rstrip(b"\r\n")

@@ -47,6 +47,7 @@ from edge.sources.csv_parse import (
 )
 from edge.sources.file_checkpoint import FileMark
 from edge.sources.metrics import SourceMetrics
+from edge.sources.rowset import RowSet
 from edge.sources.timestamps import EpochUnit, zone
 
 log = structlog.get_logger("edge.sources.file")
@@ -131,7 +132,7 @@ class _Cursor:
     def __init__(self, mark: FileMark, parser: CmmParser | SamplesParser) -> None:
         self.mark = mark
         self.parser = parser
-        self.seen: set[bytes] = set()
+        self.seen = RowSet()
         self.head = b""  # the file's first bytes, when read from offset 0
 
 
