@@ -10,6 +10,9 @@ Invariants:
 * Sources whose tags an interlock watches run on the fast lane (``edge.runtime.fastlane``):
   there the interlock stage judges and commands; the other stages, the journal and the
   live sink take the batch on the main loop, one hand-off per batch, in arrival order.
+  There the interlocks judge before compensation: it only adds derived tags (declared by
+  its section, never by a source), and an interlock on a derived tag keeps its source on
+  the main loop, where the stages run in configured order.
 * A command runs on the loop that owns its source's connections, whichever loop decided it.
 * ``reaction_ns`` of an InterlockTrip is measured from the batch in hand to the command
   written and answered by the device (or failed).
