@@ -16,7 +16,10 @@ Guarantees, in order of importance:
    A sink that is slow or dead holds back only the deletion of what it takes (a dead
    MES keeps records, not the samples InfluxDB already has), never another sink.
 5. **Limits in bytes and age, records kept longest.** Over ``max_bytes`` the oldest
-   sample entries are evicted first; records go only when no samples are left. Samples
+   sample entries are evicted first; records go only when no samples are left, and only
+   to make room for newer records: an append of more samples than the limit holds goes
+   over it by those samples (the first to go at the next append), never into the
+   records. Samples
    older than ``max_age_s`` and records older than ``record_max_age_s`` are evicted.
    Every evicted point is counted (``edge_journal_evicted_total``) and logged, with how
    many of them no sink had delivered yet. Nothing is dropped silently.
@@ -218,7 +221,11 @@ class Journal:
             counts[_KIND_NAME[kind]] += n
         if not rows and not checkpoints:
             return seqs
-        evicted = self._make_room(added) if self._bytes + added > self.max_bytes else None
+        evicted = None
+        if self._bytes + added > self.max_bytes:
+            in_records = sum(len(p) + _ROW_OVERHEAD for _, k, _, _, p in rows
+                             if k == KIND_RECORDS)
+            evicted = self._make_room(added, in_records)
         with self._tx():
             self._db.executemany(
                 "INSERT INTO entries(seq, kind, ts_ns, n, nbytes, payload) "
@@ -259,11 +266,14 @@ class Journal:
                     good.append(rec)
             return len(good), encode_records(good)
 
-    def _make_room(self, incoming: int) -> Eviction:
-        """Evict oldest samples, then (only if none are left) oldest records."""
-        target = self.max_bytes - incoming
+    def _make_room(self, incoming: int, incoming_records: int) -> Eviction:
+        """Evict oldest samples until ``incoming`` bytes fit; then oldest records, but only
+        as far as the incoming records need: samples never push records out. An append
+        whose samples do not fit even beside the records alone goes over the limit by
+        those samples, which are the first to go at the next append."""
         ev = Eviction()
-        for kind in (KIND_SAMPLES, KIND_RECORDS):
+        for kind, target in ((KIND_SAMPLES, self.max_bytes - incoming),
+                             (KIND_RECORDS, self.max_bytes - incoming_records)):
             while self._bytes > target:
                 rows = self._db.execute(
                     "SELECT seq, n, nbytes FROM entries WHERE kind = ? ORDER BY seq LIMIT 64",

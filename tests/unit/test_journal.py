@@ -242,3 +242,21 @@ def test_an_unencodable_record_never_wedges_the_journal(tmp_path: Path) -> None:
     snap = metrics.snapshot(["edge_journal_unstorable_records_total"])
     assert snap["edge_journal_unstorable_records_total"] == 2
     j.close()
+
+
+def test_samples_too_big_for_the_limit_never_push_records_out(tmp_path: Path) -> None:
+    """An append of more samples than the whole byte limit evicts the stored samples but
+    no record (seen in the kill -9 soak: a 60k-sample CSV drop against a 1 MB journal
+    evicted measurements); the oversized samples go first at the next append."""
+    one = batch(1000).nbytes
+    j = open_journal(tmp_path, sinks=["s"], max_bytes=int(one * 2.5))
+    j.append([[rec(1), rec(2)]])
+    j.append([batch(1000)])
+    j.append([batch(3000, 1000)])  # alone bigger than the limit
+    kinds = [e.kind for e in j.entries()]
+    assert kinds == ["records", "samples"], kinds
+    assert [len(e.samples()) for e in j.entries() if e.kind == "samples"] == [3000]
+    j.append([batch(1000, 4000)])
+    assert [(e.kind, e.count) for e in j.entries()] == [("records", 2), ("samples", 1000)]
+    assert j.bytes <= j.max_bytes
+    j.close()
