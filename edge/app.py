@@ -38,7 +38,7 @@ from edge.config import Config, secret_reader
 from edge.flow import Flow
 from edge.journal import Journal, JournalWriter
 from edge.model import TagRegistry
-from edge.runtime import control
+from edge.runtime import control, memory
 from edge.runtime.metrics import Metrics
 from edge.runtime.status import StatusBoard
 from edge.runtime.supervisor import Supervisor
@@ -265,6 +265,8 @@ class Gateway:
         gen0, gen1, _ = gc.get_threshold()
         gc.set_threshold(gen0, gen1, FULL_GC_EVERY)
         gc.enable()
+        released, why_not = memory.release_compiler_pages()
+        log.info("compiler pages released", mib=round(released / 1024, 1), why_not=why_not)
         # Sources start last, once start-up no longer holds the loop: a poll that waits
         # behind it would time out, and a Bad sample trips a fail-safe interlock.
         now_ns = time.time_ns()
