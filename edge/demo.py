@@ -81,7 +81,11 @@ def plant_config(state: Path, ports: dict[str, int]) -> dict[str, Any]:
 
 
 async def start_broker(port: int) -> Any:
-    from amqtt.broker import Broker
+    try:
+        from amqtt.broker import Broker
+    except ImportError as exc:
+        raise SystemExit("the demo's MQTT broker needs amqtt: "
+                         "pip install 'edge-gateway[demo]' (make demo does)") from exc
 
     broker = Broker({
         "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
