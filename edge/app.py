@@ -47,7 +47,7 @@ from edge.sinks.delivery import Backoff, SinkState, deliver
 
 log = structlog.get_logger("edge.app")
 
-SWITCH_INTERVAL_S = 0.0005
+SWITCH_INTERVAL_S = 0.0001
 FULL_GC_EVERY = 100  # younger collections between two full ones (CPython default 10)
 TICK_S = 0.1
 

@@ -219,7 +219,16 @@ class Flow:
         else:
             results = list(await asyncio.gather(*(self._send_one(c) for c in commands)))
         reaction_ns = time.perf_counter_ns() - t0_ns
-        outcome = {c.reason: ok for c, ok in zip(commands, results, strict=True)}
+        for cmd, (ok, error) in zip(commands, results, strict=True):  # after the clock
+            if ok:
+                log.warning("device command sent", source=cmd.source, action=cmd.action,
+                            target=cmd.target, reason=cmd.reason,
+                            reaction_ms=round(reaction_ns / 1e6, 3))
+            else:
+                log.error("device command failed", source=cmd.source, action=cmd.action,
+                          target=cmd.target, reason=cmd.reason, error=error)
+                self._m_cmd_fail.labels(cmd.source, cmd.action).inc()
+        outcome = {c.reason: ok for c, (ok, _) in zip(commands, results, strict=True)}
         patched: list[Record] = []
         for rec in records:
             if isinstance(rec, InterlockTrip) and rec.interlock in outcome:
@@ -231,13 +240,11 @@ class Flow:
                 patched.append(rec)
         return patched
 
-    async def _send_one(self, cmd: Command) -> bool:
+    async def _send_one(self, cmd: Command) -> tuple[bool, str]:
+        """(answered, why not); logging waits until the reaction clock has stopped."""
         src = next((s for s in self.sources if s.name == cmd.source), None)
         if src is None or not isinstance(src, Commandable):
-            log.error("command for a source without a write-back port", source=cmd.source,
-                      action=cmd.action, reason=cmd.reason)
-            self._m_cmd_fail.labels(cmd.source, cmd.action).inc()
-            return False
+            return False, "the source has no write-back port"
         target = (self.lane.loop if self.lane is not None and cmd.source in self.lane_sources
                   else self._main)
         try:
@@ -248,13 +255,8 @@ class Flow:
                     await asyncio.wrap_future(
                         asyncio.run_coroutine_threadsafe(src.write(cmd), target))
         except Exception as exc:  # the device may fail in any way; the trip is still recorded
-            log.error("device command failed", source=cmd.source, action=cmd.action,
-                      target=cmd.target, reason=cmd.reason, error=str(exc) or type(exc).__name__)
-            self._m_cmd_fail.labels(cmd.source, cmd.action).inc()
-            return False
-        log.warning("device command sent", source=cmd.source, action=cmd.action,
-                    target=cmd.target, reason=cmd.reason)
-        return True
+            return False, str(exc) or type(exc).__name__
+        return True, ""
 
 
 def _report_handoff(fut: concurrent.futures.Future[None]) -> None:

@@ -295,6 +295,7 @@ class ModbusSource:
             if lost:
                 self._link(False, lost)
                 return any_ok
+            await self.port.keep_open()
             k, missed = next_tick(k, t0, interval, loop.time())
             if missed:
                 self.missed.inc(missed)

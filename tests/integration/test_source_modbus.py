@@ -132,6 +132,27 @@ async def test_stop_command_reaches_device(etch: EtchServer, tmp_path: Path) -> 
     await src.close()
 
 
+async def test_command_connection_is_open_before_the_first_command(
+        etch: EtchServer, tmp_path: Path) -> None:
+    """A stop must not pay for a TCP connect: the write-back connection opens once the
+    poll link is up, and opens again after the link came back."""
+    src, _, _ = build(etch_config(etch.port, poll_interval_s=0.05), tmp_path)
+    out = Collector()
+
+    def port_open() -> bool:
+        client = src.port._client
+        return client is not None and client.connected
+
+    async with running(src, out):
+        await until(port_open)
+        src._link(False, "test: device went away")  # what a lost poll link does
+        assert not port_open()
+        await until(port_open, timeout=2.0)
+        await src.write(Command("etch1", "stop", reason="test"))
+        assert etch.model.stopped
+    await src.close()
+
+
 async def test_coils_and_input_registers_read_in_the_same_poll(
     etch: EtchServer, tmp_path: Path
 ) -> None:
