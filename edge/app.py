@@ -379,7 +379,8 @@ async def run_daemon(cfg: Config) -> int:
     """Run until SIGTERM/SIGINT; the exit status of the daemon."""
     # A thread in Python code (the journal writer encoding a batch) keeps the GIL for up to
     # the switch interval while the loop waits with a device's answer in hand: 5 ms by
-    # default, the whole interlock budget.
+    # default, the whole interlock budget. 0.1 ms costs no measurable CPU at 200k samples/s
+    # (the lane is mostly asleep, so the main thread is rarely asked to hand over).
     sys.setswitchinterval(SWITCH_INTERVAL_S)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -6,7 +6,7 @@ slices of a millisecond or so, at every hop of the command path. Under 200k samp
 that put the interlock reaction (sample in hand -> stop command written and answered) at
 7-25 ms p99. On the lane the poll, the interlock decision and the stop command share an
 almost idle loop; the main thread holds the GIL for at most the switch interval that
-``run_daemon`` sets (0.5 ms) when the lane wakes up.
+``run_daemon`` sets (0.1 ms) when the lane wakes up.
 
 Invariants:
 
