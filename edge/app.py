@@ -156,7 +156,7 @@ class Gateway:
         )
         self.flow = Flow(self.sources, self.stages, self.writer, self.live, self.metrics)
         if cfg.gateway.fast_lane:
-            self.flow.plan_fast_lane(self._tag_source)
+            self.flow.plan_fast_lane(self._tag_source, cfg.gateway.fast_lane_rt_priority)
             self.stages = self.flow.stages
 
     def stage(self, name: str) -> Any:

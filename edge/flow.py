@@ -67,9 +67,9 @@ class Flow:
 
     # ------------------------------------------------------------------ set-up
 
-    def plan_fast_lane(self, tag_source: dict[int, str]) -> None:
+    def plan_fast_lane(self, tag_source: dict[int, str], rt_priority: int = 0) -> None:
         """Put the sources whose tags an interlock watches on a fast lane (``tag_source``:
-        tag id -> the source that declared it)."""
+        tag id -> the source that declared it; ``rt_priority``: see FastLane)."""
         interlock = next((s for s in self.stages if s.name == "interlock"), None)
         if interlock is None:
             return
@@ -77,7 +77,7 @@ class Flow:
         self.lane_sources = {tag_source[t] for t in watched if t in tag_source}
         if not self.lane_sources:
             return
-        self.lane = FastLane()
+        self.lane = FastLane(rt_priority=rt_priority)
         locked = LockedStage(interlock)
         self.stages = [locked if s is interlock else s for s in self.stages]
         self._lane_stages = [locked]

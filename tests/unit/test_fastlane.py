@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Iterator
 from typing import ClassVar
@@ -103,3 +104,54 @@ def test_locked_stage_never_runs_two_calls_at_once() -> None:
     assert inner.overlaps == 0
     assert stage.reset("a", 0) is True
     assert stage.rules == {"a": 1}
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getscheduler"), reason="Linux scheduling only")
+async def test_lane_thread_runs_real_time_when_allowed() -> None:
+    """With the right (root here, LimitRTPRIO= under systemd) the lane's thread is
+    SCHED_FIFO at the configured priority, and only that thread."""
+    if os.geteuid() != 0 and _rtprio_limit() < 7:
+        pytest.skip("no RLIMIT_RTPRIO and not root")
+    lane = FastLane("rt-lane", rt_priority=7)
+    lane.start()
+    try:
+        seen: list[tuple[int, int]] = []
+
+        async def source() -> None:
+            seen.append((os.sched_getscheduler(0), os.sched_getparam(0).sched_priority))
+
+        await asyncio.wait_for(lane.call(source), 5)
+        assert lane.rt
+        assert seen == [(os.SCHED_FIFO, 7)]
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER  # this thread: unchanged
+    finally:
+        lane.stop()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getscheduler"), reason="Linux scheduling only")
+async def test_lane_runs_at_normal_priority_when_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused (no capability, no rlimit): the lane still runs, and says why and how."""
+    def refuse(*_: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    lane = FastLane("plain-lane", rt_priority=10)
+    lane.start()
+    try:
+        ran: list[bool] = []
+
+        async def source() -> None:
+            ran.append(True)
+
+        await asyncio.wait_for(lane.call(source), 5)
+        assert ran == [True]
+        assert not lane.rt
+    finally:
+        lane.stop()
+
+
+def _rtprio_limit() -> int:
+    import resource
+
+    return int(resource.getrlimit(resource.RLIMIT_RTPRIO)[0])
