@@ -4,13 +4,16 @@ What runs, each in its own process on 127.0.0.1 (free ports, one temporary folde
 
 * the gateway, ``python -m edge run --config <generated toml>`` with a notify socket
   (READY=1) and ``gateway.metrics_port``;
-* mosquitto, VictoriaMetrics (or influxd 1.x with ``--influx``), the hw_sim MES and the
-  hw_sim etch tool (Modbus, polled at 10 Hz);
+* mosquitto, VictoriaMetrics (or influxd 1.x with ``--influx``), the hw_sim MES and
+  ``--etch-tools`` hw_sim etch tools (Modbus, each polled at 10 Hz, each with its own
+  over-temperature interlock: more tools, more trips per step, a p99 worth the name);
+  as root the tools run SCHED_FIFO 5 (``--device-rt``, default on): a real PLC answers
+  from its own CPU, not from the two cores the bench saturates;
 * load generators: ``pipeline_mqtt.py`` (batched JSON arrays, 1,000 devices, QoS 1),
   ``pipeline_files.py`` (one bulk samples CSV and one CMM CSV per second), and a
   node-opcua client subscribed to 1,000 of the tags for the whole run.
 
-The gateway's stages: compensation (CMM rows), the etch over-temperature interlock,
+The gateway's stages: compensation (CMM rows), the etch over-temperature interlocks,
 health on 14 of the MQTT motors, SPC (EWMA) on the chamber temperature; sinks: the MES
 (records) and the time-series database (samples and records); OPC-UA live.
 
@@ -69,7 +72,15 @@ from pipeline_bounds import (  # noqa: E402
     tsdb_write_rate,
 )
 
-INTERLOCK = "etch1_overtemp"
+from hw_sim.etch import STATUS_STOPPED, regs_float  # noqa: E402
+
+
+def tool(k: int) -> str:
+    return f"etch{k + 1}"
+
+
+def interlock(k: int) -> str:
+    return f"{tool(k)}_overtemp"
 DEVICES = 1000
 MOTORS = 14
 CLK = os.sysconf("SC_CLK_TCK")
@@ -139,8 +150,31 @@ def pct(values: list[float], q: float) -> float:
 # --------------------------------------------------------------------------- config
 
 
+def etch_source(name: str, port: int) -> dict[str, Any]:
+    return {"type": "modbus", "name": name, "host": "127.0.0.1", "port": port,
+            "device_id": 1, "poll_interval_s": 0.1, "timeout_s": 0.5, "backoff_max_s": 1.0,
+            "registers": [
+                {"name": "chamber_temp", "address": 0, "type": "float32", "unit": "degC"},
+                {"name": "pressure", "address": 2, "type": "float32", "unit": "mTorr"},
+                {"name": "rf_power", "address": 4, "type": "float32", "unit": "W"},
+                {"name": "gas_flow", "address": 6, "type": "float32", "unit": "sccm"},
+                {"name": "lot", "address": 8, "type": "uint16"},
+                {"name": "wafer", "address": 9, "type": "uint16"},
+                {"name": "step", "address": 10, "type": "uint16"},
+                {"name": "status", "address": 11, "type": "uint16"},
+            ],
+            "commands": [{"action": "stop", "function": "coil", "address": 0, "value": 1}]}
+
+
+def etch_interlock(name: str) -> dict[str, Any]:
+    return {"name": f"{name}_overtemp", "tag": f"{name}/chamber_temp", "high": 188.0,
+            "clear_hysteresis": 2.0, "trip_on_bad_quality": False,
+            "action": {"source": name, "action": "stop"},
+            "context_tags": [f"{name}/lot", f"{name}/wafer"], "evidence_samples": 20}
+
+
 def gateway_config(tmp: Path, ports: dict[str, int], tsdb: Peer, influx_v1: bool,
-                   *, opcua_interval_ms: float) -> dict[str, Any]:
+                   *, opcua_interval_ms: float, tools: int) -> dict[str, Any]:
     devices = [dev(i) for i in range(DEVICES)]
     sink: dict[str, Any] = {"type": "influx", "name": "tsdb", "url": tsdb.url, "timeout_s": 30.0}
     if influx_v1:
@@ -166,27 +200,10 @@ def gateway_config(tmp: Path, ports: dict[str, int], tsdb: Peer, influx_v1: bool
              "values": [{"column": c, "tag": c} for c in ("a", "b", "c")]},
             {"type": "file", "name": "cmm1", "paths": [str(tmp / "cmm")], "mode": "cmm",
              "debounce_ms": 50, "rescan_s": 5.0},
-            {"type": "modbus", "name": "etch1", "host": "127.0.0.1", "port": ports["etch"],
-             "device_id": 1, "poll_interval_s": 0.1, "timeout_s": 0.5, "backoff_max_s": 1.0,
-             "registers": [
-                 {"name": "chamber_temp", "address": 0, "type": "float32", "unit": "degC"},
-                 {"name": "pressure", "address": 2, "type": "float32", "unit": "mTorr"},
-                 {"name": "rf_power", "address": 4, "type": "float32", "unit": "W"},
-                 {"name": "gas_flow", "address": 6, "type": "float32", "unit": "sccm"},
-                 {"name": "lot", "address": 8, "type": "uint16"},
-                 {"name": "wafer", "address": 9, "type": "uint16"},
-                 {"name": "step", "address": 10, "type": "uint16"},
-                 {"name": "status", "address": 11, "type": "uint16"},
-             ],
-             "commands": [{"action": "stop", "function": "coil", "address": 0, "value": 1}]},
+            *(etch_source(tool(k), ports[tool(k)]) for k in range(tools)),
         ],
         "compensation": [{"name": "cmm1"}],
-        "interlocks": [{
-            "name": INTERLOCK, "tag": "etch1/chamber_temp", "high": 188.0,
-            "clear_hysteresis": 2.0, "trip_on_bad_quality": False,
-            "action": {"source": "etch1", "action": "stop"},
-            "context_tags": ["etch1/lot", "etch1/wafer"], "evidence_samples": 20,
-        }],
+        "interlocks": [etch_interlock(tool(k)) for k in range(tools)],
         "health": [{"name": "line", "health_interval_s": 5.0, "motors": [
             {"name": dev(i), "current_tag": f"{dev(i)}/current_a"} for i in range(MOTORS)]}],
         "spc": [{"name": "etch1_temp", "tag": "etch1/chamber_temp", "baseline_samples": 100,
@@ -284,30 +301,33 @@ def start_world(w: World) -> None:
         w.tsdb = start_victoria_metrics(tmp)
     w.peers.append(w.tsdb)
     w.ports = {"mqtt": w.broker.port, "mes": free_port(), "mes_admin": free_port(),
-               "etch": free_port(), "opcua": free_port(), "metrics": free_port()}
+               "opcua": free_port(), "metrics": free_port(),
+               **{tool(k): free_port() for k in range(a.etch_tools)}}
     mes = PlantPart("mes", tmp, {"seed": 7, "speed": 1.0, "truth": "truth-mes.jsonl",
                                  "mes": {"port": w.ports["mes"], "admin_port": w.ports["mes_admin"],
                                          "db": str(tmp / "mes.sqlite")},
                                  "cmm": {"enabled": False}, "etch": {"enabled": False},
                                  "motors": {"enabled": False}},
                     [w.ports["mes"], w.ports["mes_admin"]])
-    etch = PlantPart("etch", tmp, {"seed": 7, "speed": 1.0, "truth": "truth-etch.jsonl",
-                                   "etch": {"port": w.ports["etch"], "dt_s": 0.1,
-                                            "excursion_ramp_c_per_s": 20.0,
-                                            "excursion_duration_s": 2.0, "cool_tau_s": 10.0,
-                                            "heat_tau_s": 2.0, "excursion_decay_tau_s": 0.5},
-                                   "cmm": {"enabled": False}, "mes": {"enabled": False},
-                                   "motors": {"enabled": False}},
-                     [w.ports["etch"]])
-    for part in (mes, etch):
+    tools = [PlantPart(tool(k), tmp, {
+        "seed": 7 + k, "speed": 1.0, "truth": f"truth-{tool(k)}.jsonl",
+        "etch": {"port": w.ports[tool(k)], "dt_s": 0.1, "excursion_ramp_c_per_s": 20.0,
+                 "excursion_duration_s": 2.0, "cool_tau_s": 10.0, "heat_tau_s": 2.0,
+                 "excursion_decay_tau_s": 0.5},
+        "cmm": {"enabled": False}, "mes": {"enabled": False}, "motors": {"enabled": False}},
+        [w.ports[tool(k)]]) for k in range(a.etch_tools)]
+    for part in (mes, *tools):
         w.procs.append(part)
         part.start()
+    if a.device_rt:
+        for part in tools:  # the plant's model and Modbus server share its main thread
+            os.sched_setscheduler(part.pid, os.SCHED_FIFO, os.sched_param(5))
     w.mes = Mes(w.ports["mes_admin"])
 
 
 def start_gateway(w: World) -> float:
     cfg = gateway_config(w.tmp, w.ports, w.tsdb, w.args.influx,  # type: ignore[arg-type]
-                         opcua_interval_ms=w.args.opcua_interval_ms)
+                         opcua_interval_ms=w.args.opcua_interval_ms, tools=w.args.etch_tools)
     w.gw = Gateway(w.tmp, cfg)
     w.gw.start(ready_timeout=120)
     return float(w.gw.ready_s)
@@ -348,16 +368,16 @@ def start_opcua_client(w: World, seconds: float) -> None:
 
 
 class Tripper:
-    """Forces an etch excursion ``every_s`` after the chamber is back at temperature;
-    resets tool and interlock after the trip. Runs in a thread while a phase is
-    measured."""
+    """Forces an excursion of etch tool ``k`` ``every_s`` after the chamber is back at
+    temperature; resets tool and interlock after the trip. Runs in a thread while a
+    phase is measured."""
 
-    def __init__(self, w: World, every_s: float) -> None:
-        self.w, self.every_s = w, every_s
+    def __init__(self, w: World, every_s: float, k: int = 0) -> None:
+        self.w, self.every_s, self.k = w, every_s, k
         self.stop = threading.Event()
         self.trips = 0
         self.failures: list[str] = []
-        self.thread = threading.Thread(target=self._run, daemon=True, name="tripper")
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"tripper-{k}")
 
     def __enter__(self) -> Tripper:
         self.thread.start()
@@ -367,34 +387,68 @@ class Tripper:
         self.stop.set()
         self.thread.join(30)
 
-    def _state(self) -> dict[str, Any]:
-        assert self.w.gw is not None
-        state: dict[str, Any] = self.w.gw.status()["interlocks"][INTERLOCK]
-        return state
-
-    def _trips(self) -> int:
-        return int(self._state()["trips"])
+    def _device(self, client: Any) -> tuple[float, int]:
+        """(chamber temperature, status bits) read from the tool itself: waiting on the
+        gateway's status instead would put ~60 status requests/s (4 tools) on the loop
+        whose interference is being measured."""
+        rr = client.read_holding_registers(0, count=12, device_id=1)
+        if rr.isError():
+            raise AssertionError(f"{tool(self.k)} read failed: {rr}")
+        return regs_float(rr.registers[0:2]), int(rr.registers[11])
 
     def _run(self) -> None:
-        gw, port = self.w.gw, self.w.ports["etch"]
+        from pymodbus.client import ModbusTcpClient
+
+        gw, port, name = self.w.gw, self.w.ports[tool(self.k)], interlock(self.k)
         assert gw is not None
-        while not self.stop.wait(self.every_s):
-            try:
-                etch_write(port, coil=1, value=1)  # running, whatever the last cycle left
-                # an excursion adds ~15 C: start it once the tool is back near 180 C
-                wait_for("the chamber to heat up again",
-                         lambda: self._state()["last_value"] >= 178.0, 30, interval=0.1)
-                before = self._trips()
-                etch_write(port, register=20, value=1)
-                wait_for("the interlock to trip", lambda b=before: self._trips() > b, 15,
-                         interval=0.05)
-                etch_write(port, coil=1, value=1)
-                wait_for("the interlock reset", lambda: bool(
-                    gw.ask({"cmd": "interlock_reset", "name": INTERLOCK}).get("ok")), 20,
-                    interval=0.2)
-                self.trips += 1
-            except AssertionError as exc:
-                self.failures.append(str(exc).splitlines()[0])
+        client = ModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=1)
+        client.connect()  # type: ignore[no-untyped-call]
+        try:
+            while not self.stop.wait(self.every_s):
+                try:
+                    etch_write(port, coil=1, value=1)  # running, whatever the last cycle left
+                    # an excursion adds ~15 C: start it once the tool is back near 180 C
+                    wait_for("the chamber to heat up again",
+                             lambda: self._device(client)[0] >= 178.0, 30, interval=0.1)
+                    etch_write(port, register=20, value=1)
+                    wait_for("the interlock to stop the tool",
+                             lambda: bool(self._device(client)[1] & STATUS_STOPPED), 15,
+                             interval=0.05)
+                    etch_write(port, coil=1, value=1)
+                    wait_for("the interlock reset", lambda: bool(
+                        gw.ask({"cmd": "interlock_reset", "name": name}).get("ok")), 20,
+                        interval=0.2)
+                    self.trips += 1
+                except AssertionError as exc:
+                    self.failures.append(str(exc).splitlines()[0])
+        finally:
+            client.close()  # type: ignore[no-untyped-call]
+
+
+class Trippers:
+    """One Tripper per etch tool, started together; their trips and failures summed."""
+
+    def __init__(self, w: World, every_s: float) -> None:
+        self.all = [Tripper(w, every_s, k) for k in range(w.args.etch_tools)]
+
+    def __enter__(self) -> Trippers:
+        for t in self.all:
+            t.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for t in self.all:
+            t.stop.set()
+        for t in self.all:
+            t.__exit__()
+
+    @property
+    def trips(self) -> int:
+        return sum(t.trips for t in self.all)
+
+    @property
+    def failures(self) -> list[str]:
+        return [f for t in self.all for f in t.failures]
 
 
 # --------------------------------------------------------------------------- phases
@@ -454,7 +508,7 @@ def step(w: World, rate: float, args: argparse.Namespace, profile: bool) -> dict
                 [str(Path(PY).parent / "py-spy"), "record", "-p", str(w.gw.pid), "-d",
                  str(int(args.seconds)), *opts, "-o", str(w.tmp / name)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), w.tmp / name))
-    with Tripper(w, args.trip_every) as tripper:
+    with Trippers(w, args.trip_every) as tripper:
         time.sleep(args.seconds)
     b = snap(w)
     rss = rss_mb(w.gw.pid)
@@ -468,9 +522,11 @@ def step(w: World, rate: float, args: argparse.Namespace, profile: bool) -> dict
 
 
 def summarize(name: str, a: Snap, b: Snap, rss: float, missing: dict[str, float],
-              catch_s: float, tripper: Tripper, w: World) -> dict[str, Any]:
+              catch_s: float, tripper: Trippers, w: World) -> dict[str, Any]:
     dt = b.t - a.t
-    ing = {s: (ingested(b.m, s) - ingested(a.m, s)) / dt for s in ("bench", "bulk", "etch1")}
+    ing = {s: (ingested(b.m, s) - ingested(a.m, s)) / dt for s in ("bench", "bulk")}
+    ing["etch"] = sum(ingested(b.m, tool(k)) - ingested(a.m, tool(k))
+                      for k in range(w.args.etch_tools)) / dt
     total = sum(ing.values())
     sent = {k: (b.sent[k] - a.sent[k]) / dt for k in ("mqtt", "bulk", "cmm")}
     cpu = {n: (b.cpu.get(n, math.nan) - a.cpu.get(n, math.nan)) / dt for n in b.cpu}
@@ -517,7 +573,7 @@ def outage(w: World, args: argparse.Namespace) -> dict[str, Any]:
     mes.fault("refuse")
     t_cut = time.monotonic()
     a = snap(w)
-    with Tripper(w, args.trip_every) as tr_out:
+    with Trippers(w, args.trip_every) as tr_out:
         time.sleep(args.outage_s)
     b = snap(w)
     st = gw.status()["journal"]["mes"]
@@ -536,7 +592,7 @@ def outage(w: World, args: argparse.Namespace) -> dict[str, Any]:
     mes.fault("ok")
     t_ok = time.monotonic()
     c = snap(w)
-    with Tripper(w, args.trip_every) as tr_drain:
+    with Trippers(w, args.trip_every) as tr_drain:
         # the delivery loop is still in its retry backoff (up to backoff max_s) when the
         # MES comes back: the drain proper starts with the first delivery
         mes0 = gw.status()["sinks"]["mes"]["delivered_points"]
@@ -707,6 +763,10 @@ def main() -> None:
     ap.add_argument("--cmm-rows", type=float, default=60.0)
     ap.add_argument("--per-msg", type=int, default=1000)
     ap.add_argument("--trip-every", type=float, default=1.0)
+    ap.add_argument("--etch-tools", type=int, default=4)
+    ap.add_argument("--device-rt", action=argparse.BooleanOptionalAction,
+                    default=os.geteuid() == 0,
+                    help="run the etch tools SCHED_FIFO (default: when root)")
     ap.add_argument("--catchup-timeout", type=float, default=60.0)
     ap.add_argument("--outage-s", type=float, default=60.0)
     ap.add_argument("--outage-rate", type=float, default=200_000)
