@@ -265,8 +265,6 @@ class Gateway:
         gen0, gen1, _ = gc.get_threshold()
         gc.set_threshold(gen0, gen1, FULL_GC_EVERY)
         gc.enable()
-        released, why_not = memory.release_compiler_pages()
-        log.info("compiler pages released", mib=round(released / 1024, 1), why_not=why_not)
         # Sources start last, once start-up no longer holds the loop: a poll that waits
         # behind it would time out, and a Bad sample trips a fail-safe interlock.
         now_ns = time.time_ns()
@@ -280,6 +278,9 @@ class Gateway:
             sup.add(f"source:{source.name}", flow.runner(source))
         self.ready.set()
         self.notifier.ready(self.board.status_line())
+        # After READY, not on the start-up path: reading smaps twice costs milliseconds.
+        released, why_not = memory.release_compiler_pages()
+        log.info("compiler pages released", mib=round(released / 1024, 1), why_not=why_not)
         log.info(
             "gateway ready", gateway=self.gateway_id, seconds=round(time.monotonic() - t_start, 3),
             sources=[s.name for s in self.sources], sinks=[s.name for s in self.sinks],
