@@ -15,7 +15,6 @@ can fail the daemon: an unsupported kernel or libc only means the pages stay.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 from pathlib import Path
 
@@ -63,7 +62,7 @@ def release_compiler_pages() -> tuple[int, str | None]:
     regions = _mappings(maps, LIBRARIES)
     if not regions:
         return 0, "the compiler library is not loaded"
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # this process: libc is loaded
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     before = resident_kib()
     for start, length in regions:
