@@ -16,7 +16,7 @@ Invariants:
 * Profiles: ``demo`` offers only security None with anonymous login. ``production``
   offers only Basic256Sha256 SignAndEncrypt, user name login against hashed passwords,
   no anonymous and no built-in admin, and refuses client certificates that are not in
-  the trust folder (see ``opcua_security``).
+  the trust folder (see ``edge.protocols.opcua.security``).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from edge.components import BuildContext, LiveSink
 from edge.config import ConfigStruct
 from edge.errors import ConfigError
 from edge.model import Quality, Record, SampleBatch
-from edge.sinks import opcua_security as sec
+from edge.protocols.opcua import security as sec
 from edge.sinks import opcua_standard
 from edge.sinks.opcua_insert import insert_nodes
 from edge.sinks.opcua_objects import GatewayObjects

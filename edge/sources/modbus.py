@@ -34,10 +34,10 @@ from pymodbus.pdu import ModbusPDU
 from edge.components import BuildContext, Command, Emit
 from edge.config import ConfigStruct
 from edge.model import DataType, Quality, SampleBatch, TagRegistry
+from edge.protocols.modbus.codec import WORDS, Decoder, Field, Order, RegType
+from edge.protocols.modbus.plan import Function, ReadRequest, RegisterRef, plan_reads
 from edge.sources.metrics import SourceMetrics
-from edge.sources.modbus_codec import WORDS, Decoder, Field, Order, RegType
 from edge.sources.modbus_command import ModbusCommandPort
-from edge.sources.modbus_plan import Function, ReadRequest, RegisterRef, plan_reads
 
 log = structlog.get_logger("edge.sources.modbus")
 

@@ -15,11 +15,16 @@ from edge.components import BuildContext
 from edge.config import loads
 from edge.errors import ConfigError
 from edge.model import Quality, SampleBatch, TagRegistry
+from edge.protocols.opcua.security import (
+    HashedUserManager,
+    PasswordHash,
+    hash_password,
+    parse_users,
+)
 from edge.runtime.metrics import Metrics
 from edge.sinks import opcua_standard
 from edge.sinks.opcua import STATUS_OF_QUALITY, OpcUaConfig, OpcUaSink
 from edge.sinks.opcua_insert import insert_nodes
-from edge.sinks.opcua_security import HashedUserManager, PasswordHash, hash_password, parse_users
 from edge.sinks.opcua_space import DTYPES, eu_information, object_item, tag_items
 
 
