@@ -29,8 +29,9 @@ def build_stages(config: Config, ctx: BuildContext) -> list[Stage]:
         stages.append(Compensate(comp, ctx.tags, ctx))
     rules = config.section("interlocks")
     if rules:
-        from edge.processing.interlock import Interlock
+        from edge.processing.interlock import Interlock, check_actions
 
+        check_actions(rules, {src.name: src.actions() for src in config.sources})
         stages.append(Interlock(rules, ctx.tags, ctx))
     health = config.section("health")
     if health:

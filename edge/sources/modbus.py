@@ -125,9 +125,13 @@ class ModbusSourceConfig(ConfigStruct, frozen=True):
                     f"registers: '{r.name}' address {r.address} is below address_base "
                     f"{self.address_base}"
                 )
+        actions: set[str] = set()
         for c in self.commands:
             if c.address < self.address_base:
                 raise ValueError(f"commands: '{c.action}' address is below address_base")
+            if c.action in actions:
+                raise ValueError(f"commands: action '{c.action}' is defined twice")
+            actions.add(c.action)
         for h0, h1 in self.holes:
             if h1 < h0 or h0 < self.address_base:
                 raise ValueError(f"holes: [{h0}, {h1}] is not a valid inclusive range")
@@ -162,6 +166,10 @@ class ModbusSourceConfig(ConfigStruct, frozen=True):
 
     def build(self, ctx: BuildContext) -> ModbusSource:
         return ModbusSource(self, ctx)
+
+    def actions(self) -> frozenset[str]:
+        """The commands this device takes (its ``commands`` table), for interlock checks."""
+        return frozenset(c.action for c in self.commands)
 
 
 _METHOD: dict[Function, str] = {
