@@ -347,6 +347,9 @@ Record = CmmReading | Measurement | InterlockTrip | Quarantine | HealthAlert | S
 RECORD_TYPES: tuple[type[Record], ...] = (
     CmmReading, Measurement, InterlockTrip, Quarantine, HealthAlert, SpcViolation,
 )
+# The names a config uses for them (``record_types`` of a sink), as ``record_type`` gives.
+RECORD_TYPE_NAMES: tuple[str, ...] = tuple(str(t.__struct_config__.tag) for t in RECORD_TYPES)
+
 
 def _numpy_to_python(obj: object) -> object:
     """A stage that leaves a numpy scalar in a record field (``center=np.mean(x)``) must

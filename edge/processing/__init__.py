@@ -20,7 +20,13 @@ if TYPE_CHECKING:
 
 
 def build_stages(config: Config, ctx: BuildContext) -> list[Stage]:
-    """The configured stages, in data-flow order; absent sections give no stage."""
+    """The configured stages, in data-flow order; absent sections give no stage.
+    An interlock whose action no source declares is a ConfigError, before any is built."""
+    if config.section("interlocks"):
+        from edge.processing.interlock import check_actions
+
+        check_actions(config.section("interlocks"),
+                      {src.name: src.actions() for src in config.sources})
     stages: list[Stage] = []
     comp = config.section("compensation")
     if comp:

@@ -15,13 +15,16 @@ Invariants:
 * Every trip yields one ``Command`` (reason = the interlock's name, which the app uses
   to attach the outcome to the trip record), one ``InterlockTrip`` and one
   ``Quarantine`` naming the lot/wafer/part in process with the last samples as evidence.
+* Every rule's command names a configured source and an action that source declares
+  (``check_actions``, run by ``build_stages`` for check-config and run alike): a stop
+  that cannot be sent is a config error, never a surprise when the interlock trips.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,7 +39,8 @@ CONDITIONS = ("none", "high", "low", "rate", "bad_quality", "stale")
 
 
 class InterlockAction(ConfigStruct, frozen=True):
-    """The command sent through a source's write-back port when the interlock trips."""
+    """The command sent through a source's write-back port when the interlock trips;
+    ``action`` must be one the source declares (its ``commands`` table)."""
 
     source: str
     action: str = "stop"
@@ -341,6 +345,32 @@ class Interlock:
                     value = float(batch.value[idx[-1]])
             out[key] = "" if value is None else _fmt(value)
         return out
+
+
+def check_actions(
+    rules: Sequence[InterlockRuleConfig], actions: Mapping[str, frozenset[str]]
+) -> None:
+    """Every rule's action names a configured source and an action it declares
+    (``actions``: source name -> its actions). A ConfigError lists each rule that does
+    not, one line each: found at check-config, never when the interlock trips."""
+    problems: list[str] = []
+    for rule in rules:
+        act = rule.action
+        declared = actions.get(act.source)
+        if declared is None:
+            problems.append(
+                f"interlock '{rule.name}': action: no source named '{act.source}' "
+                f"(sources: {', '.join(sorted(actions)) or 'none'})"
+            )
+        elif act.action not in declared:
+            has = f"it has: {', '.join(sorted(declared))}" if declared else \
+                "it takes no commands"
+            problems.append(
+                f"interlock '{rule.name}': action: source '{act.source}' has no action "
+                f"'{act.action}' ({has})"
+            )
+    if problems:
+        raise ConfigError("\n".join(problems))
 
 
 def _tag_id(tags: TagRegistry, key: str, rule: str) -> int:

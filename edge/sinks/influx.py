@@ -41,7 +41,7 @@ import structlog
 from edge.components import BuildContext, Rejection, WriteResult
 from edge.errors import RetryableError
 from edge.journal import Entry, Kind
-from edge.model import SampleBatch, TagRegistry, record_type
+from edge.model import RECORD_TYPE_NAMES, SampleBatch, TagRegistry, record_type
 from edge.runtime.metrics import Metrics
 from edge.sinks.http_common import (
     HttpOptions,
@@ -57,7 +57,6 @@ from edge.sinks.lineproto import (
     UnknownTagError,
     sanitise,
 )
-from edge.sinks.mes import ALL_RECORD_TYPES
 
 log = structlog.get_logger("edge.sinks.influx")
 
@@ -87,7 +86,7 @@ class InfluxSinkConfig(HttpOptions, frozen=True, kw_only=True):
     tags: dict[str, str] = msgspec.field(default_factory=dict)
     samples: bool = True
     records: bool = True
-    record_types: list[str] = msgspec.field(default_factory=lambda: list(ALL_RECORD_TYPES))
+    record_types: list[str] = msgspec.field(default_factory=lambda: list(RECORD_TYPE_NAMES))
     gzip_level: int = 1  # 0 sends the body uncompressed
 
     def __post_init__(self) -> None:
@@ -107,11 +106,11 @@ class InfluxSinkConfig(HttpOptions, frozen=True, kw_only=True):
                 raise ValueError(f"tags: {key} must not be empty")
         if not (self.samples or self.records):
             raise ValueError("samples and records are both false: nothing to write")
-        unknown = sorted(set(self.record_types) - set(ALL_RECORD_TYPES))
+        unknown = sorted(set(self.record_types) - set(RECORD_TYPE_NAMES))
         if unknown:
             raise ValueError(
                 f"record_types has unknown types {unknown} "
-                f"(known: {', '.join(ALL_RECORD_TYPES)})"
+                f"(known: {', '.join(RECORD_TYPE_NAMES)})"
             )
         if not 0 <= self.gzip_level <= 9:
             raise ValueError("gzip_level must be 0 (off) to 9")

@@ -32,7 +32,7 @@ import structlog
 from edge.components import BuildContext, WriteResult
 from edge.errors import RetryableError
 from edge.journal import Entry, Kind
-from edge.model import RECORD_TYPES, json_dumps, record_to_builtins, record_type
+from edge.model import RECORD_TYPE_NAMES, json_dumps, record_to_builtins, record_type
 from edge.runtime.metrics import Metrics
 from edge.sinks.http_common import (
     HttpOptions,
@@ -45,9 +45,8 @@ from edge.sinks.http_common import (
 
 log = structlog.get_logger("edge.sinks.mes")
 
-ALL_RECORD_TYPES: tuple[str, ...] = tuple(str(t.__struct_config__.tag) for t in RECORD_TYPES)
 YIELD_RECORDS = 100
-DEFAULT_RECORD_TYPES: list[str] = [t for t in ALL_RECORD_TYPES if t != "cmm_reading"]
+DEFAULT_RECORD_TYPES: list[str] = [t for t in RECORD_TYPE_NAMES if t != "cmm_reading"]
 
 
 class MesSinkConfig(HttpOptions, frozen=True, kw_only=True):
@@ -64,11 +63,11 @@ class MesSinkConfig(HttpOptions, frozen=True, kw_only=True):
         check_url(self.url)
         if not self.path.startswith("/"):
             raise ValueError("path must start with '/'")
-        unknown = sorted(set(self.record_types) - set(ALL_RECORD_TYPES))
+        unknown = sorted(set(self.record_types) - set(RECORD_TYPE_NAMES))
         if unknown:
             raise ValueError(
                 f"record_types has unknown types {unknown} "
-                f"(known: {', '.join(ALL_RECORD_TYPES)})"
+                f"(known: {', '.join(RECORD_TYPE_NAMES)})"
             )
         if not self.record_types:
             raise ValueError("record_types must name at least one record type")

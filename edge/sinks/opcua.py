@@ -10,13 +10,14 @@ Invariants:
   ``slice_budget_ms`` (then it yields), at most every ``update_interval_ms``; a tag that
   changes several times between two rounds is written once, with its latest value.
   Live values come from this fast path, never from the journal.
-* Every value is written with the variant type of its node (``opcua_space.DTYPES``), its
-  source timestamp and a status code mapped from ``model.Quality``; an integer value
-  that is NaN or outside its type's range is written as BadOutOfRange.
+* Every value is written with the variant type of its node (``protocols.opcua.variants``),
+  its source timestamp and a status code mapped from ``model.Quality``
+  (``protocols.opcua.status``); an integer value that is NaN or outside its type's range
+  is written as BadOutOfRange.
 * Profiles: ``demo`` offers only security None with anonymous login. ``production``
   offers only Basic256Sha256 SignAndEncrypt, user name login against hashed passwords,
   no anonymous and no built-in admin, and refuses client certificates that are not in
-  the trust folder (see ``opcua_security``).
+  the trust folder (see ``edge.protocols.opcua.security``).
 """
 
 from __future__ import annotations
@@ -41,47 +42,17 @@ from edge.components import BuildContext, LiveSink
 from edge.config import ConfigStruct
 from edge.errors import ConfigError
 from edge.model import Quality, Record, SampleBatch
-from edge.sinks import opcua_security as sec
+from edge.protocols.opcua import security as sec
+from edge.protocols.opcua.status import STATUS_OF_QUALITY
+from edge.protocols.opcua.variants import DTYPES
 from edge.sinks import opcua_standard
 from edge.sinks.opcua_insert import insert_nodes
 from edge.sinks.opcua_objects import GatewayObjects
-from edge.sinks.opcua_space import DTYPES, object_item, tag_items, tag_nodeid
+from edge.sinks.opcua_space import object_item, tag_items, tag_nodeid
 
 log = structlog.get_logger("edge.opcua")
 
-_SC = ua.StatusCodes
-QUALITY_STATUS: dict[Quality, int] = {
-    Quality.GOOD: _SC.Good,
-    Quality.GOOD_COMPENSATED: _SC.Good,
-    Quality.UNCERTAIN: _SC.Uncertain,
-    Quality.UNCERTAIN_ESTIMATED: _SC.UncertainSubstituteValue,
-    Quality.UNCERTAIN_STALE: _SC.UncertainLastUsableValue,
-    Quality.UNCERTAIN_OUT_OF_RANGE: _SC.UncertainEngineeringUnitsExceeded,
-    Quality.BAD: _SC.Bad,
-    Quality.BAD_TIMEOUT: _SC.BadTimeout,
-    Quality.BAD_DECODE: _SC.BadDecodingError,
-    Quality.BAD_STALE: _SC.BadNoCommunication,
-    Quality.BAD_OUT_OF_RANGE: _SC.BadOutOfRange,
-    Quality.BAD_DEVICE_EXCEPTION: _SC.BadDeviceFailure,
-    Quality.BAD_NOT_CONNECTED: _SC.BadCommunicationError,
-    Quality.BAD_MISSING: _SC.BadNoData,
-}
-
-
-def _status_table() -> list[ua.StatusCode]:
-    """StatusCode per quality byte; unknown reasons fall back to their severity."""
-    table = []
-    for code in range(256):
-        try:
-            value = QUALITY_STATUS[Quality(code)]
-        except ValueError:
-            value = _SC.Bad if code & 0x80 else _SC.Uncertain if code & 0x40 else _SC.Good
-        table.append(ua.StatusCode(value))
-    return table
-
-
-STATUS_OF_QUALITY = _status_table()
-_OUT_OF_RANGE = ua.StatusCode(_SC.BadOutOfRange)
+_OUT_OF_RANGE = ua.StatusCode(ua.StatusCodes.BadOutOfRange)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _KIND_FLOAT, _KIND_INT, _KIND_BOOL = 0, 1, 2
 

@@ -7,8 +7,8 @@ Invariants:
   properties ``s=<device>/<name>.EngineeringUnits`` and ``.EURange``, its device object
   ``s=<device>``. Gateway objects (interlocks, diagnostics) use ids starting with ``_``.
 * A tag variable's DataType and the VariantType of every value written to it come from
-  the same table (``DTYPES``); asyncua drops a write whose variant type differs from the
-  node's, so nothing else may pick a variant type for a tag.
+  the same table (``edge.protocols.opcua.variants.DTYPES``); asyncua drops a write whose
+  variant type differs from the node's, so nothing else may pick a variant type for a tag.
 * Numeric tags are ``AnalogItemType`` with ``EngineeringUnits`` (UNECE code where the
   unit is known) and ``EURange`` (the tag's limits, else the range of its data type);
   booleans are plain ``BaseDataVariableType`` (no unit, no range).
@@ -19,12 +19,12 @@ The nodes go in through ``opcua_insert.insert_nodes`` (the bulk inserter).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 
-import numpy as np
 from asyncua import ua
 
-from edge.model import DataType, TagSpec
+from edge.model import TagSpec
+from edge.protocols.opcua.units import eu_information
+from edge.protocols.opcua.variants import DTYPES
 
 _MASK = ua.NodeAttributesMask
 PROPERTY_MASK = (
@@ -46,67 +46,6 @@ BASE_OBJECT_TYPE = ua.NodeId(ua.ObjectIds.BaseObjectType)
 ANALOG_ITEM_TYPE = ua.NodeId(ua.ObjectIds.AnalogItemType)
 BASE_VARIABLE_TYPE = ua.NodeId(ua.ObjectIds.BaseDataVariableType)
 PROPERTY_TYPE = ua.NodeId(ua.ObjectIds.PropertyType)
-UNECE_URI = "http://www.opcfoundation.org/UA/units/un/cefact"
-
-
-@dataclass(frozen=True, slots=True)
-class UaType:
-    variant: ua.VariantType
-    data_type: ua.NodeId
-    low: float
-    high: float
-    integer: bool
-
-
-def _ua_type(vt: ua.VariantType, low: float, high: float, integer: bool = True) -> UaType:
-    return UaType(vt, ua.NodeId(vt.value), low, high, integer)
-
-
-_F32 = float(np.finfo(np.float32).max)
-_F64 = float(np.finfo(np.float64).max)
-DTYPES: dict[DataType, UaType] = {
-    "float64": _ua_type(ua.VariantType.Double, -_F64, _F64, integer=False),
-    "float32": _ua_type(ua.VariantType.Float, -_F32, _F32, integer=False),
-    "int16": _ua_type(ua.VariantType.Int16, -(2**15), 2**15 - 1),
-    "uint16": _ua_type(ua.VariantType.UInt16, 0, 2**16 - 1),
-    "int32": _ua_type(ua.VariantType.Int32, -(2**31), 2**31 - 1),
-    "uint32": _ua_type(ua.VariantType.UInt32, 0, 2**32 - 1),
-    "int64": _ua_type(ua.VariantType.Int64, -(2**63), 2**63 - 1),
-    "bool": _ua_type(ua.VariantType.Boolean, 0, 1),
-}
-
-# unit as written in configs -> (UNECE common code, description)
-UNITS: dict[str, tuple[str, str]] = {
-    "degC": ("CEL", "degree Celsius"), "°C": ("CEL", "degree Celsius"),
-    "C": ("CEL", "degree Celsius"), "K": ("KEL", "kelvin"),
-    "Pa": ("PAL", "pascal"), "kPa": ("KPA", "kilopascal"), "bar": ("BAR", "bar"),
-    "mbar": ("MBR", "millibar"), "Torr": ("UA", "torr"), "mTorr": ("", "millitorr"),
-    "A": ("AMP", "ampere"), "mA": ("4K", "milliampere"), "V": ("VLT", "volt"),
-    "W": ("WTT", "watt"), "kW": ("KWT", "kilowatt"), "Hz": ("HTZ", "hertz"),
-    "m": ("MTR", "metre"), "mm": ("MMT", "millimetre"), "um": ("4H", "micrometre"),
-    "µm": ("4H", "micrometre"), "s": ("SEC", "second"), "ms": ("C26", "millisecond"),
-    "%": ("P1", "percent"), "rpm": ("RPM", "revolutions per minute"),
-    "kg": ("KGM", "kilogram"), "g": ("GRM", "gram"), "N": ("NEU", "newton"),
-    "Nm": ("NU", "newton metre"), "l/min": ("L2", "litre per minute"),
-    "sccm": ("", "standard cubic centimetre per minute"), "m/s": ("MTS", "metre per second"),
-}
-
-
-def eu_information(unit: str) -> ua.EUInformation:
-    """EUInformation for ``unit``: UNECE-coded where known, else UnitId -1 with the text."""
-    code, description = UNITS.get(unit, ("", unit))
-    unit_id = -1
-    if code:
-        unit_id = 0
-        for ch in code:
-            unit_id = (unit_id << 8) | ord(ch)
-    display = "°C" if code == "CEL" else unit
-    return ua.EUInformation(
-        NamespaceUri=UNECE_URI if code else "",
-        UnitId=unit_id,
-        DisplayName=ua.LocalizedText(display),
-        Description=ua.LocalizedText(description),
-    )
 
 
 def tag_nodeid(tag: TagSpec, idx: int) -> ua.NodeId:

@@ -125,6 +125,10 @@ class FileSourceConfig(ConfigStruct, frozen=True):
     def build(self, ctx: BuildContext) -> FileSource:
         return FileSource(self, ctx)
 
+    def actions(self) -> frozenset[str]:
+        """A drop folder takes no commands."""
+        return frozenset()
+
 
 class _Cursor:
     """Reading state of one file (its mark, its parser, the rows already seen)."""

@@ -34,10 +34,10 @@ from pymodbus.pdu import ModbusPDU
 from edge.components import BuildContext, Command, Emit
 from edge.config import ConfigStruct
 from edge.model import DataType, Quality, SampleBatch, TagRegistry
+from edge.protocols.modbus.codec import WORDS, Decoder, Field, Order, RegType
+from edge.protocols.modbus.plan import Function, ReadRequest, RegisterRef, plan_reads
 from edge.sources.metrics import SourceMetrics
-from edge.sources.modbus_codec import WORDS, Decoder, Field, Order, RegType
 from edge.sources.modbus_command import ModbusCommandPort
-from edge.sources.modbus_plan import Function, ReadRequest, RegisterRef, plan_reads
 
 log = structlog.get_logger("edge.sources.modbus")
 
@@ -125,9 +125,13 @@ class ModbusSourceConfig(ConfigStruct, frozen=True):
                     f"registers: '{r.name}' address {r.address} is below address_base "
                     f"{self.address_base}"
                 )
+        actions: set[str] = set()
         for c in self.commands:
             if c.address < self.address_base:
                 raise ValueError(f"commands: '{c.action}' address is below address_base")
+            if c.action in actions:
+                raise ValueError(f"commands: action '{c.action}' is defined twice")
+            actions.add(c.action)
         for h0, h1 in self.holes:
             if h1 < h0 or h0 < self.address_base:
                 raise ValueError(f"holes: [{h0}, {h1}] is not a valid inclusive range")
@@ -162,6 +166,10 @@ class ModbusSourceConfig(ConfigStruct, frozen=True):
 
     def build(self, ctx: BuildContext) -> ModbusSource:
         return ModbusSource(self, ctx)
+
+    def actions(self) -> frozenset[str]:
+        """The commands this device takes (its ``commands`` table), for interlock checks."""
+        return frozenset(c.action for c in self.commands)
 
 
 _METHOD: dict[Function, str] = {

@@ -134,6 +134,10 @@ class MqttSourceConfig(ConfigStruct, frozen=True):
     def build(self, ctx: BuildContext) -> MqttSource:
         return MqttSource(self, ctx)
 
+    def actions(self) -> frozenset[str]:
+        """The commands this source publishes (its ``commands`` table), for interlock checks."""
+        return frozenset(c.action for c in self.commands)
+
 
 @dataclass(slots=True)
 class _Sub:

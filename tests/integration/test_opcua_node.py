@@ -13,7 +13,7 @@ from opcua_fixtures import NS_URI, FakeGateway, demo_registry, running_sink, unt
 from peers import node_client_result, run_node_client, spawn_node_client, wait_stderr_line
 
 from edge.model import InterlockTrip, Quality, SampleBatch, TagRegistry
-from edge.sinks.opcua_space import DTYPES
+from edge.protocols.opcua.variants import DTYPES
 
 pytestmark = pytest.mark.peer("node")
 TS0 = 1_700_000_000_000_000_000

@@ -11,7 +11,7 @@ import pytest
 from opcua_fixtures import NS_URI, FakeGateway, demo_registry, running_sink
 from peers import run_node_client
 
-from edge.sinks.opcua_security import hash_password
+from edge.protocols.opcua.security import hash_password
 
 pytestmark = pytest.mark.peer("node")
 PASSWORD = "correct horse battery staple"

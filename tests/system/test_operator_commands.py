@@ -60,12 +60,18 @@ mode = "samples"
 timestamp_column = "time"
 values = [{{ column = "temp", tag = "temp", unit = "degC" }}]
 
+[[sources]]                  # the oven's controller takes the stop; no broker listens here
+type = "mqtt"
+name = "oven_plc"
+port = 9
+commands = [{{ action = "stop", topic = "oven/command" }}]
+
 [[interlocks]]
 name = "oven_overtemp"
 tag = "oven/temp"
 high = 100.0
 clear_hysteresis = 5.0
-action = {{ source = "oven", action = "stop" }}
+action = {{ source = "oven_plc", action = "stop" }}
 
 [[sinks]]                    # nobody listens: everything stays in the journal
 type = "influx"

@@ -8,6 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.model import (
+    RECORD_TYPE_NAMES,
+    RECORD_TYPES,
     InterlockTrip,
     Quality,
     Quarantine,
@@ -18,6 +20,7 @@ from edge.model import (
     encode_records,
     item_id,
     record_to_builtins,
+    record_type,
     severity,
 )
 
@@ -65,6 +68,16 @@ def test_records_round_trip_and_carry_ids() -> None:
     assert decode_records(encode_records(recs)) == recs
     doc = record_to_builtins(recs[0], item_id("gw1", 42, 0))
     assert doc["id"] == "gw1-42-0" and doc["type"] == "interlock_trip"
+
+
+
+def test_record_type_names_are_the_json_type_of_each_record() -> None:
+    """The names sinks accept in record_types are the ``type`` each record carries."""
+    trip = InterlockTrip(ts_ns=1, interlock="i", tag="d/t", condition="high", value=1.0,
+                         limit=0.0, action="d:stop", action_ok=True, reaction_ns=0)
+    assert len(RECORD_TYPE_NAMES) == len(set(RECORD_TYPE_NAMES)) == len(RECORD_TYPES)
+    assert record_type(trip) in RECORD_TYPE_NAMES
+    assert {"cmm_reading", "measurement", "interlock_trip", "quarantine"} <= set(RECORD_TYPE_NAMES)
 
 
 def test_quality_severity() -> None:

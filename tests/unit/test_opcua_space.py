@@ -1,4 +1,4 @@
-"""OPC-UA pieces without sockets: bulk insertion, quality mapping, coalescing, passwords."""
+"""OPC-UA server pieces without sockets: bulk insertion, coalescing, passwords."""
 
 from __future__ import annotations
 
@@ -14,13 +14,19 @@ from asyncua import Server, ua
 from edge.components import BuildContext
 from edge.config import loads
 from edge.errors import ConfigError
-from edge.model import Quality, SampleBatch, TagRegistry
+from edge.model import SampleBatch, TagRegistry
+from edge.protocols.opcua.security import (
+    HashedUserManager,
+    PasswordHash,
+    hash_password,
+    parse_users,
+)
+from edge.protocols.opcua.variants import DTYPES
 from edge.runtime.metrics import Metrics
 from edge.sinks import opcua_standard
-from edge.sinks.opcua import STATUS_OF_QUALITY, OpcUaConfig, OpcUaSink
+from edge.sinks.opcua import OpcUaConfig, OpcUaSink
 from edge.sinks.opcua_insert import insert_nodes
-from edge.sinks.opcua_security import HashedUserManager, PasswordHash, hash_password, parse_users
-from edge.sinks.opcua_space import DTYPES, eu_information, object_item, tag_items
+from edge.sinks.opcua_space import object_item, tag_items
 
 
 def registry() -> TagRegistry:
@@ -118,26 +124,6 @@ async def test_torn_or_foreign_standard_space_cache_is_rebuilt(tmp_path: Path) -
     written = path.stat().st_mtime_ns
     assert await _standard_space(opcua_standard.server(tmp_path)) == built
     assert path.stat().st_mtime_ns != written and path.stat().st_mode & 0o777 == 0o600
-
-
-def test_quality_maps_to_status_codes() -> None:
-    """Each model quality maps to its OPC-UA status; unknown reasons keep their severity."""
-    sc = ua.StatusCodes
-    assert STATUS_OF_QUALITY[Quality.BAD_TIMEOUT].value == sc.BadTimeout
-    assert STATUS_OF_QUALITY[Quality.BAD_NOT_CONNECTED].value == sc.BadCommunicationError
-    assert STATUS_OF_QUALITY[Quality.BAD_OUT_OF_RANGE].value == sc.BadOutOfRange
-    assert STATUS_OF_QUALITY[Quality.UNCERTAIN_STALE].value == sc.UncertainLastUsableValue
-    assert STATUS_OF_QUALITY[Quality.GOOD_COMPENSATED].value == sc.Good
-    assert STATUS_OF_QUALITY[0x9F].is_bad()
-    assert STATUS_OF_QUALITY[0x5F].is_uncertain()
-    assert STATUS_OF_QUALITY[0x1F].is_good()
-
-
-def test_units_carry_unece_codes() -> None:
-    """Known units get their UNECE code; unknown ones keep their text with UnitId -1."""
-    assert eu_information("degC").UnitId == (ord("C") << 16) | (ord("E") << 8) | ord("L")
-    other = eu_information("furlong")
-    assert (other.UnitId, other.DisplayName.Text) == (-1, "furlong")
 
 
 def test_publish_keeps_latest_value_per_tag(tmp_path: Path) -> None:

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from edge.components import BuildContext
 from edge.config import loads
+from edge.errors import ConfigError
 from edge.model import TagRegistry
 from edge.processing import build_stages, warm_up
 from edge.runtime.metrics import Metrics
 
 CONFIG = """
+[[sources]]
+type = "modbus"
+name = "etch1"
+host = "127.0.0.1"
+registers = [{name = "chamber_temp_c", address = 0, type = "float32"}]
+commands = [{action = "stop", function = "coil", address = 0}]
+
 [[interlocks]]
 name = "etch1_overtemp"
 tag = "etch1/chamber_temp_c"
@@ -49,3 +59,74 @@ def test_build_stages_in_order_after_declare_tags(tmp_path: Path) -> None:
     stages = build_stages(cfg, ctx)
     assert [s.name for s in stages] == ["compensate", "interlock", "health", "spc"]
     assert warm_up() < 30.0
+
+
+SOURCES = """
+[[sources]]
+type = "modbus"
+name = "etch1"
+host = "127.0.0.1"
+registers = [{name = "chamber_temp_c", address = 0, type = "float32"}]
+commands = [{action = "stop", function = "coil", address = 0},
+            {action = "reset", function = "coil", address = 0, value = 0}]
+
+[[sources]]
+type = "mqtt"
+name = "motors"
+commands = [{action = "stop", topic = "stf/command"}]
+
+[[sources]]
+type = "file"
+name = "cmm1"
+paths = ["/nonexistent"]
+"""
+
+
+@pytest.mark.parametrize(
+    ("action", "message"),
+    [
+        ('{source = "etch1", action = "halt"}',
+         "interlock 'chamber_overtemp': action: source 'etch1' has no action 'halt' "
+         "(it has: reset, stop)"),
+        ('{source = "etch9", action = "halt"}',
+         "interlock 'chamber_overtemp': action: no source named 'etch9' "
+         "(sources: cmm1, etch1, motors)"),
+        ('{source = "motors", action = "reset"}',
+         "interlock 'chamber_overtemp': action: source 'motors' has no action 'reset' "
+         "(it has: stop)"),
+        ('{source = "cmm1"}',
+         "interlock 'chamber_overtemp': action: source 'cmm1' has no action 'stop' "
+         "(it takes no commands)"),
+    ],
+)
+def test_build_stages_refuses_an_action_no_source_declares(
+    tmp_path: Path, action: str, message: str,
+) -> None:
+    """An interlock whose stop names a missing source or action fails when the stages are
+    built (check-config and run), not when the interlock trips."""
+    cfg = loads(SOURCES + f"""
+[[interlocks]]
+name = "chamber_overtemp"
+tag = "etch1/chamber_temp_c"
+high = 188.0
+action = {action}
+""")
+    tags = TagRegistry()
+    for src in cfg.sources:
+        src.declare_tags(tags)
+    with pytest.raises(ConfigError) as exc:
+        build_stages(cfg, BuildContext("gw", tags, Metrics(), tmp_path, _secret))
+    assert str(exc.value) == message
+
+
+def test_sources_declare_the_actions_of_their_commands_table() -> None:
+    """Modbus and MQTT sources declare their configured commands, a file source none; a
+    Modbus action defined twice is refused (which of the two would a stop send?)."""
+    etch, motors, cmm = loads(SOURCES).sources
+    assert etch.actions() == {"stop", "reset"}
+    assert motors.actions() == {"stop"}
+    assert cmm.actions() == frozenset()
+    twice = "source 'etch1': commands: action 'stop' is defined twice"
+    with pytest.raises(ConfigError, match=twice):
+        loads(SOURCES.replace('value = 0}', 'value = 0}, {action = "stop", function = "coil", '
+                              'address = 1}', 1))

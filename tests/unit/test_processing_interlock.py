@@ -12,7 +12,12 @@ from edge.components import Command
 from edge.config import loads
 from edge.errors import ConfigError
 from edge.model import InterlockTrip, Quality, Quarantine, SampleBatch, TagRegistry
-from edge.processing.interlock import Interlock, InterlockRuleConfig
+from edge.processing.interlock import (
+    Interlock,
+    InterlockAction,
+    InterlockRuleConfig,
+    check_actions,
+)
 
 S = 1_000_000_000
 T0 = 1_795_255_200 * S
@@ -199,3 +204,27 @@ def test_arm_restarts_the_stale_clock() -> None:
     stage.arm(10 * 10**9)
     assert not stage.tick(12 * 10**9).commands, "2 s after arming is not stale"
     assert stage.tick(16 * 10**9).commands, "6 s after arming with no sample is stale"
+
+
+def _rule(name: str, source: str, action: str = "stop") -> InterlockRuleConfig:
+    return InterlockRuleConfig(name=name, tag="etch1/chamber_temp_c", high=188.0,
+                               action=InterlockAction(source=source, action=action))
+
+
+def test_check_actions_names_the_interlock_the_source_and_the_valid_actions() -> None:
+    """An action no source declares is a ConfigError naming interlock, key, source and the
+    valid choices; every bad rule is listed, one line each."""
+    actions = {"etch1": frozenset({"stop", "reset"}), "motors": frozenset({"stop"}),
+               "cmm1": frozenset[str]()}
+    check_actions([_rule("ok", "etch1"), _rule("ok2", "motors")], actions)
+    with pytest.raises(ConfigError) as exc:
+        check_actions([_rule("chamber_overtemp", "etch1", "halt"), _rule("ok", "etch1"),
+                       _rule("far", "etch9"), _rule("cmm", "cmm1")], actions)
+    assert str(exc.value).splitlines() == [
+        "interlock 'chamber_overtemp': action: source 'etch1' has no action 'halt' "
+        "(it has: reset, stop)",
+        "interlock 'far': action: no source named 'etch9' (sources: cmm1, etch1, motors)",
+        "interlock 'cmm': action: source 'cmm1' has no action 'stop' (it takes no commands)",
+    ]
+    with pytest.raises(ConfigError, match=r"no source named 'etch1' \(sources: none\)"):
+        check_actions([_rule("x", "etch1")], {})

@@ -80,7 +80,7 @@ class PasswordHash:
         raise ValueError(
             "password hash must be 'scrypt$N$r$p$salt$hash' or "
             "'pbkdf2_sha256$iterations$salt$hash' (make one with: "
-            "python -m edge.sinks.opcua_security hash)"
+            "python -m edge.protocols.opcua.security hash)"
         )
 
     def derive(self, password: str) -> bytes:
@@ -276,10 +276,10 @@ async def ensure_server_certificate(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m edge.sinks.opcua_security hash [--pbkdf2]``: print a password hash."""
+    """``python -m edge.protocols.opcua.security hash [--pbkdf2]``: print a password hash."""
     args = sys.argv[1:] if argv is None else argv
     if not args or args[0] != "hash":
-        print("usage: python -m edge.sinks.opcua_security hash [--pbkdf2]", file=sys.stderr)
+        print("usage: python -m edge.protocols.opcua.security hash [--pbkdf2]", file=sys.stderr)
         return 2
     if sys.stdin.isatty():
         password = getpass.getpass("password: ")
