@@ -14,8 +14,9 @@ SYSTEM_PKGS := python3-venv python3-dev gcc
 
 .PHONY: demo test venv peers node lint bench soak clean
 
+# make demo INFLUX=http://127.0.0.1:8086 also writes to that InfluxDB 1.x (database "edge")
 demo: venv
-	$(BIN)/edge-gateway demo
+	$(BIN)/edge-gateway demo $(if $(INFLUX),--influx-url $(INFLUX))
 
 test: venv peers node
 	$(BIN)/pytest -q -p no:cacheprovider

@@ -22,6 +22,7 @@ from edge.errors import ConfigError
 EXIT_CONFIG = 2
 EXIT_NOT_RUNNING = 3
 DEFAULT_CONFIG = "/etc/edge-gateway/edge.toml"
+DEMO_STATE = Path("state/demo/gateway")  # where `make demo` keeps the gateway's state
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,6 +103,17 @@ def _locate(args: argparse.Namespace) -> tuple[Path, Path]:
     if args.state_dir:
         state = Path(args.state_dir)
         return state, state / "journal.db"
+    if args.config == DEFAULT_CONFIG and not Path(DEFAULT_CONFIG).exists():
+        # Beside `make demo` (same folder), the operator commands find the demo.
+        if (DEMO_STATE / "journal.db").exists():
+            print(f"edge-gateway: no {DEFAULT_CONFIG}; using the demo's state folder "
+                  f"{DEMO_STATE} (--config or --state-dir choose another daemon)",
+                  file=sys.stderr)
+            return DEMO_STATE, DEMO_STATE / "journal.db"
+        raise ConfigError(
+            f"{DEFAULT_CONFIG} does not exist: give the daemon's --config FILE, or its "
+            f"--state-dir DIR (the demo's is {DEMO_STATE}, in the folder make demo ran in)"
+        )
     cfg = load(args.config)
     return cfg.state_dir, cfg.journal_path
 

@@ -38,7 +38,9 @@ def free_port(preferred: int = 0) -> int:
 def demo_config(state: Path, ports: dict[str, int], influx_url: str = "") -> dict[str, Any]:
     """The parsed ``config/demo.toml`` with this run's ports and folders filled in."""
     raw = tomllib.loads(DEMO_CONFIG.read_text(encoding="utf-8"))
-    raw.setdefault("gateway", {})["state_dir"] = str(state / "gateway")
+    gateway = raw.setdefault("gateway", {})
+    gateway["state_dir"] = str(state / "gateway")
+    gateway["metrics_port"] = ports["metrics"]
     for src in raw.get("sources", []):
         kind = src.get("type")
         if kind == "modbus":
@@ -105,7 +107,7 @@ async def _demo(args: argparse.Namespace) -> int:
     (state / "cmm").mkdir(parents=True, exist_ok=True)
     ports = {
         "opcua": free_port(args.opcua_port), "modbus": free_port(), "mqtt": free_port(),
-        "mes": free_port(), "mes_admin": free_port(),
+        "mes": free_port(), "mes_admin": free_port(), "metrics": free_port(),
     }
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -130,14 +132,21 @@ async def _demo(args: argparse.Namespace) -> int:
             return 1
         _print_endpoints(ports, where, state, args.influx_url)
         t_end = time.monotonic() + args.seconds if args.seconds else float("inf")
+        screen = sys.stdout.isatty()
         while not stop.is_set() and time.monotonic() < t_end:
-            if not args.quiet:
-                sys.stdout.write("\x1b[2J\x1b[H" if sys.stdout.isatty() else "\n")
+            if args.quiet:
+                pass
+            elif screen:  # redraw the whole view in place
+                sys.stdout.write("\x1b[2J\x1b[H")
                 _print_endpoints(ports, where, state, args.influx_url)
                 sys.stdout.write(render(gw.status()))
-                sys.stdout.flush()
+            else:  # piped or logged: one line per refresh, not a 50-line block
+                sys.stdout.write(time.strftime("%H:%M:%S ") + gw.board.status_line() + "\n")
+            sys.stdout.flush()
+            refresh = 2.0 if screen else 10.0
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), min(2.0, max(0.0, t_end - time.monotonic())))
+                await asyncio.wait_for(stop.wait(),
+                                       min(refresh, max(0.0, t_end - time.monotonic())))
         stop.set()
         rc = await run
         print(f"demo stopped (exit {rc}); state kept in {state}")
@@ -162,6 +171,8 @@ def _print_endpoints(ports: dict[str, int], where: dict[str, str], state: Path,
           f"-p {ports['modbus']} 127.0.0.1)")
     print(f"motors           mqtt 127.0.0.1:{ports['mqtt']}  stf/+/+/telemetry")
     print(f"CMM drops        {where.get('cmm', state / 'cmm')}")
+    print(f"metrics          http://127.0.0.1:{ports['metrics']}/metrics  "
+          "(edge_interlock_reaction_seconds: trip to stop answered)")
     if influx_url:
         print(f"InfluxDB         {influx_url}")
     print(f"gateway log      {state / 'gateway.log'}   status: Ctrl-C stops the demo")

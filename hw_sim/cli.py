@@ -331,6 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("pymodbus").setLevel(logging.WARNING)
+    # httpx logs every request at INFO: the admin commands print their answer instead.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.command == "mes-fault":
         return cmd_mes_fault(args)
     if args.command == "link-mode":

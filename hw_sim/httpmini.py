@@ -136,8 +136,9 @@ class HttpServer:
         n = len(self.writers)
         for w in list(self.writers):
             w.transport.abort()
-        for fut in self._hung:
-            fut.cancel()
+        for fut in self._hung:  # held requests end without an answer, not with an error
+            if not fut.done():
+                fut.set_result(None)
         return n
 
     async def close(self) -> None:

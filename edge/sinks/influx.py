@@ -33,6 +33,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import urlencode
 
 import httpx
 import msgspec
@@ -49,6 +50,7 @@ from edge.sinks.http_common import (
     check_url,
     make_client,
     post,
+    retryable,
     send_entries,
 )
 from edge.sinks.lineproto import (
@@ -76,6 +78,8 @@ class InfluxSinkConfig(HttpOptions, frozen=True, kw_only=True):
     retention_policy: str = ""
     username: str = ""
     password_secret: str = ""
+    # CREATE DATABASE on connect (idempotent in 1.x); needs a user allowed to create one
+    create_database: bool = False
     # v2
     org: str = ""
     bucket: str = ""
@@ -97,6 +101,9 @@ class InfluxSinkConfig(HttpOptions, frozen=True, kw_only=True):
                 raise ValueError("database is required with api = \"v1\"")
             if self.password_secret and not self.username:
                 raise ValueError("password_secret needs a username")
+        elif self.create_database:
+            raise ValueError("create_database is for api = \"v1\" (v2 buckets are made "
+                             "with the influx CLI)")
         elif not (self.org and self.bucket):
             raise ValueError("org and bucket are required with api = \"v2\"")
         for key, value in self.tags.items():
@@ -182,7 +189,26 @@ class InfluxSink:
             make_client, self.cfg, headers=headers, auth=auth, transport=self._transport
         )
         client.params = httpx.QueryParams(self._params)
+        if self.cfg.create_database:
+            try:
+                await self._create_database(client)
+            except BaseException:
+                await client.aclose()
+                raise
         self._client = client
+
+    def _create_statement(self) -> str:
+        return 'CREATE DATABASE "{}"'.format(self.cfg.database.replace('"', '\\"'))
+
+    async def _create_database(self, client: httpx.AsyncClient) -> None:
+        url = f"{self.cfg.url.rstrip('/')}/query"
+        resp = await post(client, url, content=urlencode({"q": self._create_statement()}).encode(),
+                          headers={"Content-Type": "application/x-www-form-urlencoded",
+                                   "Content-Encoding": "identity"},
+                          peer=self._peer)
+        if not resp.is_success or "error" in resp.text:
+            raise retryable(resp, f"{self._peer}: CREATE DATABASE {self.cfg.database!r}")
+        log.info("influx database ready", sink=self.name, database=self.cfg.database)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -240,7 +266,17 @@ class InfluxSink:
         if self.cfg.gzip_level:
             body = await gzip_sliced(body, self.cfg.gzip_level)
         self._m.sent.labels(self.name).inc(len(body))
-        return await post(self._client, self._url, content=body, peer=self._peer)
+        resp = await post(self._client, self._url, content=body, peer=self._peer)
+        if resp.status_code == 404 and self.cfg.api == "v1" and "database not found" in resp.text:
+            base = self.cfg.url.rstrip("/")
+            err = retryable(resp, self._peer)
+            raise RetryableError(
+                f"{err}: set create_database = true on sink '{self.name}', or create it "
+                f"once with: curl -XPOST '{base}/query' "
+                f"--data-urlencode 'q={self._create_statement()}'",
+                retry_after_s=err.retry_after_s,
+            )
+        return resp
 
     def _status(self, status: int) -> None:
         self._m.status.labels(self.name, str(status)).inc()

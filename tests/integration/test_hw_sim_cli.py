@@ -21,9 +21,11 @@ def _hw_sim() -> list[str]:
 
 
 async def _cli(*args: str) -> dict[str, object]:
-    proc = await asyncio.create_subprocess_exec(*_hw_sim(), *args, stdout=subprocess.PIPE)
-    out, _ = await asyncio.wait_for(proc.communicate(), 20)
+    proc = await asyncio.create_subprocess_exec(*_hw_sim(), *args, stdout=subprocess.PIPE,
+                                                stderr=subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 0, out
+    assert err == b"", err  # an admin command prints its answer, not the HTTP client's log
     return dict(json.loads(out))
 
 

@@ -154,3 +154,19 @@ async def test_slow_mode_adds_latency(api: httpx.AsyncClient, admin: httpx.Async
     r = await api.post("/api/v1/records", json=_batch("a"))
     assert r.status_code == 201 and time.monotonic() - t0 >= 0.4
     assert (await _counts(admin))["records"] == 1
+
+
+async def test_blackhole_to_refuse_logs_no_traceback(
+    mes: MesServer, admin: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Switching blackhole -> refuse drops the held requests without an error-level traceback."""
+    await admin.post("/admin/fault", json={"mode": "blackhole"})
+    async with httpx.AsyncClient(timeout=httpx.Timeout(0.3, connect=2.0)) as c:
+        for _ in range(3):
+            with pytest.raises(httpx.ReadTimeout):
+                await c.get(f"http://127.0.0.1:{mes.port}/api/v1/counts")
+    with caplog.at_level("ERROR"):
+        await admin.post("/admin/fault", json={"mode": "refuse"})
+        await admin.post("/admin/fault", json={"mode": "ok"})
+        await admin.get("/admin/fault")  # a few loop turns for the held handlers to end
+    assert [r for r in caplog.records if r.levelname == "ERROR"] == []

@@ -32,7 +32,7 @@ from edge.model import (
     record_type,
 )
 from edge.runtime.metrics import Metrics
-from edge.sinks.delivery import Backoff, deliver
+from edge.sinks.delivery import Backoff, SinkState, deliver
 from edge.sinks.influx import InfluxSink, InfluxSinkConfig
 from edge.sinks.lineproto import RECORD_TAGS
 
@@ -309,3 +309,48 @@ async def test_victoria_metrics_v2(victoria: Peer, tmp_path: Path) -> None:
         assert got[key] == pytest.approx(v, rel=1e-11, abs=0), key
         if v == round(v, 2):
             assert got[key] == v, key
+
+
+async def test_influxdb1_create_database(influxdb1: Peer, tmp_path: Path) -> None:
+    """v1 with create_database: a database that does not exist yet is created on connect,
+    and the data lands in it."""
+    reg = _registry()
+    batches = _batches(reg, 1, 10, seed=3)
+    cfg = InfluxSinkConfig(name="influx", url=influxdb1.url, database="made_by_edge",
+                           create_database=True)
+    sink = InfluxSink(cfg, gateway_id=GATEWAY, tags=reg)
+    async with delivered(tmp_path, sink, batches) as (journal, _):
+        assert journal.dead_letters() == []
+    rows = [r for d in reg.devices()
+            for r in await influxql(influxdb1, "made_by_edge", f'SELECT * FROM "{d}"')]
+    assert len(rows) == len({int(str(t)) for b in batches for t in b.ts_ns.tolist()})
+
+
+async def test_influxdb1_missing_database_says_the_fix(influxdb1: Peer, tmp_path: Path) -> None:
+    """v1 without create_database: a missing database keeps the sink down with an error
+    that gives the one command (or the key) that fixes it; nothing is dead-lettered."""
+    reg = _registry()
+    cfg = InfluxSinkConfig(name="influx", url=influxdb1.url, database="nobody_made_it")
+    sink = InfluxSink(cfg, gateway_id=GATEWAY, tags=reg)
+    metrics = Metrics()
+    journal = Journal(tmp_path / "journal.db", sinks=[sink.name], metrics=metrics)
+    writer = JournalWriter(journal, commit_interval_s=0.001, metrics=metrics)
+    writer_task = asyncio.create_task(writer.run())
+    await writer.submit(_batches(reg, 1, 5, seed=4)[0])
+    state = SinkState(sink.name)
+    task = asyncio.create_task(deliver(writer, sink, state=state, metrics=metrics,
+                                       backoff=Backoff(0.05, 0.2), idle_poll_s=0.01))
+    try:
+        await wait_for(lambda: state.attempt >= 2, 30.0, "two failed writes")
+        assert "CREATE DATABASE" in state.last_error and "create_database" in state.last_error
+        assert journal.dead_letters() == []
+        assert journal.cursor(sink.name) < journal.head
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await sink.close()
+        await writer.close()
+        writer_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer_task

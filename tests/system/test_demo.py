@@ -30,6 +30,8 @@ def _endpoints(proc: subprocess.Popen[str]) -> dict[str, str]:
             found["opcua"] = m.group(1)
         if m := re.match(r"MES \(mock\)\s+(http://\S+)", line):
             found["mes"] = m.group(1)
+        if m := re.match(r"metrics\s+(http://\S+)", line):
+            found["metrics"] = m.group(1)
         if line.startswith("gateway log"):
             return found
     raise AssertionError(f"demo printed no endpoints; got {found}")
@@ -54,8 +56,9 @@ async def _read_live_value(url: str) -> tuple[float, ua.DataValue]:
 
 
 def test_demo_delivers_to_mes_and_opcua(tmp_path: Path) -> None:
-    """The demo serves live etch values over OPC-UA, CMM measurements reach the MES, and
-    Ctrl-C (SIGINT) stops it cleanly with exit 0."""
+    """The demo serves live etch values over OPC-UA, CMM measurements reach the MES, its
+    metrics endpoint shows the interlock reaction histogram, and Ctrl-C (SIGINT) stops it
+    cleanly with exit 0."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "edge", "demo", "--quiet", "--opcua-port", "0",
          "--state-dir", str(tmp_path / "demo"), "--seconds", str(DEADLINE_S)],
@@ -86,5 +89,7 @@ def _check_demo(proc: subprocess.Popen[str]) -> None:
         measurements = counts.get("by_type", {}).get("measurement", 0)
         time.sleep(0.5)
     assert measurements > 0, f"no measurement reached the MES: {counts}"
+    metrics = httpx.get(ep["metrics"], timeout=5).text
+    assert "edge_interlock_reaction_seconds" in metrics
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 0

@@ -171,3 +171,29 @@ def _journal_points(tmp_path: Path) -> int:
     finally:
         db.close()
     return sum(int((SampleBatch.from_bytes(r[0]).tag_id == 0).sum()) for r in rows)
+
+
+@pytest.mark.skipif(Path("/etc/edge-gateway/edge.toml").exists(),
+                    reason="an installed gateway's config is the default here")
+def test_commands_beside_the_demo_find_it(
+    tmp_path: Path, daemon: tuple[Path, Path, subprocess.Popen[str]],
+) -> None:
+    """Without --config or --state-dir, a command run where `make demo` runs finds the
+    demo's state folder; elsewhere it exits 2 naming both flags."""
+    beside = tmp_path / "checkout"
+    (beside / "state" / "demo").mkdir(parents=True)
+    (beside / "state" / "demo" / "gateway").symlink_to(tmp_path / "state")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+
+    def run(cwd: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "edge", "journal", "stats"], cwd=cwd,
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    found = run(beside)
+    assert found.returncode == 0 and "influx" in found.stdout, found.stderr
+    assert "state/demo/gateway" in found.stderr
+    lost = run(elsewhere)
+    assert lost.returncode == 2
+    assert "--config" in lost.stderr and "--state-dir" in lost.stderr
+    assert "Traceback" not in lost.stderr
