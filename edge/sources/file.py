@@ -496,7 +496,8 @@ class FileSource:
                     log.error("file checkpoint in the journal unreadable; reading from the start",
                               source=self.name, error=str(exc))
                     return {}
-        return await asyncio.to_thread(file_checkpoint.load, self.checkpoint_path)
+        return await progress.blocking(f"load {self.checkpoint_path}", file_checkpoint.load,
+                                       self.checkpoint_path)
 
     async def _commit(self, emit: Emit, batch: SampleBatch | None,
                       records: Sequence[Record]) -> None:
@@ -507,7 +508,8 @@ class FileSource:
             return
         if batch is not None or records:
             await emit(batch, records)
-        await asyncio.to_thread(file_checkpoint.save, self.checkpoint_path, dict(self.marks))
+        await progress.blocking(f"save {self.checkpoint_path}", file_checkpoint.save,
+                                self.checkpoint_path, dict(self.marks))
 
     def _cmm(self, file: str, rows: Sequence[CmmRow]) -> tuple[SampleBatch, list[Record]]:
         dev = self.cfg.device_name
