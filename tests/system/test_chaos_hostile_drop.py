@@ -56,7 +56,7 @@ def test_hostile_drop_folder_the_daemon_keeps_measuring_and_stops_in_time(
         def grow() -> None:
             with endless.open("ab") as fh:
                 fh.write(CSV_HEADER.encode() + b"\n")
-                for _ in range(200):  # 2.5 MB/s of blank lines, faster than they parse
+                for _ in range(400):  # 2.5 MB/s of blank lines, faster than they parse
                     if stop_growing.wait(0.4):
                         return
                     fh.write(b"\n" * (1 << 20))
