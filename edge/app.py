@@ -71,7 +71,8 @@ class Gateway:
         self.sink_states: dict[str, SinkState] = {}
         self.live: LiveSink | None = None
         self.writer: JournalWriter | None = None
-        self.supervisor = Supervisor(metrics=self.metrics)
+        self.supervisor = Supervisor(metrics=self.metrics,
+                                     stall_timeout_s=cfg.gateway.stall_timeout_s)
         self.board = StatusBoard(self)
         self.ready = asyncio.Event()
         self._last_tick = time.monotonic()

@@ -7,7 +7,6 @@ component and key), 3 the daemon is not running (for commands that need it).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
@@ -150,8 +149,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     edge_logging.setup(cfg.gateway.log_level, cfg.gateway.log_format)
     from edge.app import run_daemon
+    from edge.runtime import runner
 
-    return asyncio.run(run_daemon(cfg))
+    # Not asyncio.run: its exit waits for every worker thread, even one stuck for good.
+    return runner.run(run_daemon(cfg), grace_s=min(2.0, cfg.gateway.shutdown_timeout_s / 4))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

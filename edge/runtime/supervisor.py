@@ -8,8 +8,10 @@ Invariants:
   that returns is logged and started again too.
 * ``stop()`` cancels the components in reverse order of ``add`` (sources were added
   first, so sinks and the journal outlive them) and waits for each within the deadline.
-* Progress checks: ``healthy()`` is True only while every registered check passes;
-  the systemd watchdog is fed only then.
+* Progress checks: ``healthy()`` is True only while every registered check passes and
+  no component has been stuck in one worker-thread call (``edge.runtime.progress``)
+  for longer than ``stall_timeout_s``; the systemd watchdog is fed only then, and
+  ``states()`` shows what each stuck component is stuck in.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from edge.runtime import progress
 from edge.runtime.metrics import Metrics
 
 log = structlog.get_logger("edge.supervisor")
@@ -49,12 +52,14 @@ class Supervisor:
         initial_backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
         healthy_after_s: float = 60.0,
+        stall_timeout_s: float = 30.0,
     ) -> None:
         self._components: dict[str, Component] = {}
         self._checks: dict[str, Check] = {}
         self.initial_backoff_s = initial_backoff_s
         self.max_backoff_s = max_backoff_s
         self.healthy_after_s = healthy_after_s
+        self.stall_timeout_s = stall_timeout_s
         m = metrics or Metrics()
         self._m_restarts = m.counter(
             "edge_component_restarts_total", "Restarts after a crash", ["component"]
@@ -73,6 +78,7 @@ class Supervisor:
         self._checks[name] = check
 
     async def _keep(self, comp: Component) -> None:
+        progress.component.set(comp.name)  # this task's context: names its blocking calls
         backoff = self.initial_backoff_s
         while not self._stopping:
             comp.started_at = time.monotonic()
@@ -114,11 +120,17 @@ class Supervisor:
                 problem = f"check failed: {exc}"
             if problem:
                 problems.append(f"{name}: {problem}")
+        for call in progress.stuck(self.stall_timeout_s):
+            problems.append(f"{call.component}: stuck in {call.describe()}")
         return not problems, problems
 
     def states(self) -> dict[str, dict[str, object]]:
+        stuck: dict[str, str] = {}
+        for call in progress.stuck(self.stall_timeout_s):
+            stuck.setdefault(call.component, call.describe())
         return {
-            c.name: {"running": c.running, "restarts": c.restarts, "last_error": c.last_error}
+            c.name: {"running": c.running, "restarts": c.restarts, "last_error": c.last_error,
+                     "stuck": stuck.get(c.name, "")}
             for c in self._components.values()
         }
 

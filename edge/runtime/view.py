@@ -46,9 +46,11 @@ def render(doc: dict[str, Any]) -> str:
             lines.append(f"  {motor:<24} health {float(st.get('health', float('nan'))):.2f}  "
                          f"ttf {ttf_txt}")
     bad = {n: c for n, c in doc.get("components", {}).items()
-           if c.get("restarts") or not c.get("running")}
+           if c.get("restarts") or not c.get("running") or c.get("stuck")}
     if bad:
         lines += ["", "components with trouble"]
         for name, c in sorted(bad.items()):
-            lines.append(f"  {name:<24} restarts {c['restarts']}  {c.get('last_error', '')}")
+            stuck = f"  stuck in {c['stuck']}" if c.get("stuck") else ""
+            lines.append(f"  {name:<24} restarts {c['restarts']}{stuck}  "
+                         f"{c.get('last_error', '')}")
     return "\n".join(lines) + "\n"

@@ -3,7 +3,9 @@
 Invariants:
 
 * Only complete lines are consumed: the offset kept per file always sits just past a
-  newline, so a half-written row of a growing file is read once it is whole.
+  newline, so a half-written row of a growing file is read once it is whole. The one
+  exception is the last row of a file without a trailing newline: it is taken once the
+  file has not changed for ``settle_s``, never silently left behind.
 * The checkpoint (``file_checkpoint``) travels with the rows it covers: in the daemon
   it is committed to the journal in the same transaction as those rows, so after a
   crash, even kill -9, nothing is read twice and nothing is skipped. Without a journal
@@ -12,8 +14,18 @@ Invariants:
   A file whose inode or first bytes changed, or that shrank, is read again from 0.
 * A bad row never stops the source: it becomes a ``Quarantine`` record naming the file,
   the line and the reason, and is counted in ``edge_source_rejected_total``.
-* The event loop is never held for long: reads run in a worker thread and rows are
-  parsed in slices that yield between them.
+* Only regular files are read (``file_read``). A FIFO, socket, device or directory whose
+  name matches the pattern is skipped and reported once, as a ``Quarantine`` record and
+  a log line with the reason. Symlinks are never followed: a drop folder receives files,
+  and a link could point at a device, at a file outside the folder (whose lines would be
+  shipped to the MES as quarantines), or at a file already read under its own name.
+* No file can starve the others: a file gives way after ``max_file_read_mb`` or about
+  ``TURN_S`` of reading per turn (files with more to read take turns), and one pass
+  reads at most ``max_pass_read_mb`` before watch events and rescans are looked at again.
+* The event loop is never held for long: reads run in a worker thread (listed by
+  ``edge.runtime.progress`` while they run, so a read that hangs shows in ``status``
+  and stops the watchdog) and rows are parsed in slices that yield between them.
+* A file deleted while it is read ends its reading; the rows already read are kept.
 """
 
 from __future__ import annotations
@@ -35,7 +47,8 @@ import watchfiles
 from edge.components import BuildContext, Emit
 from edge.config import ConfigStruct
 from edge.model import CmmReading, Quarantine, Record, SampleBatch, TagRegistry
-from edge.sources import file_checkpoint
+from edge.runtime import progress
+from edge.sources import file_checkpoint, file_read
 from edge.sources.csv_parse import (
     CMM_FIELDS,
     CmmParser,
@@ -52,9 +65,9 @@ from edge.sources.timestamps import EpochUnit, zone
 
 log = structlog.get_logger("edge.sources.file")
 
-CHUNK = 1 << 20
-MAX_LINE = 4 << 20
 SLICE_ROWS = 250
+MB = 1 << 20
+TURN_S = 0.5  # a file gives way after this much reading too (1-byte lines parse slowly)
 CMM_TEMPS = ("air_temp_c", "scale_temp_c", "part_temp_c")
 
 
@@ -83,6 +96,9 @@ class FileSourceConfig(ConfigStruct, frozen=True):
     debounce_ms: int = 300
     rescan_s: float = 10.0
     batch_rows: int = 5000
+    settle_s: float = 30.0
+    max_file_read_mb: float = 4.0
+    max_pass_read_mb: float = 16.0
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -109,6 +125,10 @@ class FileSourceConfig(ConfigStruct, frozen=True):
             raise ValueError("batch_rows must be >= 1")
         if self.poll_interval_ms < 10 or self.debounce_ms < 0 or self.rescan_s <= 0:
             raise ValueError("poll_interval_ms must be >= 10, debounce_ms >= 0, rescan_s > 0")
+        if self.settle_s <= 0:
+            raise ValueError("settle_s must be > 0")
+        if not 0 < self.max_file_read_mb <= self.max_pass_read_mb:
+            raise ValueError("max_file_read_mb must be > 0 and <= max_pass_read_mb")
 
     @property
     def device_name(self) -> str:
@@ -166,37 +186,63 @@ class FileSource:
             )
         self.marks: dict[str, FileMark] = {}
         self.cursors: dict[str, _Cursor] = {}
+        self._pending: dict[str, Path] = {}  # files to read, in turn order
+        self._refused: dict[str, tuple[int, str]] = {}  # reported once: inode, reason
+        self._tails: dict[str, int] = {}  # unterminated last row waiting: file mtime (ns)
 
     # ------------------------------------------------------------------ driving
 
     async def run(self, emit: Emit) -> None:
         self.marks = await self._load_marks()
         self.cursors.clear()
+        self._pending.clear()
+        self._refused.clear()
+        self._tails.clear()
         folders = [Path(p) for p in self.cfg.paths]
         for folder in folders:
             if not folder.is_dir():
                 log.error("watched folder missing", source=self.name, folder=str(folder))
-        await self.scan(emit)
-        next_rescan = time.monotonic() + self.cfg.rescan_s
-        watched = [str(f) for f in folders if f.is_dir()]
-        if not watched:
-            while True:  # folders may be mounted later
-                await asyncio.sleep(self.cfg.rescan_s)
-                await self.scan(emit)
+        watched = [str(f) for f in folders if f.is_dir()]  # others: rescans only
+        wake = asyncio.Event()
+        watcher = asyncio.create_task(self._watch(watched, wake)) if watched else None
+        next_rescan = 0.0
+        try:
+            while True:
+                if time.monotonic() >= next_rescan:
+                    next_rescan = time.monotonic() + self.cfg.rescan_s
+                    await self.scan(emit)
+                self._queue_settled()
+                await self.drain(emit)
+                if watcher is not None and watcher.done():
+                    watcher.result()  # the watch failed: the supervisor restarts us
+                    raise RuntimeError("the folder watch ended")
+                wake.clear()
+                if self._pending:
+                    continue
+                wait = next_rescan - time.monotonic()
+                if self._tails:
+                    due = min(self._tails.values()) + self.cfg.settle_s * 1e9
+                    wait = min(wait, (due - time.time_ns()) / 1e9 + 0.05)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), max(0.0, wait))
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await watcher
+
+    async def _watch(self, watched: list[str], wake: asyncio.Event) -> None:
+        """Queue the files that watch events name (the main loop reads them)."""
         async for changes in watchfiles.awatch(
             *watched, watch_filter=None, force_polling=self.cfg.poll,
             poll_delay_ms=self.cfg.poll_interval_ms, debounce=self.cfg.debounce_ms,
             rust_timeout=int(self.cfg.rescan_s * 1000), yield_on_timeout=True,
             recursive=False,
         ):
-            if time.monotonic() >= next_rescan:
-                next_rescan = time.monotonic() + self.cfg.rescan_s
-                await self.scan(emit)
-                continue
-            paths = sorted({p for change, p in changes if change != watchfiles.Change.deleted})
-            for p in paths:
+            for p in sorted({p for change, p in changes if change != watchfiles.Change.deleted}):
                 if self._wanted(Path(p)):
-                    await self.consume(Path(p), emit)
+                    self._pending.setdefault(p, Path(p))
+                    wake.set()
 
     def _wanted(self, path: Path) -> bool:
         name = path.name
@@ -204,29 +250,77 @@ class FileSource:
             return False
         return not any(fnmatch.fnmatchcase(name, g) for g in self.cfg.ignore)
 
+    def _queue_settled(self) -> None:
+        """Files whose unterminated last row may be taken now."""
+        due = time.time_ns() - int(self.cfg.settle_s * 1e9)
+        for key, mtime_ns in list(self._tails.items()):
+            if mtime_ns <= due:
+                self._pending.setdefault(key, Path(key))
+
     async def scan(self, emit: Emit) -> None:
-        """Read what is new in every matching file, oldest first; forget vanished files."""
+        """Queue every matching file, oldest first; report what is not a regular file;
+        forget vanished files. Call ``drain`` to read what is queued."""
         found: list[tuple[int, str, Path]] = []
+        present: set[str] = set()
         for folder in self.cfg.paths:
             with contextlib.suppress(OSError):
                 for entry in os.scandir(folder):
                     p = Path(entry.path)
-                    if entry.is_file() and self._wanted(p):
-                        with contextlib.suppress(OSError):
-                            found.append((entry.stat().st_mtime_ns, entry.name, p))
+                    if not self._wanted(p):
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    present.add(entry.path)
+                    why = file_read.refusal(st)
+                    if why is not None:
+                        await self._refuse(p, st.st_ino, why, emit)
+                    else:
+                        found.append((st.st_mtime_ns, entry.name, p))
         for _, _, p in sorted(found):
-            await self.consume(p, emit)
+            self._pending.setdefault(str(p), p)
         idle_before = time.time_ns() - int(self.idle_release_s * 1e9)
         for mtime_ns, _, p in found:
             if mtime_ns < idle_before:
                 self.cursors.pop(str(p), None)
-        present = {str(p) for _, _, p in found}
+        for k in [k for k in self._refused if k not in present]:
+            del self._refused[k]
+        for k in [k for k in self._tails if k not in present]:
+            del self._tails[k]
         gone = [k for k in self.marks if k not in present]
         if gone:
             for k in gone:
                 self.marks.pop(k, None)
                 self.cursors.pop(k, None)
             await self._commit(emit, None, [])
+
+    async def drain(self, emit: Emit) -> None:
+        """One pass over the queued files, in turns of at most ``max_file_read_mb`` each,
+        ``max_pass_read_mb`` in all; a file with more to read queues up again."""
+        budget = int(self.cfg.max_pass_read_mb * MB)
+        per_file = int(self.cfg.max_file_read_mb * MB)
+        while self._pending and budget > 0:
+            key = next(iter(self._pending))
+            path = self._pending.pop(key)
+            used, more = await self.consume(path, emit, min(per_file, budget))
+            budget -= used
+            if more:
+                self._pending.setdefault(key, path)
+
+    async def _refuse(self, path: Path, ino: int, why: str, emit: Emit) -> None:
+        """Report a name that is not a regular file, once per file it names."""
+        key = str(path)
+        self.marks.pop(key, None)
+        self.cursors.pop(key, None)
+        if self._refused.get(key) == (ino, why):
+            return
+        self._refused[key] = (ino, why)
+        reason = f"{path.name} {why}"
+        log.warning("file skipped", source=self.name, file=key, reason=why)
+        self.metrics.rejected("not_a_regular_file", 1)
+        await self._commit(emit, None, [Quarantine(
+            time.time_ns(), self.name, reason, where=path.name, payload="")])
 
     # ------------------------------------------------------------------ one file
 
@@ -238,10 +332,13 @@ class FileSource:
             self.cfg.epoch_unit,
         )
 
-    async def _cursor(self, path: Path) -> _Cursor | None:
+    async def _cursor(self, path: Path, emit: Emit) -> _Cursor | None:
         key = str(path)
         try:
-            st = path.stat()
+            st = file_read.check(key)
+        except file_read.Refused as exc:
+            await self._refuse(path, exc.ino, exc.reason, emit)
+            return None
         except OSError:
             return None
         cur = self.cursors.get(key)
@@ -254,23 +351,29 @@ class FileSource:
             if st.st_size == mark.offset:
                 return None  # nothing new: its reading state is not rebuilt for nothing
             cur = _Cursor(mark, self._parser())
-            if await asyncio.to_thread(self._prime, path, cur):
+            try:
+                consumed = await progress.blocking(
+                    f"read {key}", file_read.read_prefix, key, mark.ino, mark.offset)
+            except file_read.Refused as exc:
+                await self._refuse(path, exc.ino, exc.reason, emit)
+                return None
+            except OSError:
+                return None  # gone meanwhile; the next scan forgets it
+            if consumed is not None and self._prime(consumed, cur):
                 self.cursors[key] = cur
                 return cur
         if mark is not None:
             log.warning("file replaced or truncated, reading it from the start",
-                        source=self.name, file=str(path), offset=mark.offset)
+                        source=self.name, file=key, offset=mark.offset)
         cur = _Cursor(FileMark(st.st_dev, st.st_ino, 0, 0, "", 0), self._parser())
         self.cursors[key] = cur
         self.marks[key] = cur.mark
         return cur
 
     @staticmethod
-    def _prime(path: Path, cur: _Cursor) -> bool:
+    def _prime(consumed: bytes, cur: _Cursor) -> bool:
         """After a restart: check the fingerprint, re-read the header and the rows seen."""
         mark = cur.mark
-        with path.open("rb") as fh:
-            consumed = fh.read(mark.offset)
         if len(consumed) != mark.offset:
             return False
         if file_checkpoint.fingerprint(consumed[: mark.head_len]) != (mark.head, mark.head_len):
@@ -281,26 +384,47 @@ class FileSource:
             cur.seen.update(line.rstrip(b"\r") for line in lines[1:] if line.strip())
         return True
 
-    async def consume(self, path: Path, emit: Emit) -> None:
-        """Read and emit every complete new line of ``path``."""
-        cur = await self._cursor(path)
+    async def consume(self, path: Path, emit: Emit, budget: int = 1 << 62) -> tuple[int, bool]:
+        """Read and emit the complete new lines of ``path``, about ``budget`` bytes at
+        most; (bytes read, whether more may be waiting)."""
+        key, used = str(path), 0
+        self._tails.pop(key, None)  # set again below while an unterminated row waits
+        cur = await self._cursor(path, emit)
         if cur is None:
-            return
-        while True:
-            data = await asyncio.to_thread(_read_lines, path, cur.mark.offset)
-            if not data:
-                return
-            await self._process(path, cur, data, emit)
+            return 0, False
+        turn_ends = time.monotonic() + TURN_S
+        while used < budget and time.monotonic() < turn_ends:
+            try:
+                got = await progress.blocking(
+                    f"read {key}", file_read.read_lines, key, cur.mark.ino, cur.mark.offset,
+                    self.cfg.settle_s)
+            except file_read.Refused as exc:
+                await self._refuse(path, exc.ino, exc.reason, emit)
+                return used, False
+            except OSError:
+                return used, False  # deleted mid-read: what was read is kept
+            if got.tail_mtime_ns:
+                self._tails[key] = got.tail_mtime_ns
+            if not got.data:
+                return used, got.replaced
+            if got.final:
+                log.info("last row without a newline taken, the file has settled",
+                         source=self.name, file=key, settle_s=self.cfg.settle_s)
+            await self._process(path, cur, got.data, emit, final=got.final)
+            used += len(got.data)
+        return used, True
 
-    async def _process(self, path: Path, cur: _Cursor, data: bytes, emit: Emit) -> None:
+    async def _process(self, path: Path, cur: _Cursor, data: bytes, emit: Emit, *,
+                       final: bool = False) -> None:
+        """Emit ``data``'s lines; with ``final`` its last line has no newline."""
         lines = data.split(b"\n")
-        if lines[-1] == b"":
+        if not final:
             lines.pop()
         mark = cur.mark
         if mark.offset == 0:
             header = lines.pop(0)
             problem = cur.parser.set_header(header)
-            consumed = len(header) + 1
+            consumed = len(header) + (0 if final and not lines else 1)
             cur.head = data[: file_checkpoint.FINGERPRINT_BYTES]
             mark.line = 1
             if problem:
@@ -319,6 +443,8 @@ class FileSource:
                 result.errors.extend(part.errors)
                 await asyncio.sleep(0)
             nbytes = sum(len(line) for line in chunk) + len(chunk)
+            if final and start + len(chunk) == len(lines):
+                nbytes -= 1  # the last line has no newline
             await self._emit(path, cur, emit, result.rows, result.errors, nbytes)
             mark.line += len(chunk)
             start += len(chunk)
@@ -346,12 +472,15 @@ class FileSource:
         if mark.head_len < min(mark.offset, len(cur.head)):
             mark.head, mark.head_len = file_checkpoint.fingerprint(cur.head[: mark.offset])
         self.marks[str(path)] = cur.mark
+        if batch is None and not records:
+            return  # blank lines only: the next commit carries the offset
+        # Counted before the hand-off: a cancel while the checkpoint is saved (after emit
+        # returned) must not leave rows delivered but uncounted.
+        self.metrics.received((len(batch) if batch is not None else 0) + len(records)
+                              - len(errors))
+        if rows:
+            self.metrics.sampled(self.cfg.device_name)
         await self._commit(emit, batch, records)
-        if batch is not None or records:
-            received = (len(batch) if batch is not None else 0) + len(records) - len(errors)
-            self.metrics.received(received)
-            if rows:
-                self.metrics.sampled(self.cfg.device_name)
         if errors:
             kinds: dict[str, int] = {}
             for e in errors:
@@ -371,7 +500,8 @@ class FileSource:
                     log.error("file checkpoint in the journal unreadable; reading from the start",
                               source=self.name, error=str(exc))
                     return {}
-        return await asyncio.to_thread(file_checkpoint.load, self.checkpoint_path)
+        return await progress.blocking(f"load {self.checkpoint_path}", file_checkpoint.load,
+                                       self.checkpoint_path)
 
     async def _commit(self, emit: Emit, batch: SampleBatch | None,
                       records: Sequence[Record]) -> None:
@@ -382,7 +512,8 @@ class FileSource:
             return
         if batch is not None or records:
             await emit(batch, records)
-        await asyncio.to_thread(file_checkpoint.save, self.checkpoint_path, dict(self.marks))
+        await progress.blocking(f"save {self.checkpoint_path}", file_checkpoint.save,
+                                self.checkpoint_path, dict(self.marks))
 
     def _cmm(self, file: str, rows: Sequence[CmmRow]) -> tuple[SampleBatch, list[Record]]:
         dev = self.cfg.device_name
@@ -405,28 +536,4 @@ class FileSource:
         ts = np.fromiter((r.ts_ns for r in rows), np.int64, n)
         vals = np.array([r.values for r in rows], np.float64).reshape(n * k)
         return SampleBatch(np.tile(self.tag_ids, n), np.repeat(ts, k), vals)
-
-
-def _read_lines(path: Path, offset: int) -> bytes:
-    """Bytes from ``offset`` up to the last complete line (b'' if none yet).
-
-    A line longer than ``MAX_LINE`` is returned cut at that length with a newline added,
-    so that it is quarantined and reading goes on."""
-    try:
-        with path.open("rb") as fh:
-            fh.seek(offset)
-            size = CHUNK
-            while True:
-                data = fh.read(size)
-                end = data.rfind(b"\n")
-                if end >= 0:
-                    return data[: end + 1]
-                if len(data) < size:
-                    return b""
-                if size >= MAX_LINE:
-                    return data[: MAX_LINE - 1] + b"\n"
-                fh.seek(offset)
-                size *= 2
-    except OSError:
-        return b""
 

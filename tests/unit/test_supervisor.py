@@ -72,3 +72,38 @@ async def test_checks_gate_health() -> None:
     assert sup.healthy() == (True, [])
     problem[0] = "stuck"
     assert sup.healthy() == (False, ["journal: stuck"])
+
+
+async def test_a_component_stuck_in_a_blocking_call_shows_and_stops_the_watchdog() -> None:
+    """A component stuck in one worker-thread call longer than stall_timeout_s is named
+    in healthy()'s problems and in states() (status), and healthy again once it returns."""
+    import threading
+
+    from edge.runtime import progress
+
+    sup = Supervisor(stall_timeout_s=0.2)
+    release = threading.Event()
+    entered = threading.Event()
+
+    def hang() -> None:
+        entered.set()
+        release.wait(10)
+
+    async def reader() -> None:
+        await progress.blocking("read /drop/pipe.csv", hang)
+        await asyncio.Event().wait()
+
+    sup.add("source:cmm1", reader)
+    try:
+        await wait_for(entered.is_set)
+        assert sup.healthy()[0]  # busy, not yet stuck
+        await wait_for(lambda: not sup.healthy()[0])
+        ok, problems = sup.healthy()
+        assert not ok and len(problems) == 1
+        assert problems[0].startswith("source:cmm1: stuck in read /drop/pipe.csv for ")
+        assert sup.states()["source:cmm1"]["stuck"].startswith("read /drop/pipe.csv")
+    finally:
+        release.set()
+    await wait_for(lambda: sup.healthy()[0])
+    assert sup.states()["source:cmm1"]["stuck"] == ""
+    await sup.stop(time.monotonic() + 1.0)
