@@ -11,11 +11,12 @@ Invariants:
   changing faster than the rate limit, and (where ``stale_s`` is set) recent.
 * The rate of change is, with ``rate_window_s`` > 0, the slope of the least-squares line
   through the good samples of the last ``rate_window_s`` (irregular spacing, Bad and NaN
-  samples and gaps handled in the kernel, see ``kernels.interlock``); it is judged once
-  they cover the window. With 0 (the default, as before) it is the two-point change
-  from the last good sample, which process noise makes trip: the noise of a two-point
-  rate at poll interval dt is sigma * sqrt(2) / dt, of a window slope about
-  sigma * sqrt(12 / (n^3)) / dt for n samples in the window (RELIABILITY.md).
+  samples and gaps handled in the kernel, see ``kernels.interlock``), judged once at
+  least 3 of them cover 80 % of the window. With 0 (the default, as before) it is the
+  two-point change from the last good sample, which process noise makes trip: with
+  white noise sigma and poll interval dt the two-point rate has a noise of
+  sigma * sqrt(2) / dt, a slope over n samples about sigma * sqrt(12 / n^3) / dt
+  (measured for hw_sim's etch tool in RELIABILITY.md).
 * Stale data is fail-safe: no sample of the tag *arriving* (gateway clock) within
   ``stale_s`` trips, counted from the stage's start when none ever came. Arrival time
   is used, not the device timestamp, so device clock drift cannot hide a dead link.
