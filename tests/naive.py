@@ -64,20 +64,44 @@ def lag_estimate(ts_ns: Sequence[int], air: Sequence[float], tau_s: float) -> li
     return out
 
 
+def window_slope(history: Sequence[tuple[int, float]], t: int, window_ns: float,
+                 ring: int = 256, min_cover: float = 0.8) -> float:
+    """|least-squares slope| (units/s) of the good samples at or after t - window among
+    the last ``ring``; 0.0 unless >= 3 and they cover ``min_cover`` of the window (or the
+    ring is all inside it)."""
+    pts = [(ti, vi) for ti, vi in history[-ring:] if ti >= t - window_ns]
+    if len(pts) < 3 or (len(pts) < ring and t - pts[0][0] < min_cover * window_ns):
+        return 0.0
+    xs = [(ti - t) / 1e9 for ti, _ in pts]
+    ys = [vi for _, vi in pts]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)  # inf -> a non-finite slope
+    sxx = sum((x - mx) ** 2 for x in xs)
+    return abs(sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx)
+
+
 def interlock_scan(values: Sequence[float], ts: Sequence[int], quality: Sequence[int],
                    high: float, low: float, debounce_n: int, debounce_ns: int,
-                   hyst: float, rate_limit: float, trip_bad: bool) -> tuple[int, int, bool]:
+                   hyst: float, rate_limit: float, trip_bad: bool,
+                   window_ns: float = 0.0, ring: int = 256) -> tuple[int, int, bool]:
     """(first trip index or -1, its condition code, clear after the last sample), fresh
-    state. Codes: 1 high, 2 low, 3 rate, 4 bad quality."""
+    state. Codes: 1 high, 2 low, 3 rate, 4 bad quality. Rate: two-point with window 0,
+    else ``window_slope`` over the good samples kept so far."""
     streak_start: int | None = None
     streak = 0
     prev: tuple[int, float] | None = None
+    history: list[tuple[int, float]] = []
     clear = False
     trip, trip_cond = -1, 0
     for i, (v, t, q) in enumerate(zip(values, ts, quality, strict=True)):
         bad = q >= 0x80 or math.isnan(v)
+        newer = not bad and (prev is None or t > prev[0])
         rate_bad = False
-        if not bad and prev is not None and t > prev[0]:
+        if window_ns > 0:
+            if newer:
+                history.append((t, v))
+                if rate_limit < math.inf:
+                    rate_bad = not window_slope(history, t, window_ns, ring) <= rate_limit
+        elif not bad and prev is not None and t > prev[0]:
             rate_bad = abs(v - prev[1]) / ((t - prev[0]) / 1e9) > rate_limit
         cond = 0
         if bad:
@@ -88,7 +112,7 @@ def interlock_scan(values: Sequence[float], ts: Sequence[int], quality: Sequence
             cond = 2
         elif rate_bad:
             cond = 3
-        if not bad and (prev is None or t > prev[0]):
+        if newer:
             prev = (t, v)
         clear = not bad and low + hyst <= v <= high - hyst and not rate_bad
         if cond:

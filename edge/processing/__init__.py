@@ -83,7 +83,7 @@ def _warm_interlock() -> None:
     from edge.processing import kernels as K
 
     f = np.ones(4)
-    params = np.array([math.inf, -math.inf, 1, 0, 0, math.inf, 1])
+    params = np.array([math.inf, -math.inf, 1, 0, 0, 1.0, 1, 1e9])  # windowed rate
     K.interlock_scan(f, np.arange(4, dtype=np.int64), np.zeros(4, np.uint8), params,
                      np.zeros(K.N_IL_F), np.zeros(K.N_IL_I, np.int64))
 

@@ -6,7 +6,11 @@ Invariants:
 
 * Every ``CmmReading`` of a configured device is replaced by one ``Measurement``
   (raw, temperatures, L20, expanded uncertainty U = k u, verdict) and one sample of
-  L20; readings of other devices and all other records pass through untouched.
+  L20, or, when it cannot be physical (``edge.processing.plausibility``: tolerance or
+  nominal not above 0, a temperature outside its sensor's range, a measured value
+  absurdly far from nominal), by one ``Quarantine`` with the reason and no sample: a
+  sensor fault or a typo gets no verdict. Readings of other devices and all other
+  records pass through untouched.
 * Decision rule (ISO 14253-1 style guard bands, symmetric tolerance): *conforming*
   only when ``|L20 - nominal| + U <= tol``; *nonconforming* only when
   ``|L20 - nominal| - U > tol``; otherwise, or when L20 or U is not finite,
@@ -33,12 +37,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
 from edge.components import BuildContext, StageOutput
 from edge.config import ConfigStruct
 from edge.model import CmmReading, Measurement, Quality, Record, SampleBatch, TagRegistry
+from edge.processing.plausibility import (
+    LIMIT_KEYS,
+    FeatureLimits,
+    Limits,
+    Plausibility,
+    check_limits,
+    check_range,
+    quarantine,
+)
 
 Verdict = Literal["conforming", "nonconforming", "indeterminate"]
 
@@ -61,6 +75,19 @@ class CompensationConfig(ConfigStruct, frozen=True):
     u_part_temp_estimated_c: float = 0.5
     air_temp_tag: str = ""
     features: tuple[str, ...] = ()
+    # Plausibility (see edge.processing.plausibility): a reading outside these is
+    # quarantined with a reason instead of judged. Temperatures per sensor, in C.
+    part_temp_range_c: tuple[float, float] = (-40.0, 150.0)
+    air_temp_range_c: tuple[float, float] = (-40.0, 150.0)
+    scale_temp_range_c: tuple[float, float] = (-40.0, 150.0)
+    # Every feature, unless feature_limits says otherwise for it.
+    nominal_above_mm: float = 0.0
+    nominal_max_mm: float = 10_000.0
+    tol_above_mm: float = 0.0
+    tol_max_mm: float = 10.0
+    max_deviation_tol: float = 100.0
+    max_deviation_mm: float = 1.0
+    feature_limits: dict[str, FeatureLimits] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -79,6 +106,26 @@ class CompensationConfig(ConfigStruct, frozen=True):
             raise ValueError("part_tau_s must be > 0")
         if self.air_temp_tag and self.air_temp_tag.count("/") < 1:
             raise ValueError("air_temp_tag must be 'device/name'")
+        for key in ("part_temp_range_c", "air_temp_range_c", "scale_temp_range_c"):
+            check_range(getattr(self, key), key)
+        check_limits(self.limits(""), "")
+        for feature in self.feature_limits:
+            if self.features and feature not in self.features:
+                raise ValueError(f"feature_limits.{feature}: not one of features "
+                                 f"{list(self.features)}")
+            check_limits(self.limits(feature), f"feature_limits.{feature}.")
+
+    def limits(self, feature: str) -> Limits:
+        """The plausible values of a feature: its ``feature_limits`` over the section's."""
+        own = self.feature_limits.get(feature)
+        return Limits(*(getattr(self, k) if own is None or getattr(own, k) is None
+                        else getattr(own, k) for k in LIMIT_KEYS))
+
+    def plausibility(self) -> Plausibility:
+        ranges = {f"{s}_temp_c": getattr(self, f"{s}_temp_range_c")
+                  for s in ("part", "air", "scale")}
+        return Plausibility(self.limits(""), {f: self.limits(f) for f in self.feature_limits},
+                            ranges)
 
     @property
     def cmm(self) -> str:
@@ -117,6 +164,7 @@ class _Cmm:
     lag_ts: npt.NDArray[np.int64]
     air_tag: int
     tag_ids: dict[str, int]
+    plausible: Plausibility
 
 
 class Compensate:
@@ -137,7 +185,8 @@ class Compensate:
             if not cfg.features:
                 ids[""] = tags.id_of(f"{cfg.cmm}/l20_mm")
             air = tags.id_of(cfg.air_temp_tag) if cfg.air_temp_tag else -1
-            self.cmms[cfg.cmm] = _Cmm(cfg, np.zeros(3), np.zeros(1, np.int64), air, ids)
+            self.cmms[cfg.cmm] = _Cmm(cfg, np.zeros(3), np.zeros(1, np.int64), air, ids,
+                                      cfg.plausibility())
         self._m_verdict = None
         if ctx is not None:
             self._m_verdict = ctx.metrics.counter(
@@ -151,6 +200,8 @@ class Compensate:
                 if idx.shape[0]:
                     ts = batch.ts_ns[idx]
                     air = np.where(batch.quality[idx] & 0x80, np.nan, batch.value[idx])
+                    lo, hi = cmm.cfg.air_temp_range_c
+                    air[(air < lo) | (air > hi)] = np.nan  # a sensor fault must not steer the lag
                     order = np.argsort(ts, kind="stable")
                     self._k.lag_estimate(ts[order], np.ascontiguousarray(air[order]),
                                          cmm.cfg.part_tau_s, cmm.lag, cmm.lag_ts,
@@ -166,12 +217,20 @@ class Compensate:
         new_ts: list[int] = []
         new_val: list[float] = []
         new_q: list[int] = []
-        for device, positions in readings.items():
-            rows = [records[i] for i in positions]
-            measurements = self._judge(self.cmms[device], rows)  # type: ignore[arg-type]
+        for device, at in readings.items():
+            cmm = self.cmms[device]
+            rows: list[CmmReading] = [records[i] for i in at]  # type: ignore[misc]
+            good, implausible = cmm.plausible.split(rows)
+            for k, reason in implausible:
+                out_records[at[k]] = quarantine(rows[k], reason)
+                if self._m_verdict is not None:
+                    self._m_verdict.labels(device, "quarantined").inc()
+            positions = [at[k] for k in good]
+            if not positions:
+                continue
+            measurements = self._judge(cmm, [rows[k] for k in good] if implausible else rows)
             for pos, m in zip(positions, measurements, strict=True):
                 out_records[pos] = m
-                cmm = self.cmms[device]
                 tag = cmm.tag_ids.get(m.feature, -1) if cmm.cfg.features else cmm.tag_ids[""]
                 if tag >= 0:
                     new_tags.append(tag)

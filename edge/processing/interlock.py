@@ -9,6 +9,14 @@ Invariants:
 * A trip latches. Only ``reset`` clears it, and only when the condition is clear now:
   the last sample is of good quality, inside the limits by the clear hysteresis, not
   changing faster than the rate limit, and (where ``stale_s`` is set) recent.
+* The rate of change is, with ``rate_window_s`` > 0, the slope of the least-squares line
+  through the good samples of the last ``rate_window_s`` (irregular spacing, Bad and NaN
+  samples and gaps handled in the kernel, see ``kernels.interlock``), judged once at
+  least 3 of them cover 80 % of the window. With 0 (the default, as before) it is the
+  two-point change from the last good sample, which process noise makes trip: with
+  white noise sigma and poll interval dt the two-point rate has a noise of
+  sigma * sqrt(2) / dt, a slope over n samples about sigma * sqrt(12 / n^3) / dt
+  (measured for hw_sim's etch tool in RELIABILITY.md).
 * Stale data is fail-safe: no sample of the tag *arriving* (gateway clock) within
   ``stale_s`` trips, counted from the stage's start when none ever came. Arrival time
   is used, not the device timestamp, so device clock drift cannot hide a dead link.
@@ -65,6 +73,7 @@ class InterlockRuleConfig(ConfigStruct, frozen=True):
     debounce_s: float = 0.0
     clear_hysteresis: float = 0.0
     rate_limit_per_s: float | None = None
+    rate_window_s: float = 0.0
     stale_s: float | None = None
     trip_on_bad_quality: bool = True
     context_tags: tuple[str, ...] = ()
@@ -93,6 +102,8 @@ class InterlockRuleConfig(ConfigStruct, frozen=True):
             raise ValueError("clear_hysteresis must be >= 0")
         if self.rate_limit_per_s is not None and not self.rate_limit_per_s > 0:
             raise ValueError("rate_limit_per_s must be > 0")
+        if not 0 <= self.rate_window_s <= 3600:
+            raise ValueError("rate_window_s must be between 0 and 3600")
         if self.stale_s is not None and not self.stale_s > 0:
             raise ValueError("stale_s must be > 0")
         if not 0 <= self.evidence_samples <= 10_000:
@@ -112,6 +123,7 @@ class InterlockRuleConfig(ConfigStruct, frozen=True):
         p[4] = self.clear_hysteresis
         p[5] = math.inf if self.rate_limit_per_s is None else self.rate_limit_per_s
         p[6] = 1.0 if self.trip_on_bad_quality else 0.0
+        p[7] = round(self.rate_window_s * 1e9)
         return p
 
 

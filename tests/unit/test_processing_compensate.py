@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import math
 
+import msgspec
 import numpy as np
 import pytest
 
 from edge.config import loads
-from edge.model import CmmReading, Measurement, Quality, SampleBatch, SpcViolation, TagRegistry
+from edge.errors import ConfigError
+from edge.model import (
+    CmmReading,
+    Measurement,
+    Quality,
+    Quarantine,
+    SampleBatch,
+    SpcViolation,
+    TagRegistry,
+)
 from edge.processing.compensate import Compensate, CompensationConfig, verdict
 from hw_sim.cmm import CmmConfig, CmmModel, CmmPart
 
@@ -154,3 +164,94 @@ def test_stage_outputs_samples_and_passes_other_records() -> None:
     assert out.batch.tag_id[0] == tags.id_of("cmm1/length_120/l20_mm")
     assert out.batch.quality[0] == Quality.GOOD_COMPENSATED
     assert out.batch.value[0] == pytest.approx(ms[0].l20_mm)
+
+
+def _reading(**over: float | str) -> CmmReading:
+    base: dict[str, float | str] = dict(
+        ts_ns=1, device="cmm1", part_id="P-7", lot="L1", feature="length_120",
+        nominal_mm=120.0, tol_mm=0.01, measured_mm=120.002, part_temp_c=20.5,
+        air_temp_c=20.4, scale_temp_c=20.2, where="parts_0001.csv:3")
+    base.update(over)
+    return CmmReading(**base)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("field", "value", "why"), [
+    ("tol_mm", -0.01, "must be above 0"),
+    ("tol_mm", 0.0, "must be above 0"),
+    ("part_temp_c", 500.0, "outside the plausible -40..150 C"),
+    ("part_temp_c", -273.5, "outside the plausible -40..150 C"),
+    ("scale_temp_c", math.inf, "outside the plausible -40..150 C"),
+    ("air_temp_c", -999.0, "outside the plausible -40..150 C"),
+    ("nominal_mm", -120.0, "must be above 0"),
+    ("measured_mm", 1e300, "from nominal"),
+    ("measured_mm", math.nan, "must be a finite number"),
+])
+def test_implausible_reading_is_quarantined_not_judged(
+        field: str, value: float, why: str) -> None:
+    """A reading that cannot be physical gets a Quarantine naming device, part, feature,
+    field and value, and no verdict and no L20 sample (each of these got a verdict before)."""
+    stage = Compensate([CompensationConfig(name="cmm1")], TagRegistry())
+    good = _reading(ts_ns=2, part_id="P-8")
+    bad = _reading(**{field: value})
+    out = stage.process(SampleBatch.empty(), [bad, good], 0)
+    q, m = out.records
+    assert isinstance(q, Quarantine) and isinstance(m, Measurement)
+    assert m.part_id == "P-8" and m.verdict == "conforming"
+    assert len(out.batch) == 1 and out.batch.ts_ns[0] == 2
+    assert q.source == "cmm1" and q.where == "parts_0001.csv:3"
+    assert q.subject == "part=P-7 lot=L1 feature=length_120"
+    assert q.reason.startswith(f"implausible CMM reading: {field}=")
+    assert why in q.reason, q.reason
+    kept = msgspec.json.decode(q.payload)  # nothing lost
+    assert kept["part_id"] == "P-7" and str(kept[field]) == str(value)
+
+
+def test_plausible_ranges_are_configurable_per_feature_and_sensor() -> None:
+    """feature_limits narrows one feature (others keep the section's), a sensor range can
+    be narrowed, and a NaN part temperature (no probe) is missing, not implausible."""
+    cfg = loads('[[compensation]]\nname = "cmm1"\nfeatures = ["length_120", "bore_50"]\n'
+                'part_temp_range_c = [10.0, 40.0]\nmax_deviation_mm = 0.0\n'
+                'feature_limits = { bore_50 = { tol_max_mm = 0.05, max_deviation_tol = 5 } }\n'
+                ).section("compensation")[0]
+    stage = Compensate([cfg], TagRegistry())
+    rows = [
+        _reading(feature="bore_50", nominal_mm=50.0, tol_mm=0.1, measured_mm=50.0),
+        _reading(feature="length_120", tol_mm=0.1),
+        _reading(feature="bore_50", nominal_mm=50.0, tol_mm=0.01, measured_mm=50.06),
+        _reading(feature="length_120", tol_mm=0.01, measured_mm=120.06),
+        _reading(part_temp_c=45.0),
+        _reading(part_temp_c=math.nan),
+    ]
+    out = stage.process(SampleBatch.empty(), rows, 0)
+    kinds = [type(r).__name__ for r in out.records]
+    assert kinds == ["Quarantine", "Measurement", "Quarantine", "Measurement", "Quarantine",
+                     "Measurement"], [getattr(r, "reason", "") for r in out.records]
+    reasons = [r.reason for r in out.records if isinstance(r, Quarantine)]
+    assert "tol_mm=0.1 must be at most 0.05" in reasons[0]
+    assert "beyond 5 x tol and 0 mm" in reasons[1]
+    assert "part_temp_c=45 outside the plausible 10..40 C" in reasons[2]
+
+
+def test_plausibility_config_errors_name_the_key() -> None:
+    """Unusable ranges and a feature_limits entry for an unknown feature fail at check-config."""
+    for text, key in (
+        ("part_temp_range_c = [150.0, -40.0]", "part_temp_range_c"),
+        ("tol_above_mm = -1.0", "tol_above_mm"),
+        ('features = ["a"]\nfeature_limits = { b = { tol_max_mm = 1.0 } }', "feature_limits.b"),
+        ("feature_limits = { a = { max_deviation_tol = 0.0 } }",
+         "feature_limits.a.max_deviation_tol"),
+    ):
+        with pytest.raises(ConfigError, match=key):
+            loads(f'[[compensation]]\nname = "cmm1"\n{text}\n')
+
+
+def test_implausible_air_sample_does_not_steer_the_lag() -> None:
+    """An air-tag sample of 500 C (sensor fault) is ignored by the part-temperature lag."""
+    tags = TagRegistry()
+    air_id = tags.add("cmm1", "air_c").id
+    stage = Compensate([CompensationConfig(name="cmm1", air_temp_tag="cmm1/air_c")], tags)
+    s = 1_000_000_000
+    stage.process(SampleBatch([air_id, air_id], [0, 60 * s], [21.0, 500.0]), [], 0)
+    out = stage.process(SampleBatch.empty(), [_reading(ts_ns=61 * s, part_temp_c=math.nan)], 0)
+    (m,) = out.records
+    assert isinstance(m, Measurement) and m.part_temp_c == pytest.approx(21.0)

@@ -228,3 +228,26 @@ def test_check_actions_names_the_interlock_the_source_and_the_valid_actions() ->
     ]
     with pytest.raises(ConfigError, match=r"no source named 'etch1' \(sources: none\)"):
         check_actions([_rule("x", "etch1")], {})
+
+
+def test_windowed_rate_ignores_noise_and_trips_on_a_fast_change() -> None:
+    """rate_window_s: a noisy flat signal never trips at 8 C/s while its two-point rate
+    does; a 12 C/s heater runaway trips on rate within a second."""
+    rng = np.random.default_rng(3)
+    n = 36_000
+    ts = T0 + np.arange(n, dtype=np.int64) * (S // 10)
+    val = 180.0 + np.clip(rng.normal(0, 0.4, n), -2.5, 2.5)
+    il2, tags = _setup(stale_s=None, rate_limit_per_s=8.0)
+    tid = tags.id_of("etch1/chamber_temp_c")
+    assert il2.process(SampleBatch(np.full(n, tid), ts, val), [], 0).commands  # two-point
+    il, tags = _setup(stale_s=None, rate_limit_per_s=8.0, rate_window_s=1.0, high=None)
+    assert not il.process(SampleBatch(np.full(n, tid), ts, val), [], 0).commands
+    ramp_ts = ts[-1] + np.arange(1, 21, dtype=np.int64) * (S // 10)
+    out = il.process(SampleBatch(np.full(20, tid), ramp_ts, 180.0 + 1.2 * np.arange(1, 21)),
+                     [], 0)
+    (trip,) = [r for r in out.records if isinstance(r, InterlockTrip)]
+    assert trip.condition == "rate" and trip.limit == 8.0 and trip.value > 8.0
+    assert trip.ts_ns - ts[-1] <= S
+    with pytest.raises(ConfigError, match="rate_window_s"):
+        loads('[[interlocks]]\nname="x"\ntag="a/b"\nrate_limit_per_s=1.0\n'
+              'rate_window_s=-1.0\naction={source="a"}\n')

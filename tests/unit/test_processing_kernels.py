@@ -95,19 +95,34 @@ SAMPLE = st.tuples(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(st.lists(SAMPLE, max_size=40), st.integers(1, 4), st.integers(0, 3_000_000_000),
        st.floats(0, 5), st.one_of(st.just(math.inf), st.floats(1, 100)), st.booleans(),
-       st.integers(1, 3))
+       st.integers(1, 3), st.sampled_from([0.0, 0.0, 5e8, 2e9, 7e9]))
 def test_interlock_scan_matches_reference(
     rows: list[tuple[float, int, int]], deb_n: int, deb_ns: int, hyst: float,
-    rate: float, trip_bad: bool, parts: int,
+    rate: float, trip_bad: bool, parts: int, window: float,
 ) -> None:
-    """The interlock scan trips at the same sample, for the same reason, in any batching."""
+    """The interlock scan trips at the same sample, for the same reason, in any batching,
+    with the two-point rate and with a windowed slope (irregular spacing, NaN, Bad, gaps)."""
     v = np.array([r[0] for r in rows], dtype=np.float64)
     t = np.cumsum([r[1] for r in rows], dtype=np.int64)
     q = np.array([r[2] for r in rows], dtype=np.uint8)
-    params = np.array([188.0, 175.0, deb_n, deb_ns, hyst, rate, float(trip_bad)])
+    params = np.array([188.0, 175.0, deb_n, deb_ns, hyst, rate, float(trip_bad), window])
+    trip, ist = _scan_in_parts(v, t, q, params, parts)
+    ref_trip, ref_cond, ref_clear = naive.interlock_scan(
+        v.tolist(), t.tolist(), q.tolist(), 188.0, 175.0, deb_n, deb_ns, hyst, rate, trip_bad,
+        window)
+    assert trip == ref_trip
+    assert ist[0] == (trip >= 0)
+    if trip >= 0:
+        assert ist[6] == ref_cond
+    if len(v):
+        assert bool(ist[7]) == ref_clear
+
+
+def _scan_in_parts(v: np.ndarray, t: np.ndarray, q: np.ndarray, params: np.ndarray,
+                   parts: int) -> tuple[int, np.ndarray]:
     fs, ist = np.full(K.N_IL_F, math.nan), np.zeros(K.N_IL_I, np.int64)
     trip = -1
     offset = 0
@@ -116,14 +131,26 @@ def test_interlock_scan_matches_reference(
         if k >= 0 and trip < 0:
             trip = offset + k
         offset += len(chunk)
-    ref_trip, ref_cond, ref_clear = naive.interlock_scan(
-        v.tolist(), t.tolist(), q.tolist(), 188.0, 175.0, deb_n, deb_ns, hyst, rate, trip_bad)
-    assert trip == ref_trip
-    assert ist[0] == (trip >= 0)
-    if trip >= 0:
-        assert ist[6] == ref_cond
-    if len(v):
-        assert bool(ist[7]) == ref_clear
+    return trip, ist
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(1, 5), st.floats(0.2, 3.0))
+def test_windowed_rate_matches_reference_past_the_ring(seed: int, parts: int,
+                                                       slope: float) -> None:
+    """Polled faster than the ring holds per window, the newest RATE_RING samples are the
+    window; a ramp through noise trips on rate at the same sample as the reference."""
+    rng = np.random.default_rng(seed)
+    n = 3 * K.RATE_RING
+    t = np.cumsum(rng.integers(1_000_000, 9_000_000, n)).astype(np.int64)  # ~5 ms polls
+    v = 180.0 + rng.normal(0, 0.05, n) + np.where(t > t[n // 2], slope * (t - t[n // 2]) / 1e9,
+                                                  0.0)
+    q = np.where(rng.random(n) < 0.05, 0x80, 0).astype(np.uint8)
+    params = np.array([1e9, -1e9, 1, 0, 0.0, 1.0, 0.0, 3e9])
+    trip, _ = _scan_in_parts(v, t, q, params, parts)
+    ref_trip, ref_cond, _ = naive.interlock_scan(
+        v.tolist(), t.tolist(), q.tolist(), 1e9, -1e9, 1, 0, 0.0, 1.0, False, 3e9)
+    assert trip == ref_trip and (trip < 0 or ref_cond == K.COND_RATE)
 
 
 @SETTINGS

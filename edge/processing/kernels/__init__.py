@@ -37,7 +37,7 @@ NAMES: dict[str, tuple[str, ...]] = {
     "compensation": ("compensate_l20", "compensate_with_uncertainty", "lag_estimate"),
     "health": ("N_MOTOR_PARAMS", "N_MOTOR_STATE", "level_track", "motor_scan", "theil_sen"),
     "interlock": ("COND_BAD", "COND_HIGH", "COND_LOW", "COND_NONE", "COND_RATE", "COND_STALE",
-                  "N_IL_F", "N_IL_I", "N_IL_PARAMS", "interlock_scan"),
+                  "N_IL_F", "N_IL_I", "N_IL_PARAMS", "RATE_RING", "interlock_scan"),
     "spc": ("N_SPC_PARAMS", "N_SPC_STATE", "RULE_EWMA", "RULE_WE1", "RULE_WE2", "RULE_WE3",
             "RULE_WE4", "spc_scan"),
 }
