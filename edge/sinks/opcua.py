@@ -298,9 +298,9 @@ class OpcUaSink:
         trust = sec.TrustList(trust_dir)
         server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
         server.set_identity_tokens([ua.UserNameIdentityToken])
-        server.iserver.user_manager = sec.HashedUserManager(
+        sec.HashedUserManager(
             self._users, trust, fail_interval_s=cfg.login_fail_interval_s
-        )
+        ).install(server.iserver)
         server.set_certificate_validator(trust.validate)
 
     def _reset(self, name: str) -> bool:

@@ -7,10 +7,15 @@ Invariants:
   list whose password matches its scrypt/PBKDF2 hash. Hashes are parsed once at start-up.
 * ``get_user`` is called synchronously on the event loop by asyncua, and a key
   derivation costs tens of ms. So a successful check is remembered per process (an HMAC
-  of the password under a random per-process key, compared in constant time), and a
-  failed one is rate-limited: at most one key derivation per ``fail_interval_s`` across
-  all users; attempts in between are refused without hashing. A password-guessing client
-  cannot hold the loop (and the interlocks' clock) for long.
+  of the password under a random per-process key, compared in constant time), and failed
+  ones are rate-limited per client (``LoginThrottle``): a client is its peer address and
+  its channel certificate's thumbprint, so a client guessing passwords locks out itself,
+  never another client's correct login. Attempts inside a client's wait are refused
+  without hashing; the hashing spent on clients with failures on record is capped across
+  all of them, and the table of clients is bounded (entries expire, a cap on entries).
+* asyncua does not give ``get_user`` the session: ``HashedUserManager.install`` wraps
+  ``decrypt_user_token``, which ActivateSession calls with the session just before
+  ``get_user`` in the same synchronous call, and takes the peer address from there.
 * A client certificate is trusted when it is byte-identical to a certificate in the
   trust folder, or is directly issued by a CA certificate there; it must be inside its
   validity period. The folder is re-read when its modification time changes, so an
@@ -31,6 +36,8 @@ import secrets
 import socket
 import sys
 import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +50,7 @@ from asyncua.crypto import cert_gen
 from asyncua.crypto.permission_rules import User, UserRole
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -200,57 +208,158 @@ class TrustList:
             raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
 
 
+class LoginThrottle:
+    """Failed logins per client. After its k-th failure in a row a client waits
+    ``base_s * 2**(k-1)`` (at most ``max_s``) before its next password is hashed; a
+    success forgets it. A client with failures on record that is past its wait also
+    needs one of ``suspect_rate`` tokens per second shared by all such clients, so many
+    guessing clients together cannot hold the loop either. A client not in the table
+    (no failure on record) is always let through, unless the table is full: then it
+    shares one overflow entry. Entries are forgotten ``forget_s`` after their last
+    failure. ``base_s == 0`` turns the throttle off."""
+
+    OVERFLOW = ("*", "")
+
+    def __init__(
+        self, base_s: float, *, max_s: float = 30.0, forget_s: float = 600.0,
+        max_clients: int = 1024, suspect_rate: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.base_s, self.max_s, self.forget_s = base_s, max(max_s, base_s), forget_s
+        self.max_clients = max_clients
+        self.suspect_rate = suspect_rate
+        self._clock = clock
+        self._failures: OrderedDict[tuple[str, str], tuple[int, float, float]] = OrderedDict()
+        self._tokens = 2 * suspect_rate
+        self._refilled = clock()
+
+    def __len__(self) -> int:
+        return len(self._failures)
+
+    def _key(self, client: tuple[str, str]) -> tuple[str, str]:
+        if client in self._failures or len(self._failures) < self.max_clients:
+            return client
+        return self.OVERFLOW
+
+    def _expire(self, now: float) -> None:
+        while self._failures:
+            key, (_, _, last) = next(iter(self._failures.items()))
+            if now - last < self.forget_s:
+                return
+            del self._failures[key]
+
+    def allow(self, client: tuple[str, str]) -> bool:
+        """May this client's password be hashed now?"""
+        if self.base_s <= 0:
+            return True
+        now = self._clock()
+        self._expire(now)
+        entry = self._failures.get(self._key(client))
+        if entry is None:
+            return True
+        if now < entry[1]:
+            return False
+        self._tokens = min(2 * self.suspect_rate,
+                           self._tokens + (now - self._refilled) * self.suspect_rate)
+        self._refilled = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    def failed(self, client: tuple[str, str]) -> None:
+        if self.base_s <= 0:
+            return
+        now = self._clock()
+        self._expire(now)
+        key = self._key(client)
+        fails = self._failures.pop(key, (0, 0.0, 0.0))[0] + 1
+        wait = min(self.base_s * 2 ** min(fails - 1, 30), self.max_s)
+        self._failures[key] = (fails, now + wait, now)
+
+    def succeeded(self, client: tuple[str, str]) -> None:
+        self._failures.pop(client, None)
+
+
 class HashedUserManager:
     """asyncua user manager: hashed passwords, trusted channel certificate, no admin."""
 
     def __init__(
         self, users: dict[str, PasswordHash], trust: TrustList | None,
-        *, fail_interval_s: float = 0.5,
+        *, fail_interval_s: float = 0.5, throttle: LoginThrottle | None = None,
     ) -> None:
         self._users = users
         self._trust = trust
-        self._fail_interval_s = fail_interval_s
-        self._last_fail = -1e9
+        self._throttle = throttle or LoginThrottle(fail_interval_s)
         self._key = secrets.token_bytes(32)
         self._verified: dict[str, bytes] = {}
+        self._peer: str | None = None
+
+    def install(self, iserver: Any) -> None:
+        """Make this the server's user manager, and learn each session's peer address
+        (see the module docstring)."""
+        decrypt = iserver.decrypt_user_token
+
+        def decrypt_user_token(isession: Any, token: Any) -> tuple[str, str]:
+            name = getattr(isession, "name", None)
+            self._peer = str(name[0]) if isinstance(name, tuple) and name else None
+            try:
+                result: tuple[str, str] = decrypt(isession, token)
+            except BaseException:
+                self._peer = None
+                raise
+            return result
+
+        iserver.decrypt_user_token = decrypt_user_token
+        iserver.user_manager = self
 
     def _mac(self, name: str, password: str) -> bytes:
         return hmac.new(self._key, f"{name}\0{password}".encode(), "sha256").digest()
 
-    def check(self, name: str, password: str) -> bool:
+    def check(self, name: str, password: str, client: tuple[str, str] = ("?", "")) -> bool:
         known = self._users.get(name)
         mac = self._mac(name, password)
         cached = self._verified.get(name)
         if cached is not None and hmac.compare_digest(cached, mac):
+            self._throttle.succeeded(client)
             return True
-        now = time.monotonic()
-        if known is None or now - self._last_fail < self._fail_interval_s:
-            self._last_fail = now
+        if not self._throttle.allow(client):
+            return False  # inside its wait: refused without hashing, the wait unchanged
+        if known is None:
+            self._throttle.failed(client)
             return False
         if known.verify(password):
             self._verified[name] = mac
+            self._throttle.succeeded(client)
             return True
-        self._last_fail = time.monotonic()
+        self._throttle.failed(client)
         return False
 
     def get_user(
         self, iserver: Any, username: str | None = None, password: str | None = None,
         certificate: Any = None,
     ) -> User | None:
+        peer, self._peer = self._peer or "?", None
+        thumbprint = ""
         if self._trust is not None:
             if not certificate:
-                log.warning("opcua login refused: no client certificate on the channel")
+                log.warning("opcua login refused: no client certificate on the channel",
+                            peer=peer)
                 return None
             cert = (certificate if isinstance(certificate, x509.Certificate)
                     else x509.load_der_x509_certificate(bytes(certificate)))
             if not self._trust.is_trusted(cert):
                 log.warning("opcua login refused: channel certificate not trusted",
-                            subject=cert.subject.rfc4514_string())
+                            subject=cert.subject.rfc4514_string(), peer=peer)
                 return None
-        if not username or password is None or not self.check(username, password):
-            log.warning("opcua login refused: wrong user name or password", user=username)
+            thumbprint = cert.fingerprint(hashes.SHA1()).hex()
+        if not username or password is None or not self.check(
+            username, password, (peer, thumbprint)
+        ):
+            log.warning("opcua login refused: wrong user name or password", user=username,
+                        peer=peer)
             return None
-        log.info("opcua login", user=username)
+        log.info("opcua login", user=username, peer=peer)
         return User(role=UserRole.User, name=username)
 
 
