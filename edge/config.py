@@ -27,6 +27,7 @@ from typing import Any, Literal, TypeVar
 import msgspec
 
 from edge.errors import ConfigError
+from edge.runtime import redact
 
 _T = TypeVar("_T")
 
@@ -306,6 +307,7 @@ def secret_reader(environ: Mapping[str, str] | None = None) -> Callable[[str], s
             )
         if not value.strip():
             raise ConfigError(f"secret '{name}' is empty ({where})")
+        redact.remember(value)
         return value
 
     return read
