@@ -21,8 +21,9 @@ Invariants:
   validity period. The folder is re-read when its modification time changes, so an
   operator can trust a client without restarting. The channel's certificate is checked
   again at login, so a client cannot skip the check by leaving it out of CreateSession.
-* The server certificate and key are generated on first start (key file mode 0600) and
-  reused afterwards; the application URI is in the certificate, as clients require.
+* The server certificate and key are generated on first start (in a 0700 folder, the key
+  written 0600 from the start, see ``edge.runtime.private``) and reused afterwards; the
+  application URI is in the certificate, as clients require.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from edge.runtime.private import file_mode, narrow, private_dir, write_private
 
 log = structlog.get_logger("edge.opcua")
 
@@ -367,10 +370,12 @@ async def ensure_server_certificate(
     folder: Path, app_uri: str, cert_file: Path | None = None, key_file: Path | None = None
 ) -> tuple[Path, Path]:
     """The server certificate (DER) and key (PEM), generated on first start."""
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)
     cert_path = cert_file or folder / "server_cert.der"
     key_path = key_file or folder / "server_key.pem"
     fresh = not key_path.exists() or not cert_path.exists()
+    if not key_path.is_file():  # asyncua would write it with the umask's mode
+        write_private(key_path, cert_gen.dump_private_key_as_pem(cert_gen.generate_private_key()))
     host = socket.gethostname()
     await cert_gen.setup_self_signed_certificate(
         key_path, cert_path, app_uri, host,
@@ -378,6 +383,7 @@ async def ensure_server_certificate(
         {"countryName": "DE", "organizationName": "edge-gateway", "localityName": host},
     )
     os.chmod(key_path, 0o600)
+    narrow(cert_path, file_mode(cert_path.parent))
     if fresh:
         log.info("opcua server certificate generated", cert=str(cert_path), key=str(key_path),
                  application_uri=app_uri)
