@@ -35,7 +35,7 @@ import msgspec
 import structlog
 
 from edge.components import Rejection
-from edge.config import ConfigStruct
+from edge.config import ConfigStruct, check_secret_name
 from edge.errors import RetryableError
 from edge.runtime.metrics import Metrics
 from edge.runtime.redact import redact
@@ -70,6 +70,10 @@ class HttpOptions(ConfigStruct, frozen=True, kw_only=True):
         for status in self.hold_statuses:
             if not 400 <= status <= 499:
                 raise ValueError(f"hold_statuses must hold 4xx codes only (got {status})")
+        for key in self.__struct_fields__:  # token_secret, password_secret of the sinks
+            value = getattr(self, key)
+            if key.endswith("_secret") and value:
+                check_secret_name(value, key)
 
 
 class HttpSinkMetrics:

@@ -38,7 +38,7 @@ import structlog
 from asyncua import Server, ua
 
 from edge.components import BuildContext, LiveSink
-from edge.config import ConfigStruct
+from edge.config import ConfigStruct, check_secret_name
 from edge.errors import ConfigError
 from edge.model import Quality, Record, SampleBatch
 from edge.sinks import opcua_security as sec
@@ -130,6 +130,8 @@ class OpcUaConfig(ConfigStruct, frozen=True):
                 "users must be given for the production profile "
                 "(users, users_file or users_secret)"
             )
+        if self.users_secret:
+            check_secret_name(self.users_secret, "users_secret")
         if not 1 <= self.update_slice <= 100_000:
             raise ValueError("update_slice must be between 1 and 100000")
         if not 0.05 <= self.slice_budget_ms <= 50:

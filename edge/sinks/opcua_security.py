@@ -59,8 +59,17 @@ from edge.runtime.private import file_mode, narrow, private_dir, write_private
 
 log = structlog.get_logger("edge.opcua")
 
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
-PBKDF2_ITERATIONS = 200_000
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
+PBKDF2_ITERATIONS = 600_000
+# Below these a stolen hash is cheap to crack (OWASP password storage, 2023): scrypt's
+# cost N*r*p at least that of N=2**15, r=8, p=1; PBKDF2-HMAC-SHA256 600,000 iterations.
+MIN_SCRYPT_COST = 2**15 * 8 * 1
+MIN_PBKDF2_ITERATIONS = 600_000
+_REHASH = "make a new hash with: python -m edge.sinks.opcua_security hash"
+
+
+class WeakHashError(ValueError):
+    """A well-formed hash whose parameters are below the minimum."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +89,20 @@ class PasswordHash:
                 n, r, p = (int(x) for x in parts[1:4])
                 if n < 2 or n & (n - 1) or r < 1 or p < 1:
                     raise ValueError("bad scrypt parameters")
+                if n * r * p < MIN_SCRYPT_COST:
+                    raise WeakHashError(
+                        f"scrypt parameters N={n}, r={r}, p={p} are too weak: N*r*p must be "
+                        f"at least {MIN_SCRYPT_COST} (N=32768, r=8, p=1); {_REHASH}")
                 return cls("scrypt", (n, r, p), _b64d(parts[4]), _b64d(parts[5]))
             if parts[0] == "pbkdf2_sha256" and len(parts) == 4:
                 iterations = int(parts[1])
-                if iterations < 10_000:
-                    raise ValueError("too few iterations")
+                if iterations < MIN_PBKDF2_ITERATIONS:
+                    raise WeakHashError(
+                        f"pbkdf2_sha256 with {iterations} iterations is too weak: at least "
+                        f"{MIN_PBKDF2_ITERATIONS} are needed; {_REHASH}")
                 return cls("pbkdf2_sha256", (iterations,), _b64d(parts[2]), _b64d(parts[3]))
+        except WeakHashError:
+            raise
         except (ValueError, TypeError) as exc:
             raise ValueError(f"password hash is malformed ({exc})") from None
         raise ValueError(
@@ -99,7 +116,7 @@ class PasswordHash:
         if self.scheme == "scrypt":
             n, r, p = self.params
             return hashlib.scrypt(
-                secret, salt=self.salt, n=n, r=r, p=p, maxmem=256 * n * r * p + 2**20,
+                secret, salt=self.salt, n=n, r=r, p=p, maxmem=_scrypt_maxmem(n, r, p),
                 dklen=len(self.digest),
             )
         return hashlib.pbkdf2_hmac(
@@ -108,6 +125,10 @@ class PasswordHash:
 
     def verify(self, password: str) -> bool:
         return hmac.compare_digest(self.derive(password), self.digest)
+
+
+def _scrypt_maxmem(n: int, r: int, p: int) -> int:
+    return 128 * r * (n + p + 2) + 2**20  # what OpenSSL needs, with room to spare
 
 
 def _b64d(text: str) -> bytes:
@@ -120,7 +141,8 @@ def hash_password(password: str, *, scheme: str = "scrypt") -> str:
     b64 = base64.b64encode
     if scheme == "scrypt":
         digest = hashlib.scrypt(
-            password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32
+            password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32,
+            maxmem=_scrypt_maxmem(SCRYPT_N, SCRYPT_R, SCRYPT_P),
         )
         return (f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}$"
                 f"{b64(salt).decode()}${b64(digest).decode()}")
@@ -225,7 +247,7 @@ class LoginThrottle:
 
     def __init__(
         self, base_s: float, *, max_s: float = 30.0, forget_s: float = 600.0,
-        max_clients: int = 1024, suspect_rate: float = 2.0,
+        max_clients: int = 1024, suspect_rate: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.base_s, self.max_s, self.forget_s = base_s, max(max_s, base_s), forget_s

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import io
+import time
+from pathlib import Path
+
+import pytest
+
+from edge import cli
 from edge.sinks.opcua_security import (
     HashedUserManager,
     LoginThrottle,
+    PasswordHash,
     hash_password,
     parse_users,
 )
+from edge.sinks.opcua_security import main as sec_main
 
 
 class Clock:
@@ -62,7 +71,7 @@ def test_throttle_caps_hashing_for_clients_with_failures() -> None:
     """Clients past their wait but with failures on record share suspect_rate hashes per
     second; a client with no failure on record is never held back by them."""
     clock = Clock()
-    t = LoginThrottle(0.5, suspect_rate=2.0, clock=clock)
+    t = LoginThrottle(0.5, suspect_rate=2.0, clock=clock)  # the default is 1.0
     guessers = [(f"10.2.0.{i}", "") for i in range(50)]
     for g in guessers:
         t.failed(g)
@@ -89,3 +98,46 @@ def test_manager_refuses_a_guessing_client_but_not_another() -> None:
     assert not mgr.check("op", "wrong", A)
     assert not mgr.check("op", "s3cret", A)
     assert mgr.check("op", "s3cret", B)
+
+
+WEAK_SCRYPT = "scrypt$2$8$1$c2FsdHNhbHQ=$aGFzaGhhc2g="
+WEAK_PBKDF2 = "pbkdf2_sha256$10000$c2FsdHNhbHQ=$aGFzaGhhc2g="
+
+
+def test_weak_hash_parameters_are_refused_naming_the_minimum() -> None:
+    """scrypt N=2 and PBKDF2 with 10,000 iterations are refused with the minimum in the
+    message; a users list names the user; what the hash tool makes is accepted."""
+    with pytest.raises(ValueError, match=r"N=2, r=8, p=1 are too weak.*262144"):
+        PasswordHash.parse(WEAK_SCRYPT)
+    with pytest.raises(ValueError, match=r"10000 iterations is too weak.*600000"):
+        PasswordHash.parse(WEAK_PBKDF2)
+    with pytest.raises(ValueError, match=r"line 2: user 'bob': pbkdf2_sha256 .* too weak"):
+        parse_users(f"alice:{hash_password('pw')}\nbob:{WEAK_PBKDF2}\n", "users")
+    for scheme in ("scrypt", "pbkdf2_sha256"):
+        assert PasswordHash.parse(hash_password("pw", scheme=scheme)).verify("pw")
+
+
+def test_check_config_refuses_a_weak_inline_hash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check-config exits 2 and names the user, the scheme and the minimum."""
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text('[opcua]\nprofile = "production"\n'
+                   f'users = [{{name = "alice", password_hash = "{WEAK_SCRYPT}"}}]\n')
+    assert cli.main(["check-config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "opcua: user 'alice': password_hash scrypt" in err and "262144" in err, err
+
+
+def test_hash_tool_output_passes(capsys: pytest.CaptureFixture[str],
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """python -m edge.sinks.opcua_security hash prints a hash the gateway accepts, and
+    checking it again is fast once verified (the login cache)."""
+    monkeypatch.setattr("sys.stdin", io.StringIO("s3cret\n"))
+    assert sec_main(["hash"]) == 0
+    line = capsys.readouterr().out.strip()
+    mgr = HashedUserManager(parse_users(f"op:{line}", "users"), None)
+    assert mgr.check("op", "s3cret")
+    t0 = time.perf_counter()
+    assert mgr.check("op", "s3cret")
+    assert time.perf_counter() - t0 < 0.005
