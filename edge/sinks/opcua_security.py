@@ -8,7 +8,7 @@ Invariants:
 * ``get_user`` is called synchronously on the event loop by asyncua, and a key
   derivation costs tens of ms. So a successful check is remembered per process (an HMAC
   of the password under a random per-process key, compared in constant time), and failed
-  ones are rate-limited per client (``LoginThrottle``): a client is its peer address and
+  ones are rate-limited per client (``opcua_throttle``): a client is its peer address and
   its channel certificate's thumbprint, so a client guessing passwords locks out itself,
   never another client's correct login. Attempts inside a client's wait are refused
   without hashing; the hashing spent on clients with failures on record is capped across
@@ -36,9 +36,6 @@ import os
 import secrets
 import socket
 import sys
-import time
-from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -56,6 +53,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from edge.runtime.private import file_mode, narrow, private_dir, write_private
+from edge.sinks.opcua_throttle import LoginThrottle
 
 log = structlog.get_logger("edge.opcua")
 
@@ -231,79 +229,6 @@ class TrustList:
                         subject=cert.subject.rfc4514_string(), application=app.ApplicationUri,
                         trust_dir=str(self.folder))
             raise ServiceError(ua.StatusCodes.BadCertificateUntrusted)
-
-
-class LoginThrottle:
-    """Failed logins per client. After its k-th failure in a row a client waits
-    ``base_s * 2**(k-1)`` (at most ``max_s``) before its next password is hashed; a
-    success forgets it. A client with failures on record that is past its wait also
-    needs one of ``suspect_rate`` tokens per second shared by all such clients, so many
-    guessing clients together cannot hold the loop either. A client not in the table
-    (no failure on record) is always let through, unless the table is full: then it
-    shares one overflow entry. Entries are forgotten ``forget_s`` after their last
-    failure. ``base_s == 0`` turns the throttle off."""
-
-    OVERFLOW = ("*", "")
-
-    def __init__(
-        self, base_s: float, *, max_s: float = 30.0, forget_s: float = 600.0,
-        max_clients: int = 1024, suspect_rate: float = 1.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.base_s, self.max_s, self.forget_s = base_s, max(max_s, base_s), forget_s
-        self.max_clients = max_clients
-        self.suspect_rate = suspect_rate
-        self._clock = clock
-        self._failures: OrderedDict[tuple[str, str], tuple[int, float, float]] = OrderedDict()
-        self._tokens = 2 * suspect_rate
-        self._refilled = clock()
-
-    def __len__(self) -> int:
-        return len(self._failures)
-
-    def _key(self, client: tuple[str, str]) -> tuple[str, str]:
-        if client in self._failures or len(self._failures) < self.max_clients:
-            return client
-        return self.OVERFLOW
-
-    def _expire(self, now: float) -> None:
-        while self._failures:
-            key, (_, _, last) = next(iter(self._failures.items()))
-            if now - last < self.forget_s:
-                return
-            del self._failures[key]
-
-    def allow(self, client: tuple[str, str]) -> bool:
-        """May this client's password be hashed now?"""
-        if self.base_s <= 0:
-            return True
-        now = self._clock()
-        self._expire(now)
-        entry = self._failures.get(self._key(client))
-        if entry is None:
-            return True
-        if now < entry[1]:
-            return False
-        self._tokens = min(2 * self.suspect_rate,
-                           self._tokens + (now - self._refilled) * self.suspect_rate)
-        self._refilled = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
-
-    def failed(self, client: tuple[str, str]) -> None:
-        if self.base_s <= 0:
-            return
-        now = self._clock()
-        self._expire(now)
-        key = self._key(client)
-        fails = self._failures.pop(key, (0, 0.0, 0.0))[0] + 1
-        wait = min(self.base_s * 2 ** min(fails - 1, 30), self.max_s)
-        self._failures[key] = (fails, now + wait, now)
-
-    def succeeded(self, client: tuple[str, str]) -> None:
-        self._failures.pop(client, None)
 
 
 class HashedUserManager:

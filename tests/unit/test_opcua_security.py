@@ -11,12 +11,12 @@ import pytest
 from edge import cli
 from edge.sinks.opcua_security import (
     HashedUserManager,
-    LoginThrottle,
     PasswordHash,
     hash_password,
     parse_users,
 )
 from edge.sinks.opcua_security import main as sec_main
+from edge.sinks.opcua_throttle import LoginThrottle
 
 
 class Clock:
