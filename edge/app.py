@@ -40,6 +40,7 @@ from edge.journal import Journal, JournalWriter
 from edge.model import TagRegistry
 from edge.runtime import control, memory
 from edge.runtime.metrics import Metrics
+from edge.runtime.private import private_dir
 from edge.runtime.status import StatusBoard
 from edge.runtime.supervisor import Supervisor
 from edge.runtime.systemd import Notifier
@@ -217,7 +218,7 @@ class Gateway:
 
     async def run(self, stop: asyncio.Event) -> int:
         cfg = self.cfg
-        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(cfg.state_dir)
         self._build()
         assert self.writer is not None and self.flow is not None
         flow = self.flow

@@ -27,6 +27,7 @@ from typing import Any, Literal, TypeVar
 import msgspec
 
 from edge.errors import ConfigError
+from edge.runtime import redact
 
 _T = TypeVar("_T")
 
@@ -286,11 +287,27 @@ def _humanise(text: str) -> str:
 # ------------------------------------------------------------------------ secrets
 
 
+_SECRET_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,127}")
+
+
+def check_secret_name(name: str, key: str = "secret") -> None:
+    """ValueError unless ``name`` can only name a file inside the credentials folder."""
+    if not _SECRET_NAME.fullmatch(name):
+        raise ValueError(
+            f"{key} {name!r} is not a secret name: use letters, digits, '_', '-' and '.', "
+            "not starting with '.' (it names a file in $CREDENTIALS_DIRECTORY)"
+        )
+
+
 def secret_reader(environ: Mapping[str, str] | None = None) -> Callable[[str], str]:
     """Returns ``read(name)``: ``$CREDENTIALS_DIRECTORY/<name>`` first, then ``$<name>``."""
     env = os.environ if environ is None else environ
 
     def read(name: str) -> str:
+        try:
+            check_secret_name(name)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         cred_dir = env.get("CREDENTIALS_DIRECTORY")
         where = f"environment variable {name}"
         value: str | None = None
@@ -306,6 +323,7 @@ def secret_reader(environ: Mapping[str, str] | None = None) -> Callable[[str], s
             )
         if not value.strip():
             raise ConfigError(f"secret '{name}' is empty ({where})")
+        redact.remember(value)
         return value
 
     return read

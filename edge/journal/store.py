@@ -29,6 +29,8 @@ Guarantees, in order of importance:
    neither re-reading nor skipping.
 7. **Dead letters.** A payload a peer rejects as invalid is copied to ``dead_letters``
    with the sink, its ids and the reason, then acked, so it never blocks the queue.
+8. **Private files.** ``journal.db`` and its ``-wal``/``-shm`` are never readable by
+   other users, whatever the umask (``edge.runtime.private``).
 
 Threading: a ``Journal`` is used from one thread at a time (``JournalWriter`` runs it on
 its own single worker thread). It holds no Python-level locks.
@@ -59,6 +61,7 @@ from edge.journal.entries import (
 )
 from edge.model import Record, SampleBatch, encode_records
 from edge.runtime.metrics import Metrics
+from edge.runtime.private import file_mode, narrow, private_dir, private_file
 
 log = structlog.get_logger("edge.journal")
 
@@ -122,7 +125,10 @@ class Journal:
             for s in self.sinks
         }
         self._claimed = frozenset().union(*self._takes.values())
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent, ours=False)
+        private_file(self.path)  # SQLite gives -wal and -shm the database file's mode
+        for sidecar in ("-wal", "-shm"):
+            narrow(self.path.with_name(self.path.name + sidecar), file_mode(self.path.parent))
         self._db = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, timeout=30.0
         )

@@ -19,6 +19,8 @@ from typing import Any
 
 import structlog
 
+from edge.runtime.private import file_mode
+
 log = structlog.get_logger("edge.control")
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -53,7 +55,7 @@ async def serve(path: Path, handler: Handler, started: asyncio.Event | None = No
             writer.close()
 
     server = await asyncio.start_unix_server(on_client, path=str(path), limit=1 << 20)
-    os.chmod(path, 0o660)
+    os.chmod(path, file_mode(path.parent, group_write=True))
     if started is not None:
         started.set()
     try:

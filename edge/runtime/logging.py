@@ -2,15 +2,20 @@
 
 Library loggers (asyncua, pymodbus, aiomqtt) go through the stdlib bridge so that every
 line has the same shape. Their chatter is capped at WARNING unless we debug.
+
+Every rendered line, ours and the libraries', passes through ``edge.runtime.redact``
+last: no configured secret and no Authorization credential reaches the log.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
 import structlog
+
+from edge.runtime.redact import redact
 
 _NOISY = ("asyncua", "pymodbus", "aiomqtt", "amqtt", "httpx", "httpcore", "watchfiles",
           "numba", "transitions")
@@ -48,6 +53,7 @@ def setup(
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             structlog.processors.format_exc_info if json_out else _identity,
             renderer,
+            redact_line,
         ],
     )
     handler = logging.StreamHandler(out)
@@ -64,3 +70,8 @@ def _identity(
     logger: object, name: str, event: structlog.types.EventDict
 ) -> structlog.types.EventDict:
     return event
+
+
+def redact_line(logger: object, name: str, line: Any) -> Any:
+    """The last processor: the rendered line with every secret replaced."""
+    return redact(line) if isinstance(line, str) else line

@@ -9,6 +9,8 @@ Invariants:
   exponential backoff and full jitter, honouring the peer's ``retry_after_s``.
   ``PermanentError`` dead-letters the entries it was raised for; ``WriteResult.rejected``
   dead-letters just those. Dead letters never block the queue.
+* A dead letter's reason and body and a sink's last error are stored redacted
+  (``edge.runtime.redact``): a peer that echoes our request does not put a token there.
 * Each sink has its own loop and cursor: a slow or dead sink blocks nobody else, and
   ingestion never waits on delivery.
 """
@@ -27,6 +29,7 @@ from edge.components import DurableSink, Rejection
 from edge.errors import PermanentError, RetryableError
 from edge.journal import JournalWriter
 from edge.runtime.metrics import Metrics
+from edge.runtime.redact import redact
 
 log = structlog.get_logger("edge.delivery")
 
@@ -137,7 +140,8 @@ async def deliver(
         for entry in result.entries:
             r = rejected.get(entry.seq)
             if r is not None:
-                await writer.call(journal.dead_letter, sink.name, entry, r.reason, r.body)
+                await writer.call(journal.dead_letter, sink.name, entry, redact(r.reason),
+                                  redact(r.body))
             else:
                 m.delivered.labels(sink.name, entry.kind).inc(entry.count)
                 state.delivered_points += entry.count
@@ -162,7 +166,7 @@ async def _failed(
     m.link.set(0)
     event = f"sink {what} failed; retrying"
     fields = dict(
-        sink=sink, error=str(exc) or type(exc).__name__, attempt=state.attempt + 1,
+        sink=sink, error=redact(str(exc)) or type(exc).__name__, attempt=state.attempt + 1,
         retry_in_s=round(delay, 3), retry_after_s=hint,
     )
     if not isinstance(exc, RetryableError):
@@ -172,6 +176,6 @@ async def _failed(
     else:
         log.debug(event, **fields)
     state.link_up = False
-    state.last_error = str(exc) or type(exc).__name__
+    state.last_error = redact(str(exc)) or type(exc).__name__
     state.attempt += 1
     await asyncio.sleep(delay)

@@ -15,6 +15,9 @@ What an answer means, in one place:
   only the entries the peer refuses themselves become ``Rejection``s (with the
   response body) and the good ones are delivered.
 
+A peer's answer may echo our request, credentials included: its text is passed
+through ``edge.runtime.redact`` before it goes into a log line, an error or a rejection.
+
 Re-sending an entry is harmless by construction: MES records carry stable ids and an
 Idempotency-Key, and InfluxDB overwrites a point with the same series and timestamp.
 """
@@ -32,9 +35,10 @@ import msgspec
 import structlog
 
 from edge.components import Rejection
-from edge.config import ConfigStruct
+from edge.config import ConfigStruct, check_secret_name
 from edge.errors import RetryableError
 from edge.runtime.metrics import Metrics
+from edge.runtime.redact import redact
 
 log = structlog.get_logger("edge.sinks")
 
@@ -66,6 +70,10 @@ class HttpOptions(ConfigStruct, frozen=True, kw_only=True):
         for status in self.hold_statuses:
             if not 400 <= status <= 499:
                 raise ValueError(f"hold_statuses must hold 4xx codes only (got {status})")
+        for key in self.__struct_fields__:  # token_secret, password_secret of the sinks
+            value = getattr(self, key)
+            if key.endswith("_secret") and value:
+                check_secret_name(value, key)
 
 
 class HttpSinkMetrics:
@@ -150,13 +158,14 @@ def verdict(status: int, hold: frozenset[int] | set[int] = frozenset()) -> Verdi
 
 
 def excerpt(text: str, n: int = BODY_EXCERPT) -> str:
-    text = " ".join(text.split())
+    text = " ".join(redact(text).split())
     return text if len(text) <= n else text[:n] + "..."
 
 
 def retryable(resp: httpx.Response, peer: str) -> RetryableError:
     return RetryableError(
-        f"{peer} answered {resp.status_code} {resp.reason_phrase}: {excerpt(resp.text)}",
+        f"{peer} answered {resp.status_code} {redact(resp.reason_phrase)}: "
+        f"{excerpt(resp.text)}",
         retry_after_s=parse_retry_after(resp.headers.get("retry-after")),
     )
 
@@ -171,8 +180,9 @@ async def post(client: httpx.AsyncClient, url: str, *, content: bytes,
         raise RetryableError(f"{peer}: {type(exc).__name__} after {_timeout_of(client, exc)}"
                              ) from exc
     except httpx.TransportError as exc:
-        raise RetryableError(f"{peer}: {type(exc).__name__}: {exc or 'connection failed'}"
-                             ) from exc
+        raise RetryableError(
+            f"{peer}: {type(exc).__name__}: {redact(str(exc)) or 'connection failed'}"
+        ) from exc
 
 
 def _timeout_of(client: httpx.AsyncClient, exc: httpx.TimeoutException) -> str:
@@ -238,4 +248,4 @@ def _reject(part: HasSeq, resp: httpx.Response, peer: str) -> Rejection:
         peer=peer, seq=part.seq, status=resp.status_code, body=excerpt(resp.text),
     )
     return Rejection(part.seq, f"{peer} refused it: HTTP {resp.status_code} "
-                               f"{resp.reason_phrase}", resp.text)
+                               f"{redact(resp.reason_phrase)}", redact(resp.text))

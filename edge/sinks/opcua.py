@@ -39,7 +39,7 @@ import structlog
 from asyncua import Server, ua
 
 from edge.components import BuildContext, LiveSink
-from edge.config import ConfigStruct
+from edge.config import ConfigStruct, check_secret_name
 from edge.errors import ConfigError
 from edge.model import Quality, Record, SampleBatch
 from edge.protocols.opcua import security as sec
@@ -101,6 +101,8 @@ class OpcUaConfig(ConfigStruct, frozen=True):
                 "users must be given for the production profile "
                 "(users, users_file or users_secret)"
             )
+        if self.users_secret:
+            check_secret_name(self.users_secret, "users_secret")
         if not 1 <= self.update_slice <= 100_000:
             raise ValueError("update_slice must be between 1 and 100000")
         if not 0.05 <= self.slice_budget_ms <= 50:
@@ -269,9 +271,9 @@ class OpcUaSink:
         trust = sec.TrustList(trust_dir)
         server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
         server.set_identity_tokens([ua.UserNameIdentityToken])
-        server.iserver.user_manager = sec.HashedUserManager(
+        sec.HashedUserManager(
             self._users, trust, fail_interval_s=cfg.login_fail_interval_s
-        )
+        ).install(server.iserver)
         server.set_certificate_validator(trust.validate)
 
     def _reset(self, name: str) -> bool:

@@ -7,17 +7,23 @@ Invariants:
   list whose password matches its scrypt/PBKDF2 hash. Hashes are parsed once at start-up.
 * ``get_user`` is called synchronously on the event loop by asyncua, and a key
   derivation costs tens of ms. So a successful check is remembered per process (an HMAC
-  of the password under a random per-process key, compared in constant time), and a
-  failed one is rate-limited: at most one key derivation per ``fail_interval_s`` across
-  all users; attempts in between are refused without hashing. A password-guessing client
-  cannot hold the loop (and the interlocks' clock) for long.
+  of the password under a random per-process key, compared in constant time), and failed
+  ones are rate-limited per client (``throttle``): a client is its peer address and
+  its channel certificate's thumbprint, so a client guessing passwords locks out itself,
+  never another client's correct login. Attempts inside a client's wait are refused
+  without hashing; the hashing spent on clients with failures on record is capped across
+  all of them, and the table of clients is bounded (entries expire, a cap on entries).
+* asyncua does not give ``get_user`` the session: ``HashedUserManager.install`` wraps
+  ``decrypt_user_token``, which ActivateSession calls with the session just before
+  ``get_user`` in the same synchronous call, and takes the peer address from there.
 * A client certificate is trusted when it is byte-identical to a certificate in the
   trust folder, or is directly issued by a CA certificate there; it must be inside its
   validity period. The folder is re-read when its modification time changes, so an
   operator can trust a client without restarting. The channel's certificate is checked
   again at login, so a client cannot skip the check by leaving it out of CreateSession.
-* The server certificate and key are generated on first start (key file mode 0600) and
-  reused afterwards; the application URI is in the certificate, as clients require.
+* The server certificate and key are generated on first start (in a 0700 folder, the key
+  written 0600 from the start, see ``edge.runtime.private``) and reused afterwards; the
+  application URI is in the certificate, as clients require.
 """
 
 from __future__ import annotations
@@ -30,7 +36,6 @@ import os
 import secrets
 import socket
 import sys
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,13 +48,26 @@ from asyncua.crypto import cert_gen
 from asyncua.crypto.permission_rules import User, UserRole
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from edge.protocols.opcua.throttle import LoginThrottle
+from edge.runtime.private import file_mode, narrow, private_dir, write_private
+
 log = structlog.get_logger("edge.opcua")
 
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
-PBKDF2_ITERATIONS = 200_000
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
+PBKDF2_ITERATIONS = 600_000
+# Below these a stolen hash is cheap to crack (OWASP password storage, 2023): scrypt's
+# cost N*r*p at least that of N=2**15, r=8, p=1; PBKDF2-HMAC-SHA256 600,000 iterations.
+MIN_SCRYPT_COST = 2**15 * 8 * 1
+MIN_PBKDF2_ITERATIONS = 600_000
+_REHASH = "make a new hash with: python -m edge.protocols.opcua.security hash"
+
+
+class WeakHashError(ValueError):
+    """A well-formed hash whose parameters are below the minimum."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +87,20 @@ class PasswordHash:
                 n, r, p = (int(x) for x in parts[1:4])
                 if n < 2 or n & (n - 1) or r < 1 or p < 1:
                     raise ValueError("bad scrypt parameters")
+                if n * r * p < MIN_SCRYPT_COST:
+                    raise WeakHashError(
+                        f"scrypt parameters N={n}, r={r}, p={p} are too weak: N*r*p must be "
+                        f"at least {MIN_SCRYPT_COST} (N=32768, r=8, p=1); {_REHASH}")
                 return cls("scrypt", (n, r, p), _b64d(parts[4]), _b64d(parts[5]))
             if parts[0] == "pbkdf2_sha256" and len(parts) == 4:
                 iterations = int(parts[1])
-                if iterations < 10_000:
-                    raise ValueError("too few iterations")
+                if iterations < MIN_PBKDF2_ITERATIONS:
+                    raise WeakHashError(
+                        f"pbkdf2_sha256 with {iterations} iterations is too weak: at least "
+                        f"{MIN_PBKDF2_ITERATIONS} are needed; {_REHASH}")
                 return cls("pbkdf2_sha256", (iterations,), _b64d(parts[2]), _b64d(parts[3]))
+        except WeakHashError:
+            raise
         except (ValueError, TypeError) as exc:
             raise ValueError(f"password hash is malformed ({exc})") from None
         raise ValueError(
@@ -88,7 +114,7 @@ class PasswordHash:
         if self.scheme == "scrypt":
             n, r, p = self.params
             return hashlib.scrypt(
-                secret, salt=self.salt, n=n, r=r, p=p, maxmem=256 * n * r * p + 2**20,
+                secret, salt=self.salt, n=n, r=r, p=p, maxmem=_scrypt_maxmem(n, r, p),
                 dklen=len(self.digest),
             )
         return hashlib.pbkdf2_hmac(
@@ -97,6 +123,10 @@ class PasswordHash:
 
     def verify(self, password: str) -> bool:
         return hmac.compare_digest(self.derive(password), self.digest)
+
+
+def _scrypt_maxmem(n: int, r: int, p: int) -> int:
+    return 128 * r * (n + p + 2) + 2**20  # what OpenSSL needs, with room to spare
 
 
 def _b64d(text: str) -> bytes:
@@ -109,7 +139,8 @@ def hash_password(password: str, *, scheme: str = "scrypt") -> str:
     b64 = base64.b64encode
     if scheme == "scrypt":
         digest = hashlib.scrypt(
-            password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32
+            password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32,
+            maxmem=_scrypt_maxmem(SCRYPT_N, SCRYPT_R, SCRYPT_P),
         )
         return (f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}$"
                 f"{b64(salt).decode()}${b64(digest).decode()}")
@@ -205,52 +236,80 @@ class HashedUserManager:
 
     def __init__(
         self, users: dict[str, PasswordHash], trust: TrustList | None,
-        *, fail_interval_s: float = 0.5,
+        *, fail_interval_s: float = 0.5, throttle: LoginThrottle | None = None,
     ) -> None:
         self._users = users
         self._trust = trust
-        self._fail_interval_s = fail_interval_s
-        self._last_fail = -1e9
+        self._throttle = throttle or LoginThrottle(fail_interval_s)
         self._key = secrets.token_bytes(32)
         self._verified: dict[str, bytes] = {}
+        self._peer: str | None = None
+
+    def install(self, iserver: Any) -> None:
+        """Make this the server's user manager, and learn each session's peer address
+        (see the module docstring)."""
+        decrypt = iserver.decrypt_user_token
+
+        def decrypt_user_token(isession: Any, token: Any) -> tuple[str, str]:
+            name = getattr(isession, "name", None)
+            self._peer = str(name[0]) if isinstance(name, tuple) and name else None
+            try:
+                result: tuple[str, str] = decrypt(isession, token)
+            except BaseException:
+                self._peer = None
+                raise
+            return result
+
+        iserver.decrypt_user_token = decrypt_user_token
+        iserver.user_manager = self
 
     def _mac(self, name: str, password: str) -> bytes:
         return hmac.new(self._key, f"{name}\0{password}".encode(), "sha256").digest()
 
-    def check(self, name: str, password: str) -> bool:
+    def check(self, name: str, password: str, client: tuple[str, str] = ("?", "")) -> bool:
         known = self._users.get(name)
         mac = self._mac(name, password)
         cached = self._verified.get(name)
         if cached is not None and hmac.compare_digest(cached, mac):
+            self._throttle.succeeded(client)
             return True
-        now = time.monotonic()
-        if known is None or now - self._last_fail < self._fail_interval_s:
-            self._last_fail = now
+        if not self._throttle.allow(client):
+            return False  # inside its wait: refused without hashing, the wait unchanged
+        if known is None:
+            self._throttle.failed(client)
             return False
         if known.verify(password):
             self._verified[name] = mac
+            self._throttle.succeeded(client)
             return True
-        self._last_fail = time.monotonic()
+        self._throttle.failed(client)
         return False
 
     def get_user(
         self, iserver: Any, username: str | None = None, password: str | None = None,
         certificate: Any = None,
     ) -> User | None:
+        peer, self._peer = self._peer or "?", None
+        thumbprint = ""
         if self._trust is not None:
             if not certificate:
-                log.warning("opcua login refused: no client certificate on the channel")
+                log.warning("opcua login refused: no client certificate on the channel",
+                            peer=peer)
                 return None
             cert = (certificate if isinstance(certificate, x509.Certificate)
                     else x509.load_der_x509_certificate(bytes(certificate)))
             if not self._trust.is_trusted(cert):
                 log.warning("opcua login refused: channel certificate not trusted",
-                            subject=cert.subject.rfc4514_string())
+                            subject=cert.subject.rfc4514_string(), peer=peer)
                 return None
-        if not username or password is None or not self.check(username, password):
-            log.warning("opcua login refused: wrong user name or password", user=username)
+            thumbprint = cert.fingerprint(hashes.SHA1()).hex()
+        if not username or password is None or not self.check(
+            username, password, (peer, thumbprint)
+        ):
+            log.warning("opcua login refused: wrong user name or password", user=username,
+                        peer=peer)
             return None
-        log.info("opcua login", user=username)
+        log.info("opcua login", user=username, peer=peer)
         return User(role=UserRole.User, name=username)
 
 
@@ -258,10 +317,12 @@ async def ensure_server_certificate(
     folder: Path, app_uri: str, cert_file: Path | None = None, key_file: Path | None = None
 ) -> tuple[Path, Path]:
     """The server certificate (DER) and key (PEM), generated on first start."""
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)
     cert_path = cert_file or folder / "server_cert.der"
     key_path = key_file or folder / "server_key.pem"
     fresh = not key_path.exists() or not cert_path.exists()
+    if not key_path.is_file():  # asyncua would write it with the umask's mode
+        write_private(key_path, cert_gen.dump_private_key_as_pem(cert_gen.generate_private_key()))
     host = socket.gethostname()
     await cert_gen.setup_self_signed_certificate(
         key_path, cert_path, app_uri, host,
@@ -269,6 +330,7 @@ async def ensure_server_certificate(
         {"countryName": "DE", "organizationName": "edge-gateway", "localityName": host},
     )
     os.chmod(key_path, 0o600)
+    narrow(cert_path, file_mode(cert_path.parent))
     if fresh:
         log.info("opcua server certificate generated", cert=str(cert_path), key=str(key_path),
                  application_uri=app_uri)
