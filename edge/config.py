@@ -139,10 +139,25 @@ class Config:
 def load(path: str | Path) -> Config:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        data = p.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
-    return loads(text, path=p)
+    return loads(_decode(data, p), path=p)
+
+
+def _decode(data: bytes, path: Path) -> str:
+    """UTF-8 (a leading BOM, as some Windows editors write, is dropped); a ConfigError
+    naming the line, column and byte offset of the first byte that is not UTF-8."""
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        at = exc.start
+        line = data.count(b"\n", 0, at) + 1
+        column = at - (data.rfind(b"\n", 0, at) + 1) + 1
+        raise ConfigError(
+            f"{path}:{line}: byte 0x{data[at]:02x} at line {line}, column {column} "
+            f"(byte offset {at}) is not UTF-8: save the file as UTF-8"
+        ) from None
 
 
 def loads(text: str, *, path: Path | None = None) -> Config:
