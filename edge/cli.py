@@ -1,7 +1,8 @@
 """``edge-gateway``: run, check-config, status, journal, interlock, demo.
 
-Exit status: 0 fine, 1 runtime failure, 2 configuration error (the message names the
-component and key), 3 the daemon is not running (for commands that need it).
+Exit status: 0 fine, 1 runtime failure, 2 configuration error (one line per mistake,
+each naming the component and key), 3 the daemon is not running (for commands that need
+it).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge.config import Config, load
+from edge.config import Config, ConfigProblems, load
 from edge.errors import ConfigError
 
 EXIT_CONFIG = 2
@@ -33,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = int(args.func(args))
     except ConfigError as exc:
-        print(f"edge-gateway: configuration error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [repr(exc)]:
+            print(f"edge-gateway: configuration error: {line}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
@@ -119,11 +121,18 @@ def cmd_check(args: argparse.Namespace) -> int:
     os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(
         tempfile.gettempdir(), f"edge-gateway-numba-{os.getuid()}"))
     from edge.app import Gateway
+    from edge.runtime import statedir
 
+    problems, notes = statedir.check(cfg)
+    for note in notes:
+        print(f"edge-gateway: note: {note}", file=sys.stderr)
+    n_tags = 0
     try:
         n_tags = Gateway(cfg, secrets=lambda name: "checked at start-up").check()
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    except (ConfigError, ValueError) as exc:
+        problems.extend(str(exc).splitlines())
+    if problems:
+        raise ConfigProblems(problems)
     print(
         f"{args.config}: OK ({len(cfg.sources)} sources, {len(cfg.sinks)} sinks, "
         f"{len(cfg.section('interlocks'))} interlocks, {n_tags} tags)"
@@ -133,6 +142,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = load(args.config)
+    from edge.runtime import statedir
+
+    statedir.prepare(cfg)
     _prepare_env(cfg)
     from edge.runtime import logging as edge_logging
 

@@ -31,6 +31,14 @@ from edge.errors import ConfigError
 _T = TypeVar("_T")
 
 
+class ConfigProblems(ConfigError):
+    """Every mistake found in one go; ``str()`` has one per line, ``problems`` the list."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
 class ConfigStruct(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Base for every config section: frozen, keyword-only, unknown keys rejected.
 

@@ -38,3 +38,56 @@ def test_non_utf8_config_exits_2_without_traceback(tmp_path: Path, command: str)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert f"{cfg}" in proc.stderr and "line 2" in proc.stderr and "not UTF-8" in proc.stderr
+
+
+def _config(tmp_path: Path, state_dir: Path, journal: Path | None = None) -> Path:
+    cfg = tmp_path / "edge.toml"
+    text = f'[gateway]\nstate_dir = "{state_dir}"\nlog_format = "json"\n'
+    if journal is not None:
+        text += f'[journal]\npath = "{journal}"\n'
+    cfg.write_text(text)
+    return cfg
+
+
+def _unusable(tmp_path: Path) -> list[tuple[Path, Path | None, str]]:
+    """(state_dir, journal.path, the key the error must name): cases that fail as root too."""
+    a_file = tmp_path / "a_file"
+    a_file.write_text("not a folder\n")
+    (tmp_path / "state").mkdir(exist_ok=True)
+    (tmp_path / "journal_dir").mkdir(exist_ok=True)
+    return [
+        (a_file / "state", None, "gateway.state_dir"),
+        (a_file, None, "gateway.state_dir"),
+        (tmp_path / "state", tmp_path / "journal_dir", "journal.path"),
+        (tmp_path / "state", a_file / "journal.db", "journal.path"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_unusable_state_paths_fail_check_config(tmp_path: Path, case: int) -> None:
+    """A state_dir that cannot be a folder, or a journal.path that is a folder or lies
+    under a file, fails check-config with exit 2 naming the key."""
+    state, journal, key = _unusable(tmp_path)[case]
+    proc = edge("check-config", str(_config(tmp_path, state, journal)))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert f"configuration error: {key}" in proc.stderr
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_unusable_state_paths_stop_run_before_anything_starts(tmp_path: Path, case: int) -> None:
+    """`run` refuses the same paths with exit 2 and the key, not a traceback."""
+    state, journal, key = _unusable(tmp_path)[case]
+    proc = edge("run", "--config", str(_config(tmp_path, state, journal)))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert f"configuration error: {key}" in proc.stderr
+
+
+def test_state_dir_that_does_not_exist_yet_is_fine_where_it_can_be_created(
+        tmp_path: Path) -> None:
+    """A state_dir run would create (its nearest existing parent is writable) passes."""
+    from edge.runtime import statedir
+
+    cfg = load(_config(tmp_path, tmp_path / "not" / "yet" / "there"))
+    assert statedir.check(cfg) == ([], [])
