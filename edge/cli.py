@@ -2,7 +2,7 @@
 
 Exit status: 0 fine, 1 runtime failure, 2 configuration error (one line per mistake,
 each naming the component and key), 3 the daemon is not running (for commands that need
-it).
+it), 4 another daemon already runs on this state folder (``run``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from edge.errors import ConfigError
 
 EXIT_CONFIG = 2
 EXIT_NOT_RUNNING = 3
+EXIT_STATE_BUSY = 4
 DEFAULT_CONFIG = "/etc/edge-gateway/edge.toml"
 
 
@@ -142,16 +143,27 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = load(args.config)
-    from edge.runtime import statedir
+    from edge.runtime import lock, statedir
 
     statedir.prepare(cfg)
-    _prepare_env(cfg)
-    from edge.runtime import logging as edge_logging
+    try:
+        held = lock.acquire(cfg.state_dir)
+    except lock.StateDirBusy as exc:
+        print(f"edge-gateway: not started: {exc}", file=sys.stderr)
+        return EXIT_STATE_BUSY
+    except OSError as exc:
+        raise ConfigError(f"gateway.state_dir: cannot lock '{cfg.state_dir / 'lock'}': "
+                          f"{exc.strerror or exc}") from None
+    try:
+        _prepare_env(cfg)
+        from edge.runtime import logging as edge_logging
 
-    edge_logging.setup(cfg.gateway.log_level, cfg.gateway.log_format)
-    from edge.app import run_daemon
+        edge_logging.setup(cfg.gateway.log_level, cfg.gateway.log_format)
+        from edge.app import run_daemon
 
-    return asyncio.run(run_daemon(cfg))
+        return asyncio.run(run_daemon(cfg))
+    finally:
+        held.release()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
