@@ -122,11 +122,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(
         tempfile.gettempdir(), f"edge-gateway-numba-{os.getuid()}"))
     from edge.app import Gateway
+    from edge.processing import check_compensation_devices
     from edge.runtime import statedir
 
     problems, notes = statedir.check(cfg)
     for note in notes:
         print(f"edge-gateway: note: {note}", file=sys.stderr)
+    try:
+        check_compensation_devices(cfg)
+    except ConfigError as exc:
+        problems.extend(str(exc).splitlines())
     n_tags = 0
     try:
         n_tags = Gateway(cfg, secrets=lambda name: "checked at start-up").check()
@@ -143,8 +148,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = load(args.config)
+    from edge.processing import check_compensation_devices
     from edge.runtime import lock, statedir
 
+    check_compensation_devices(cfg)
     statedir.prepare(cfg)
     try:
         held = lock.acquire(cfg.state_dir)
