@@ -3,6 +3,7 @@ state folders and journal paths the daemon could not use."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +92,37 @@ def test_state_dir_that_does_not_exist_yet_is_fine_where_it_can_be_created(
 
     cfg = load(_config(tmp_path, tmp_path / "not" / "yet" / "there"))
     assert statedir.check(cfg) == ([], [])
+
+
+
+def test_permissions_as_an_ordinary_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checked by a user that is not the daemon's (uid 1000 here, seen as lacking write
+    access): a state_dir it cannot create in root's folder (/var/lib on a developer
+    machine) is only a note; one it owns but cannot write is an error naming the key;
+    `run` (prepare) treats the note as an error, as its user is the daemon's."""
+    from edge.runtime import statedir
+
+    (tmp_path / "root_only").mkdir()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    owner = {str(mine): 1000}
+    real_stat = Path.stat
+
+    def stat(self: Path, **kw: bool) -> os.stat_result:
+        st = real_stat(self, **kw)
+        fields = list(st)
+        fields[4] = owner.get(str(self), 0)  # st_uid
+        return os.stat_result(fields)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    cfg = load(_config(tmp_path, tmp_path / "root_only" / "edge-gateway"))
+    errors, notes = statedir.check(cfg)
+    assert errors == []
+    assert notes and notes[0].startswith("gateway.state_dir: ") and "StateDirectory=" in notes[0]
+    with pytest.raises(ConfigError, match=r"gateway\.state_dir: .* is not writable by this"):
+        statedir.prepare(cfg)
+
+    errors, notes = statedir.check(load(_config(tmp_path, mine)))
+    assert errors == [f"gateway.state_dir: '{mine}' is not writable by this user (uid 1000)"]
