@@ -143,9 +143,10 @@ class TextIndex:
 
     def line_of(self, section: str, index: int | None, key: str | None) -> int | None:
         """1-based line of ``key =`` in ``[section]`` (``index``: the n-th ``[[section]]``),
-        or of the table's header when ``key`` is None; None unless certain."""
+        or of the table's header when ``key`` is None (``[x]`` or a lone ``[[x]]``);
+        None unless certain."""
         blocks = [(i, n) for n, (i, name, arr) in enumerate(self.headers)
-                  if name == (section,) and arr == (index is not None)]
+                  if name == (section,) and (arr == (index is not None) or key is None)]
         if index is not None:
             blocks = blocks[index:index + 1]
         if len(blocks) != 1:

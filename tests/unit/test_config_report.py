@@ -105,3 +105,13 @@ def test_no_line_when_the_key_is_ambiguous(tmp_path: Path) -> None:
     with pytest.raises(ConfigProblems) as exc:
         load(cfg)
     assert exc.value.problems[0].startswith(f"{cfg}: gateway: id must be")
+
+
+def test_unknown_array_section_is_located(tmp_path: Path) -> None:
+    """A misspelt [[section]] written once is located at its header."""
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text('[gateway]\nid = "gw"\n\n[[compensaton]]\nname = "cmm1"\n')
+    with pytest.raises(ConfigProblems) as exc:
+        load(cfg)
+    assert exc.value.problems[0].startswith(
+        f"{cfg}:4: unknown section 'compensaton' (did you mean 'compensation'?)")
