@@ -138,7 +138,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     except (ConfigError, ValueError) as exc:
         problems.extend(str(exc).splitlines())
     if problems:
-        raise ConfigProblems(problems)
+        raise ConfigProblems([f"{args.config}: {p}" for p in problems])
     print(
         f"{args.config}: OK ({len(cfg.sources)} sources, {len(cfg.sinks)} sinks, "
         f"{len(cfg.section('interlocks'))} interlocks, {n_tags} tags)"

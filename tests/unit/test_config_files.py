@@ -69,10 +69,11 @@ def test_unusable_state_paths_fail_check_config(tmp_path: Path, case: int) -> No
     """A state_dir that cannot be a folder, or a journal.path that is a folder or lies
     under a file, fails check-config with exit 2 naming the key."""
     state, journal, key = _unusable(tmp_path)[case]
-    proc = edge("check-config", str(_config(tmp_path, state, journal)))
+    cfg = _config(tmp_path, state, journal)
+    proc = edge("check-config", str(cfg))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
-    assert f"configuration error: {key}" in proc.stderr
+    assert f"configuration error: {cfg}: {key}" in proc.stderr
 
 
 @pytest.mark.parametrize("case", range(4))
