@@ -1,7 +1,8 @@
 """``edge-gateway``: run, check-config, status, journal, interlock, demo.
 
-Exit status: 0 fine, 1 runtime failure, 2 configuration error (the message names the
-component and key), 3 the daemon is not running (for commands that need it).
+Exit status: 0 fine, 1 runtime failure, 2 configuration error (one line per mistake,
+each naming the component and key), 3 the daemon is not running (for commands that need
+it), 4 another daemon already runs on this state folder (``run``).
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge.config import Config, load
+from edge.config import Config, ConfigProblems, load
 from edge.errors import ConfigError
 
 EXIT_CONFIG = 2
 EXIT_NOT_RUNNING = 3
+EXIT_STATE_BUSY = 4
 DEFAULT_CONFIG = "/etc/edge-gateway/edge.toml"
 DEMO_STATE = Path("state/demo/gateway")  # where `make demo` keeps the gateway's state
 
@@ -33,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rc = int(args.func(args))
     except ConfigError as exc:
-        print(f"edge-gateway: configuration error: {exc}", file=sys.stderr)
+        for line in str(exc).splitlines() or [repr(exc)]:
+            print(f"edge-gateway: configuration error: {line}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
@@ -130,11 +133,23 @@ def cmd_check(args: argparse.Namespace) -> int:
     os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(
         tempfile.gettempdir(), f"edge-gateway-numba-{os.getuid()}"))
     from edge.app import Gateway
+    from edge.processing import check_compensation_devices
+    from edge.runtime import statedir
 
+    problems, notes = statedir.check(cfg)
+    for note in notes:
+        print(f"edge-gateway: note: {note}", file=sys.stderr)
+    try:
+        check_compensation_devices(cfg)
+    except ConfigError as exc:
+        problems.extend(str(exc).splitlines())
+    n_tags = 0
     try:
         n_tags = Gateway(cfg, secrets=lambda name: "checked at start-up").check()
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    except (ConfigError, ValueError) as exc:
+        problems.extend(str(exc).splitlines())
+    if problems:
+        raise ConfigProblems([f"{args.config}: {p}" for p in problems])
     print(
         f"{args.config}: OK ({len(cfg.sources)} sources, {len(cfg.sinks)} sinks, "
         f"{len(cfg.section('interlocks'))} interlocks, {n_tags} tags)"
@@ -144,15 +159,32 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     cfg = load(args.config)
-    _prepare_env(cfg)
-    from edge.runtime import logging as edge_logging
+    from edge.processing import check_compensation_devices
+    from edge.runtime import lock, statedir
 
-    edge_logging.setup(cfg.gateway.log_level, cfg.gateway.log_format)
-    from edge.app import run_daemon
-    from edge.runtime import runner
+    check_compensation_devices(cfg)
+    statedir.prepare(cfg)
+    try:
+        held = lock.acquire(cfg.state_dir)
+    except lock.StateDirBusy as exc:
+        print(f"edge-gateway: not started: {exc}", file=sys.stderr)
+        return EXIT_STATE_BUSY
+    except OSError as exc:
+        raise ConfigError(f"gateway.state_dir: cannot lock '{cfg.state_dir / 'lock'}': "
+                          f"{exc.strerror or exc}") from None
+    try:
+        _prepare_env(cfg)
+        from edge.runtime import logging as edge_logging
 
-    # Not asyncio.run: its exit waits for every worker thread, even one stuck for good.
-    return runner.run(run_daemon(cfg), grace_s=min(2.0, cfg.gateway.shutdown_timeout_s / 4))
+        edge_logging.setup(cfg.gateway.log_level, cfg.gateway.log_format)
+        from edge.app import run_daemon
+        from edge.runtime import runner
+
+        # Not asyncio.run: its exit waits for every worker thread, even one stuck for good.
+        return runner.run(run_daemon(cfg),
+                          grace_s=min(2.0, cfg.gateway.shutdown_timeout_s / 4))
+    finally:
+        held.release()
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -5,7 +5,10 @@ Invariants:
 * Every section is decoded by msgspec into a frozen Struct that forbids unknown keys, so
   a typo is an error, never a silently ignored setting.
 * Every error is a ``ConfigError`` whose message names the component and the key, e.g.
-  ``source 'etch1': register 'chamber_temp': scale must not be 0``.
+  ``source 'etch1': register 'chamber_temp': scale must not be 0``. ``load`` reports
+  every mistake in the file, not only the first (``ConfigProblems``: one per line,
+  ``<file>:<line>:`` first where the line is known; see ``edge.config_explain``), and
+  raises nothing but ``ConfigError``, whatever the bytes in the file.
 * Secrets are never in the file: a config holds the *name* of a secret, read at start-up
   from ``$CREDENTIALS_DIRECTORY/<name>`` (systemd ``LoadCredential=``) or the environment.
 * Component types are looked up in ``SOURCE_TYPES``/``SINK_TYPES``/``SECTION_TYPES``; the
@@ -26,10 +29,27 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
+from edge.config_explain import (
+    TextIndex,
+    did_you_mean,
+    error_path,
+    explain,
+    label,
+    missing_key,
+    singular,
+)
 from edge.errors import ConfigError
 from edge.runtime import redact
 
 _T = TypeVar("_T")
+
+
+class ConfigProblems(ConfigError):
+    """Every mistake found in one go; ``str()`` has one per line, ``problems`` the list."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
 
 
 class ConfigStruct(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -107,10 +127,6 @@ SECTION_TYPES: dict[str, tuple[str, bool]] = {
     "health": ("edge.processing.health:HealthConfig", True),
     "spc": ("edge.processing.spc:SpcConfig", True),
 }
-_SINGULAR = {
-    "sources": "source", "sinks": "sink", "interlocks": "interlock",
-    "compensation": "compensation", "health": "health", "spc": "spc",
-}
 
 
 @dataclass(frozen=True)
@@ -140,10 +156,25 @@ class Config:
 def load(path: str | Path) -> Config:
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        data = p.read_bytes()
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
-    return loads(text, path=p)
+    return loads(_decode(data, p), path=p)
+
+
+def _decode(data: bytes, path: Path) -> str:
+    """UTF-8 (a leading BOM, as some Windows editors write, is dropped); a ConfigError
+    naming the line, column and byte offset of the first byte that is not UTF-8."""
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        at = exc.start
+        line = data.count(b"\n", 0, at) + 1
+        column = at - (data.rfind(b"\n", 0, at) + 1) + 1
+        raise ConfigError(
+            f"{path}:{line}: byte 0x{data[at]:02x} at line {line}, column {column} "
+            f"(byte offset {at}) is not UTF-8: save the file as UTF-8"
+        ) from None
 
 
 def loads(text: str, *, path: Path | None = None) -> Config:
@@ -152,76 +183,110 @@ def loads(text: str, *, path: Path | None = None) -> Config:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from None
-    return from_raw(raw, path=path)
+    except RecursionError:
+        raise ConfigError(f"{where}: not valid TOML: arrays or tables nested too deeply") from None
+    return from_raw(raw, path=path, text=text)
 
 
-def from_raw(raw: dict[str, Any], *, path: Path | None = None) -> Config:
-    """Validate an already parsed TOML document (the demo patches ports in one)."""
-    known = {"gateway", "journal", "sources", "sinks", *SECTION_TYPES}
+class _Problems:
+    """Every mistake found; from a file, each starts with ``<file>:`` or, where the line
+    is known, ``<file>:<line>:`` (what editors and terminals jump to)."""
+
+    def __init__(self, path: Path | None, text: str | None) -> None:
+        self.prefix = str(path) if path else ""
+        self.index = TextIndex(text) if text is not None and path else None
+        self.items: list[str] = []
+
+    def add(self, message: str, section: str | None = None, index: int | None = None,
+            key: str | None = None) -> None:
+        line = (self.index.line_of(section, index, key)
+                if self.index is not None and section is not None else None)
+        where = f"{self.prefix}:{line}" if line is not None else self.prefix
+        self.items.append(f"{where}: {message}" if where else message)
+
+
+def from_raw(raw: dict[str, Any], *, path: Path | None = None,
+             text: str | None = None) -> Config:
+    """Validate an already parsed TOML document (the demo patches ports in one).
+
+    Every mistake is reported, not only the first: ConfigProblems, one per line."""
+    probs = _Problems(path, text)
+    known = ["gateway", "journal", "sources", "sinks", *SECTION_TYPES]
     for key in raw:
         if key not in known:
-            raise ConfigError(
-                f"unknown section '{key}' (known: {', '.join(sorted(known))})"
-            )
-    gateway = convert(raw.get("gateway", {}), GatewaySection, "gateway")
-    journal = convert(raw.get("journal", {}), JournalSection, "journal")
-    sources = _components(raw, "sources", SOURCE_TYPES)
-    sinks = _components(raw, "sinks", SINK_TYPES)
+            probs.add(f"unknown section '{key}'{did_you_mean(key, known)} "
+                      f"(known: {', '.join(sorted(known))})", key)
+    gateway = _convert_all(raw.get("gateway", {}), GatewaySection, "gateway", probs, "gateway")
+    journal = _convert_all(raw.get("journal", {}), JournalSection, "journal", probs, "journal")
+    sources = _components(raw, "sources", SOURCE_TYPES, probs)
+    sinks = _components(raw, "sinks", SINK_TYPES, probs)
     sections: dict[str, Any] = {}
     for name, (target, is_list) in SECTION_TYPES.items():
         if name not in raw:
             continue
-        cls = _import(target, name)
-        if is_list:
-            items = raw[name]
-            if not isinstance(items, list):
-                raise ConfigError(f"{name}: must be a list of tables ([[{name}]])")
-            sections[name] = [
-                convert(item, cls, _label(name, i, item)) for i, item in enumerate(items)
-            ]
-            _unique_names(name, items)
-        else:
-            sections[name] = convert(raw[name], cls, name)
-    cfg = Config(gateway, journal, sources, sinks, sections, path)
-    _unique_names("sources", raw.get("sources", []))
-    _unique_names("sinks", raw.get("sinks", []))
-    return cfg
+        try:
+            cls = _import(target, name)
+        except ConfigError as exc:
+            probs.add(str(exc), name)
+            continue
+        if not is_list:
+            sections[name] = _convert_all(raw[name], cls, name, probs, name)
+            continue
+        items = raw[name]
+        if not isinstance(items, list):
+            probs.add(f"{name}: must be a list of tables ([[{name}]])", name)
+            continue
+        sections[name] = [
+            _convert_all(item, cls, label(name, i, item), probs, name, i)
+            for i, item in enumerate(items)
+        ]
+        _unique_names(name, items, probs)
+    _unique_names("sources", raw.get("sources", []), probs)
+    _unique_names("sinks", raw.get("sinks", []), probs)
+    if probs.items or gateway is None or journal is None:
+        raise ConfigProblems(probs.items)
+    return Config(gateway, journal, sources, sinks, sections, path)
 
 
-def _components(raw: Mapping[str, Any], key: str, types: Mapping[str, str]) -> list[Any]:
+def _components(raw: Mapping[str, Any], key: str, types: Mapping[str, str],
+                probs: _Problems) -> list[Any]:
     items = raw.get(key, [])
     if not isinstance(items, list):
-        raise ConfigError(f"{key}: must be a list of tables ([[{key}]])")
+        probs.add(f"{key}: must be a list of tables ([[{key}]])", key)
+        return []
     out = []
     for i, item in enumerate(items):
-        label = _label(key, i, item)
+        where = label(key, i, item)
         if not isinstance(item, dict):
-            raise ConfigError(f"{label}: must be a table")
+            probs.add(f"{where}: must be a table")
+            continue
         kind = item.get("type")
         if not isinstance(kind, str) or kind not in types:
-            raise ConfigError(
-                f"{label}: type must be one of {', '.join(sorted(types))} (got {kind!r})"
-            )
-        cls = _import(types[kind], label)
+            hint = did_you_mean(kind, list(types)) if isinstance(kind, str) else ""
+            probs.add(f"{where}: type must be one of {', '.join(sorted(types))} "
+                      f"(got {kind!r}){hint}", key, i, "type" if "type" in item else None)
+            continue
+        try:
+            cls = _import(types[kind], where)
+        except ConfigError as exc:
+            probs.add(str(exc), key, i, "type")
+            continue
         body = {k: v for k, v in item.items() if k != "type"}
-        out.append(convert(body, cls, label))
+        value = _convert_all(body, cls, where, probs, key, i)
+        if value is not None:
+            out.append(value)
     return out
 
 
-def _label(key: str, index: int, item: object) -> str:
-    noun = _singular(key)
-    if isinstance(item, dict) and isinstance(item.get("name"), str):
-        return f"{noun} '{item['name']}'"
-    return f"{noun} #{index + 1}"
-
-
-def _unique_names(key: str, items: list[Any]) -> None:
+def _unique_names(key: str, items: object, probs: _Problems) -> None:
+    if not isinstance(items, list):
+        return
     seen: set[str] = set()
-    for item in items:
+    for i, item in enumerate(items):
         name = item.get("name") if isinstance(item, dict) else None
         if isinstance(name, str):
             if name in seen:
-                raise ConfigError(f"{_SINGULAR.get(key, key)} '{name}': name is used twice")
+                probs.add(f"{singular(key)} '{name}': name is used twice", key, i, "name")
             seen.add(name)
 
 
@@ -234,54 +299,77 @@ def _import(target: str, label: str) -> type[Any]:
     return cls
 
 
-_PATH_RE = re.compile(r" - at `\$(.*)`$")
-_SEGMENT_RE = re.compile(r"\.([A-Za-z0-9_\-]+)|\[(\d+)\]")
-
-
 def convert(raw: object, cls: type[_T], label: str) -> _T:
-    """Decode ``raw`` into ``cls``; errors become ``ConfigError('<label>: <path>: <msg>')``
-    with list items named by their ``name`` key where they have one."""
+    """Decode ``raw`` into ``cls``; the first error becomes ``ConfigError('<label>:
+    <path>: <msg>')`` with list items named by their ``name`` key where they have one."""
+    try:
+        return _decode_struct(raw, cls)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(explain(str(exc), raw, label, cls)) from None
+
+
+def _decode_struct(raw: object, cls: type[_T]) -> _T:
     try:
         return msgspec.convert(raw, cls, strict=True)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(_explain(str(exc), raw, label)) from None
+    except RecursionError:
+        raise msgspec.ValidationError("nested too deeply") from None
 
 
-def _explain(message: str, raw: object, label: str) -> str:
-    m = _PATH_RE.search(message)
-    text = message[: m.start()] if m else message
-    parts = [label]
-    node: object = raw
-    key: str | None = None
-    for name, index in _SEGMENT_RE.findall(m.group(1)) if m else ():
-        if name:
-            if key is not None:
-                parts.append(key)
-            key = name
-            node = node.get(name) if isinstance(node, dict) else None
+def _about_set_aside(message: str, set_aside: set[str]) -> bool:
+    missing = missing_key(message)
+    if missing is not None:
+        return missing in set_aside
+    return any(re.search(rf"(?<![\w.]){re.escape(k)}(?![\w])", message) for k in set_aside)
+
+
+def _convert_all(raw: object, cls: type[_T], where: str, probs: _Problems, section: str,
+                 index: int | None = None) -> _T | None:
+    """Decode ``raw`` into ``cls``, reporting every mistake msgspec can be made to find:
+    unknown keys first, then one error per key (the key is set aside and the rest
+    decoded again). A struct-level error (a missing key, a ``__post_init__`` check) that
+    names a key set aside is not reported: it would judge a default the user did not
+    write."""
+    if not isinstance(raw, dict):
+        try:
+            return _decode_struct(raw, cls)
+        except msgspec.ValidationError as exc:
+            probs.add(explain(str(exc), raw, where, cls), section, index)
+            return None
+    if not issubclass(cls, msgspec.Struct):
+        raise TypeError(f"{cls!r} is not a config struct")
+    names = [f.encode_name for f in msgspec.structs.fields(cls)]
+    body = dict(raw)
+    ok = True
+    for key in list(body):
+        if key not in names:
+            probs.add(f"{where}: unknown key '{key}'{did_you_mean(key, names)}",
+                      section, index, key)
+            del body[key]
+            ok = False
+    set_aside: set[str] = set()
+    for _ in range(len(body) + 1):
+        try:
+            value = _decode_struct(body, cls)
+        except msgspec.ValidationError as exc:
+            message = str(exc)
+            segments = error_path(message)
+            top = segments[0][0] if segments else ""
+            if not top:
+                if not _about_set_aside(message, set_aside):
+                    # "max_mb must be > 0": a check that starts with a key is about it
+                    first = message.split(" ", 1)[0]
+                    probs.add(explain(message, body, where, cls), section, index,
+                              first if first in names else None)
+                return None
+            probs.add(explain(message, body, where, cls), section, index, top)
+            if top not in body:
+                return None
+            del body[top]
+            set_aside.add(top)
+            ok = False
         else:
-            i = int(index)
-            node = node[i] if isinstance(node, list) and i < len(node) else None
-            parts.append(_label(key or "item", i, node))
-            key = None
-    if key is not None:
-        parts.append(key)
-    return ": ".join([*parts, _humanise(text)])
-
-
-def _singular(word: str) -> str:
-    if word in _SINGULAR:
-        return _SINGULAR[word]
-    return word[:-1] if word.endswith("s") and not word.endswith("ss") else word
-
-
-def _humanise(text: str) -> str:
-    text = text.replace("`", "")
-    if text.startswith("Object contains unknown field "):
-        return "unknown key " + repr(text.removeprefix("Object contains unknown field "))
-    if text.startswith("Object missing required field "):
-        return "missing required key " + repr(text.removeprefix("Object missing required field "))
-    return text[:1].lower() + text[1:] if text[:1].isupper() and text[1:2].islower() else text
+            return value if ok else None
+    return None
 
 
 # ------------------------------------------------------------------------ secrets

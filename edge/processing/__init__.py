@@ -51,6 +51,32 @@ def build_stages(config: Config, ctx: BuildContext) -> list[Stage]:
     return stages
 
 
+def check_compensation_devices(config: Config) -> None:
+    """ConfigError for each ``[[compensation]]`` stage whose device no source gives
+    ``CmmReading``s for (it would silently judge nothing). Sources say so with
+    ``measurement_devices()``; one that cannot say (None, or no such method) turns the
+    check off rather than risk a false error."""
+    from edge.errors import ConfigError
+
+    measured: set[str] = set()
+    for src in config.sources:
+        ask = getattr(src, "measurement_devices", None)
+        devices = ask() if ask is not None else None
+        if devices is None:
+            return
+        measured |= devices
+    known = ", ".join(f"'{d}'" for d in sorted(measured)) or "no source"
+    problems = [
+        f"compensation '{c.name}': "
+        + (f"device '{c.device}'" if c.device else
+           f"name (the device, as device is not set) '{c.name}'")
+        + f": no source gives CMM readings for it (CMM readings come from: {known})"
+        for c in config.section("compensation") if c.cmm not in measured
+    ]
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
 def warm_up(stages: Iterable[str] | None = None) -> float:
     """Load (compile, or read from the cache) and run once the kernels of ``stages``
     (stage names; every stage when None); seconds taken."""

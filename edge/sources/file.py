@@ -134,6 +134,10 @@ class FileSourceConfig(ConfigStruct, frozen=True):
     def device_name(self) -> str:
         return self.device or self.name
 
+    def measurement_devices(self) -> frozenset[str] | None:
+        """The devices this source gives ``CmmReading``s for."""
+        return frozenset({self.device_name}) if self.mode == "cmm" else frozenset()
+
     def declare_tags(self, tags: TagRegistry) -> None:
         if self.mode == "cmm":
             for t in CMM_TEMPS:

@@ -157,6 +157,10 @@ class ModbusSourceConfig(ConfigStruct, frozen=True):
         holes = [(h0 - base, h1 - base) for h0, h1 in self.holes]
         return plan_reads(refs, limits, holes)
 
+    def measurement_devices(self) -> frozenset[str]:
+        """Modbus gives samples, never ``CmmReading``s."""
+        return frozenset()
+
     def declare_tags(self, tags: TagRegistry) -> None:
         for r in self.registers:
             scaled = (r.scale, r.offset) != (1.0, 0.0)

@@ -35,7 +35,7 @@ class Device(ConfigStruct, frozen=True):
         ({"name": "etch1", "registers": [{"name": "a"}, {"name": "chamber_temp", "scale": 0.0}]},
          "source 'etch1': register 'chamber_temp': scale must not be 0"),
         ({"name": "etch1", "registers": [{"name": "a", "scal": 1.0}]},
-         "source 'etch1': register 'a': unknown key 'scal'"),
+         "source 'etch1': register 'a': unknown key 'scal' (did you mean 'scale'?)"),
         ({"name": "etch1", "registers": [{"name": "a", "scale": "x"}]},
          "source 'etch1': register 'a': scale: expected float, got str"),
         ({"name": "etch1", "registers": [{"scale": 2.0}]},
