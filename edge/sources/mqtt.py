@@ -39,7 +39,7 @@ from edge.config import ConfigStruct
 from edge.errors import PermanentError, RetryableError
 from edge.model import Quarantine, Record, SampleBatch, TagRegistry
 from edge.sources.metrics import SourceMetrics
-from edge.sources.mqtt_payload import FieldSpec, PayloadError, extract
+from edge.sources.mqtt_payload import FieldSpec, Limits, PayloadError, extract
 from edge.sources.timestamps import EpochUnit, zone
 
 log = structlog.get_logger("edge.sources.mqtt")
@@ -109,6 +109,8 @@ class MqttSourceConfig(ConfigStruct, frozen=True):
     commands: list[MqttCommandConfig] = msgspec.field(default_factory=list)
     backoff_max_s: float = 10.0
     max_batch: int = 20000
+    max_payload_bytes: int = 1 << 20  # larger payloads are quarantined undecoded
+    max_depth: int = 32  # JSON nesting of arrays/objects; deeper is quarantined
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
@@ -119,6 +121,8 @@ class MqttSourceConfig(ConfigStruct, frozen=True):
             raise ValueError("subscriptions must list at least one topic")
         if self.backoff_max_s <= 0 or self.keepalive < 5 or self.max_batch < 1:
             raise ValueError("backoff_max_s must be > 0, keepalive >= 5, max_batch >= 1")
+        if self.max_payload_bytes < 16 or not 2 <= self.max_depth <= 256:
+            raise ValueError("max_payload_bytes must be >= 16 and max_depth 2..256")
 
     def devices_of(self, sub: SubscriptionConfig) -> list[str]:
         if "{" in sub.device:
@@ -161,6 +165,7 @@ class MqttSource:
             }
             self.subs.append(_Sub(s, specs, tuple(s.ts_field.split(".")) if s.ts_field else None,
                                   zone(s.timezone), ids, "{" in s.device))
+        self.limits = Limits(cfg.max_payload_bytes, cfg.max_depth)
         self.commands = {c.action: c for c in cfg.commands}
         self._client: aiomqtt.Client | None = None
         self._recent: dict[str, collections.deque[bytes]] = {}
@@ -263,15 +268,20 @@ class MqttSource:
                 raise PayloadError("duplicate", "duplicate message")
             got = extract(payload, sub.specs, ts_path=sub.ts_path, tz=sub.tz,
                           ts_unit=sub.cfg.ts_unit, batched=sub.cfg.batched,
-                          arrival_ns=arrival_ns)
+                          arrival_ns=arrival_ns, limits=self.limits)
             recent.append(digest)
             return device, ids[got.field_index], got.ts_ns, got.value
         except PayloadError as exc:
-            self.metrics.rejected(exc.kind)
-            log.warning("mqtt message quarantined", source=self.name, topic=topic,
-                        reason=exc.reason)
-            return Quarantine(arrival_ns, self.name, exc.reason, where=topic,
-                              payload=repr(payload[:200]))
+            return self._quarantine(topic, payload, arrival_ns, exc.kind, exc.reason)
+        except Exception as exc:  # one payload must never stop the source: keep going
+            reason = f"{type(exc).__name__}: {str(exc)[:120]}" if str(exc) else type(exc).__name__
+            return self._quarantine(topic, payload, arrival_ns, "internal_error", reason)
+
+    def _quarantine(self, topic: str, payload: bytes, arrival_ns: int, kind: str,
+                    reason: str) -> Quarantine:
+        self.metrics.rejected(kind)
+        log.warning("mqtt message quarantined", source=self.name, topic=topic, reason=reason)
+        return Quarantine(arrival_ns, self.name, reason, where=topic, payload=repr(payload[:200]))
 
     def _match(self, topic: str) -> _Sub:
         t = aiomqtt.Topic(topic)

@@ -4,6 +4,10 @@ Invariants, which the fuzz tests check on arbitrary bytes:
 
 * ``extract`` never raises anything but ``PayloadError``, whose ``kind`` is the metric
   label and whose text is the quarantine reason ("missing field 'current_a'").
+* Hostile documents are refused before the decoder sees them: more than
+  ``Limits.max_bytes`` bytes, or arrays/objects nested deeper than ``Limits.max_depth``
+  (brackets inside strings do not count). msgspec recurses per nesting level, so a deep
+  document would otherwise raise ``RecursionError`` from the decoder.
 * A message is taken whole or not at all: a required field that is absent, null or
   not a number rejects the whole message. Optional fields that are absent or null
   give no sample (never a made-up one).
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -26,6 +31,23 @@ from edge.sources.timestamps import EpochUnit, TimestampError, epoch_to_ns, pars
 _decoder = msgspec.json.Decoder()
 _SCALE = {"s": 1e9, "ms": 1e6, "us": 1e3, "ns": 1.0}
 _MAX_NS = 7_258_118_400 * 10**9
+
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_OPEN = np.zeros(256, np.int8)
+_OPEN[[ord("["), ord("{")]] = 1
+_OPEN[[ord("]"), ord("}")]] = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one payload may be: bytes, and nesting depth of arrays and objects."""
+
+    max_bytes: int = 1 << 20
+    max_depth: int = 32
+
+
+DEFAULT_LIMITS = Limits()
 
 
 class PayloadError(Exception):
@@ -121,11 +143,40 @@ def _ts_array(values: list[object], name: str, tz: dt.tzinfo | None,
     return np.array([_ts_scalar(v, name, tz, unit) for v in values], np.int64)
 
 
-def decode_object(payload: bytes) -> dict[str, object]:
+def nesting_depth(payload: bytes) -> int:
+    """The deepest array/object nesting of a JSON text (strings skipped; an upper bound
+    for text that is not JSON)."""
+    if payload.count(b"[") + payload.count(b"{") == 0:
+        return 0
+    if b'"' in payload:
+        payload = _STRING.sub(b"", payload)
+    steps = _OPEN[np.frombuffer(payload, np.uint8)]
+    if not steps.any():
+        return 0
+    return int(np.cumsum(steps, dtype=np.int64).max())
+
+
+def check_limits(payload: bytes, limits: Limits) -> None:
+    """PayloadError when the payload is too large or too deeply nested to decode."""
+    if len(payload) > limits.max_bytes:
+        raise PayloadError("too_large", f"payload of {len(payload)} bytes is larger than "
+                           f"{limits.max_bytes} bytes")
+    # Fewer brackets than the limit cannot nest deeper: the usual payload costs two counts.
+    if payload.count(b"[") + payload.count(b"{") > limits.max_depth:
+        depth = nesting_depth(payload)
+        if depth > limits.max_depth:
+            raise PayloadError("too_deep", f"JSON nested deeper than {limits.max_depth} "
+                               f"levels ({depth})")
+
+
+def decode_object(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, object]:
+    check_limits(payload, limits)
     try:
         doc = _decoder.decode(payload)
     except msgspec.DecodeError as exc:
         raise PayloadError("bad_json", f"not JSON: {exc}") from None
+    except RecursionError:  # the limit above is lower than any stack; this is a backstop
+        raise PayloadError("too_deep", "JSON nested too deeply to decode") from None
     if not isinstance(doc, dict):
         raise PayloadError("bad_json", "payload is not a JSON object")
     return doc
@@ -134,9 +185,10 @@ def decode_object(payload: bytes) -> dict[str, object]:
 def extract(
     payload: bytes, fields: Sequence[FieldSpec], *, ts_path: tuple[str, ...] | None,
     tz: dt.tzinfo | None, ts_unit: EpochUnit, batched: bool, arrival_ns: int,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Extracted:
     """Samples of one message (see the module invariants)."""
-    doc = decode_object(payload)
+    doc = decode_object(payload, limits)
     if not batched:
         return _single(doc, fields, ts_path, tz, ts_unit, arrival_ns)
     return _batched(doc, fields, ts_path, tz, ts_unit, arrival_ns)

@@ -152,3 +152,51 @@ def test_template_needs_devices() -> None:
     """A topic template without a devices list is a config error naming the key."""
     with pytest.raises(ConfigError, match="devices must list"):
         loads(CONFIG.replace('devices = ["conveyor/belt"]', ""))
+
+
+def test_deeply_nested_payload_is_quarantined_not_raised(tmp_path: Path) -> None:
+    """A 200,000-deep JSON array is quarantined with a reason; the next message is kept."""
+    src = source(tmp_path)
+    bomb = b"[" * 200_000 + b"]" * 200_000
+    got = src.handle("stf/conveyor/belt/telemetry", bomb, 0)
+    assert isinstance(got, Quarantine) and "nested deeper than" in got.reason
+    ok = src.handle("stf/conveyor/belt/telemetry", b'{"ts": 1795255200, "current_a": 1.5}', 0)
+    assert not isinstance(ok, Quarantine)
+
+
+def test_oversized_payload_is_quarantined(tmp_path: Path) -> None:
+    """A payload above max_payload_bytes is quarantined without being decoded."""
+    cfg = loads(CONFIG.replace('name = "motors"', 'name = "motors"\nmax_payload_bytes = 64'))
+    src_cfg = cfg.sources[0]
+    assert isinstance(src_cfg, MqttSourceConfig)
+    tags = TagRegistry()
+    src_cfg.declare_tags(tags)
+    src = src_cfg.build(BuildContext("gw", tags, Metrics(), tmp_path, lambda n: ""))
+    big = b'{"ts": 1795255200, "current_a": 1.5, "pad": "' + b"x" * 100 + b'"}'
+    got = src.handle("stf/conveyor/belt/telemetry", big, 0)
+    assert isinstance(got, Quarantine) and "larger than 64 bytes" in got.reason
+
+
+def test_unexpected_error_in_handling_becomes_quarantine(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any exception from one payload is a Quarantine naming its class, never raised."""
+    src = source(tmp_path)
+
+    def boom(*_a: object, **_k: object) -> object:
+        raise ZeroDivisionError("surprise")
+
+    monkeypatch.setattr("edge.sources.mqtt.extract", boom)
+    got = src.handle("stf/conveyor/belt/telemetry", b'{"ts": 1, "current_a": 1}', 0)
+    assert isinstance(got, Quarantine) and got.reason.startswith("ZeroDivisionError")
+
+
+def test_nesting_limit_counts_brackets_outside_strings_only() -> None:
+    """Brackets inside JSON strings do not count towards the nesting depth."""
+    deep_text = json.dumps({"current_a": 1.0, "state": "idle", "note": "[" * 500}).encode()
+    got = extract(deep_text, FIELDS, ts_path=None, tz=None, ts_unit="auto", batched=False,
+                  arrival_ns=1)
+    assert got.value.tolist() == [1.0, 0.0]
+    nested = b'{"current_a": 1, "state": "idle", "x": ' + b"[" * 40 + b"]" * 40 + b"}"
+    with pytest.raises(PayloadError, match="nested deeper than 32"):
+        extract(nested, FIELDS, ts_path=None, tz=None, ts_unit="auto", batched=False,
+                arrival_ns=1)
