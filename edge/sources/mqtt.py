@@ -4,9 +4,14 @@ Invariants:
 
 * Every message is turned into samples or into a ``Quarantine`` record naming the topic
   and the reason (not JSON, missing field, unknown device, duplicate, ...); the source
-  never crashes on a payload. A duplicate is a payload equal to one of the last
-  ``DUPLICATE_WINDOW`` of its topic, compared by a 128-bit digest: keeping the payloads
-  themselves cost 400 MB with 1,000 topics of 25 KB batches.
+  never crashes on a payload: any exception from one message becomes its Quarantine.
+* Only a message that carries identity can be a duplicate, never one that merely
+  repeats a value (a stopped motor sends ``{"current_a": 0.0}`` again and again):
+  with ``id_field``, a message whose id is one of the last ``DUPLICATE_WINDOW`` ids of
+  its topic; with ``ts_field``, a payload equal to one of the last ``DUPLICATE_WINDOW``
+  of its topic; without either, only a broker redelivery (the dup flag, QoS > 0) of a
+  payload equal to one of those. Payloads are compared by a 128-bit digest: keeping
+  the payloads themselves cost 400 MB with 1,000 topics of 25 KB batches.
 * The link is kept by a loop: on any ``MqttError`` the link is marked down, the loop
   backs off exponentially (capped) and connects again, and subscribes again after
   every connect. With ``clean_session = false`` and QoS 1 the broker keeps the session,
@@ -64,6 +69,7 @@ class SubscriptionConfig(ConfigStruct, frozen=True):
     devices: list[str] = msgspec.field(default_factory=list)
     batched: bool = False
     ts_field: str = ""  # empty: arrival time
+    id_field: str = ""  # a message id: a repeated id on a topic is a duplicate
     ts_unit: EpochUnit = "auto"
     timezone: str = ""
     qos: Literal[0, 1, 2] | None = None
@@ -144,6 +150,7 @@ class _Sub:
     cfg: SubscriptionConfig
     specs: list[FieldSpec]
     ts_path: tuple[str, ...] | None
+    id_path: tuple[str, ...] | None
     tz: dt.tzinfo | None
     ids: dict[str, npt.NDArray[np.int32]]  # device -> tag id per field
     template: bool
@@ -164,6 +171,7 @@ class MqttSource:
                 for dev in cfg.devices_of(s)
             }
             self.subs.append(_Sub(s, specs, tuple(s.ts_field.split(".")) if s.ts_field else None,
+                                  tuple(s.id_field.split(".")) if s.id_field else None,
                                   zone(s.timezone), ids, "{" in s.device))
         self.limits = Limits(cfg.max_payload_bytes, cfg.max_depth)
         self.commands = {c.action: c for c in cfg.commands}
@@ -251,10 +259,12 @@ class MqttSource:
                 held_since = time.perf_counter()
 
     def handle(
-        self, topic: str, payload: bytes, arrival_ns: int
+        self, topic: str, payload: bytes, arrival_ns: int, *, redelivered: bool = False
     ) -> Quarantine | tuple[str, npt.NDArray[np.int32], npt.NDArray[np.int64],
                             npt.NDArray[np.float64]]:
-        """Samples of one message (device, tag ids, ts, values), or its quarantine record."""
+        """Samples of one message (device, tag ids, ts, values), or its quarantine record.
+
+        ``redelivered``: the broker's dup flag on a QoS > 0 message."""
         try:
             sub = self._match(topic)
             device = sub.cfg.device.format(*topic.split("/")) if sub.template else (
@@ -262,13 +272,19 @@ class MqttSource:
             ids = sub.ids.get(device)
             if ids is None:
                 raise PayloadError("unknown_device", f"unknown device {device[:60]!r}")
-            recent = self._recent.setdefault(topic, collections.deque(maxlen=DUPLICATE_WINDOW))
+            recent = self._recent.setdefault(
+                topic, collections.deque(maxlen=2 * DUPLICATE_WINDOW))  # ids + digests
             digest = hashlib.blake2b(payload, digest_size=16).digest()
-            if digest in recent:
+            if digest in recent and (redelivered or (sub.ts_path and not sub.id_path)):
                 raise PayloadError("duplicate", "duplicate message")
             got = extract(payload, sub.specs, ts_path=sub.ts_path, tz=sub.tz,
                           ts_unit=sub.cfg.ts_unit, batched=sub.cfg.batched,
-                          arrival_ns=arrival_ns, limits=self.limits)
+                          arrival_ns=arrival_ns, limits=self.limits, id_path=sub.id_path)
+            if sub.id_path is not None:
+                key = b"id:" + got.identity
+                if key in recent:
+                    raise PayloadError("duplicate", "duplicate message")
+                recent.append(key)
             recent.append(digest)
             return device, ids[got.field_index], got.ts_ns, got.value
         except PayloadError as exc:

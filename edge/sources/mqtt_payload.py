@@ -73,6 +73,7 @@ class Extracted:
     field_index: npt.NDArray[np.intp]  # which FieldSpec each sample belongs to
     ts_ns: npt.NDArray[np.int64]
     value: npt.NDArray[np.float64]
+    identity: bytes = b""  # the message's id field, JSON-encoded, when one was asked for
 
 
 _MISSING = object()
@@ -185,13 +186,25 @@ def decode_object(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, 
 def extract(
     payload: bytes, fields: Sequence[FieldSpec], *, ts_path: tuple[str, ...] | None,
     tz: dt.tzinfo | None, ts_unit: EpochUnit, batched: bool, arrival_ns: int,
-    limits: Limits = DEFAULT_LIMITS,
+    limits: Limits = DEFAULT_LIMITS, id_path: tuple[str, ...] | None = None,
 ) -> Extracted:
     """Samples of one message (see the module invariants)."""
     doc = decode_object(payload, limits)
     if not batched:
-        return _single(doc, fields, ts_path, tz, ts_unit, arrival_ns)
-    return _batched(doc, fields, ts_path, tz, ts_unit, arrival_ns)
+        got = _single(doc, fields, ts_path, tz, ts_unit, arrival_ns)
+    else:
+        got = _batched(doc, fields, ts_path, tz, ts_unit, arrival_ns)
+    if id_path is None:
+        return got
+    return Extracted(got.field_index, got.ts_ns, got.value, identity(doc, id_path))
+
+
+def identity(doc: dict[str, object], id_path: tuple[str, ...]) -> bytes:
+    """The id field of a message, JSON-encoded; PayloadError when it is absent."""
+    value = _get(doc, id_path)
+    if value is None or value is _MISSING or isinstance(value, dict | list):
+        raise PayloadError("missing_field", f"missing id field '{'.'.join(id_path)}'")
+    return msgspec.json.encode(value)
 
 
 def _single(doc: dict[str, object], fields: Sequence[FieldSpec], ts_path: tuple[str, ...] | None,

@@ -200,3 +200,41 @@ def test_nesting_limit_counts_brackets_outside_strings_only() -> None:
     with pytest.raises(PayloadError, match="nested deeper than 32"):
         extract(nested, FIELDS, ts_path=None, tz=None, ts_unit="auto", batched=False,
                 arrival_ns=1)
+
+
+def _no_ts_source(tmp: Path, extra: str = "") -> MqttSource:
+    cfg = loads(CONFIG.replace('ts_field = "ts"\n', extra)).sources[0]
+    assert isinstance(cfg, MqttSourceConfig)
+    tags = TagRegistry()
+    cfg.declare_tags(tags)
+    return cfg.build(BuildContext("gw", tags, Metrics(), tmp, lambda n: ""))
+
+
+def test_identical_readings_without_identity_are_all_kept(tmp_path: Path) -> None:
+    """Ten equal readings of a stopped motor (no ts or id field) give ten samples."""
+    src = _no_ts_source(tmp_path)
+    got = [src.handle("stf/conveyor/belt/telemetry", b'{"current_a": 0.0}', i * 500_000_000)
+           for i in range(10)]
+    assert not any(isinstance(g, Quarantine) for g in got)
+
+
+def test_broker_redelivery_of_a_kept_message_is_a_duplicate(tmp_path: Path) -> None:
+    """A message flagged as redelivered (dup, QoS>0) equal to one kept is quarantined."""
+    src = _no_ts_source(tmp_path)
+    msg = b'{"current_a": 0.0}'
+    assert not isinstance(src.handle("stf/conveyor/belt/telemetry", msg, 0), Quarantine)
+    dup = src.handle("stf/conveyor/belt/telemetry", msg, 1, redelivered=True)
+    assert isinstance(dup, Quarantine) and dup.reason == "duplicate message"
+    other = src.handle("stf/conveyor/belt/telemetry", b'{"current_a": 1.0}', 2,
+                       redelivered=True)
+    assert not isinstance(other, Quarantine)
+
+
+def test_id_field_identifies_duplicates(tmp_path: Path) -> None:
+    """With id_field, a second message with the same id is a duplicate, a new id is not."""
+    src = _no_ts_source(tmp_path, 'id_field = "seq"\n')
+    topic = "stf/conveyor/belt/telemetry"
+    assert not isinstance(src.handle(topic, b'{"seq": 1, "current_a": 0.0}', 0), Quarantine)
+    assert not isinstance(src.handle(topic, b'{"seq": 2, "current_a": 0.0}', 0), Quarantine)
+    dup = src.handle(topic, b'{"seq": 2, "current_a": 0.0}', 0)
+    assert isinstance(dup, Quarantine) and dup.reason == "duplicate message"
