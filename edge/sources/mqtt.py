@@ -43,7 +43,7 @@ from edge.components import BuildContext, Command, Emit
 from edge.config import ConfigStruct
 from edge.errors import PermanentError, RetryableError
 from edge.model import Quarantine, Record, SampleBatch, TagRegistry
-from edge.sources.metrics import SourceMetrics
+from edge.sources.metrics import QuarantineLog, SourceMetrics
 from edge.sources.mqtt_payload import FieldSpec, Limits, PayloadError, extract
 from edge.sources.timestamps import EpochUnit, zone
 
@@ -161,6 +161,7 @@ class MqttSource:
         self.name = cfg.name
         self.cfg = cfg
         self.metrics = SourceMetrics(ctx.metrics, cfg.name)
+        self.qlog = QuarantineLog(log, cfg.name)
         self.password = ctx.secrets(cfg.password_secret) if cfg.password_secret else None
         self.subs: list[_Sub] = []
         for s in cfg.subscriptions:
@@ -296,7 +297,7 @@ class MqttSource:
     def _quarantine(self, topic: str, payload: bytes, arrival_ns: int, kind: str,
                     reason: str) -> Quarantine:
         self.metrics.rejected(kind)
-        log.warning("mqtt message quarantined", source=self.name, topic=topic, reason=reason)
+        self.qlog.note("mqtt message quarantined", kind, topic=topic, reason=reason)
         return Quarantine(arrival_ns, self.name, reason, where=topic, payload=repr(payload[:200]))
 
     def _match(self, topic: str) -> _Sub:
