@@ -30,7 +30,7 @@ import collections
 import datetime as dt
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import aiomqtt
@@ -43,6 +43,7 @@ from edge.components import BuildContext, Command, Emit
 from edge.config import ConfigStruct
 from edge.errors import PermanentError, RetryableError
 from edge.model import Quarantine, Record, SampleBatch, TagRegistry
+from edge.protocols.mqtt import BrokerConfig, Client, TlsConfig, session
 from edge.sources.metrics import QuarantineLog, SourceMetrics
 from edge.sources.mqtt_payload import FieldSpec, Limits, PayloadError, extract
 from edge.sources.timestamps import EpochUnit, zone
@@ -111,6 +112,7 @@ class MqttSourceConfig(ConfigStruct, frozen=True):
     keepalive: int = 30
     username: str = ""
     password_secret: str = ""
+    tls: TlsConfig | None = None
     subscriptions: list[SubscriptionConfig] = msgspec.field(default_factory=list)
     commands: list[MqttCommandConfig] = msgspec.field(default_factory=list)
     backoff_max_s: float = 10.0
@@ -176,25 +178,28 @@ class MqttSource:
                                   zone(s.timezone), ids, "{" in s.device))
         self.limits = Limits(cfg.max_payload_bytes, cfg.max_depth)
         self.commands = {c.action: c for c in cfg.commands}
-        self._client: aiomqtt.Client | None = None
+        # QoS > 0: acknowledge a message only once it is in the journal (see run)
+        self.wait_durable = any(
+            (cfg.qos if s.qos is None else s.qos) > 0 for s in cfg.subscriptions)
+        self._client: Client | None = None
         self._recent: dict[str, collections.deque[bytes]] = {}
         self.messages = 0
 
     # ------------------------------------------------------------------ receiving
 
+    def broker(self) -> BrokerConfig:
+        c = self.cfg
+        return BrokerConfig(c.host, c.port, c.client_id, c.clean_session, c.keepalive,
+                            c.username, self.password, c.tls)
+
     async def run(self, emit: Emit) -> None:
         backoff = min(0.2, self.cfg.backoff_max_s)
+        subscriptions = [(s.cfg.topic, self.cfg.qos if s.cfg.qos is None else s.cfg.qos)
+                         for s in self.subs]
+        broker = self.broker()
         while True:
-            client = aiomqtt.Client(
-                self.cfg.host, self.cfg.port, identifier=self.cfg.client_id or None,
-                clean_session=self.cfg.clean_session, keepalive=self.cfg.keepalive,
-                username=self.cfg.username or None, password=self.password, timeout=10.0,
-            )
             try:
-                async with client:
-                    for sub in self.subs:
-                        qos = self.cfg.qos if sub.cfg.qos is None else sub.cfg.qos
-                        await client.subscribe(sub.cfg.topic, qos=qos)
+                async with session(broker, subscriptions, manual_ack=self.wait_durable) as client:
                     self._client = client
                     self._link(True, "")
                     backoff = min(0.2, self.cfg.backoff_max_s)
@@ -214,50 +219,66 @@ class MqttSource:
             else:
                 log.warning("mqtt link down", source=self.name, broker=where, reason=why)
 
-    async def _consume(self, client: aiomqtt.Client, emit: Emit) -> None:
-        tag_parts: list[npt.NDArray[np.int32]] = []
-        ts_parts: list[npt.NDArray[np.int64]] = []
-        value_parts: list[npt.NDArray[np.float64]] = []
-        records: list[Record] = []
-        devices: set[str] = set()
-        count = 0
+    async def _consume(self, client: Client, emit: Emit) -> None:
+        """Take messages into batches; a keeper task emits each batch and then acks it.
+
+        While the keeper waits for one batch's journal commit, the next batch grows here
+        (one batch in hand, one waiting): commits are grouped, never one per message."""
+        pending: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=1)
+        keeper = asyncio.create_task(self._keep(client, emit, pending))
+        acc = _Batch()
         held_since = time.perf_counter()
-        async for message in client.messages:
-            self.messages += 1
-            payload = message.payload
-            if isinstance(payload, str):
-                payload = payload.encode()
-            elif not isinstance(payload, bytes | bytearray):
-                payload = b"" if payload is None else str(payload).encode()
-            got = self.handle(message.topic.value, bytes(payload), time.time_ns())
-            if isinstance(got, Quarantine):
-                records.append(got)
-            else:
-                dev, tags, ts, vals = got
-                tag_parts.append(tags)
-                ts_parts.append(ts)
-                value_parts.append(vals)
-                devices.add(dev)
-                count += len(tags)
-            if len(client.messages) and count < self.cfg.max_batch and len(records) < 1000:
-                if time.perf_counter() - held_since > YIELD_S:
-                    await asyncio.sleep(0)
-                    held_since = time.perf_counter()
-                continue
-            batch = None
-            if tag_parts:
-                batch = SampleBatch(np.concatenate(tag_parts), np.concatenate(ts_parts),
-                                    np.concatenate(value_parts))
-            await emit(batch, records)
-            self.metrics.received(count)
-            for dev in devices:
+        try:
+            try:
+                async for message in client.messages:
+                    self.messages += 1
+                    self._take(message, acc)
+                    if (len(client.messages) and acc.count < self.cfg.max_batch
+                            and len(acc.records) < 1000):
+                        if time.perf_counter() - held_since > YIELD_S:
+                            await asyncio.sleep(0)
+                            held_since = time.perf_counter()
+                        continue
+                    await _hand_over(pending, keeper, acc)
+                    acc = _Batch()
+                    if time.perf_counter() - held_since > YIELD_S:
+                        await asyncio.sleep(0)
+                        held_since = time.perf_counter()
+            except aiomqtt.MqttError:
+                # The link is gone: keep what arrived (unacked; a persistent session
+                # redelivers it flagged dup, and the copies are recognised as such).
+                await _hand_over(pending, keeper, acc)
+                await _hand_over(pending, keeper, None)
+                await keeper
+                raise
+        finally:
+            if not keeper.done():
+                keeper.cancel()
+
+    def _take(self, message: aiomqtt.Message, acc: _Batch) -> None:
+        payload = message.payload
+        if isinstance(payload, str):
+            payload = payload.encode()
+        elif not isinstance(payload, bytes | bytearray):
+            payload = b"" if payload is None else str(payload).encode()
+        redelivered = message.qos > 0 and bool(getattr(message, "dup", False))
+        got = self.handle(message.topic.value, bytes(payload), time.time_ns(),
+                          redelivered=redelivered)
+        acc.add(got)
+        if message.qos > 0:
+            acc.acks.append(message)
+
+    async def _keep(self, client: Client, emit: Emit,
+                    pending: asyncio.Queue[_Batch | None]) -> None:
+        """Emit batches in order; ack each batch's messages once emit returned (with
+        ``wait_durable``, after the journal commit)."""
+        while (batch := await pending.get()) is not None:
+            await emit(batch.samples(), batch.records)
+            for message in batch.acks:
+                client.ack(message)
+            self.metrics.received(batch.count)
+            for dev in batch.devices:
                 self.metrics.sampled(dev)
-            tag_parts, ts_parts, value_parts, records = [], [], [], []
-            devices.clear()
-            count = 0
-            if time.perf_counter() - held_since > YIELD_S:
-                await asyncio.sleep(0)
-                held_since = time.perf_counter()
 
     def handle(
         self, topic: str, payload: bytes, arrival_ns: int, *, redelivered: bool = False
@@ -340,3 +361,54 @@ def _fill(value: str | int | float | bool, command: Command) -> str | int | floa
     return (value.replace("{target}", command.target).replace("{value}", str(command.value))
             .replace("{reason}", command.reason))
 
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Messages taken since the last hand-over: their samples, records and acks."""
+
+    tags: list[npt.NDArray[np.int32]] = field(default_factory=list)
+    ts: list[npt.NDArray[np.int64]] = field(default_factory=list)
+    values: list[npt.NDArray[np.float64]] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
+    devices: set[str] = field(default_factory=set)
+    acks: list[aiomqtt.Message] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, got: Quarantine | tuple[str, npt.NDArray[np.int32], npt.NDArray[np.int64],
+                                          npt.NDArray[np.float64]]) -> None:
+        if isinstance(got, Quarantine):
+            self.records.append(got)
+            return
+        dev, tags, ts, vals = got
+        self.tags.append(tags)
+        self.ts.append(ts)
+        self.values.append(vals)
+        self.devices.add(dev)
+        self.count += len(tags)
+
+    def samples(self) -> SampleBatch | None:
+        if not self.tags:
+            return None
+        return SampleBatch(np.concatenate(self.tags), np.concatenate(self.ts),
+                           np.concatenate(self.values))
+
+    def empty(self) -> bool:
+        return not self.tags and not self.records and not self.acks
+
+
+async def _hand_over(pending: asyncio.Queue[_Batch | None], keeper: asyncio.Task[None],
+                     batch: _Batch | None) -> None:
+    """Queue a batch (None: the end) for the keeper; raise the keeper's error if it
+    failed; wait while it is a batch behind."""
+    if batch is not None and batch.empty():
+        return
+    if pending.full() and not keeper.done():
+        put = asyncio.ensure_future(pending.put(batch))
+        await asyncio.wait([put, keeper], return_when=asyncio.FIRST_COMPLETED)
+        if not put.done():
+            put.cancel()
+    elif not keeper.done():
+        pending.put_nowait(batch)
+    if keeper.done():
+        keeper.result()

@@ -1,0 +1,1 @@
+"""Protocol packages shared by the sources and sinks that speak each protocol."""
