@@ -29,6 +29,7 @@ import asyncio
 import collections
 import datetime as dt
 import hashlib
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Literal
@@ -42,10 +43,17 @@ import structlog
 from edge.components import BuildContext, Command, Emit
 from edge.config import ConfigStruct
 from edge.errors import PermanentError, RetryableError
-from edge.model import Quarantine, Record, SampleBatch, TagRegistry
+from edge.model import CmmReading, Quarantine, Record, SampleBatch, TagRegistry
 from edge.protocols.mqtt import BrokerConfig, Client, TlsConfig, session
 from edge.sources.metrics import QuarantineLog, SourceMetrics
-from edge.sources.mqtt_payload import FieldSpec, Limits, PayloadError, extract
+from edge.sources.mqtt_payload import (
+    CmmSpec,
+    FieldSpec,
+    Limits,
+    PayloadError,
+    extract,
+    extract_cmm,
+)
 from edge.sources.timestamps import EpochUnit, zone
 
 log = structlog.get_logger("edge.sources.mqtt")
@@ -63,9 +71,60 @@ class MqttFieldConfig(ConfigStruct, frozen=True):
     enum: dict[str, float] = msgspec.field(default_factory=dict)
 
 
+class CmmFeatureConfig(ConfigStruct, frozen=True):
+    nominal_mm: float
+    tol_mm: float
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.nominal_mm) and math.isfinite(self.tol_mm)
+                and self.tol_mm > 0):
+            raise ValueError("nominal_mm must be finite and tol_mm a finite number > 0")
+
+
+class CmmFieldsConfig(ConfigStruct, frozen=True):
+    """``kind = "cmm"``: the JSON path of each CMM reading field. Text fields (part id,
+    feature, lot) may be strings; an empty path means "not in the message"."""
+
+    part_id: str = "part_id"
+    feature: str = "feature"
+    measured_mm: str = "measured_mm"
+    lot: str = ""
+    nominal_mm: str = ""  # empty: from features
+    tol_mm: str = ""  # empty: from features
+    part_temp_c: str = ""  # empty: no part probe (the stage estimates it from the air)
+    air_temp_c: str = ""
+    scale_temp_c: str = ""  # empty: scale_temp_default_c
+    scale_temp_default_c: float = 20.0
+    features: dict[str, CmmFeatureConfig] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in ("part_id", "feature", "measured_mm"):
+            if not getattr(self, key):
+                raise ValueError(f"{key} must name the JSON field that holds it")
+        if not (self.nominal_mm and self.tol_mm) and not self.features:
+            raise ValueError("give nominal_mm and tol_mm paths, or list features with "
+                             "their nominal_mm and tol_mm (features.<name> = "
+                             "{ nominal_mm = 50.0, tol_mm = 0.02 })")
+
+    def spec(self) -> CmmSpec:
+        def path(p: str) -> tuple[str, ...] | None:
+            return tuple(p.split(".")) if p else None
+
+        return CmmSpec(
+            tuple(self.part_id.split(".")), tuple(self.feature.split(".")),
+            tuple(self.measured_mm.split(".")), path(self.lot), path(self.nominal_mm),
+            path(self.tol_mm), path(self.part_temp_c), path(self.air_temp_c),
+            path(self.scale_temp_c),
+            {k: (f.nominal_mm, f.tol_mm) for k, f in self.features.items()},
+            self.scale_temp_default_c,
+        )
+
+
 class SubscriptionConfig(ConfigStruct, frozen=True):
     topic: str
-    fields: list[MqttFieldConfig]
+    kind: Literal["samples", "cmm"] = "samples"  # cmm: each message is one CMM reading
+    fields: list[MqttFieldConfig] = msgspec.field(default_factory=list)
+    cmm: CmmFieldsConfig | None = None
     device: str = ""  # fixed name, or a template of topic levels like "{1}-{2}"
     devices: list[str] = msgspec.field(default_factory=list)
     batched: bool = False
@@ -78,8 +137,22 @@ class SubscriptionConfig(ConfigStruct, frozen=True):
     def __post_init__(self) -> None:
         if not self.topic or "#" in self.topic[:-1]:
             raise ValueError("topic must be a valid filter ('#' only at the end)")
-        if not self.fields:
-            raise ValueError("fields must map at least one JSON path to a tag")
+        if self.kind == "samples":
+            if not self.fields:
+                raise ValueError("fields must map at least one JSON path to a tag")
+            if self.cmm is not None:
+                raise ValueError("cmm is for kind = 'cmm'; this subscription is "
+                                 "kind = 'samples'")
+        else:
+            if self.cmm is None:
+                raise ValueError("kind = 'cmm' needs a [sources.subscriptions.cmm] table "
+                                 "naming the JSON fields (part_id, feature, measured_mm)")
+            if self.fields:
+                raise ValueError("fields is for kind = 'samples'; kind = 'cmm' maps its "
+                                 "fields in the cmm table")
+            if self.batched:
+                raise ValueError("batched is for kind = 'samples' (a CMM message holds "
+                                 "one reading)")
         zone(self.timezone)
         if "{" in self.device:
             if not self.devices:
@@ -137,6 +210,11 @@ class MqttSourceConfig(ConfigStruct, frozen=True):
             return list(sub.devices)
         return [sub.device or self.name]
 
+    def measurement_devices(self) -> frozenset[str] | None:
+        """The devices this source can produce CMM readings for."""
+        return frozenset(d for sub in self.subscriptions if sub.kind == "cmm"
+                         for d in self.devices_of(sub))
+
     def declare_tags(self, tags: TagRegistry) -> None:
         for sub in self.subscriptions:
             for dev in self.devices_of(sub):
@@ -156,6 +234,7 @@ class _Sub:
     tz: dt.tzinfo | None
     ids: dict[str, npt.NDArray[np.int32]]  # device -> tag id per field
     template: bool
+    cmm: CmmSpec | None
 
 
 class MqttSource:
@@ -175,7 +254,8 @@ class MqttSource:
             }
             self.subs.append(_Sub(s, specs, tuple(s.ts_field.split(".")) if s.ts_field else None,
                                   tuple(s.id_field.split(".")) if s.id_field else None,
-                                  zone(s.timezone), ids, "{" in s.device))
+                                  zone(s.timezone), ids, "{" in s.device,
+                                  s.cmm.spec() if s.cmm is not None else None))
         self.limits = Limits(cfg.max_payload_bytes, cfg.max_depth)
         self.commands = {c.action: c for c in cfg.commands}
         # QoS > 0: acknowledge a message only once it is in the journal (see run)
@@ -282,9 +362,10 @@ class MqttSource:
 
     def handle(
         self, topic: str, payload: bytes, arrival_ns: int, *, redelivered: bool = False
-    ) -> Quarantine | tuple[str, npt.NDArray[np.int32], npt.NDArray[np.int64],
-                            npt.NDArray[np.float64]]:
-        """Samples of one message (device, tag ids, ts, values), or its quarantine record.
+    ) -> Quarantine | CmmReading | tuple[str, npt.NDArray[np.int32], npt.NDArray[np.int64],
+                                         npt.NDArray[np.float64]]:
+        """Samples of one message (device, tag ids, ts, values), its CMM reading
+        (``kind = "cmm"``), or its quarantine record.
 
         ``redelivered``: the broker's dup flag on a QoS > 0 message."""
         try:
@@ -299,6 +380,8 @@ class MqttSource:
             digest = hashlib.blake2b(payload, digest_size=16).digest()
             if digest in recent and (redelivered or (sub.ts_path and not sub.id_path)):
                 raise PayloadError("duplicate", "duplicate message")
+            if sub.cmm is not None:
+                return self._cmm(sub, device, topic, payload, arrival_ns, recent, digest)
             got = extract(payload, sub.specs, ts_path=sub.ts_path, tz=sub.tz,
                           ts_unit=sub.cfg.ts_unit, batched=sub.cfg.batched,
                           arrival_ns=arrival_ns, limits=self.limits, id_path=sub.id_path)
@@ -314,6 +397,22 @@ class MqttSource:
         except Exception as exc:  # one payload must never stop the source: keep going
             reason = f"{type(exc).__name__}: {str(exc)[:120]}" if str(exc) else type(exc).__name__
             return self._quarantine(topic, payload, arrival_ns, "internal_error", reason)
+
+    def _cmm(self, sub: _Sub, device: str, topic: str, payload: bytes, arrival_ns: int,
+             recent: collections.deque[bytes], digest: bytes) -> CmmReading:
+        assert sub.cmm is not None
+        r = extract_cmm(payload, sub.cmm, ts_path=sub.ts_path, tz=sub.tz,
+                        ts_unit=sub.cfg.ts_unit, arrival_ns=arrival_ns, limits=self.limits,
+                        id_path=sub.id_path)
+        if sub.id_path is not None:
+            key = b"id:" + r.identity
+            if key in recent:
+                raise PayloadError("duplicate", "duplicate message")
+            recent.append(key)
+        recent.append(digest)
+        return CmmReading(r.ts_ns, device, r.part_id, r.lot, r.feature, r.nominal_mm,
+                          r.tol_mm, r.measured_mm, r.part_temp_c, r.air_temp_c,
+                          r.scale_temp_c, where=topic)
 
     def _quarantine(self, topic: str, payload: bytes, arrival_ns: int, kind: str,
                     reason: str) -> Quarantine:
@@ -375,10 +474,15 @@ class _Batch:
     acks: list[aiomqtt.Message] = field(default_factory=list)
     count: int = 0
 
-    def add(self, got: Quarantine | tuple[str, npt.NDArray[np.int32], npt.NDArray[np.int64],
-                                          npt.NDArray[np.float64]]) -> None:
+    def add(self, got: Quarantine | CmmReading | tuple[
+            str, npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.float64]]) -> None:
         if isinstance(got, Quarantine):
             self.records.append(got)
+            return
+        if isinstance(got, CmmReading):
+            self.records.append(got)
+            self.devices.add(got.device)
+            self.count += 1
             return
         dev, tags, ts, vals = got
         self.tags.append(tags)

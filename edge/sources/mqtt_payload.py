@@ -16,6 +16,7 @@ Invariants, which the fuzz tests check on arbitrary bytes:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import re
@@ -279,3 +280,114 @@ def _column(raw: list[object], spec: FieldSpec) -> npt.NDArray[np.float64]:
             return arr
     out = [_scalar(v, spec) for v in raw]
     return np.array([math.nan if v is None else v for v in out], np.float64)
+
+
+# ---------------------------------------------------------------------- CMM records
+
+MAX_TEXT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class CmmSpec:
+    """Where each CMM reading field is in a message; ``None``: not in the message (the
+    ``features`` table gives nominal and tolerance; a missing temperature is NaN, except
+    the scale's, which is ``scale_temp_c``)."""
+
+    part_id: tuple[str, ...]
+    feature: tuple[str, ...]
+    measured_mm: tuple[str, ...]
+    lot: tuple[str, ...] | None = None
+    nominal_mm: tuple[str, ...] | None = None
+    tol_mm: tuple[str, ...] | None = None
+    part_temp_c: tuple[str, ...] | None = None
+    air_temp_c: tuple[str, ...] | None = None
+    scale_temp_c: tuple[str, ...] | None = None
+    features: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    scale_temp_default_c: float = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class CmmFields:
+    ts_ns: int
+    part_id: str
+    lot: str
+    feature: str
+    nominal_mm: float
+    tol_mm: float
+    measured_mm: float
+    part_temp_c: float
+    air_temp_c: float
+    scale_temp_c: float
+    identity: bytes = b""
+
+
+def _text(doc: dict[str, object], path: tuple[str, ...], *, required: bool = True) -> str:
+    name = ".".join(path)
+    value = _get(doc, path)
+    if value is None or value is _MISSING or value == "":
+        if required:
+            raise PayloadError("missing_field", f"missing field '{name}'")
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise PayloadError("not_text", f"not a text in '{name}': {repr(value)[:40]}")
+    text = str(value).strip()
+    if len(text) > MAX_TEXT or not text.isprintable():
+        raise PayloadError("not_text", f"text in '{name}' too long or not printable")
+    return text
+
+
+def _number(doc: dict[str, object], path: tuple[str, ...] | None, default: float) -> float:
+    """A finite number (or a text holding one); ``default`` when the path is None, or the
+    value is absent/null and the default is NaN (an optional temperature)."""
+    if path is None:
+        return default
+    name = ".".join(path)
+    value = _get(doc, path)
+    if value is None or value is _MISSING:
+        if math.isnan(default):
+            return default
+        raise PayloadError("missing_field", f"missing field '{name}'")
+    f = math.nan
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            f = float(value)
+        except OverflowError:
+            f = math.inf
+    elif isinstance(value, str) and len(value) < 40:
+        with contextlib.suppress(ValueError):
+            f = float(value)
+    if not math.isfinite(f):
+        raise PayloadError("not_a_number", f"not a number in '{name}': {repr(value)[:40]}")
+    return f
+
+
+def extract_cmm(
+    payload: bytes, spec: CmmSpec, *, ts_path: tuple[str, ...] | None, tz: dt.tzinfo | None,
+    ts_unit: EpochUnit, arrival_ns: int, limits: Limits = DEFAULT_LIMITS,
+    id_path: tuple[str, ...] | None = None,
+) -> CmmFields:
+    """The fields of one CMM reading (one JSON object per message), or PayloadError."""
+    doc = decode_object(payload, limits)
+    part = _text(doc, spec.part_id)
+    feature = _text(doc, spec.feature)
+    lot = _text(doc, spec.lot, required=False) if spec.lot is not None else ""
+    table = spec.features.get(feature)
+    if (spec.nominal_mm is None or spec.tol_mm is None) and table is None:
+        raise PayloadError("unknown_feature",
+                           f"unknown feature {feature[:60]!r} (no nominal configured)")
+    nominal = _number(doc, spec.nominal_mm, table[0] if table else math.nan)
+    tol = _number(doc, spec.tol_mm, table[1] if table else math.nan)
+    if spec.nominal_mm is not None and math.isnan(nominal):
+        raise PayloadError("missing_field", f"missing field '{'.'.join(spec.nominal_mm)}'")
+    if spec.tol_mm is not None and math.isnan(tol):
+        raise PayloadError("missing_field", f"missing field '{'.'.join(spec.tol_mm)}'")
+    measured = _number(doc, spec.measured_mm, 0.0)
+    ts = arrival_ns if ts_path is None else _ts_scalar(
+        _get(doc, ts_path), ".".join(ts_path), tz, ts_unit)
+    return CmmFields(
+        ts, part, lot, feature, nominal, tol, measured,
+        _number(doc, spec.part_temp_c, math.nan), _number(doc, spec.air_temp_c, math.nan),
+        _number(doc, spec.scale_temp_c, math.nan) if spec.scale_temp_c is not None
+        else spec.scale_temp_default_c,
+        identity(doc, id_path) if id_path is not None else b"",
+    )

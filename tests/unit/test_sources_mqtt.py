@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from edge.components import BuildContext
 from edge.config import loads
 from edge.errors import ConfigError
-from edge.model import Quarantine, TagRegistry
+from edge.model import CmmReading, Quarantine, TagRegistry
 from edge.runtime.metrics import Metrics
 from edge.sources.mqtt import MqttSource, MqttSourceConfig
 from edge.sources.mqtt_payload import FieldSpec, PayloadError, extract
@@ -238,3 +238,77 @@ def test_id_field_identifies_duplicates(tmp_path: Path) -> None:
     assert not isinstance(src.handle(topic, b'{"seq": 2, "current_a": 0.0}', 0), Quarantine)
     dup = src.handle(topic, b'{"seq": 2, "current_a": 0.0}', 0)
     assert isinstance(dup, Quarantine) and dup.reason == "duplicate message"
+
+
+CMM_CONFIG = """
+[[sources]]
+type = "mqtt"
+name = "quality"
+[[sources.subscriptions]]
+topic = "cmm/+/result"
+kind = "cmm"
+device = "cmm2"
+ts_field = "ts"
+[sources.subscriptions.cmm]
+part_id = "part"
+feature = "feature"
+measured_mm = "length_mm"
+part_temp_c = "t_part_c"
+features.bore_50 = { nominal_mm = 50.0, tol_mm = 0.02 }
+"""
+
+
+def _cmm_source(tmp: Path) -> MqttSource:
+    cfg = loads(CMM_CONFIG).sources[0]
+    assert isinstance(cfg, MqttSourceConfig)
+    tags = TagRegistry()
+    cfg.declare_tags(tags)
+    return cfg.build(BuildContext("gw", tags, Metrics(), tmp, lambda n: ""))
+
+
+def test_cmm_message_becomes_the_typed_cmm_reading(tmp_path: Path) -> None:
+    """A CMM result as JSON (string part id) is a CmmReading like the file source's."""
+    src = _cmm_source(tmp_path)
+    got = src.handle("cmm/a/result", b'{"part": "P-0001234", "feature": "bore_50", '
+                     b'"length_mm": 50.0123, "t_part_c": 23.4, "ts": 1795255200}', 0)
+    assert got == CmmReading(1_795_255_200_000_000_000, "cmm2", "P-0001234", "", "bore_50",
+                             50.0, 0.02, 50.0123, 23.4, got.air_temp_c,  # type: ignore[union-attr]
+                             20.0, where="cmm/a/result")
+    assert src.cfg.measurement_devices() == frozenset({"cmm2"})
+
+
+@pytest.mark.parametrize(("body", "reason"), [
+    (b'{"part": "P1", "feature": "slot_9", "length_mm": 1, "ts": 1795255200}',
+     "unknown feature 'slot_9' (no nominal configured)"),
+    (b'{"part": "", "feature": "bore_50", "length_mm": 1, "ts": 1795255200}',
+     "missing field 'part'"),
+    (b'{"part": "P1", "feature": "bore_50", "length_mm": "x", "ts": 1795255200}',
+     "not a number in 'length_mm': 'x'"),
+    (b'{"part": {"a": 1}, "feature": "bore_50", "length_mm": 1, "ts": 1795255200}',
+     "not a text in 'part': {'a': 1}"),
+])
+def test_bad_cmm_message_is_quarantined_with_reason(tmp_path: Path, body: bytes,
+                                                    reason: str) -> None:
+    """A CMM message that cannot be a reading is quarantined with what is wrong."""
+    got = _cmm_source(tmp_path).handle("cmm/a/result", body, 0)
+    assert isinstance(got, Quarantine) and got.reason == reason
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (("features.bore_50 = { nominal_mm = 50.0, tol_mm = 0.02 }\n", ""),
+     "give nominal_mm and tol_mm paths, or list features"),
+    (('kind = "cmm"\n', 'kind = "cmm"\nfields = [{ path = "x", tag = "x" }]\n'),
+     "fields is for kind = 'samples'"),
+    (('kind = "cmm"\n', 'kind = "cmn"\n'), "kind"),
+    (("[sources.subscriptions.cmm]\n", "[sources.subscriptions.cmmm]\n"), "cmmm"),
+])
+def test_cmm_subscription_mistakes_are_config_errors(change: tuple[str, str],
+                                                     message: str) -> None:
+    """Mistakes in a kind = 'cmm' subscription fail at load time naming the key."""
+    with pytest.raises(ConfigError, match=message):
+        loads(CMM_CONFIG.replace(*change))
+
+
+def test_samples_source_declares_no_measurement_devices(tmp_path: Path) -> None:
+    """A source with only sample subscriptions produces no CMM readings."""
+    assert source(tmp_path).cfg.measurement_devices() == frozenset()
