@@ -16,6 +16,12 @@ Invariants:
   backs off exponentially (capped) and connects again, and subscribes again after
   every connect. With ``clean_session = false`` and QoS 1 the broker keeps the session,
   so messages published while the link was down arrive after the reconnect.
+* A QoS > 0 message is acknowledged only after emit returned (``wait_durable``: after
+  the journal commit), in arrival order, so the broker redelivers whatever was not kept.
+  What was kept but not yet acknowledged when the process died or the link dropped
+  comes again flagged dup: the keys (topic + payload digest) of the last
+  ``KEPT_BATCHES`` batches are stored in the journal with each batch, in the same
+  transaction, and a redelivery of one of them is a duplicate.
 * Messages already queued are emitted together (no added latency, fewer batches).
   Taking a message that is already queued does not yield to the event loop, so the
   consumer yields itself once it has held the loop for ``YIELD_S``: a backlog of queued
@@ -58,6 +64,7 @@ from edge.sources.timestamps import EpochUnit, zone
 
 log = structlog.get_logger("edge.sources.mqtt")
 DUPLICATE_WINDOW = 16
+KEPT_BATCHES = 3  # batches that may be in the journal but not yet acknowledged
 YIELD_S = 0.001
 
 
@@ -264,6 +271,12 @@ class MqttSource:
         self._client: Client | None = None
         self._recent: dict[str, collections.deque[bytes]] = {}
         self.messages = 0
+        # Keys of the QoS>0 messages of the last KEPT_BATCHES batches: kept in the journal
+        # but perhaps not yet acknowledged. Stored with each batch (same transaction).
+        self.checkpoint_key = f"mqtt:{cfg.name}"
+        self._store = ctx.checkpoints
+        self._kept_batches: collections.deque[list[bytes]] = collections.deque()
+        self._kept: set[bytes] = set()
 
     # ------------------------------------------------------------------ receiving
 
@@ -273,6 +286,9 @@ class MqttSource:
                             c.username, self.password, c.tls)
 
     async def run(self, emit: Emit) -> None:
+        if self._store is not None and self.wait_durable and not self._kept_batches:
+            data = await self._store(self.checkpoint_key) or b""
+            self._remember([data[i:i + 16] for i in range(0, len(data) - 15, 16)])
         backoff = min(0.2, self.cfg.backoff_max_s)
         subscriptions = [(s.cfg.topic, self.cfg.qos if s.cfg.qos is None else s.cfg.qos)
                          for s in self.subs]
@@ -341,19 +357,44 @@ class MqttSource:
             payload = payload.encode()
         elif not isinstance(payload, bytes | bytearray):
             payload = b"" if payload is None else str(payload).encode()
-        redelivered = message.qos > 0 and bool(getattr(message, "dup", False))
-        got = self.handle(message.topic.value, bytes(payload), time.time_ns(),
-                          redelivered=redelivered)
-        acc.add(got)
-        if message.qos > 0:
-            acc.acks.append(message)
+        payload = bytes(payload)
+        topic = message.topic.value
+        now = time.time_ns()
+        if message.qos == 0:
+            acc.add(self.handle(topic, payload, now))
+            return
+        acc.acks.append(message)
+        redelivered = bool(getattr(message, "dup", False))
+        key = hashlib.blake2b(topic.encode() + b"\0" + payload, digest_size=16).digest()
+        if redelivered and key in self._kept:  # kept before a crash or a lost link
+            acc.add(self._quarantine(topic, payload, now, "duplicate",
+                                     "duplicate message (redelivery of one already kept)"))
+            return
+        acc.keys.append(key)
+        acc.add(self.handle(topic, payload, now, redelivered=redelivered))
+
+    def _remember(self, keys: list[bytes]) -> bytes:
+        """Note the keys of a batch about to be kept; the checkpoint of every noted key."""
+        if len(self._kept_batches) >= KEPT_BATCHES:
+            self._kept.difference_update(self._kept_batches.popleft())
+        self._kept_batches.append(keys)
+        self._kept.update(keys)
+        return b"".join(k for batch in self._kept_batches for k in batch)
 
     async def _keep(self, client: Client, emit: Emit,
                     pending: asyncio.Queue[_Batch | None]) -> None:
         """Emit batches in order; ack each batch's messages once emit returned (with
         ``wait_durable``, after the journal commit)."""
         while (batch := await pending.get()) is not None:
-            await emit(batch.samples(), batch.records)
+            if batch.keys or batch.acks:
+                kept = self._remember(batch.keys)
+                if self._store is not None:
+                    await emit(batch.samples(), batch.records,
+                               checkpoint=(self.checkpoint_key, kept))
+                else:
+                    await emit(batch.samples(), batch.records)
+            else:
+                await emit(batch.samples(), batch.records)
             for message in batch.acks:
                 client.ack(message)
             self.metrics.received(batch.count)
@@ -472,6 +513,7 @@ class _Batch:
     records: list[Record] = field(default_factory=list)
     devices: set[str] = field(default_factory=set)
     acks: list[aiomqtt.Message] = field(default_factory=list)
+    keys: list[bytes] = field(default_factory=list)  # of the QoS>0 messages kept
     count: int = 0
 
     def add(self, got: Quarantine | CmmReading | tuple[
