@@ -53,6 +53,7 @@ class Publisher:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._mids: dict[int, str] = {}
+        self._early: set[int] = set()
         self.client = paho.Client(paho.CallbackAPIVersion.VERSION2,
                                   client_id=f"pub-{prefix}-{time.time_ns()}")
         self.client.max_inflight_messages_set(max_inflight)
@@ -66,6 +67,8 @@ class Publisher:
             part = self._mids.pop(mid, None)
             if part is not None:
                 self.acked.add(part)
+            else:  # the PUBACK came before publish() returned the mid
+                self._early.add(mid)
 
     def start(self) -> Publisher:
         self.client.connect("127.0.0.1", self.port, keepalive=30)
@@ -83,11 +86,17 @@ class Publisher:
                 time.sleep(delay)  # pacing the publisher, not a wait for correctness
             part = f"{self.prefix}-{i:08d}"
             now = time.time_ns()
+            self.sent_ns[part] = now
+            # Never call paho holding our lock: its PUBACK callback holds paho's own lock
+            # and then takes ours.
+            info = self.client.publish(TOPICS[i % len(TOPICS)], result(part, now / 1e9),
+                                       qos=1)
             with self._lock:
-                info = self.client.publish(TOPICS[i % len(TOPICS)], result(part, now / 1e9),
-                                           qos=1)
-                self._mids[info.mid] = part
-                self.sent_ns[part] = now
+                if info.mid in self._early:
+                    self._early.discard(info.mid)
+                    self.acked.add(part)
+                else:
+                    self._mids[info.mid] = part
             self.sent = i = i + 1
 
     def stop(self, timeout: float = 20.0) -> None:

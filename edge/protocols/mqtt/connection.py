@@ -108,7 +108,7 @@ class Client(aiomqtt.Client):
 
     def ack(self, message: aiomqtt.Message) -> None:
         """Acknowledge a QoS 1/2 message to the broker (manual_ack only; in arrival order)."""
-        if self.manual_ack and message.qos > 0:
+        if self.manual_ack and message.qos > 0 and self._paho.is_connected():
             self._paho.ack(message.mid, message.qos)
 
 
