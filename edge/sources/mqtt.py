@@ -122,10 +122,14 @@ class MqttSource:
         return BrokerConfig(c.host, c.port, c.client_id, c.clean_session, c.keepalive,
                             c.username, self.password, c.tls)
 
-    async def run(self, emit: Emit) -> None:
+    async def load_kept(self) -> None:
+        """The keys kept before the last stop (from the journal), once per process."""
         if self._store is not None and self.wait_durable and not self._kept_batches:
             data = await self._store(self.checkpoint_key) or b""
             self._remember([data[i:i + 16] for i in range(0, len(data) - 15, 16)])
+
+    async def run(self, emit: Emit) -> None:
+        await self.load_kept()
         backoff = min(0.2, self.cfg.backoff_max_s)
         subscriptions = [(s.cfg.topic, self.cfg.qos if s.cfg.qos is None else s.cfg.qos)
                          for s in self.subs]
