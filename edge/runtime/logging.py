@@ -44,7 +44,9 @@ def setup(
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        # A call below the level returns at once: no processor runs, nothing is formatted.
+        wrapper_class=structlog.make_filtering_bound_logger(
+            getattr(logging, level.upper())),
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(

@@ -59,7 +59,7 @@ from edge.sources.csv_parse import (
     SamplesParser,
 )
 from edge.sources.file_checkpoint import FileMark
-from edge.sources.metrics import SourceMetrics
+from edge.sources.metrics import QuarantineLog, SourceMetrics
 from edge.sources.rowset import RowSet
 from edge.sources.timestamps import EpochUnit, zone
 
@@ -178,6 +178,7 @@ class FileSource:
         self.cfg = cfg
         self.tz = zone(cfg.timezone)
         self.metrics = SourceMetrics(ctx.metrics, cfg.name)
+        self.qlog = QuarantineLog(log, cfg.name)
         self.checkpoint_path = ctx.state_dir / "checkpoints" / f"{cfg.name}.json"
         self.checkpoint_key = f"file:{cfg.name}"
         self._store = ctx.checkpoints
@@ -491,8 +492,9 @@ class FileSource:
                 kinds[e.kind] = kinds.get(e.kind, 0) + 1
             for kind, n in kinds.items():
                 self.metrics.rejected(kind, n)
-            log.warning("rows quarantined", source=self.name, file=str(path), count=len(errors),
-                        first_line=errors[0].line, first_reason=errors[0].reason)
+                first = next(e for e in errors if e.kind == kind)
+                self.qlog.note("rows quarantined", kind, n, file=str(path),
+                               first_line=first.line, first_reason=first.reason)
 
     async def _load_marks(self) -> dict[str, FileMark]:
         if self._store is not None:

@@ -4,13 +4,24 @@ Invariants:
 
 * Every message is turned into samples or into a ``Quarantine`` record naming the topic
   and the reason (not JSON, missing field, unknown device, duplicate, ...); the source
-  never crashes on a payload. A duplicate is a payload equal to one of the last
-  ``DUPLICATE_WINDOW`` of its topic, compared by a 128-bit digest: keeping the payloads
-  themselves cost 400 MB with 1,000 topics of 25 KB batches.
+  never crashes on a payload: any exception from one message becomes its Quarantine.
+* Only a message that carries identity can be a duplicate, never one that merely
+  repeats a value (a stopped motor sends ``{"current_a": 0.0}`` again and again):
+  with ``id_field``, a message whose id is one of the last ``DUPLICATE_WINDOW`` ids of
+  its topic; with ``ts_field``, a payload equal to one of the last ``DUPLICATE_WINDOW``
+  of its topic; without either, only a broker redelivery (the dup flag, QoS > 0) of a
+  payload equal to one of those. Payloads are compared by a 128-bit digest: keeping
+  the payloads themselves cost 400 MB with 1,000 topics of 25 KB batches.
 * The link is kept by a loop: on any ``MqttError`` the link is marked down, the loop
   backs off exponentially (capped) and connects again, and subscribes again after
   every connect. With ``clean_session = false`` and QoS 1 the broker keeps the session,
   so messages published while the link was down arrive after the reconnect.
+* A QoS > 0 message is acknowledged only after emit returned (``wait_durable``: after
+  the journal commit), in arrival order, so the broker redelivers whatever was not kept.
+  What was kept but not yet acknowledged when the process died or the link dropped
+  comes again flagged dup: the keys (topic + payload digest) of the last
+  ``KEPT_BATCHES`` batches are stored in the journal with each batch, in the same
+  transaction, and a redelivery of one of them is a duplicate.
 * Messages already queued are emitted together (no added latency, fewer batches).
   Taking a message that is already queued does not yield to the event loop, so the
   consumer yields itself once it has held the loop for ``YIELD_S``: a backlog of queued
@@ -25,8 +36,7 @@ import collections
 import datetime as dt
 import hashlib
 import time
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
 
 import aiomqtt
 import msgspec
@@ -35,108 +45,28 @@ import numpy.typing as npt
 import structlog
 
 from edge.components import BuildContext, Command, Emit
-from edge.config import ConfigStruct
 from edge.errors import PermanentError, RetryableError
-from edge.model import Quarantine, Record, SampleBatch, TagRegistry
-from edge.sources.metrics import SourceMetrics
-from edge.sources.mqtt_payload import FieldSpec, PayloadError, extract
-from edge.sources.timestamps import EpochUnit, zone
+from edge.model import CmmReading, Quarantine, Record, SampleBatch
+from edge.protocols.mqtt import BrokerConfig, Client, session
+from edge.sources.metrics import QuarantineLog, SourceMetrics
+from edge.sources.mqtt_config import (
+    MqttSourceConfig,
+    SubscriptionConfig,
+)
+from edge.sources.mqtt_payload import (
+    CmmSpec,
+    FieldSpec,
+    Limits,
+    PayloadError,
+    extract,
+    extract_cmm,
+)
+from edge.sources.timestamps import zone
 
 log = structlog.get_logger("edge.sources.mqtt")
 DUPLICATE_WINDOW = 16
+KEPT_BATCHES = 3  # batches that may be in the journal but not yet acknowledged
 YIELD_S = 0.001
-
-
-class MqttFieldConfig(ConfigStruct, frozen=True):
-    path: str
-    tag: str
-    unit: str = ""
-    low: float | None = None
-    high: float | None = None
-    required: bool = True
-    enum: dict[str, float] = msgspec.field(default_factory=dict)
-
-
-class SubscriptionConfig(ConfigStruct, frozen=True):
-    topic: str
-    fields: list[MqttFieldConfig]
-    device: str = ""  # fixed name, or a template of topic levels like "{1}-{2}"
-    devices: list[str] = msgspec.field(default_factory=list)
-    batched: bool = False
-    ts_field: str = ""  # empty: arrival time
-    ts_unit: EpochUnit = "auto"
-    timezone: str = ""
-    qos: Literal[0, 1, 2] | None = None
-
-    def __post_init__(self) -> None:
-        if not self.topic or "#" in self.topic[:-1]:
-            raise ValueError("topic must be a valid filter ('#' only at the end)")
-        if not self.fields:
-            raise ValueError("fields must map at least one JSON path to a tag")
-        zone(self.timezone)
-        if "{" in self.device:
-            if not self.devices:
-                raise ValueError("devices must list the devices a topic template can name")
-            levels = self.topic.split("/")
-            try:
-                self.device.format(*levels)
-            except (IndexError, KeyError, ValueError):
-                raise ValueError(
-                    f"device template {self.device!r} does not fit topic {self.topic!r}"
-                ) from None
-
-
-class MqttCommandConfig(ConfigStruct, frozen=True):
-    action: str
-    topic: str
-    # JSON object; "{target}", "{value}" and "{reason}" in string values are replaced
-    payload: dict[str, str | int | float | bool] = msgspec.field(default_factory=dict)
-    qos: Literal[0, 1, 2] = 1
-    retain: bool = False
-
-
-class MqttSourceConfig(ConfigStruct, frozen=True):
-    name: str
-    host: str = "127.0.0.1"
-    port: int = 1883
-    client_id: str = ""
-    qos: Literal[0, 1, 2] = 1
-    clean_session: bool = True
-    keepalive: int = 30
-    username: str = ""
-    password_secret: str = ""
-    subscriptions: list[SubscriptionConfig] = msgspec.field(default_factory=list)
-    commands: list[MqttCommandConfig] = msgspec.field(default_factory=list)
-    backoff_max_s: float = 10.0
-    max_batch: int = 20000
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.port <= 65535:
-            raise ValueError("port must be 1..65535")
-        if not self.clean_session and not self.client_id:
-            raise ValueError("client_id must be set when clean_session = false")
-        if not self.subscriptions and not self.commands:
-            raise ValueError("subscriptions must list at least one topic")
-        if self.backoff_max_s <= 0 or self.keepalive < 5 or self.max_batch < 1:
-            raise ValueError("backoff_max_s must be > 0, keepalive >= 5, max_batch >= 1")
-
-    def devices_of(self, sub: SubscriptionConfig) -> list[str]:
-        if "{" in sub.device:
-            return list(sub.devices)
-        return [sub.device or self.name]
-
-    def declare_tags(self, tags: TagRegistry) -> None:
-        for sub in self.subscriptions:
-            for dev in self.devices_of(sub):
-                for f in sub.fields:
-                    tags.add(dev, f.tag, unit=f.unit, low=f.low, high=f.high)
-
-    def build(self, ctx: BuildContext) -> MqttSource:
-        return MqttSource(self, ctx)
-
-    def actions(self) -> frozenset[str]:
-        """The commands this source publishes (its ``commands`` table), for interlock checks."""
-        return frozenset(c.action for c in self.commands)
 
 
 @dataclass(slots=True)
@@ -144,9 +74,11 @@ class _Sub:
     cfg: SubscriptionConfig
     specs: list[FieldSpec]
     ts_path: tuple[str, ...] | None
+    id_path: tuple[str, ...] | None
     tz: dt.tzinfo | None
     ids: dict[str, npt.NDArray[np.int32]]  # device -> tag id per field
     template: bool
+    cmm: CmmSpec | None
 
 
 class MqttSource:
@@ -154,6 +86,7 @@ class MqttSource:
         self.name = cfg.name
         self.cfg = cfg
         self.metrics = SourceMetrics(ctx.metrics, cfg.name)
+        self.qlog = QuarantineLog(log, cfg.name)
         self.password = ctx.secrets(cfg.password_secret) if cfg.password_secret else None
         self.subs: list[_Sub] = []
         for s in cfg.subscriptions:
@@ -164,27 +97,46 @@ class MqttSource:
                 for dev in cfg.devices_of(s)
             }
             self.subs.append(_Sub(s, specs, tuple(s.ts_field.split(".")) if s.ts_field else None,
-                                  zone(s.timezone), ids, "{" in s.device))
+                                  tuple(s.id_field.split(".")) if s.id_field else None,
+                                  zone(s.timezone), ids, "{" in s.device,
+                                  s.cmm.spec() if s.cmm is not None else None))
+        self.limits = Limits(cfg.max_payload_bytes, cfg.max_depth)
         self.commands = {c.action: c for c in cfg.commands}
-        self._client: aiomqtt.Client | None = None
+        # QoS > 0: acknowledge a message only once it is in the journal (see run)
+        self.wait_durable = any(
+            (cfg.qos if s.qos is None else s.qos) > 0 for s in cfg.subscriptions)
+        self._client: Client | None = None
         self._recent: dict[str, collections.deque[bytes]] = {}
         self.messages = 0
+        # Keys of the QoS>0 messages of the last KEPT_BATCHES batches: kept in the journal
+        # but perhaps not yet acknowledged. Stored with each batch (same transaction).
+        self.checkpoint_key = f"mqtt:{cfg.name}"
+        self._store = ctx.checkpoints
+        self._kept_batches: collections.deque[list[bytes]] = collections.deque()
+        self._kept: set[bytes] = set()
 
     # ------------------------------------------------------------------ receiving
 
+    def broker(self) -> BrokerConfig:
+        c = self.cfg
+        return BrokerConfig(c.host, c.port, c.client_id, c.clean_session, c.keepalive,
+                            c.username, self.password, c.tls)
+
+    async def load_kept(self) -> None:
+        """The keys kept before the last stop (from the journal), once per process."""
+        if self._store is not None and self.wait_durable and not self._kept_batches:
+            data = await self._store(self.checkpoint_key) or b""
+            self._remember([data[i:i + 16] for i in range(0, len(data) - 15, 16)])
+
     async def run(self, emit: Emit) -> None:
+        await self.load_kept()
         backoff = min(0.2, self.cfg.backoff_max_s)
+        subscriptions = [(s.cfg.topic, self.cfg.qos if s.cfg.qos is None else s.cfg.qos)
+                         for s in self.subs]
+        broker = self.broker()
         while True:
-            client = aiomqtt.Client(
-                self.cfg.host, self.cfg.port, identifier=self.cfg.client_id or None,
-                clean_session=self.cfg.clean_session, keepalive=self.cfg.keepalive,
-                username=self.cfg.username or None, password=self.password, timeout=10.0,
-            )
             try:
-                async with client:
-                    for sub in self.subs:
-                        qos = self.cfg.qos if sub.cfg.qos is None else sub.cfg.qos
-                        await client.subscribe(sub.cfg.topic, qos=qos)
+                async with session(broker, subscriptions, manual_ack=self.wait_durable) as client:
                     self._client = client
                     self._link(True, "")
                     backoff = min(0.2, self.cfg.backoff_max_s)
@@ -204,56 +156,100 @@ class MqttSource:
             else:
                 log.warning("mqtt link down", source=self.name, broker=where, reason=why)
 
-    async def _consume(self, client: aiomqtt.Client, emit: Emit) -> None:
-        tag_parts: list[npt.NDArray[np.int32]] = []
-        ts_parts: list[npt.NDArray[np.int64]] = []
-        value_parts: list[npt.NDArray[np.float64]] = []
-        records: list[Record] = []
-        devices: set[str] = set()
-        count = 0
+    async def _consume(self, client: Client, emit: Emit) -> None:
+        """Take messages into batches; a keeper task emits each batch and then acks it.
+
+        While the keeper waits for one batch's journal commit, the next batch grows here
+        (one batch in hand, one waiting): commits are grouped, never one per message."""
+        pending: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=1)
+        keeper = asyncio.create_task(self._keep(client, emit, pending))
+        acc = _Batch()
         held_since = time.perf_counter()
-        async for message in client.messages:
-            self.messages += 1
-            payload = message.payload
-            if isinstance(payload, str):
-                payload = payload.encode()
-            elif not isinstance(payload, bytes | bytearray):
-                payload = b"" if payload is None else str(payload).encode()
-            got = self.handle(message.topic.value, bytes(payload), time.time_ns())
-            if isinstance(got, Quarantine):
-                records.append(got)
+        try:
+            try:
+                async for message in client.messages:
+                    self.messages += 1
+                    self._take(message, acc)
+                    if (len(client.messages) and acc.count < self.cfg.max_batch
+                            and len(acc.records) < 1000):
+                        if time.perf_counter() - held_since > YIELD_S:
+                            await asyncio.sleep(0)
+                            held_since = time.perf_counter()
+                        continue
+                    await _hand_over(pending, keeper, acc)
+                    acc = _Batch()
+                    if time.perf_counter() - held_since > YIELD_S:
+                        await asyncio.sleep(0)
+                        held_since = time.perf_counter()
+            except aiomqtt.MqttError:
+                # The link is gone: keep what arrived (unacked; a persistent session
+                # redelivers it flagged dup, and the copies are recognised as such).
+                await _hand_over(pending, keeper, acc)
+                await _hand_over(pending, keeper, None)
+                await keeper
+                raise
+        finally:
+            if not keeper.done():
+                keeper.cancel()
+
+    def _take(self, message: aiomqtt.Message, acc: _Batch) -> None:
+        payload = message.payload
+        if isinstance(payload, str):
+            payload = payload.encode()
+        elif not isinstance(payload, bytes | bytearray):
+            payload = b"" if payload is None else str(payload).encode()
+        payload = bytes(payload)
+        topic = message.topic.value
+        now = time.time_ns()
+        if message.qos == 0:
+            acc.add(self.handle(topic, payload, now))
+            return
+        acc.acks.append(message)
+        redelivered = bool(getattr(message, "dup", False))
+        key = hashlib.blake2b(topic.encode() + b"\0" + payload, digest_size=16).digest()
+        if redelivered and key in self._kept:  # kept before a crash or a lost link
+            acc.add(self._quarantine(topic, payload, now, "duplicate",
+                                     "duplicate message (redelivery of one already kept)"))
+            return
+        acc.keys.append(key)
+        acc.add(self.handle(topic, payload, now, redelivered=redelivered))
+
+    def _remember(self, keys: list[bytes]) -> bytes:
+        """Note the keys of a batch about to be kept; the checkpoint of every noted key."""
+        if len(self._kept_batches) >= KEPT_BATCHES:
+            self._kept.difference_update(self._kept_batches.popleft())
+        self._kept_batches.append(keys)
+        self._kept.update(keys)
+        return b"".join(k for batch in self._kept_batches for k in batch)
+
+    async def _keep(self, client: Client, emit: Emit,
+                    pending: asyncio.Queue[_Batch | None]) -> None:
+        """Emit batches in order; ack each batch's messages once emit returned (with
+        ``wait_durable``, after the journal commit)."""
+        while (batch := await pending.get()) is not None:
+            if batch.keys or batch.acks:
+                kept = self._remember(batch.keys)
+                if self._store is not None:
+                    await emit(batch.samples(), batch.records,
+                               checkpoint=(self.checkpoint_key, kept))
+                else:
+                    await emit(batch.samples(), batch.records)
             else:
-                dev, tags, ts, vals = got
-                tag_parts.append(tags)
-                ts_parts.append(ts)
-                value_parts.append(vals)
-                devices.add(dev)
-                count += len(tags)
-            if len(client.messages) and count < self.cfg.max_batch and len(records) < 1000:
-                if time.perf_counter() - held_since > YIELD_S:
-                    await asyncio.sleep(0)
-                    held_since = time.perf_counter()
-                continue
-            batch = None
-            if tag_parts:
-                batch = SampleBatch(np.concatenate(tag_parts), np.concatenate(ts_parts),
-                                    np.concatenate(value_parts))
-            await emit(batch, records)
-            self.metrics.received(count)
-            for dev in devices:
+                await emit(batch.samples(), batch.records)
+            for message in batch.acks:
+                client.ack(message)
+            self.metrics.received(batch.count)
+            for dev in batch.devices:
                 self.metrics.sampled(dev)
-            tag_parts, ts_parts, value_parts, records = [], [], [], []
-            devices.clear()
-            count = 0
-            if time.perf_counter() - held_since > YIELD_S:
-                await asyncio.sleep(0)
-                held_since = time.perf_counter()
 
     def handle(
-        self, topic: str, payload: bytes, arrival_ns: int
-    ) -> Quarantine | tuple[str, npt.NDArray[np.int32], npt.NDArray[np.int64],
-                            npt.NDArray[np.float64]]:
-        """Samples of one message (device, tag ids, ts, values), or its quarantine record."""
+        self, topic: str, payload: bytes, arrival_ns: int, *, redelivered: bool = False
+    ) -> Quarantine | CmmReading | tuple[str, npt.NDArray[np.int32], npt.NDArray[np.int64],
+                                         npt.NDArray[np.float64]]:
+        """Samples of one message (device, tag ids, ts, values), its CMM reading
+        (``kind = "cmm"``), or its quarantine record.
+
+        ``redelivered``: the broker's dup flag on a QoS > 0 message."""
         try:
             sub = self._match(topic)
             device = sub.cfg.device.format(*topic.split("/")) if sub.template else (
@@ -261,21 +257,50 @@ class MqttSource:
             ids = sub.ids.get(device)
             if ids is None:
                 raise PayloadError("unknown_device", f"unknown device {device[:60]!r}")
-            recent = self._recent.setdefault(topic, collections.deque(maxlen=DUPLICATE_WINDOW))
+            recent = self._recent.setdefault(
+                topic, collections.deque(maxlen=2 * DUPLICATE_WINDOW))  # ids + digests
             digest = hashlib.blake2b(payload, digest_size=16).digest()
-            if digest in recent:
+            if digest in recent and (redelivered or (sub.ts_path and not sub.id_path)):
                 raise PayloadError("duplicate", "duplicate message")
+            if sub.cmm is not None:
+                return self._cmm(sub, device, topic, payload, arrival_ns, recent, digest)
             got = extract(payload, sub.specs, ts_path=sub.ts_path, tz=sub.tz,
                           ts_unit=sub.cfg.ts_unit, batched=sub.cfg.batched,
-                          arrival_ns=arrival_ns)
+                          arrival_ns=arrival_ns, limits=self.limits, id_path=sub.id_path)
+            if sub.id_path is not None:
+                key = b"id:" + got.identity
+                if key in recent:
+                    raise PayloadError("duplicate", "duplicate message")
+                recent.append(key)
             recent.append(digest)
             return device, ids[got.field_index], got.ts_ns, got.value
         except PayloadError as exc:
-            self.metrics.rejected(exc.kind)
-            log.warning("mqtt message quarantined", source=self.name, topic=topic,
-                        reason=exc.reason)
-            return Quarantine(arrival_ns, self.name, exc.reason, where=topic,
-                              payload=repr(payload[:200]))
+            return self._quarantine(topic, payload, arrival_ns, exc.kind, exc.reason)
+        except Exception as exc:  # one payload must never stop the source: keep going
+            reason = f"{type(exc).__name__}: {str(exc)[:120]}" if str(exc) else type(exc).__name__
+            return self._quarantine(topic, payload, arrival_ns, "internal_error", reason)
+
+    def _cmm(self, sub: _Sub, device: str, topic: str, payload: bytes, arrival_ns: int,
+             recent: collections.deque[bytes], digest: bytes) -> CmmReading:
+        assert sub.cmm is not None
+        r = extract_cmm(payload, sub.cmm, ts_path=sub.ts_path, tz=sub.tz,
+                        ts_unit=sub.cfg.ts_unit, arrival_ns=arrival_ns, limits=self.limits,
+                        id_path=sub.id_path)
+        if sub.id_path is not None:
+            key = b"id:" + r.identity
+            if key in recent:
+                raise PayloadError("duplicate", "duplicate message")
+            recent.append(key)
+        recent.append(digest)
+        return CmmReading(r.ts_ns, device, r.part_id, r.lot, r.feature, r.nominal_mm,
+                          r.tol_mm, r.measured_mm, r.part_temp_c, r.air_temp_c,
+                          r.scale_temp_c, where=topic)
+
+    def _quarantine(self, topic: str, payload: bytes, arrival_ns: int, kind: str,
+                    reason: str) -> Quarantine:
+        self.metrics.rejected(kind)
+        self.qlog.note("mqtt message quarantined", kind, topic=topic, reason=reason)
+        return Quarantine(arrival_ns, self.name, reason, where=topic, payload=repr(payload[:200]))
 
     def _match(self, topic: str) -> _Sub:
         t = aiomqtt.Topic(topic)
@@ -317,3 +342,60 @@ def _fill(value: str | int | float | bool, command: Command) -> str | int | floa
     return (value.replace("{target}", command.target).replace("{value}", str(command.value))
             .replace("{reason}", command.reason))
 
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Messages taken since the last hand-over: their samples, records and acks."""
+
+    tags: list[npt.NDArray[np.int32]] = field(default_factory=list)
+    ts: list[npt.NDArray[np.int64]] = field(default_factory=list)
+    values: list[npt.NDArray[np.float64]] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
+    devices: set[str] = field(default_factory=set)
+    acks: list[aiomqtt.Message] = field(default_factory=list)
+    keys: list[bytes] = field(default_factory=list)  # of the QoS>0 messages kept
+    count: int = 0
+
+    def add(self, got: Quarantine | CmmReading | tuple[
+            str, npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.float64]]) -> None:
+        if isinstance(got, Quarantine):
+            self.records.append(got)
+            return
+        if isinstance(got, CmmReading):
+            self.records.append(got)
+            self.devices.add(got.device)
+            self.count += 1
+            return
+        dev, tags, ts, vals = got
+        self.tags.append(tags)
+        self.ts.append(ts)
+        self.values.append(vals)
+        self.devices.add(dev)
+        self.count += len(tags)
+
+    def samples(self) -> SampleBatch | None:
+        if not self.tags:
+            return None
+        return SampleBatch(np.concatenate(self.tags), np.concatenate(self.ts),
+                           np.concatenate(self.values))
+
+    def empty(self) -> bool:
+        return not self.tags and not self.records and not self.acks
+
+
+async def _hand_over(pending: asyncio.Queue[_Batch | None], keeper: asyncio.Task[None],
+                     batch: _Batch | None) -> None:
+    """Queue a batch (None: the end) for the keeper; raise the keeper's error if it
+    failed; wait while it is a batch behind."""
+    if batch is not None and batch.empty():
+        return
+    if pending.full() and not keeper.done():
+        put = asyncio.ensure_future(pending.put(batch))
+        await asyncio.wait([put, keeper], return_when=asyncio.FIRST_COMPLETED)
+        if not put.done():
+            put.cancel()
+    elif not keeper.done():
+        pending.put_nowait(batch)
+    if keeper.done():
+        keeper.result()

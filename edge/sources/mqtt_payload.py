@@ -4,6 +4,10 @@ Invariants, which the fuzz tests check on arbitrary bytes:
 
 * ``extract`` never raises anything but ``PayloadError``, whose ``kind`` is the metric
   label and whose text is the quarantine reason ("missing field 'current_a'").
+* Hostile documents are refused before the decoder sees them: more than
+  ``Limits.max_bytes`` bytes, or arrays/objects nested deeper than ``Limits.max_depth``
+  (brackets inside strings do not count). msgspec recurses per nesting level, so a deep
+  document would otherwise raise ``RecursionError`` from the decoder.
 * A message is taken whole or not at all: a required field that is absent, null or
   not a number rejects the whole message. Optional fields that are absent or null
   give no sample (never a made-up one).
@@ -12,8 +16,10 @@ Invariants, which the fuzz tests check on arbitrary bytes:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -26,6 +32,23 @@ from edge.sources.timestamps import EpochUnit, TimestampError, epoch_to_ns, pars
 _decoder = msgspec.json.Decoder()
 _SCALE = {"s": 1e9, "ms": 1e6, "us": 1e3, "ns": 1.0}
 _MAX_NS = 7_258_118_400 * 10**9
+
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_OPEN = np.zeros(256, np.int8)
+_OPEN[[ord("["), ord("{")]] = 1
+_OPEN[[ord("]"), ord("}")]] = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one payload may be: bytes, and nesting depth of arrays and objects."""
+
+    max_bytes: int = 1 << 20
+    max_depth: int = 32
+
+
+DEFAULT_LIMITS = Limits()
 
 
 class PayloadError(Exception):
@@ -51,6 +74,7 @@ class Extracted:
     field_index: npt.NDArray[np.intp]  # which FieldSpec each sample belongs to
     ts_ns: npt.NDArray[np.int64]
     value: npt.NDArray[np.float64]
+    identity: bytes = b""  # the message's id field, JSON-encoded, when one was asked for
 
 
 _MISSING = object()
@@ -121,11 +145,40 @@ def _ts_array(values: list[object], name: str, tz: dt.tzinfo | None,
     return np.array([_ts_scalar(v, name, tz, unit) for v in values], np.int64)
 
 
-def decode_object(payload: bytes) -> dict[str, object]:
+def nesting_depth(payload: bytes) -> int:
+    """The deepest array/object nesting of a JSON text (strings skipped; an upper bound
+    for text that is not JSON)."""
+    if payload.count(b"[") + payload.count(b"{") == 0:
+        return 0
+    if b'"' in payload:
+        payload = _STRING.sub(b"", payload)
+    steps = _OPEN[np.frombuffer(payload, np.uint8)]
+    if not steps.any():
+        return 0
+    return int(np.cumsum(steps, dtype=np.int64).max())
+
+
+def check_limits(payload: bytes, limits: Limits) -> None:
+    """PayloadError when the payload is too large or too deeply nested to decode."""
+    if len(payload) > limits.max_bytes:
+        raise PayloadError("too_large", f"payload of {len(payload)} bytes is larger than "
+                           f"{limits.max_bytes} bytes")
+    # Fewer brackets than the limit cannot nest deeper: the usual payload costs two counts.
+    if payload.count(b"[") + payload.count(b"{") > limits.max_depth:
+        depth = nesting_depth(payload)
+        if depth > limits.max_depth:
+            raise PayloadError("too_deep", f"JSON nested deeper than {limits.max_depth} "
+                               f"levels ({depth})")
+
+
+def decode_object(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, object]:
+    check_limits(payload, limits)
     try:
         doc = _decoder.decode(payload)
     except msgspec.DecodeError as exc:
         raise PayloadError("bad_json", f"not JSON: {exc}") from None
+    except RecursionError:  # the limit above is lower than any stack; this is a backstop
+        raise PayloadError("too_deep", "JSON nested too deeply to decode") from None
     if not isinstance(doc, dict):
         raise PayloadError("bad_json", "payload is not a JSON object")
     return doc
@@ -134,12 +187,25 @@ def decode_object(payload: bytes) -> dict[str, object]:
 def extract(
     payload: bytes, fields: Sequence[FieldSpec], *, ts_path: tuple[str, ...] | None,
     tz: dt.tzinfo | None, ts_unit: EpochUnit, batched: bool, arrival_ns: int,
+    limits: Limits = DEFAULT_LIMITS, id_path: tuple[str, ...] | None = None,
 ) -> Extracted:
     """Samples of one message (see the module invariants)."""
-    doc = decode_object(payload)
+    doc = decode_object(payload, limits)
     if not batched:
-        return _single(doc, fields, ts_path, tz, ts_unit, arrival_ns)
-    return _batched(doc, fields, ts_path, tz, ts_unit, arrival_ns)
+        got = _single(doc, fields, ts_path, tz, ts_unit, arrival_ns)
+    else:
+        got = _batched(doc, fields, ts_path, tz, ts_unit, arrival_ns)
+    if id_path is None:
+        return got
+    return Extracted(got.field_index, got.ts_ns, got.value, identity(doc, id_path))
+
+
+def identity(doc: dict[str, object], id_path: tuple[str, ...]) -> bytes:
+    """The id field of a message, JSON-encoded; PayloadError when it is absent."""
+    value = _get(doc, id_path)
+    if value is None or value is _MISSING or isinstance(value, dict | list):
+        raise PayloadError("missing_field", f"missing id field '{'.'.join(id_path)}'")
+    return msgspec.json.encode(value)
 
 
 def _single(doc: dict[str, object], fields: Sequence[FieldSpec], ts_path: tuple[str, ...] | None,
@@ -214,3 +280,114 @@ def _column(raw: list[object], spec: FieldSpec) -> npt.NDArray[np.float64]:
             return arr
     out = [_scalar(v, spec) for v in raw]
     return np.array([math.nan if v is None else v for v in out], np.float64)
+
+
+# ---------------------------------------------------------------------- CMM records
+
+MAX_TEXT = 200
+
+
+@dataclass(frozen=True, slots=True)
+class CmmSpec:
+    """Where each CMM reading field is in a message; ``None``: not in the message (the
+    ``features`` table gives nominal and tolerance; a missing temperature is NaN, except
+    the scale's, which is ``scale_temp_c``)."""
+
+    part_id: tuple[str, ...]
+    feature: tuple[str, ...]
+    measured_mm: tuple[str, ...]
+    lot: tuple[str, ...] | None = None
+    nominal_mm: tuple[str, ...] | None = None
+    tol_mm: tuple[str, ...] | None = None
+    part_temp_c: tuple[str, ...] | None = None
+    air_temp_c: tuple[str, ...] | None = None
+    scale_temp_c: tuple[str, ...] | None = None
+    features: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    scale_temp_default_c: float = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class CmmFields:
+    ts_ns: int
+    part_id: str
+    lot: str
+    feature: str
+    nominal_mm: float
+    tol_mm: float
+    measured_mm: float
+    part_temp_c: float
+    air_temp_c: float
+    scale_temp_c: float
+    identity: bytes = b""
+
+
+def _text(doc: dict[str, object], path: tuple[str, ...], *, required: bool = True) -> str:
+    name = ".".join(path)
+    value = _get(doc, path)
+    if value is None or value is _MISSING or value == "":
+        if required:
+            raise PayloadError("missing_field", f"missing field '{name}'")
+        return ""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise PayloadError("not_text", f"not a text in '{name}': {repr(value)[:40]}")
+    text = str(value).strip()
+    if len(text) > MAX_TEXT or not text.isprintable():
+        raise PayloadError("not_text", f"text in '{name}' too long or not printable")
+    return text
+
+
+def _number(doc: dict[str, object], path: tuple[str, ...] | None, default: float) -> float:
+    """A finite number (or a text holding one); ``default`` when the path is None, or the
+    value is absent/null and the default is NaN (an optional temperature)."""
+    if path is None:
+        return default
+    name = ".".join(path)
+    value = _get(doc, path)
+    if value is None or value is _MISSING:
+        if math.isnan(default):
+            return default
+        raise PayloadError("missing_field", f"missing field '{name}'")
+    f = math.nan
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            f = float(value)
+        except OverflowError:
+            f = math.inf
+    elif isinstance(value, str) and len(value) < 40:
+        with contextlib.suppress(ValueError):
+            f = float(value)
+    if not math.isfinite(f):
+        raise PayloadError("not_a_number", f"not a number in '{name}': {repr(value)[:40]}")
+    return f
+
+
+def extract_cmm(
+    payload: bytes, spec: CmmSpec, *, ts_path: tuple[str, ...] | None, tz: dt.tzinfo | None,
+    ts_unit: EpochUnit, arrival_ns: int, limits: Limits = DEFAULT_LIMITS,
+    id_path: tuple[str, ...] | None = None,
+) -> CmmFields:
+    """The fields of one CMM reading (one JSON object per message), or PayloadError."""
+    doc = decode_object(payload, limits)
+    part = _text(doc, spec.part_id)
+    feature = _text(doc, spec.feature)
+    lot = _text(doc, spec.lot, required=False) if spec.lot is not None else ""
+    table = spec.features.get(feature)
+    if (spec.nominal_mm is None or spec.tol_mm is None) and table is None:
+        raise PayloadError("unknown_feature",
+                           f"unknown feature {feature[:60]!r} (no nominal configured)")
+    nominal = _number(doc, spec.nominal_mm, table[0] if table else math.nan)
+    tol = _number(doc, spec.tol_mm, table[1] if table else math.nan)
+    if spec.nominal_mm is not None and math.isnan(nominal):
+        raise PayloadError("missing_field", f"missing field '{'.'.join(spec.nominal_mm)}'")
+    if spec.tol_mm is not None and math.isnan(tol):
+        raise PayloadError("missing_field", f"missing field '{'.'.join(spec.tol_mm)}'")
+    measured = _number(doc, spec.measured_mm, 0.0)
+    ts = arrival_ns if ts_path is None else _ts_scalar(
+        _get(doc, ts_path), ".".join(ts_path), tz, ts_unit)
+    return CmmFields(
+        ts, part, lot, feature, nominal, tol, measured,
+        _number(doc, spec.part_temp_c, math.nan), _number(doc, spec.air_temp_c, math.nan),
+        _number(doc, spec.scale_temp_c, math.nan) if spec.scale_temp_c is not None
+        else spec.scale_temp_default_c,
+        identity(doc, id_path) if id_path is not None else b"",
+    )

@@ -193,3 +193,36 @@ async def test_unknown_device_quarantined(broker: Peer, tmp_path: Path) -> None:
         await until(lambda: bool(out.quarantined()))
     q = out.quarantined()[0]
     assert q.reason == "unknown device 'lab/robot'" and q.where == "stf/lab/robot/telemetry"
+
+
+async def test_qos1_message_is_acknowledged_only_after_emit_returns(
+        broker: Peer, tmp_path: Path) -> None:
+    """Messages whose emit never returned (not yet in the journal) are not acked: after a
+    crash, a new client with the same persistent session gets every one again."""
+    raw = motors_config(broker.port)
+    first, _, _ = build(raw, tmp_path)
+    taken: list[int] = []
+
+    async def never_durable(batch: SampleBatch | None, records: Sequence[Record]) -> None:
+        taken.append(len(batch) if batch is not None else 0)
+        await asyncio.Event().wait()  # the journal never commits
+
+    async with task(first.run(never_durable)):
+        await until(lambda: first.metrics.link_state.get(f"127.0.0.1:{broker.port}") is True)
+        async with aiomqtt.Client("127.0.0.1", broker.port) as c:
+            for i in range(20):
+                await c.publish("stf/conveyor/belt/telemetry",
+                                f'{{"ts": {1795255200 + i}, "current_a": {i}, '
+                                f'"state": "idle"}}'.encode(), qos=1)
+        await until(lambda: first.messages >= 1 and bool(taken))
+    second, tags, _ = build(raw, tmp_path)
+    cur = tags.id_of("conveyor/belt/current_a")
+    out = Collector()
+
+    def currents() -> list[float]:
+        return sorted(v for b in out.batches for v in b.value[b.tag_id == cur].tolist())
+
+    async with task(second.run(out)):
+        await until(lambda: len(currents()) >= 20)
+    assert not out.quarantined()
+    assert currents() == [float(i) for i in range(20)]

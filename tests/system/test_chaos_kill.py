@@ -6,6 +6,7 @@ import json
 import random
 import sqlite3
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -21,15 +22,18 @@ from harness import (
     wait_all_delivered,
     wait_for,
 )
+from mqtt_records import Publisher, source_config
 from peers import free_port
 
-pytestmark = [pytest.mark.peer("mosquitto"), pytest.mark.timeout(soak(280, 3600))]
+pytestmark = [pytest.mark.peer("mosquitto"), pytest.mark.timeout(soak(360, 3600))]
 
 
 def test_kill9_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     """At least 20 SIGKILLs at random moments (during start-up and ingest, during a
     backlog drain, while the byte limit evicts samples): after a restart the MES holds
-    every CMM measurement exactly once and the file source resumes at its checkpoint."""
+    every CMM measurement exactly once (from the file drop and, counted one by one by part
+    id, every result the publisher got a PUBACK for over MQTT QoS 1 with a persistent
+    session), and the file source resumes at its checkpoint."""
     rng = random.Random(int(time.time()))
     seed = rng.getrandbits(32)
     rng.seed(seed)
@@ -41,9 +45,14 @@ def test_kill9_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) ->
         dead_influx = f"http://127.0.0.1:{free_port()}"
         small = st.gateway_config(opcua=False, bulk=True, influx=dead_influx,
                                   journal={"max_mb": 1.0})
+        assert st.broker is not None
+        for cfg in (normal, small):  # CMM results over MQTT, acknowledged after the commit
+            cfg["sources"].append(source_config(st.broker.port))
+            cfg["compensation"].append({"name": "cmm2"})
         gw = st.make_gateway(normal)
         gw.start()
         st.start_line()
+        pub = Publisher(st.broker.port, rate=20.0).start()
         wait_for("first measurements at the MES", lambda: st.mes.count("measurement") > 0, 30,
                  logs=st.logs)
         kills: list[str] = []
@@ -78,8 +87,15 @@ def test_kill9_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) ->
         gw.start()
         trips = trip_once(st)
         st.parts["line"].stop()
+        pub.stop()
         parts = expected_parts(st)
         wait_all_delivered(st, parts, 90)
+        wait_for("every acknowledged MQTT result at the MES",
+                 lambda: {r["part_id"] for r in st.mes.records("measurement")} >= pub.acked,
+                 60, logs=st.logs)
+        mqtt_seen = Counter(r["part_id"] for r in st.mes.records("measurement")
+                            if r["device"] == "cmm2")
+        mqtt_dups = sum(n - 1 for n in mqtt_seen.values())
         wait_for("the trip at the MES", lambda: st.mes.count("interlock_trip") >= trips, 30)
 
         evictions = gw.events("journal evicted data")
@@ -88,13 +104,16 @@ def test_kill9_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) ->
         summary = account(
             st, "kill9" + ("_soak" if SOAK else ""), parts, trips,
             note=f"kills={len(kills)} seed={seed} evictions={len(evictions)} "
-                 f"evicted_samples={sum(int(e.get('samples', 0)) for e in evictions)}",
+                 f"evicted_samples={sum(int(e.get('samples', 0)) for e in evictions)} "
+                 f"mqtt_acked={len(pub.acked)} mqtt_at_mes={len(mqtt_seen)} "
+                 f"mqtt_dups={mqtt_dups}",
         )
         record(summary)
         rc, _ = gw.terminate()
         assert rc == 0
         marks = _checkpoint(gw.state_dir)
         assert len(kills) >= 20
+        assert len(pub.acked) > 500 and mqtt_dups == 0 and set(mqtt_seen) >= pub.acked
         assert evictions and evicted_records == 0, "records must outlive samples"
         assert not restarts_from_zero, restarts_from_zero
         daily = sorted(st.cmm_dir.glob("cmm-*.csv"))

@@ -1,0 +1,124 @@
+"""MQTT broker connection: endpoint settings, client, session, manual acknowledgement.
+
+Invariants:
+
+* With ``manual_ack`` a QoS 1/2 message is acknowledged to the broker only when the
+  caller calls ``Client.ack`` for it, so a message the caller did not keep (a crash
+  before the journal commit) is redelivered by the broker (persistent session). Acks
+  must be sent in the order the messages arrived (MQTT 3.1.1, 4.6). An ack for a
+  message of an earlier connection is never sent on a later one: a client object is
+  one connection, and ``ack`` on a lost connection does nothing.
+* At QoS 2 paho answers PUBREC itself and hands the message over on PUBREL; only the
+  final PUBCOMP waits for ``ack``. A crash between the two loses the message (paho
+  keeps no session state on disk): QoS 1 is the level that survives a crash.
+* Every ``InMessage`` carries the broker's ``dup`` flag (a redelivery).
+* ``session`` subscribes after every connect: a broker may have dropped the session.
+* aiomqtt has no manual-ack option (2.5); this module is the one place that reaches
+  into its paho client (``_client``) for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import paho.mqtt.client as paho
+
+from edge.config import ConfigStruct
+
+
+class TlsConfig(ConfigStruct, frozen=True):
+    """TLS to the broker; an empty ``ca_file`` trusts the system's CA store."""
+
+    ca_file: str = ""
+    cert_file: str = ""  # client certificate, for brokers that require one
+    key_file: str = ""
+    verify_hostname: bool = True
+
+    def __post_init__(self) -> None:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("cert_file and key_file must be given together")
+        for key in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, key)
+            if path and not Path(path).is_file():
+                raise ValueError(f"{key} {path!r} is not a readable file")
+
+    def context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=self.ca_file or None)
+        if self.cert_file:
+            ctx.load_cert_chain(self.cert_file, self.key_file)
+        ctx.check_hostname = self.verify_hostname
+        return ctx
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerConfig:
+    """Where and how to connect; built from a source's or sink's config section."""
+
+    host: str
+    port: int = 1883
+    client_id: str = ""
+    clean_session: bool = True
+    keepalive: int = 30
+    username: str = ""
+    password: str | None = None
+    tls: TlsConfig | None = None
+    timeout_s: float = 10.0
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+class InMessage(aiomqtt.Message):
+    """An aiomqtt message with the broker's redelivery flag."""
+
+    dup: bool = False
+
+
+class Client(aiomqtt.Client):
+    """aiomqtt client with optional manual acknowledgement and ``dup`` on each message."""
+
+    def __init__(self, broker: BrokerConfig, *, manual_ack: bool = False) -> None:
+        super().__init__(
+            broker.host, broker.port, identifier=broker.client_id or None,
+            clean_session=broker.clean_session, keepalive=broker.keepalive,
+            username=broker.username or None, password=broker.password,
+            timeout=broker.timeout_s,
+            tls_context=broker.tls.context() if broker.tls is not None else None,
+        )
+        self.manual_ack = manual_ack
+        self._paho: paho.Client = self._client
+        self._paho.manual_ack_set(manual_ack)
+
+    def _on_message(self, client: paho.Client, userdata: Any,
+                    message: paho.MQTTMessage) -> None:
+        m = InMessage._from_paho_message(message)
+        m.dup = bool(message.dup)
+        try:
+            self._queue.put_nowait(m)
+        except asyncio.QueueFull:  # only with max_queued_incoming_messages, which we never set
+            self._logger.warning("Message queue is full. Discarding message.")
+
+    def ack(self, message: aiomqtt.Message) -> None:
+        """Acknowledge a QoS 1/2 message to the broker (manual_ack only; in arrival order)."""
+        if self.manual_ack and message.qos > 0 and self._paho.is_connected():
+            self._paho.ack(message.mid, message.qos)
+
+
+@asynccontextmanager
+async def session(broker: BrokerConfig, subscriptions: Sequence[tuple[str, int]], *,
+                  manual_ack: bool = False) -> AsyncIterator[Client]:
+    """A connected client with every ``(topic, qos)`` subscribed; aiomqtt.MqttError when
+    the broker cannot be reached or refuses."""
+    client = Client(broker, manual_ack=manual_ack)
+    async with client:
+        for topic, qos in subscriptions:
+            await client.subscribe(topic, qos=qos)
+        yield client
