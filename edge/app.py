@@ -3,7 +3,9 @@
 Invariants:
 
 * The data path (``edge.flow``) runs where a batch arrives: stages, then commands, then
-  the journal writer and the live sink; the sources an interlock watches on a fast lane.
+  the journal writer and the live sinks; the sources an interlock watches on a fast lane.
+* Every ``[[sinks]]`` entry builds one component; whether it is live, durable or both is
+  resolved here, once, from the Protocols it implements (``edge.components``).
 * Durable sinks read from the journal in their own loops; nothing on the fast path
   waits for a sink, the network or the disk.
 * Shutdown order: sources stop first, the journal is flushed, delivery loops and sinks
@@ -67,9 +69,9 @@ class Gateway:
         self._secrets = secrets or secret_reader()
         self.sources: list[Source] = []
         self.stages: list[Stage] = []
-        self.sinks: list[DurableSink] = []
+        self.sinks: list[DurableSink] = []  # fed from the journal, a cursor each
         self.sink_states: dict[str, SinkState] = {}
-        self.live: LiveSink | None = None
+        self.live: list[LiveSink] = []  # fed on the fast path
         self.writer: JournalWriter | None = None
         self.supervisor = Supervisor(metrics=self.metrics)
         self.board = StatusBoard(self)
@@ -138,11 +140,8 @@ class Gateway:
         ctx = self._declare()
         self.sources = [src.build(ctx) for src in cfg.sources]
         self._build_stages(ctx)
-        self.sinks = [sink.build(ctx) for sink in cfg.sinks]
+        self.sinks, self.live = split_sinks([sink.build(ctx) for sink in cfg.sinks])
         self.sink_states = {s.name: SinkState(s.name) for s in self.sinks}
-        opcua = cfg.section("opcua")
-        if opcua is not None:
-            self.live = opcua.build(ctx)
         j = cfg.journal
         journal = Journal(
             cfg.journal_path, sinks={s.name: s.kinds for s in self.sinks},
@@ -236,8 +235,8 @@ class Gateway:
         sup.add("control", functools.partial(
             control.serve, self.control_path, self._control, control_up))
         sup.add("status", self.board.run)
-        if self.live is not None:
-            sup.add("opcua", self.live.run)
+        for live in self.live:
+            sup.add(live_component(live, self.sinks), live.run)
         for sink in self.sinks:
             sup.add(f"sink:{sink.name}", functools.partial(
                 deliver, writer, sink, state=self.sink_states[sink.name], metrics=self.metrics,
@@ -245,10 +244,11 @@ class Gateway:
             ))
         sup.add_check("event loop", self._loop_check)
         sup.add_check("journal", self._journal_check)
-        # READY only once operators can reach us and (if configured) OPC-UA listens.
+        # READY only once operators can reach us and every live sink that serves clients
+        # (the OPC-UA server) listens.
         await _wait_or_stop(control_up, stop)
-        if self.live is not None:
-            started: asyncio.Event | None = getattr(self.live, "started", None)
+        for live in self.live:
+            started = live.started
             if started is not None:
                 await _wait_or_stop(started, stop)
         # What start-up built (modules, the OPC-UA address space, the registry) lives as
@@ -285,7 +285,7 @@ class Gateway:
             "gateway ready", gateway=self.gateway_id, seconds=round(time.monotonic() - t_start, 3),
             sources=[s.name for s in self.sources], sinks=[s.name for s in self.sinks],
             stages=[s.name for s in self.stages], tags=len(self.tags),
-            opcua=getattr(self.live, "endpoint", None), journal=str(cfg.journal_path),
+            live=[s.name for s in self.live], journal=str(cfg.journal_path),
             fast_lane=sorted(flow.lane_sources),
         )
         watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
@@ -367,6 +367,27 @@ class Gateway:
                 log.error("not feeding the watchdog", problems=problems)
             self.notifier.status(self.board.status_line())
             await asyncio.sleep(interval)
+
+
+def split_sinks(built: list[object]) -> tuple[list[DurableSink], list[LiveSink]]:
+    """The built sinks as (durable, live); one that is both is in both lists."""
+    durable: list[DurableSink] = []
+    live: list[LiveSink] = []
+    for sink in built:
+        if isinstance(sink, DurableSink):
+            durable.append(sink)
+        if isinstance(sink, LiveSink):
+            live.append(sink)
+        elif not isinstance(sink, DurableSink):
+            raise TypeError(f"{sink!r} is neither a durable nor a live sink")
+    return durable, live
+
+
+def live_component(sink: LiveSink, durable: list[DurableSink]) -> str:
+    """The supervisor's name for a live sink's ``run``: ``sink:<name>``, or
+    ``sink:<name>:live`` when the same sink also has a delivery loop."""
+    both = any(d is sink for d in durable)  # type: ignore[comparison-overlap]
+    return f"sink:{sink.name}:live" if both else f"sink:{sink.name}"
 
 
 async def _wait_or_stop(event: asyncio.Event, stop: asyncio.Event) -> None:

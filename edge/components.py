@@ -10,11 +10,16 @@
 * A **durable sink** gets journal entries: ``write(entries)`` returns what it rejected;
   raising ``RetryableError`` means "retry the whole call later".
 * A **live sink** (OPC-UA) gets the fast path: ``publish(batch, records)`` must return
-  at once; it coalesces and does its own slicing.
+  at once; it coalesces and does its own slicing. A sink that clients connect to says
+  so with a ``started`` event: READY waits until it is set.
+* Every sink is one ``[[sinks]]`` entry; what it is follows from what it implements,
+  resolved once when the gateway is built (never per batch): a live sink, a durable
+  sink, or both.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,6 +98,7 @@ class WriteResult:
     rejected: tuple[Rejection, ...] = ()
 
 
+@runtime_checkable
 class DurableSink(Protocol):
     name: str
     kinds: tuple[Kind, ...]
@@ -104,8 +110,14 @@ class DurableSink(Protocol):
     async def close(self) -> None: ...
 
 
+@runtime_checkable
 class LiveSink(Protocol):
     name: str
+
+    @property
+    def started(self) -> asyncio.Event | None:
+        """Set while the sink serves its clients; READY waits for it. None: READY does
+        not wait for this sink."""
 
     async def run(self) -> None: ...
 

@@ -97,10 +97,10 @@ SOURCE_TYPES: dict[str, str] = {
 SINK_TYPES: dict[str, str] = {
     "mes": "edge.sinks.mes:MesSinkConfig",
     "influx": "edge.sinks.influx:InfluxSinkConfig",
+    "opcua": "edge.sinks.opcua:OpcUaConfig",
 }
 # Top-level sections owned by one component: (struct path, is a list of tables).
 SECTION_TYPES: dict[str, tuple[str, bool]] = {
-    "opcua": ("edge.sinks.opcua:OpcUaConfig", False),
     "interlocks": ("edge.processing.interlock:InterlockRuleConfig", True),
     "compensation": ("edge.processing.compensate:CompensationConfig", True),
     "health": ("edge.processing.health:HealthConfig", True),
@@ -157,6 +157,8 @@ def loads(text: str, *, path: Path | None = None) -> Config:
 def from_raw(raw: dict[str, Any], *, path: Path | None = None) -> Config:
     """Validate an already parsed TOML document (the demo patches ports in one)."""
     known = {"gateway", "journal", "sources", "sinks", *SECTION_TYPES}
+    if "opcua" in raw:
+        raise ConfigError(_OPCUA_MOVED)
     for key in raw:
         if key not in known:
             raise ConfigError(
@@ -184,7 +186,14 @@ def from_raw(raw: dict[str, Any], *, path: Path | None = None) -> Config:
     cfg = Config(gateway, journal, sources, sinks, sections, path)
     _unique_names("sources", raw.get("sources", []))
     _unique_names("sinks", raw.get("sinks", []))
+    _unique_names("sinks", [{"name": s.name} for s in sinks])  # names left to their default
     return cfg
+
+
+_OPCUA_MOVED = (
+    "[opcua]: the OPC-UA server is a sink now: replace the line '[opcua]' with "
+    "'[[sinks]]' followed by 'type = \"opcua\"' (its keys stay as they are)"
+)
 
 
 def _components(raw: Mapping[str, Any], key: str, types: Mapping[str, str]) -> list[Any]:

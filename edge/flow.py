@@ -1,12 +1,12 @@
 """The data path: a batch from a source through the stages, the stages' commands to the
-devices, then the journal and the live sink.
+devices, then the journal and the live sinks.
 
 Invariants:
 
 * The decision runs where a batch arrives: every stage, then the stage's commands are
   sent (with a timeout) before anything else is done with the batch; only then does
   the batch go to the journal writer (never awaited, except by sources that ask for
-  ``wait_durable``) and to the live sink. Nothing here waits for a sink or the network.
+  ``wait_durable``) and to every live sink. Nothing here waits for a sink or the network.
 * Sources whose tags an interlock watches run on the fast lane (``edge.runtime.fastlane``):
   there the interlock stage judges and commands; the other stages, the journal and the
   live sink take the batch on the main loop, one hand-off per batch, in arrival order.
@@ -43,11 +43,13 @@ MAX_LANE_HANDOFFS = 256  # batches a lane source may run ahead of the main loop
 
 class Flow:
     def __init__(self, sources: Sequence[Source], stages: Sequence[Stage],
-                 writer: JournalWriter, live: LiveSink | None, metrics: Metrics) -> None:
+                 writer: JournalWriter, live: Sequence[LiveSink], metrics: Metrics) -> None:
         self.sources = list(sources)
         self.stages = list(stages)
         self.writer = writer
-        self.live = live
+        self.live = tuple(live)
+        # Bound once: the fast path calls these for every batch.
+        self._publish = tuple(sink.publish for sink in self.live)
         self.lane: FastLane | None = None
         self.lane_sources: set[str] = set()
         self._lane_stages: list[Stage] = []
@@ -196,8 +198,9 @@ class Flow:
             futures.append(self.writer.submit(list(records), checkpoint))
         if checkpoint is not None and not futures:
             futures.append(self.writer.submit(None, checkpoint))
-        if self.live is not None and (len(batch) or records):
-            self.live.publish(batch, records)
+        if len(batch) or records:
+            for publish in self._publish:
+                publish(batch, records)
         if wait and futures:
             await asyncio.gather(*futures)
         elif futures:

@@ -93,8 +93,8 @@ class StatusBoard:
                 last_self = now
                 batch = self.self_metrics()
                 writer.submit(batch)
-                if gw.live is not None:
-                    gw.live.publish(batch, [])
+                for live in gw.live:
+                    live.publish(batch, [])
             if now - last_expire >= EXPIRE_S:
                 last_expire = now
                 await writer.call(writer.journal.expire)

@@ -98,7 +98,7 @@ class OpcUaUser(ConfigStruct, frozen=True):
 
 
 class OpcUaConfig(ConfigStruct, frozen=True):
-    """``[opcua]``: the OPC-UA server."""
+    """``[[sinks]]`` with ``type = "opcua"``: the OPC-UA server, a live sink."""
 
     name: str = "opcua"
     endpoint: str = "opc.tcp://0.0.0.0:4840/edge"
@@ -146,7 +146,8 @@ class OpcUaConfig(ConfigStruct, frozen=True):
         if self.profile == "production":
             users = self._load_users(ctx)
             if not users:
-                raise ConfigError("opcua: users: no user defined for the production profile")
+                raise ConfigError(
+                    f"sink '{self.name}': users: no user defined for the production profile")
         return OpcUaSink(self, ctx, users)
 
     def _load_users(self, ctx: BuildContext) -> dict[str, sec.PasswordHash]:
@@ -158,7 +159,8 @@ class OpcUaConfig(ConfigStruct, frozen=True):
                     text = path.read_text(encoding="utf-8")
                 except OSError as exc:
                     raise ConfigError(
-                        f"opcua: users_file: cannot read {path}: {exc.strerror or exc}"
+                        f"sink '{self.name}': users_file: cannot read {path}: "
+                        f"{exc.strerror or exc}"
                     ) from None
                 users.update(sec.parse_users(text, str(path)))
             if self.users_secret:
@@ -166,7 +168,7 @@ class OpcUaConfig(ConfigStruct, frozen=True):
                     ctx.secrets(self.users_secret), f"secret {self.users_secret}"
                 ))
         except ValueError as exc:
-            raise ConfigError(f"opcua: users: {exc}") from None
+            raise ConfigError(f"sink '{self.name}': users: {exc}") from None
         return users
 
 
@@ -260,7 +262,7 @@ class OpcUaSink:
         try:
             await insert_nodes(server.iserver.aspace, items)
         except ValueError as exc:
-            raise ConfigError(f"opcua: {exc}") from None
+            raise ConfigError(f"sink '{self.name}': {exc}") from None
         self._nodeids = [tag_nodeid(t, self.idx) for t in self.ctx.tags]
         await self._mark_waiting(server)
         objects = GatewayObjects(server, self.idx, self._reset, self._refresh.set)
