@@ -45,7 +45,7 @@ from edge.runtime.metrics import Metrics
 from edge.runtime.status import StatusBoard
 from edge.runtime.supervisor import Supervisor
 from edge.runtime.systemd import Notifier
-from edge.sinks.delivery import Backoff, SinkState, deliver
+from edge.sinks.delivery import SinkState, deliver
 
 log = structlog.get_logger("edge.app")
 
@@ -64,6 +64,7 @@ class Gateway:
         self.cfg = cfg
         self.gateway_id = cfg.gateway.id
         self.metrics = Metrics()
+        self.links = self.metrics.links
         self.tags = TagRegistry()
         self.notifier = notifier or Notifier()
         self._secrets = secrets or secret_reader()
@@ -142,6 +143,8 @@ class Gateway:
         self._build_stages(ctx)
         self.sinks, self.live = split_sinks([sink.build(ctx) for sink in cfg.sinks])
         self.sink_states = {s.name: SinkState(s.name) for s in self.sinks}
+        for sink in self.sinks:  # on the board (down) before their first attempt
+            self.links.open(f"sink:{sink.name}")
         j = cfg.journal
         journal = Journal(
             cfg.journal_path, sinks={s.name: s.kinds for s in self.sinks},
@@ -240,7 +243,7 @@ class Gateway:
         for sink in self.sinks:
             sup.add(f"sink:{sink.name}", functools.partial(
                 deliver, writer, sink, state=self.sink_states[sink.name], metrics=self.metrics,
-                backoff=Backoff(),
+                links=self.links,
             ))
         sup.add_check("event loop", self._loop_check)
         sup.add_check("journal", self._journal_check)

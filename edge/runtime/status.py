@@ -29,7 +29,7 @@ log = structlog.get_logger("edge.status")
 SELF_METRICS_S = 10.0
 # Only what the board reads: collecting every metric (one series per device) held the
 # event loop for ~10 ms a second.
-_RATE_METRICS = ("edge_ingest_total", "edge_sink_delivered_total", "edge_source_link_up")
+_RATE_METRICS = ("edge_ingest_total", "edge_sink_delivered_total")
 _SELF_METRICS = ("edge_journal_evicted_total", "edge_interlock_trips_total")
 EXPIRE_S = 60.0
 DEVICE = "gateway"
@@ -120,17 +120,7 @@ class StatusBoard:
         self._snapshot = snap
 
     def links(self) -> dict[str, bool]:
-        out = {f"sink:{n}": s.link_up for n, s in self.gw.sink_states.items()}
-        for key, value in self._snapshot.items():
-            if key.startswith("edge_source_link_up{"):
-                labels = dict(
-                    part.split("=", 1) for part in key[len("edge_source_link_up{"):-1].split(",")
-                )
-                name = labels.get("source", "?").strip('"')
-                device = labels.get("device", "").strip('"')
-                label = f"source:{name}" + (f"/{device}" if device and device != name else "")
-                out[label] = bool(value)
-        return out
+        return {name: st.up for name, st in self.gw.links.states().items()}
 
     def self_metrics(self) -> SampleBatch:
         gw = self.gw
