@@ -42,7 +42,8 @@ from edge.journal import Journal, JournalWriter
 from edge.model import TagRegistry
 from edge.runtime import control, memory
 from edge.runtime.metrics import Metrics
-from edge.runtime.status import StatusBoard
+from edge.runtime.status import StatefulStage, StatusBoard
+from edge.runtime.statusdoc import StatusDoc
 from edge.runtime.supervisor import Supervisor
 from edge.runtime.systemd import Notifier
 from edge.sinks.delivery import SinkState, deliver
@@ -75,8 +76,9 @@ class Gateway:
         self.live: list[LiveSink] = []  # fed on the fast path
         self.writer: JournalWriter | None = None
         self.supervisor = Supervisor(metrics=self.metrics)
-        self.board = StatusBoard(self)
         self.ready = asyncio.Event()
+        self.board = StatusBoard(gateway_id=self.gateway_id, metrics=self.metrics,
+                                 links=self.links, supervisor=self.supervisor, ready=self.ready)
         self._last_tick = time.monotonic()
         self._tag_source: dict[int, str] = {}  # tag id -> the source that declared it
         self.flow: Flow | None = None
@@ -117,8 +119,10 @@ class Gateway:
             for item in cfg.section(section):
                 if hasattr(item, "declare_tags"):
                     item.declare_tags(self.tags)
-        self.board.declare_tags(self.tags, [s.name for s in cfg.sinks],
-                                [s.name for s in cfg.sources])
+        self.board.declare_tags(
+            self.tags, [s.name for s in cfg.sinks], [s.name for s in cfg.sources],
+            interlocks=[r.name for r in cfg.section("interlocks")],
+            charts=[c.name for c in cfg.section("spc")])
         return BuildContext(
             gateway_id=self.gateway_id, tags=self.tags, metrics=self.metrics,
             state_dir=cfg.state_dir, secrets=self._secrets,
@@ -160,6 +164,9 @@ class Gateway:
         if cfg.gateway.fast_lane:
             self.flow.plan_fast_lane(self._tag_source, cfg.gateway.fast_lane_rt_priority)
             self.stages = self.flow.stages
+        self.board.bind(writer=self.writer, sink_states=self.sink_states,
+                        stages=[s for s in self.stages if isinstance(s, StatefulStage)],
+                        publish=[s.publish for s in self.live])
 
     def stage(self, name: str) -> Any:
         return next((s for s in self.stages if s.name == name), None)
@@ -176,7 +183,7 @@ class Gateway:
 
     # ------------------------------------------------------------------ operator hooks
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StatusDoc:
         return self.board.document()
 
     def reset_interlock(self, name: str) -> bool:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from edge.model import Record, SampleBatch, TagRegistry
 from edge.runtime.metrics import Metrics
+from edge.runtime.statusdoc import StatusDoc
 
 if TYPE_CHECKING:
     from edge.journal import Entry, Kind
@@ -128,16 +129,16 @@ class LiveSink(Protocol):
 class Hooks:
     """What the running gateway offers to components built late (OPC-UA, status).
 
-    ``status()`` returns the live status document (see ``edge.app.Gateway.status``);
+    ``status()`` returns the live status document (``edge.runtime.statusdoc``);
     ``reset_interlock(name)`` returns True when the reset took (condition clear).
     """
 
-    status: Callable[[], dict[str, object]]
+    status: Callable[[], StatusDoc | None]
     reset_interlock: Callable[[str], bool]
 
 
-def _no_status() -> dict[str, object]:
-    return {}
+def _no_status() -> StatusDoc | None:
+    return None
 
 
 def _no_reset(name: str) -> bool:

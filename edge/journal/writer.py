@@ -52,8 +52,10 @@ class JournalWriter:
         commit_interval_s: float = 0.005,
         max_pending_points: int = 2_000_000,
         metrics: Metrics | None = None,
+        expire_interval_s: float = 60.0,
     ) -> None:
         self.journal = journal
+        self.expire_interval_s = expire_interval_s
         self.commit_interval_s = commit_interval_s
         self.max_pending_points = max_pending_points
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
@@ -130,6 +132,25 @@ class JournalWriter:
     # ----------------------------------------------------------------- committer
 
     async def run(self) -> None:
+        """Commit until closed; meanwhile apply the journal's age limits every
+        ``expire_interval_s``."""
+        expiry = asyncio.create_task(self._expire_periodically(), name="journal-expiry")
+        try:
+            await self._commit_loop()
+        finally:
+            expiry.cancel()
+
+    async def _expire_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.expire_interval_s)
+            if self._closed:
+                return
+            try:
+                await self.call(self.journal.expire)
+            except (sqlite3.Error, OSError) as exc:  # the disk refuses: next round tries again
+                log.error("journal age expiry failed", error=str(exc))
+
+    async def _commit_loop(self) -> None:
         attempt = 0
         rng = random.Random()
         while True:

@@ -338,7 +338,8 @@ class OpcUaSink:
         except Exception as exc:  # a status bug must not take the OPC-UA server down
             log.warning("opcua status document failed", error=repr(exc))
             return
-        await self._objects.apply_status(status)
+        if status is not None:
+            await self._objects.apply_status(status)
 
     async def _writer(self, server: Server) -> None:
         interval = self.cfg.update_interval_ms / 1000
