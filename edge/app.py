@@ -40,6 +40,7 @@ from edge.config import Config, secret_reader
 from edge.flow import Flow
 from edge.journal import Journal, JournalWriter
 from edge.model import TagRegistry
+from edge.processing import STAGE_SECTIONS, build_stages
 from edge.runtime import control, memory
 from edge.runtime.metrics import Metrics
 from edge.runtime.status import StatefulStage, StatusBoard
@@ -115,10 +116,9 @@ class Gateway:
             first = len(self.tags)
             src.declare_tags(self.tags)
             self._tag_source.update(dict.fromkeys(range(first, len(self.tags)), src.name))
-        for section in ("compensation", "health", "spc"):
+        for section in STAGE_SECTIONS:
             for item in cfg.section(section):
-                if hasattr(item, "declare_tags"):
-                    item.declare_tags(self.tags)
+                item.declare_tags(self.tags)
         self.board.declare_tags(
             self.tags, [s.name for s in cfg.sinks], [s.name for s in cfg.sources],
             interlocks=[r.name for r in cfg.section("interlocks")],
@@ -135,10 +135,7 @@ class Gateway:
         return await self.writer.checkpoint(key)
 
     def _build_stages(self, ctx: BuildContext) -> None:
-        if any(self.cfg.section(s) for s in ("compensation", "interlocks", "health", "spc")):
-            from edge.processing import build_stages
-
-            self.stages = list(build_stages(self.cfg, ctx))
+        self.stages = build_stages(self.cfg, ctx)
 
     def _build(self) -> None:
         cfg = self.cfg

@@ -125,6 +125,45 @@ class LiveSink(Protocol):
     def publish(self, batch: SampleBatch, records: Sequence[Record]) -> None: ...
 
 
+# ---------------------------------------------------------------------- configs
+#
+# A config struct (msgspec, beside its component) is what a registry line in
+# ``edge.config`` names. Its fields are frozen, so the Protocols read them as properties.
+# Room is left for two further members that other work adds: a source config's
+# ``actions() -> frozenset[str]`` (the commands its write-back port takes) and
+# ``measurement_devices() -> frozenset[str] | None``.
+
+
+class SourceConfig(Protocol):
+    """``[[sources]]``: declares its tags (before anything is built), builds the source."""
+
+    @property
+    def name(self) -> str: ...
+
+    def declare_tags(self, tags: TagRegistry) -> None: ...
+
+    def build(self, ctx: BuildContext) -> Source: ...
+
+
+class SinkConfig(Protocol):
+    """``[[sinks]]``: builds a live sink, a durable sink, or one object that is both."""
+
+    @property
+    def name(self) -> str: ...
+
+    def build(self, ctx: BuildContext) -> LiveSink | DurableSink: ...
+
+
+class StageConfig(Protocol):
+    """One table of a stage section (``[[interlocks]]``, ``[[spc]]``, ...); the stage is
+    built from all of its section's tables (``edge.processing.STAGES``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def declare_tags(self, tags: TagRegistry) -> None: ...
+
+
 @dataclass(slots=True)
 class Hooks:
     """What the running gateway offers to components built late (OPC-UA, status).

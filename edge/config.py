@@ -26,7 +26,9 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
+from edge.components import SinkConfig, SourceConfig, StageConfig
 from edge.errors import ConfigError
+from edge.processing import STAGES
 
 _T = TypeVar("_T")
 
@@ -99,13 +101,9 @@ SINK_TYPES: dict[str, str] = {
     "influx": "edge.sinks.influx:InfluxSinkConfig",
     "opcua": "edge.sinks.opcua:OpcUaConfig",
 }
-# Top-level sections owned by one component: (struct path, is a list of tables).
-SECTION_TYPES: dict[str, tuple[str, bool]] = {
-    "interlocks": ("edge.processing.interlock:InterlockRuleConfig", True),
-    "compensation": ("edge.processing.compensate:CompensationConfig", True),
-    "health": ("edge.processing.health:HealthConfig", True),
-    "spc": ("edge.processing.spc:SpcConfig", True),
-}
+# Top-level sections owned by one component: (struct path, is a list of tables). Today
+# these are the stage sections, from the one stage table.
+SECTION_TYPES: dict[str, tuple[str, bool]] = {k.section: (k.config, True) for k in STAGES}
 _SINGULAR = {
     "sources": "source", "sinks": "sink", "interlocks": "interlock",
     "compensation": "compensation", "health": "health", "spc": "spc",
@@ -116,9 +114,9 @@ _SINGULAR = {
 class Config:
     gateway: GatewaySection
     journal: JournalSection
-    sources: list[Any] = field(default_factory=list)
-    sinks: list[Any] = field(default_factory=list)
-    sections: dict[str, Any] = field(default_factory=dict)
+    sources: list[SourceConfig] = field(default_factory=list)
+    sinks: list[SinkConfig] = field(default_factory=list)
+    sections: dict[str, list[StageConfig]] = field(default_factory=dict)
     path: Path | None = None
 
     @property
@@ -129,8 +127,11 @@ class Config:
     def journal_path(self) -> Path:
         return Path(self.journal.path) if self.journal.path else self.state_dir / "journal.db"
 
-    def section(self, name: str) -> Any:
-        return self.sections.get(name, [] if SECTION_TYPES[name][1] else None)
+    def section(self, name: str) -> list[StageConfig]:
+        """The tables of a stage section (``[]`` when absent); ``name`` must be known."""
+        if name not in SECTION_TYPES:
+            raise KeyError(name)
+        return self.sections.get(name, [])
 
 
 # ------------------------------------------------------------------------ loading

@@ -10,38 +10,58 @@ nothing at start-up.
 
 from __future__ import annotations
 
+import importlib
 import time
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from edge.components import BuildContext, Stage
     from edge.config import Config
 
 
+@dataclass(frozen=True, slots=True)
+class StageKind:
+    """One kind of stage: its config section (a list of tables), the stage's name, where
+    its config struct and its class live ("module:Name", imported only when configured),
+    and the status document field that carries its ``states()`` ("" when none)."""
+
+    section: str
+    name: str
+    config: str
+    stage: str
+    status: str = ""
+
+
+# THE stage table, in data-flow order. Config sections, wiring, warm-up and the status
+# document all read it; adding a stage is one line here.
+STAGES: tuple[StageKind, ...] = (
+    StageKind("compensation", "compensate", "edge.processing.compensate:CompensationConfig",
+              "edge.processing.compensate:Compensate"),
+    StageKind("interlocks", "interlock", "edge.processing.interlock:InterlockRuleConfig",
+              "edge.processing.interlock:Interlock", status="interlocks"),
+    StageKind("health", "health", "edge.processing.health:HealthConfig",
+              "edge.processing.health:Health", status="health"),
+    StageKind("spc", "spc", "edge.processing.spc:SpcConfig", "edge.processing.spc:Spc",
+              status="spc"),
+)
+STAGE_SECTIONS: tuple[str, ...] = tuple(k.section for k in STAGES)
+STATUS_FIELD: dict[str, str] = {k.name: k.status for k in STAGES if k.status}
+
+
+def _load(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 def build_stages(config: Config, ctx: BuildContext) -> list[Stage]:
     """The configured stages, in data-flow order; absent sections give no stage."""
     stages: list[Stage] = []
-    comp = config.section("compensation")
-    if comp:
-        from edge.processing.compensate import Compensate
-
-        stages.append(Compensate(comp, ctx.tags, ctx))
-    rules = config.section("interlocks")
-    if rules:
-        from edge.processing.interlock import Interlock
-
-        stages.append(Interlock(rules, ctx.tags, ctx))
-    health = config.section("health")
-    if health:
-        from edge.processing.health import Health
-
-        stages.append(Health(health, ctx.tags, ctx))
-    spc = config.section("spc")
-    if spc:
-        from edge.processing.spc import Spc
-
-        stages.append(Spc(spc, ctx.tags, ctx))
+    for kind in STAGES:
+        items: Sequence[object] = config.section(kind.section)
+        if items:
+            stages.append(_load(kind.stage)(items, ctx.tags, ctx))
     return stages
 
 

@@ -28,10 +28,10 @@ import structlog
 
 from edge.journal import JournalWriter
 from edge.model import Record, SampleBatch, TagRegistry
+from edge.processing import STATUS_FIELD
 from edge.runtime.links import LinkBoard
 from edge.runtime.metrics import Metrics
 from edge.runtime.statusdoc import (
-    STAGE_FIELDS,
     JournalDepth,
     SinkStatus,
     StatusDoc,
@@ -221,7 +221,8 @@ class StatusBoard:
             sinks={n: SinkStatus(link_up=s.link_up, delivered_points=s.delivered_points,
                                  last_error=s.last_error, attempt=s.attempt)
                    for n, s in self.sink_states.items()},
-            stage_states={s.name: s.states() for s in self.stages if s.name in STAGE_FIELDS},
+            stage_states={STATUS_FIELD[s.name]: s.states() for s in self.stages
+                          if s.name in STATUS_FIELD},
         )
 
     def status_line(self) -> str:

@@ -112,9 +112,6 @@ DIAGNOSTICS: tuple[str, ...] = (
     "journal", "links", "rates", "sinks", "journal_pending_points",
 )
 
-# The stages whose state the document carries: stage name -> StatusDoc field.
-STAGE_FIELDS: dict[str, str] = {"interlock": "interlocks", "health": "health", "spc": "spc"}
-
 _STAGE_TYPES: dict[str, type] = {
     "interlocks": dict[str, InterlockStatus], "health": dict[str, HealthStatus],
     "spc": dict[str, SpcStatus],
@@ -128,13 +125,12 @@ def build_status(
     components: Mapping[str, Mapping[str, object]], sinks: Mapping[str, SinkStatus],
     stage_states: Mapping[str, Mapping[str, Mapping[str, object]]],
 ) -> StatusDoc:
-    """The document from its inputs. ``stage_states``: stage name (``interlock``,
-    ``health``, ``spc``) -> that stage's ``states()``."""
+    """The document from its inputs. ``stage_states``: document field (``interlocks``,
+    ``health``, ``spc``: ``edge.processing.STAGES`` says which stage fills which) -> that
+    stage's ``states()``."""
     parts: dict[str, object] = {field: {} for field in _STAGE_TYPES}
-    for stage, states in stage_states.items():
-        field = STAGE_FIELDS.get(stage)
-        if field is not None:
-            parts[field] = msgspec.convert(states, _STAGE_TYPES[field], strict=False)
+    for field, states in stage_states.items():
+        parts[field] = msgspec.convert(states, _STAGE_TYPES[field], strict=False)
     return StatusDoc(
         gateway=gateway, pid=pid, uptime_s=round(uptime_s, 1), ready=ready,
         journal=dict(journal), journal_bytes=journal_bytes,

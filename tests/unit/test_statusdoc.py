@@ -35,7 +35,7 @@ def doc(**stage_states: dict[str, dict[str, object]]) -> StatusDoc:
         rates={"ingest_samples_per_s": 10.0},
         components={"journal": {"running": True, "restarts": 0, "last_error": ""}},
         sinks={"mes": SinkStatus(link_up=True, delivered_points=3, last_error="", attempt=0)},
-        stage_states=stage_states or {"interlock": {"etch_overtemp": INTERLOCK_STATE}},
+        stage_states=stage_states or {"interlocks": {"etch_overtemp": INTERLOCK_STATE}},
     )
 
 
@@ -74,12 +74,12 @@ def test_stage_states_are_checked_against_the_type() -> None:
     is refused, not passed on to SCADA."""
     assert doc().interlocks["etch_overtemp"].state == "tripped"
     with pytest.raises(msgspec.ValidationError, match="state"):
-        doc(interlock={"x": INTERLOCK_STATE | {"state": "armed"}})
+        doc(interlocks={"x": INTERLOCK_STATE | {"state": "armed"}})
 
 
 def test_json_is_strict_nan_is_null() -> None:
     """NaN and infinities encode as null: ``status --json`` is always valid strict JSON."""
-    d = doc(interlock={"x": INTERLOCK_STATE | {"trip_value": math.nan}},
+    d = doc(interlocks={"x": INTERLOCK_STATE | {"trip_value": math.nan}},
             spc={"c": {"tag": "t", "center": math.inf, "sigma": math.nan, "ucl": 1.0,
                        "lcl": -1.0, "ewma": math.nan, "points": 0.0}})
 
