@@ -61,7 +61,7 @@ class Gateway:
 
     def __init__(
         self, cfg: Config, *, secrets: Callable[[str], str] | None = None,
-        notifier: Notifier | None = None,
+        notifier: Notifier | None = None, serve_control: control.Server = control.serve,
     ) -> None:
         self.cfg = cfg
         self.gateway_id = cfg.gateway.id
@@ -70,6 +70,7 @@ class Gateway:
         self.tags = TagRegistry()
         self.notifier = notifier or Notifier()
         self._secrets = secrets or secret_reader()
+        self._serve_control = serve_control
         self.sources: list[Source] = []
         self.stages: list[Stage] = []
         self.sinks: list[DurableSink] = []  # fed from the journal, a cursor each
@@ -240,7 +241,7 @@ class Gateway:
         sup.add("journal", writer.run)
         control_up = asyncio.Event()
         sup.add("control", functools.partial(
-            control.serve, self.control_path, self._control, control_up))
+            self._serve_control, self.control_path, self._control, control_up))
         sup.add("status", self.board.run)
         for live in self.live:
             sup.add(live_component(live, self.sinks), live.run)

@@ -64,6 +64,14 @@ class Source(Protocol):
 
 
 @runtime_checkable
+class WaitsDurable(Protocol):
+    """A source whose ``emit`` returns only once the data is committed to the journal
+    (the file source: it deletes its input after that)."""
+
+    wait_durable: bool
+
+
+@runtime_checkable
 class Commandable(Protocol):
     async def write(self, command: Command) -> None: ...
 

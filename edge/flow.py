@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import msgspec
 import structlog
 
-from edge.components import Command, Commandable, Emit, LiveSink, Source, Stage
+from edge.components import Command, Commandable, Emit, LiveSink, Source, Stage, WaitsDurable
 from edge.journal import JournalWriter
 from edge.model import InterlockTrip, Record, SampleBatch
 from edge.runtime.fastlane import FastLane, LockedStage
@@ -113,10 +113,11 @@ class Flow:
 
     def _emit(self, source: Source, *, lane: bool = False) -> Emit:
         ingest = self.ingest_lane if lane else self.ingest
+        wait = isinstance(source, WaitsDurable) and source.wait_durable  # once, not per batch
 
         async def emit(batch: SampleBatch | None, records: Sequence[Record], /, *,
                        checkpoint: tuple[str, bytes] | None = None) -> None:
-            await ingest(source, batch, records, checkpoint=checkpoint)
+            await ingest(source, batch, records, checkpoint=checkpoint, wait=wait)
         return emit
 
     def _arrive(self, source: Source, batch: SampleBatch | None,
@@ -133,11 +134,11 @@ class Flow:
 
     async def ingest(self, source: Source, batch: SampleBatch | None,
                      records: Sequence[Record], *,
-                     checkpoint: tuple[str, bytes] | None = None) -> None:
+                     checkpoint: tuple[str, bytes] | None = None, wait: bool = False) -> None:
+        """``wait``: return only once the batch is committed (``WaitsDurable``)."""
         t0, now_ns, batch = self._arrive(source, batch, records)
         batch, out = await self.judge(self.stages, batch, list(records), now_ns, t0)
-        await self.keep(batch, out, wait=getattr(source, "wait_durable", False),
-                        checkpoint=checkpoint)
+        await self.keep(batch, out, wait=wait, checkpoint=checkpoint)
 
     async def judge(self, stages: Sequence[Stage], batch: SampleBatch, records: list[Record],
                     now_ns: int, t0: int) -> tuple[SampleBatch, list[Record]]:
@@ -150,29 +151,29 @@ class Flow:
 
     async def ingest_lane(self, source: Source, batch: SampleBatch | None,
                           records: Sequence[Record], *,
-                          checkpoint: tuple[str, bytes] | None = None) -> None:
+                          checkpoint: tuple[str, bytes] | None = None,
+                          wait: bool = False) -> None:
         """``ingest`` for a source on the fast lane, on the lane's loop."""
         t0, now_ns, batch = self._arrive(source, batch, records)
         batch, out = await self.judge(self._lane_stages, batch, list(records), now_ns, t0)
         assert self._main is not None
         handoff = asyncio.run_coroutine_threadsafe(
-            self._ingest_rest(source, batch, out, now_ns, t0, checkpoint), self._main)
+            self._ingest_rest(batch, out, now_ns, t0, checkpoint, wait), self._main)
         handoff.add_done_callback(_report_handoff)
         pending = self._handoffs
         pending.append(handoff)
         while pending and pending[0].done():
             pending.popleft()
-        if getattr(source, "wait_durable", False):
+        if wait:
             await asyncio.wrap_future(handoff)
         elif len(pending) > MAX_LANE_HANDOFFS:  # the main loop is far behind: wait for it
             await asyncio.wrap_future(pending[0])
 
-    async def _ingest_rest(self, source: Source, batch: SampleBatch, records: list[Record],
+    async def _ingest_rest(self, batch: SampleBatch, records: list[Record],
                            now_ns: int, t0: int,
-                           checkpoint: tuple[str, bytes] | None) -> None:
+                           checkpoint: tuple[str, bytes] | None, wait: bool) -> None:
         batch, records = await self.judge(self._rest_stages, batch, records, now_ns, t0)
-        await self.keep(batch, records, wait=getattr(source, "wait_durable", False),
-                        checkpoint=checkpoint)
+        await self.keep(batch, records, wait=wait, checkpoint=checkpoint)
 
     async def tick(self, now_ns: int, t0: int) -> None:
         """Time-based decisions (stale data); later stages see what a tick produced."""

@@ -25,6 +25,8 @@ from edge.runtime.statusdoc import encode
 log = structlog.get_logger("edge.control")
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+# serve(path, handler, started): what the gateway runs as its "control" component.
+Server = Callable[[Path, Handler, "asyncio.Event | None"], Awaitable[None]]
 
 
 class DaemonNotRunning(Exception):
