@@ -29,7 +29,7 @@ async def writer(tmp_path: Path) -> AsyncIterator[JournalWriter]:
 async def run_source(flow: Flow, source: FakeSource) -> None:
     """Run the source as the supervisor would until it has emitted everything."""
     task: asyncio.Future[None] = asyncio.ensure_future(flow.runner(source)())
-    emitted = asyncio.create_task(source.emitted.wait())
+    emitted: asyncio.Future[None] = asyncio.ensure_future(_wait(source.emitted))
     try:
         await asyncio.wait({task, emitted}, timeout=5, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
@@ -39,6 +39,10 @@ async def run_source(flow: Flow, source: FakeSource) -> None:
         task.cancel()
         emitted.cancel()
         await asyncio.gather(task, emitted, return_exceptions=True)
+
+
+async def _wait(event: asyncio.Event) -> None:
+    await event.wait()
 
 
 async def test_every_batch_reaches_every_live_sink_and_the_journal(
