@@ -29,6 +29,7 @@ from typing import Any
 import structlog
 
 from edge.components import (
+    Armable,
     BuildContext,
     DurableSink,
     Hooks,
@@ -277,9 +278,8 @@ class Gateway:
         # behind it would time out, and a Bad sample trips a fail-safe interlock.
         now_ns = time.time_ns()
         for stage in self.stages:
-            arm = getattr(stage, "arm", None)
-            if arm is not None:
-                arm(now_ns)
+            if isinstance(stage, Armable):
+                stage.arm(now_ns)
         self._last_tick = time.monotonic()
         sup.add("ticker", self._ticker)
         for source in self.sources:

@@ -93,6 +93,13 @@ class Stage(Protocol):
     def tick(self, now_ns: int) -> StageOutput: ...
 
 
+@runtime_checkable
+class Armable(Protocol):
+    """A stage whose clocks (stale data) start when the sources start, not at build."""
+
+    def arm(self, now_ns: int) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Rejection:
     """One journal entry the peer refused as invalid, with its answer."""

@@ -335,11 +335,10 @@ class OpcUaSink:
             return
         try:
             status = self.ctx.hooks.status()
+            if status is not None:
+                await self._objects.apply_status(status)
         except Exception as exc:  # a status bug must not take the OPC-UA server down
             log.warning("opcua status document failed", error=repr(exc))
-            return
-        if status is not None:
-            await self._objects.apply_status(status)
 
     async def _writer(self, server: Server) -> None:
         interval = self.cfg.update_interval_ms / 1000
