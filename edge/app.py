@@ -122,7 +122,7 @@ class Gateway:
             for item in cfg.section(section):
                 item.declare_tags(self.tags)
         self.board.declare_tags(
-            self.tags, [s.name for s in cfg.sinks], [s.name for s in cfg.sources],
+            self.tags, [s.name for s in cfg.sources],
             interlocks=[r.name for r in cfg.section("interlocks")],
             charts=[c.name for c in cfg.section("spc")])
         return BuildContext(
@@ -145,6 +145,7 @@ class Gateway:
         self.sources = [src.build(ctx) for src in cfg.sources]
         self._build_stages(ctx)
         self.sinks, self.live = split_sinks([sink.build(ctx) for sink in cfg.sinks])
+        self.board.declare_sinks(self.tags, [s.name for s in self.sinks])
         self.sink_states = {s.name: SinkState(s.name) for s in self.sinks}
         for sink in self.sinks:  # on the board (down) before their first attempt
             self.links.open(f"sink:{sink.name}")

@@ -103,17 +103,15 @@ class StatusBoard:
 
     # ------------------------------------------------------------------ tags
 
-    def declare_tags(self, tags: TagRegistry, sinks: Sequence[str], sources: Sequence[str],
+    def declare_tags(self, tags: TagRegistry, sources: Sequence[str],
                      interlocks: Sequence[str] = (), charts: Sequence[str] = ()) -> None:
+        """The gateway's own tags known from the config (before anything is built)."""
         names: list[tuple[str, str]] = [
             ("ingest_samples_per_s", "1/s"), ("ingest_records_per_s", "1/s"),
             ("journal_bytes", "B"), ("journal_pending_points", ""),
             ("evicted_samples_total", ""), ("interlock_trips_total", ""),
             ("cpu_percent", "%"), ("rss_mb", "MB"),
         ]
-        for sink in sinks:
-            names += [(f"journal_depth_{sink}", ""), (f"oldest_unsent_age_s_{sink}", "s"),
-                      (f"link_up_{sink}", ""), (f"delivered_per_s_{sink}", "1/s")]
         names += [(f"link_up_{src}", "") for src in sources]
         # Interlock state and limit, SPC limits: config and learned state that Grafana
         # cannot see in the data (a limit line, a chart's UCL/LCL before any violation).
@@ -122,6 +120,18 @@ class StatusBoard:
         for chart in charts:
             names += [(f"spc_center_{chart}", ""), (f"spc_ucl_{chart}", ""),
                       (f"spc_lcl_{chart}", "")]
+        self._add(tags, names)
+
+    def declare_sinks(self, tags: TagRegistry, durable: Sequence[str]) -> None:
+        """Per durable sink (known once the sinks are built): backlog, age, link, rate. A
+        live-only sink has no journal cursor and no link, so no such tags."""
+        names: list[tuple[str, str]] = []
+        for sink in durable:
+            names += [(f"journal_depth_{sink}", ""), (f"oldest_unsent_age_s_{sink}", "s"),
+                      (f"link_up_{sink}", ""), (f"delivered_per_s_{sink}", "1/s")]
+        self._add(tags, names)
+
+    def _add(self, tags: TagRegistry, names: list[tuple[str, str]]) -> None:
         for name, unit in names:
             self._tag_ids[name] = tags.add(DEVICE, name, unit=unit).id
 

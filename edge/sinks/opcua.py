@@ -186,18 +186,15 @@ class OpcUaSink:
         self.server: Server | None = None
         self.idx = 0
         self._users = users
-        n = len(ctx.tags)
-        self._value = np.zeros(n, np.float64)
-        self._ts = np.zeros(n, np.int64)
-        self._quality = np.full(n, int(Quality.BAD_MISSING), np.uint8)
-        self._dirty = np.zeros(n, np.bool_)
-        self._kind = np.array(
-            [_KIND_BOOL if t.dtype == "bool" else _KIND_INT if DTYPES[t.dtype].integer
-             else _KIND_FLOAT for t in ctx.tags], np.uint8,
-        ).reshape(n)
-        self._low = np.array([DTYPES[t.dtype].low for t in ctx.tags], np.float64).reshape(n)
-        self._high = np.array([DTYPES[t.dtype].high for t in ctx.tags], np.float64).reshape(n)
-        self._vtypes = [DTYPES[t.dtype].variant for t in ctx.tags]
+        self._value = np.zeros(0, np.float64)
+        self._ts = np.zeros(0, np.int64)
+        self._quality = np.zeros(0, np.uint8)
+        self._dirty = np.zeros(0, np.bool_)
+        self._kind = np.zeros(0, np.uint8)
+        self._low = np.zeros(0, np.float64)
+        self._high = np.zeros(0, np.float64)
+        self._vtypes: list[ua.VariantType] = []
+        self._fit_registry()
         self._nodeids: list[ua.NodeId] = []
         self._records: deque[Record] = deque(maxlen=10_000)
         self._wake = asyncio.Event()
@@ -210,6 +207,28 @@ class OpcUaSink:
                                    ["type"])
         self._m_build = m.gauge("edge_opcua_address_space_build_seconds",
                                 "Time to build the OPC-UA address space at start-up")
+
+    def _fit_registry(self) -> None:
+        """Size the per-tag arrays to the registry. Tags declared after this sink was built
+        (the gateway's own per-sink tags, once every sink is known) are served too; what
+        was published already stays."""
+        new = list(self.ctx.tags)[self._dirty.shape[0]:]
+        if not new:
+            return
+        k = len(new)
+        self._value = np.concatenate((self._value, np.zeros(k, np.float64)))
+        self._ts = np.concatenate((self._ts, np.zeros(k, np.int64)))
+        self._quality = np.concatenate(
+            (self._quality, np.full(k, int(Quality.BAD_MISSING), np.uint8)))
+        self._dirty = np.concatenate((self._dirty, np.zeros(k, np.bool_)))
+        self._kind = np.concatenate((self._kind, np.array(
+            [_KIND_BOOL if t.dtype == "bool" else _KIND_INT if DTYPES[t.dtype].integer
+             else _KIND_FLOAT for t in new], np.uint8)))
+        self._low = np.concatenate(
+            (self._low, np.array([DTYPES[t.dtype].low for t in new], np.float64)))
+        self._high = np.concatenate(
+            (self._high, np.array([DTYPES[t.dtype].high for t in new], np.float64)))
+        self._vtypes += [DTYPES[t.dtype].variant for t in new]
 
     # ------------------------------------------------------------------ fast path
 
@@ -249,6 +268,7 @@ class OpcUaSink:
     async def _start(self) -> Server:
         cfg = self.cfg
         t0 = time.perf_counter()
+        self._fit_registry()
         server = opcua_standard.server(opcua_standard.cache_folder(self.ctx.state_dir))
         await server.init()
         server.set_endpoint(cfg.endpoint)

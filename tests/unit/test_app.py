@@ -115,6 +115,9 @@ async def test_fan_out_to_live_sinks_and_a_sink_that_is_both(tmp_path: Path) -> 
     assert gw.live == [live, both] and gw.sinks == [both]
     names = set(gw.supervisor.states())
     assert {"sink:opcua", "sink:uns", "sink:uns:live", "source:dev"} <= names
+    # The gateway's per-sink tags exist for sinks with a journal cursor only.
+    assert "gateway/journal_depth_uns" in gw.tags and "gateway/link_up_uns" in gw.tags
+    assert "gateway/journal_depth_opcua" not in gw.tags
 
 
 async def test_durable_sink_reconnects_after_its_link_drops(tmp_path: Path) -> None:

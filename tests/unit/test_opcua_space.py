@@ -205,3 +205,21 @@ def test_two_opcua_sinks_need_names() -> None:
     with pytest.raises(ConfigError, match="sink 'opcua': name is used twice"):
         loads('[[sinks]]\ntype = "opcua"\n[[sinks]]\ntype = "opcua"\n'
               'endpoint = "opc.tcp://127.0.0.1:4842/edge"\n')
+
+
+def test_tags_declared_after_the_sink_was_built_are_served(tmp_path: Path) -> None:
+    """The gateway declares its per-sink tags once every sink is built: the OPC-UA sink
+    takes values for them too, and keeps what was published before."""
+    tags = TagRegistry()
+    tags.add("etch1", "chamber_temp")
+    ctx = BuildContext(gateway_id="gw", tags=tags, metrics=Metrics(), state_dir=tmp_path,
+                       secrets=lambda name: "")
+    sink = OpcUaConfig().build(ctx)
+    assert isinstance(sink, OpcUaSink)
+    sink.publish(SampleBatch(np.array([0, 1], np.int32), np.array([5, 5]),
+                             np.array([1.5, 2.5])), [])
+    late = tags.add("gateway", "journal_depth_mes", dtype="int32").id
+    sink._fit_registry()
+    sink.publish(SampleBatch(np.array([late], np.int32), np.array([6]), np.array([7.0])), [])
+    assert sink._value.tolist() == [1.5, 7.0] and sink._dirty.tolist() == [True, True]
+    assert sink._kind.tolist()[late] == 1  # an integer node
