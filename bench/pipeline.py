@@ -212,9 +212,10 @@ def gateway_config(tmp: Path, ports: dict[str, int], tsdb: Peer, influx_v1: bool
             {"type": "mes", "name": "mes", "url": f"http://127.0.0.1:{ports['mes']}",
              "timeout_s": 5.0, "connect_timeout_s": 1.0},
             sink,
+            {"type": "opcua", "name": "opcua", "profile": "demo",
+             "endpoint": f"opc.tcp://127.0.0.1:{ports['opcua']}/edge",
+             "update_interval_ms": opcua_interval_ms},
         ],
-        "opcua": {"endpoint": f"opc.tcp://127.0.0.1:{ports['opcua']}/edge", "profile": "demo",
-                  "update_interval_ms": opcua_interval_ms},
     }
 
 
@@ -716,7 +717,8 @@ def ready_config(tmp: Path, tags: int) -> dict[str, Any]:
         "health": [{"name": "h", "motors": [{"name": devices[i], "current_tag":
                                              f"{devices[i]}/v"} for i in range(14)]}],
         "spc": [{"name": "s", "tag": "t00001/v", "rules": ["ewma"]}],
-        "opcua": {"endpoint": f"opc.tcp://127.0.0.1:{free_port()}/edge", "profile": "demo"},
+        "sinks": [{"type": "opcua", "name": "opcua", "profile": "demo",
+                   "endpoint": f"opc.tcp://127.0.0.1:{free_port()}/edge"}],
     }
 
 

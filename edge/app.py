@@ -3,7 +3,9 @@
 Invariants:
 
 * The data path (``edge.flow``) runs where a batch arrives: stages, then commands, then
-  the journal writer and the live sink; the sources an interlock watches on a fast lane.
+  the journal writer and the live sinks; the sources an interlock watches on a fast lane.
+* Every ``[[sinks]]`` entry builds one component; whether it is live, durable or both is
+  resolved here, once, from the Protocols it implements (``edge.components``).
 * Durable sinks read from the journal in their own loops; nothing on the fast path
   waits for a sink, the network or the disk.
 * Shutdown order: sources stop first, the journal is flushed, delivery loops and sinks
@@ -27,6 +29,7 @@ from typing import Any
 import structlog
 
 from edge.components import (
+    Armable,
     BuildContext,
     DurableSink,
     Hooks,
@@ -38,13 +41,15 @@ from edge.config import Config, secret_reader
 from edge.flow import Flow
 from edge.journal import Journal, JournalWriter
 from edge.model import TagRegistry
+from edge.processing import STAGE_SECTIONS, build_stages
 from edge.runtime import control, memory
 from edge.runtime.metrics import Metrics
 from edge.runtime.private import private_dir
-from edge.runtime.status import StatusBoard
+from edge.runtime.status import StatefulStage, StatusBoard
+from edge.runtime.statusdoc import StatusDoc
 from edge.runtime.supervisor import Supervisor
 from edge.runtime.systemd import Notifier
-from edge.sinks.delivery import Backoff, SinkState, deliver
+from edge.sinks.delivery import SinkState, deliver
 
 log = structlog.get_logger("edge.app")
 
@@ -58,24 +63,27 @@ class Gateway:
 
     def __init__(
         self, cfg: Config, *, secrets: Callable[[str], str] | None = None,
-        notifier: Notifier | None = None,
+        notifier: Notifier | None = None, serve_control: control.Server = control.serve,
     ) -> None:
         self.cfg = cfg
         self.gateway_id = cfg.gateway.id
         self.metrics = Metrics()
+        self.links = self.metrics.links
         self.tags = TagRegistry()
         self.notifier = notifier or Notifier()
         self._secrets = secrets or secret_reader()
+        self._serve_control = serve_control
         self.sources: list[Source] = []
         self.stages: list[Stage] = []
-        self.sinks: list[DurableSink] = []
+        self.sinks: list[DurableSink] = []  # fed from the journal, a cursor each
         self.sink_states: dict[str, SinkState] = {}
-        self.live: LiveSink | None = None
+        self.live: list[LiveSink] = []  # fed on the fast path
         self.writer: JournalWriter | None = None
         self.supervisor = Supervisor(metrics=self.metrics,
                                      stall_timeout_s=cfg.gateway.stall_timeout_s)
-        self.board = StatusBoard(self)
         self.ready = asyncio.Event()
+        self.board = StatusBoard(gateway_id=self.gateway_id, metrics=self.metrics,
+                                 links=self.links, supervisor=self.supervisor, ready=self.ready)
         self._last_tick = time.monotonic()
         self._tag_source: dict[int, str] = {}  # tag id -> the source that declared it
         self.flow: Flow | None = None
@@ -112,12 +120,13 @@ class Gateway:
             first = len(self.tags)
             src.declare_tags(self.tags)
             self._tag_source.update(dict.fromkeys(range(first, len(self.tags)), src.name))
-        for section in ("compensation", "health", "spc"):
+        for section in STAGE_SECTIONS:
             for item in cfg.section(section):
-                if hasattr(item, "declare_tags"):
-                    item.declare_tags(self.tags)
-        self.board.declare_tags(self.tags, [s.name for s in cfg.sinks],
-                                [s.name for s in cfg.sources])
+                item.declare_tags(self.tags)
+        self.board.declare_tags(
+            self.tags, [s.name for s in cfg.sources],
+            interlocks=[r.name for r in cfg.section("interlocks")],
+            charts=[c.name for c in cfg.section("spc")])
         return BuildContext(
             gateway_id=self.gateway_id, tags=self.tags, metrics=self.metrics,
             state_dir=cfg.state_dir, secrets=self._secrets,
@@ -130,21 +139,18 @@ class Gateway:
         return await self.writer.checkpoint(key)
 
     def _build_stages(self, ctx: BuildContext) -> None:
-        if any(self.cfg.section(s) for s in ("compensation", "interlocks", "health", "spc")):
-            from edge.processing import build_stages
-
-            self.stages = list(build_stages(self.cfg, ctx))
+        self.stages = build_stages(self.cfg, ctx)
 
     def _build(self) -> None:
         cfg = self.cfg
         ctx = self._declare()
         self.sources = [src.build(ctx) for src in cfg.sources]
         self._build_stages(ctx)
-        self.sinks = [sink.build(ctx) for sink in cfg.sinks]
+        self.sinks, self.live = split_sinks([sink.build(ctx) for sink in cfg.sinks])
+        self.board.declare_sinks(self.tags, [s.name for s in self.sinks])
         self.sink_states = {s.name: SinkState(s.name) for s in self.sinks}
-        opcua = cfg.section("opcua")
-        if opcua is not None:
-            self.live = opcua.build(ctx)
+        for sink in self.sinks:  # on the board (down) before their first attempt
+            self.links.open(f"sink:{sink.name}")
         j = cfg.journal
         journal = Journal(
             cfg.journal_path, sinks={s.name: s.kinds for s in self.sinks},
@@ -160,6 +166,9 @@ class Gateway:
         if cfg.gateway.fast_lane:
             self.flow.plan_fast_lane(self._tag_source, cfg.gateway.fast_lane_rt_priority)
             self.stages = self.flow.stages
+        self.board.bind(writer=self.writer, sink_states=self.sink_states,
+                        stages=[s for s in self.stages if isinstance(s, StatefulStage)],
+                        publish=[s.publish for s in self.live])
 
     def stage(self, name: str) -> Any:
         return next((s for s in self.stages if s.name == name), None)
@@ -176,7 +185,7 @@ class Gateway:
 
     # ------------------------------------------------------------------ operator hooks
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> StatusDoc:
         return self.board.document()
 
     def reset_interlock(self, name: str) -> bool:
@@ -236,21 +245,22 @@ class Gateway:
         sup.add("journal", writer.run)
         control_up = asyncio.Event()
         sup.add("control", functools.partial(
-            control.serve, self.control_path, self._control, control_up))
+            self._serve_control, self.control_path, self._control, control_up))
         sup.add("status", self.board.run)
-        if self.live is not None:
-            sup.add("opcua", self.live.run)
+        for live in self.live:
+            sup.add(live_component(live, self.sinks), live.run)
         for sink in self.sinks:
             sup.add(f"sink:{sink.name}", functools.partial(
                 deliver, writer, sink, state=self.sink_states[sink.name], metrics=self.metrics,
-                backoff=Backoff(),
+                links=self.links,
             ))
         sup.add_check("event loop", self._loop_check)
         sup.add_check("journal", self._journal_check)
-        # READY only once operators can reach us and (if configured) OPC-UA listens.
+        # READY only once operators can reach us and every live sink that serves clients
+        # (the OPC-UA server) listens.
         await _wait_or_stop(control_up, stop)
-        if self.live is not None:
-            started: asyncio.Event | None = getattr(self.live, "started", None)
+        for live in self.live:
+            started = live.started
             if started is not None:
                 await _wait_or_stop(started, stop)
         # What start-up built (modules, the OPC-UA address space, the registry) lives as
@@ -271,9 +281,8 @@ class Gateway:
         # behind it would time out, and a Bad sample trips a fail-safe interlock.
         now_ns = time.time_ns()
         for stage in self.stages:
-            arm = getattr(stage, "arm", None)
-            if arm is not None:
-                arm(now_ns)
+            if isinstance(stage, Armable):
+                stage.arm(now_ns)
         self._last_tick = time.monotonic()
         sup.add("ticker", self._ticker)
         for source in self.sources:
@@ -287,7 +296,7 @@ class Gateway:
             "gateway ready", gateway=self.gateway_id, seconds=round(time.monotonic() - t_start, 3),
             sources=[s.name for s in self.sources], sinks=[s.name for s in self.sinks],
             stages=[s.name for s in self.stages], tags=len(self.tags),
-            opcua=getattr(self.live, "endpoint", None), journal=str(cfg.journal_path),
+            live=[s.name for s in self.live], journal=str(cfg.journal_path),
             fast_lane=sorted(flow.lane_sources),
         )
         watchdog = asyncio.create_task(self._watchdog(), name="watchdog")
@@ -369,6 +378,27 @@ class Gateway:
                 log.error("not feeding the watchdog", problems=problems)
             self.notifier.status(self.board.status_line())
             await asyncio.sleep(interval)
+
+
+def split_sinks(built: list[object]) -> tuple[list[DurableSink], list[LiveSink]]:
+    """The built sinks as (durable, live); one that is both is in both lists."""
+    durable: list[DurableSink] = []
+    live: list[LiveSink] = []
+    for sink in built:
+        if isinstance(sink, DurableSink):
+            durable.append(sink)
+        if isinstance(sink, LiveSink):
+            live.append(sink)
+        elif not isinstance(sink, DurableSink):
+            raise TypeError(f"{sink!r} is neither a durable nor a live sink")
+    return durable, live
+
+
+def live_component(sink: LiveSink, durable: list[DurableSink]) -> str:
+    """The supervisor's name for a live sink's ``run``: ``sink:<name>``, or
+    ``sink:<name>:live`` when the same sink also has a delivery loop."""
+    both = any(d is sink for d in durable)  # type: ignore[comparison-overlap]
+    return f"sink:{sink.name}:live" if both else f"sink:{sink.name}"
 
 
 async def _wait_or_stop(event: asyncio.Event, stop: asyncio.Event) -> None:

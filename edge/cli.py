@@ -213,7 +213,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             return EXIT_NOT_RUNNING
         doc = answer["status"]
         if args.json:
-            print(json.dumps(doc, indent=2, default=str))
+            print(json.dumps(doc, indent=2, allow_nan=False))
         else:
             if args.watch:
                 sys.stdout.write("\x1b[2J\x1b[H")

@@ -10,11 +10,16 @@
 * A **durable sink** gets journal entries: ``write(entries)`` returns what it rejected;
   raising ``RetryableError`` means "retry the whole call later".
 * A **live sink** (OPC-UA) gets the fast path: ``publish(batch, records)`` must return
-  at once; it coalesces and does its own slicing.
+  at once; it coalesces and does its own slicing. A sink that clients connect to says
+  so with a ``started`` event: READY waits until it is set.
+* Every sink is one ``[[sinks]]`` entry; what it is follows from what it implements,
+  resolved once when the gateway is built (never per batch): a live sink, a durable
+  sink, or both.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +27,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from edge.model import Record, SampleBatch, TagRegistry
 from edge.runtime.metrics import Metrics
+from edge.runtime.statusdoc import StatusDoc
 
 if TYPE_CHECKING:
     from edge.journal import Entry, Kind
@@ -58,6 +64,14 @@ class Source(Protocol):
 
 
 @runtime_checkable
+class WaitsDurable(Protocol):
+    """A source whose ``emit`` returns only once the data is committed to the journal
+    (the file source: it deletes its input after that)."""
+
+    wait_durable: bool
+
+
+@runtime_checkable
 class Commandable(Protocol):
     async def write(self, command: Command) -> None: ...
 
@@ -79,6 +93,13 @@ class Stage(Protocol):
     def tick(self, now_ns: int) -> StageOutput: ...
 
 
+@runtime_checkable
+class Armable(Protocol):
+    """A stage whose clocks (stale data) start when the sources start, not at build."""
+
+    def arm(self, now_ns: int) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Rejection:
     """One journal entry the peer refused as invalid, with its answer."""
@@ -93,6 +114,7 @@ class WriteResult:
     rejected: tuple[Rejection, ...] = ()
 
 
+@runtime_checkable
 class DurableSink(Protocol):
     name: str
     kinds: tuple[Kind, ...]
@@ -104,28 +126,80 @@ class DurableSink(Protocol):
     async def close(self) -> None: ...
 
 
+@runtime_checkable
 class LiveSink(Protocol):
     name: str
+
+    @property
+    def started(self) -> asyncio.Event | None:
+        """Set while the sink serves its clients; READY waits for it. None: READY does
+        not wait for this sink."""
 
     async def run(self) -> None: ...
 
     def publish(self, batch: SampleBatch, records: Sequence[Record]) -> None: ...
 
 
+# ---------------------------------------------------------------------- configs
+#
+# A config struct (msgspec, beside its component) is what a registry line in
+# ``edge.config`` names. Its fields are frozen, so the Protocols read them as properties.
+
+
+class SourceConfig(Protocol):
+    """``[[sources]]``: declares its tags (before anything is built), builds the source."""
+
+    @property
+    def name(self) -> str: ...
+
+    def declare_tags(self, tags: TagRegistry) -> None: ...
+
+    def build(self, ctx: BuildContext) -> Source: ...
+
+    def actions(self) -> frozenset[str]:
+        """The commands its write-back port takes (interlocks and DCMDs name them; check-config
+        verifies every name). Empty for a source that takes none."""
+        ...
+
+    def measurement_devices(self) -> frozenset[str] | None:
+        """The devices it gives CMM readings for (a ``[[compensation]]`` stage needs one);
+        None: it cannot say before it runs."""
+        ...
+
+
+class SinkConfig(Protocol):
+    """``[[sinks]]``: builds a live sink, a durable sink, or one object that is both."""
+
+    @property
+    def name(self) -> str: ...
+
+    def build(self, ctx: BuildContext) -> LiveSink | DurableSink: ...
+
+
+class StageConfig(Protocol):
+    """One table of a stage section (``[[interlocks]]``, ``[[spc]]``, ...); the stage is
+    built from all of its section's tables (``edge.processing.STAGES``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def declare_tags(self, tags: TagRegistry) -> None: ...
+
+
 @dataclass(slots=True)
 class Hooks:
     """What the running gateway offers to components built late (OPC-UA, status).
 
-    ``status()`` returns the live status document (see ``edge.app.Gateway.status``);
+    ``status()`` returns the live status document (``edge.runtime.statusdoc``);
     ``reset_interlock(name)`` returns True when the reset took (condition clear).
     """
 
-    status: Callable[[], dict[str, object]]
+    status: Callable[[], StatusDoc | None]
     reset_interlock: Callable[[str], bool]
 
 
-def _no_status() -> dict[str, object]:
-    return {}
+def _no_status() -> StatusDoc | None:
+    return None
 
 
 def _no_reset(name: str) -> bool:

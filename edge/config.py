@@ -29,6 +29,7 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
+from edge.components import SinkConfig, SourceConfig, StageConfig
 from edge.config_explain import (
     TextIndex,
     did_you_mean,
@@ -39,6 +40,7 @@ from edge.config_explain import (
     singular,
 )
 from edge.errors import ConfigError
+from edge.processing import STAGES
 from edge.runtime import redact
 
 _T = TypeVar("_T")
@@ -118,24 +120,20 @@ SOURCE_TYPES: dict[str, str] = {
 SINK_TYPES: dict[str, str] = {
     "mes": "edge.sinks.mes:MesSinkConfig",
     "influx": "edge.sinks.influx:InfluxSinkConfig",
+    "opcua": "edge.sinks.opcua:OpcUaConfig",
 }
-# Top-level sections owned by one component: (struct path, is a list of tables).
-SECTION_TYPES: dict[str, tuple[str, bool]] = {
-    "opcua": ("edge.sinks.opcua:OpcUaConfig", False),
-    "interlocks": ("edge.processing.interlock:InterlockRuleConfig", True),
-    "compensation": ("edge.processing.compensate:CompensationConfig", True),
-    "health": ("edge.processing.health:HealthConfig", True),
-    "spc": ("edge.processing.spc:SpcConfig", True),
-}
+# Top-level sections owned by one component: (struct path, is a list of tables). Today
+# these are the stage sections, from the one stage table.
+SECTION_TYPES: dict[str, tuple[str, bool]] = {k.section: (k.config, True) for k in STAGES}
 
 
 @dataclass(frozen=True)
 class Config:
     gateway: GatewaySection
     journal: JournalSection
-    sources: list[Any] = field(default_factory=list)
-    sinks: list[Any] = field(default_factory=list)
-    sections: dict[str, Any] = field(default_factory=dict)
+    sources: list[SourceConfig] = field(default_factory=list)
+    sinks: list[SinkConfig] = field(default_factory=list)
+    sections: dict[str, list[StageConfig]] = field(default_factory=dict)
     path: Path | None = None
 
     @property
@@ -146,8 +144,11 @@ class Config:
     def journal_path(self) -> Path:
         return Path(self.journal.path) if self.journal.path else self.state_dir / "journal.db"
 
-    def section(self, name: str) -> Any:
-        return self.sections.get(name, [] if SECTION_TYPES[name][1] else None)
+    def section(self, name: str) -> list[StageConfig]:
+        """The tables of a stage section (``[]`` when absent); ``name`` must be known."""
+        if name not in SECTION_TYPES:
+            raise KeyError(name)
+        return self.sections.get(name, [])
 
 
 # ------------------------------------------------------------------------ loading
@@ -212,8 +213,10 @@ def from_raw(raw: dict[str, Any], *, path: Path | None = None,
     Every mistake is reported, not only the first: ConfigProblems, one per line."""
     probs = _Problems(path, text)
     known = ["gateway", "journal", "sources", "sinks", *SECTION_TYPES]
+    if "opcua" in raw:
+        probs.add(_OPCUA_MOVED, "opcua")
     for key in raw:
-        if key not in known:
+        if key not in known and key != "opcua":
             probs.add(f"unknown section '{key}'{did_you_mean(key, known)} "
                       f"(known: {', '.join(sorted(known))})", key)
     gateway = _convert_all(raw.get("gateway", {}), GatewaySection, "gateway", probs, "gateway")
@@ -243,9 +246,16 @@ def from_raw(raw: dict[str, Any], *, path: Path | None = None,
         _unique_names(name, items, probs)
     _unique_names("sources", raw.get("sources", []), probs)
     _unique_names("sinks", raw.get("sinks", []), probs)
+    _default_names_unique(raw.get("sinks", []), sinks, probs)
     if probs.items or gateway is None or journal is None:
         raise ConfigProblems(probs.items)
     return Config(gateway, journal, sources, sinks, sections, path)
+
+
+_OPCUA_MOVED = (
+    "[opcua]: the OPC-UA server is a sink now: replace the line '[opcua]' with "
+    "'[[sinks]]' followed by 'type = \"opcua\"' (its keys stay as they are)"
+)
 
 
 def _components(raw: Mapping[str, Any], key: str, types: Mapping[str, str],
@@ -276,6 +286,16 @@ def _components(raw: Mapping[str, Any], key: str, types: Mapping[str, str],
         if value is not None:
             out.append(value)
     return out
+
+
+def _default_names_unique(items: object, sinks: list[Any], probs: _Problems) -> None:
+    """Two sinks left at the same default name (``opcua``) would share one cursor."""
+    written = [i.get("name") for i in items if isinstance(i, dict)] if isinstance(
+        items, list) else []
+    names = [s.name for s in sinks]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        if written.count(name) < 2:  # twice by hand is reported with its line already
+            probs.add(f"sink '{name}': name is used twice (give each sink a name)", "sinks")
 
 
 def _unique_names(key: str, items: object, probs: _Problems) -> None:

@@ -57,9 +57,10 @@ def demo_config(state: Path, ports: dict[str, int], influx_url: str = "") -> dic
         elif sink.get("type") == "influx" and influx_url:
             sink["url"] = influx_url
             sinks.append(sink)
+        elif sink.get("type") == "opcua":
+            sink["endpoint"] = f"opc.tcp://127.0.0.1:{ports['opcua']}/edge"
+            sinks.append(sink)
     raw["sinks"] = sinks
-    if "opcua" in raw:
-        raw["opcua"]["endpoint"] = f"opc.tcp://127.0.0.1:{ports['opcua']}/edge"
     return raw
 
 

@@ -1,12 +1,12 @@
 """The data path: a batch from a source through the stages, the stages' commands to the
-devices, then the journal and the live sink.
+devices, then the journal and the live sinks.
 
 Invariants:
 
 * The decision runs where a batch arrives: every stage, then the stage's commands are
   sent (with a timeout) before anything else is done with the batch; only then does
   the batch go to the journal writer (never awaited, except by sources that ask for
-  ``wait_durable``) and to the live sink. Nothing here waits for a sink or the network.
+  ``wait_durable``) and to every live sink. Nothing here waits for a sink or the network.
 * Sources whose tags an interlock watches run on the fast lane (``edge.runtime.fastlane``):
   there the interlock stage judges and commands; the other stages, the journal and the
   live sink take the batch on the main loop, one hand-off per batch, in arrival order.
@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import msgspec
 import structlog
 
-from edge.components import Command, Commandable, Emit, LiveSink, Source, Stage
+from edge.components import Command, Commandable, Emit, LiveSink, Source, Stage, WaitsDurable
 from edge.journal import JournalWriter
 from edge.model import InterlockTrip, Record, SampleBatch
 from edge.runtime.fastlane import FastLane, LockedStage
@@ -43,11 +43,13 @@ MAX_LANE_HANDOFFS = 256  # batches a lane source may run ahead of the main loop
 
 class Flow:
     def __init__(self, sources: Sequence[Source], stages: Sequence[Stage],
-                 writer: JournalWriter, live: LiveSink | None, metrics: Metrics) -> None:
+                 writer: JournalWriter, live: Sequence[LiveSink], metrics: Metrics) -> None:
         self.sources = list(sources)
         self.stages = list(stages)
         self.writer = writer
-        self.live = live
+        self.live = tuple(live)
+        # Bound once: the fast path calls these for every batch.
+        self._publish = tuple(sink.publish for sink in self.live)
         self.lane: FastLane | None = None
         self.lane_sources: set[str] = set()
         self._lane_stages: list[Stage] = []
@@ -111,10 +113,11 @@ class Flow:
 
     def _emit(self, source: Source, *, lane: bool = False) -> Emit:
         ingest = self.ingest_lane if lane else self.ingest
+        wait = isinstance(source, WaitsDurable) and source.wait_durable  # once, not per batch
 
         async def emit(batch: SampleBatch | None, records: Sequence[Record], /, *,
                        checkpoint: tuple[str, bytes] | None = None) -> None:
-            await ingest(source, batch, records, checkpoint=checkpoint)
+            await ingest(source, batch, records, checkpoint=checkpoint, wait=wait)
         return emit
 
     def _arrive(self, source: Source, batch: SampleBatch | None,
@@ -131,11 +134,11 @@ class Flow:
 
     async def ingest(self, source: Source, batch: SampleBatch | None,
                      records: Sequence[Record], *,
-                     checkpoint: tuple[str, bytes] | None = None) -> None:
+                     checkpoint: tuple[str, bytes] | None = None, wait: bool = False) -> None:
+        """``wait``: return only once the batch is committed (``WaitsDurable``)."""
         t0, now_ns, batch = self._arrive(source, batch, records)
         batch, out = await self.judge(self.stages, batch, list(records), now_ns, t0)
-        await self.keep(batch, out, wait=getattr(source, "wait_durable", False),
-                        checkpoint=checkpoint)
+        await self.keep(batch, out, wait=wait, checkpoint=checkpoint)
 
     async def judge(self, stages: Sequence[Stage], batch: SampleBatch, records: list[Record],
                     now_ns: int, t0: int) -> tuple[SampleBatch, list[Record]]:
@@ -148,29 +151,29 @@ class Flow:
 
     async def ingest_lane(self, source: Source, batch: SampleBatch | None,
                           records: Sequence[Record], *,
-                          checkpoint: tuple[str, bytes] | None = None) -> None:
+                          checkpoint: tuple[str, bytes] | None = None,
+                          wait: bool = False) -> None:
         """``ingest`` for a source on the fast lane, on the lane's loop."""
         t0, now_ns, batch = self._arrive(source, batch, records)
         batch, out = await self.judge(self._lane_stages, batch, list(records), now_ns, t0)
         assert self._main is not None
         handoff = asyncio.run_coroutine_threadsafe(
-            self._ingest_rest(source, batch, out, now_ns, t0, checkpoint), self._main)
+            self._ingest_rest(batch, out, now_ns, t0, checkpoint, wait), self._main)
         handoff.add_done_callback(_report_handoff)
         pending = self._handoffs
         pending.append(handoff)
         while pending and pending[0].done():
             pending.popleft()
-        if getattr(source, "wait_durable", False):
+        if wait:
             await asyncio.wrap_future(handoff)
         elif len(pending) > MAX_LANE_HANDOFFS:  # the main loop is far behind: wait for it
             await asyncio.wrap_future(pending[0])
 
-    async def _ingest_rest(self, source: Source, batch: SampleBatch, records: list[Record],
+    async def _ingest_rest(self, batch: SampleBatch, records: list[Record],
                            now_ns: int, t0: int,
-                           checkpoint: tuple[str, bytes] | None) -> None:
+                           checkpoint: tuple[str, bytes] | None, wait: bool) -> None:
         batch, records = await self.judge(self._rest_stages, batch, records, now_ns, t0)
-        await self.keep(batch, records, wait=getattr(source, "wait_durable", False),
-                        checkpoint=checkpoint)
+        await self.keep(batch, records, wait=wait, checkpoint=checkpoint)
 
     async def tick(self, now_ns: int, t0: int) -> None:
         """Time-based decisions (stale data); later stages see what a tick produced."""
@@ -196,8 +199,9 @@ class Flow:
             futures.append(self.writer.submit(list(records), checkpoint))
         if checkpoint is not None and not futures:
             futures.append(self.writer.submit(None, checkpoint))
-        if self.live is not None and (len(batch) or records):
-            self.live.publish(batch, records)
+        if len(batch) or records:
+            for publish in self._publish:
+                publish(batch, records)
         if wait and futures:
             await asyncio.gather(*futures)
         elif futures:

@@ -9,8 +9,9 @@ Invariants:
   seq only after its transaction committed. A checkpoint submitted with an item (or
   alone) commits in the same transaction; of several for one key the last wins.
 * When the disk refuses a commit (full, I/O error) the items stay pending in memory
-  and the commit is retried with backoff. Pending samples beyond ``max_pending_points``
-  are dropped oldest first, counted and logged; pending records are never dropped.
+  and the commit is retried with backoff (``edge.runtime.links.Backoff``). Pending
+  samples beyond ``max_pending_points`` are dropped oldest first, counted and logged;
+  pending records are never dropped.
   Meanwhile ``wait_capacity`` never blocks: producers (and with them the interlocks and
   the live values) keep running; memory is bounded by the shedding, not by stalling.
 """
@@ -18,6 +19,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
 import time
 from collections import deque
@@ -29,9 +31,12 @@ import structlog
 
 from edge.journal.store import Journal
 from edge.model import Record, SampleBatch
+from edge.runtime.links import Backoff
 from edge.runtime.metrics import Metrics
 
 log = structlog.get_logger("edge.journal")
+
+COMMIT_BACKOFF = Backoff(initial_s=0.05, max_s=5.0)
 
 T = TypeVar("T")
 Item = SampleBatch | Sequence[Record]
@@ -47,8 +52,10 @@ class JournalWriter:
         commit_interval_s: float = 0.005,
         max_pending_points: int = 2_000_000,
         metrics: Metrics | None = None,
+        expire_interval_s: float = 60.0,
     ) -> None:
         self.journal = journal
+        self.expire_interval_s = expire_interval_s
         self.commit_interval_s = commit_interval_s
         self.max_pending_points = max_pending_points
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
@@ -125,7 +132,27 @@ class JournalWriter:
     # ----------------------------------------------------------------- committer
 
     async def run(self) -> None:
-        backoff = 0.05
+        """Commit until closed; meanwhile apply the journal's age limits every
+        ``expire_interval_s``."""
+        expiry = asyncio.create_task(self._expire_periodically(), name="journal-expiry")
+        try:
+            await self._commit_loop()
+        finally:
+            expiry.cancel()
+
+    async def _expire_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.expire_interval_s)
+            if self._closed:
+                return
+            try:
+                await self.call(self.journal.expire)
+            except (sqlite3.Error, OSError) as exc:  # the disk refuses: next round tries again
+                log.error("journal age expiry failed", error=str(exc))
+
+    async def _commit_loop(self) -> None:
+        attempt = 0
+        rng = random.Random()
         while True:
             if not self._pending:
                 self._idle.set()
@@ -145,15 +172,17 @@ class JournalWriter:
                 self.commit_errors += 1
                 self._unwritable = True
                 self._capacity.set()
+                delay = COMMIT_BACKOFF.delay(attempt, rng)
+                attempt += 1
                 log.error(
                     "journal commit failed; keeping data in memory and retrying",
-                    error=str(exc), pending_points=self._pending_points, retry_in_s=backoff,
+                    error=str(exc), pending_points=self._pending_points,
+                    retry_in_s=round(delay, 3),
                 )
                 self._shed_memory()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                await asyncio.sleep(delay)
                 continue
-            backoff = 0.05
+            attempt = 0
             self._unwritable = False
             self._m_commit.observe(time.perf_counter() - t0)
             self.last_commit_ns = time.monotonic_ns()

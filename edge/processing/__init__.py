@@ -10,58 +10,78 @@ nothing at start-up.
 
 from __future__ import annotations
 
+import importlib
 import time
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from edge.components import BuildContext, Stage
     from edge.config import Config
 
 
+@dataclass(frozen=True, slots=True)
+class StageKind:
+    """One kind of stage: its config section (a list of tables), the stage's name, where
+    its config struct and its class live ("module:Name", imported only when configured),
+    and the status document field that carries its ``states()`` ("" when none)."""
+
+    section: str
+    name: str
+    config: str
+    stage: str
+    status: str = ""
+
+
+# THE stage table, in data-flow order. Config sections, wiring, warm-up and the status
+# document all read it; adding a stage is one line here.
+STAGES: tuple[StageKind, ...] = (
+    StageKind("compensation", "compensate", "edge.processing.compensate:CompensationConfig",
+              "edge.processing.compensate:Compensate"),
+    StageKind("interlocks", "interlock", "edge.processing.interlock:InterlockRuleConfig",
+              "edge.processing.interlock:Interlock", status="interlocks"),
+    StageKind("health", "health", "edge.processing.health:HealthConfig",
+              "edge.processing.health:Health", status="health"),
+    StageKind("spc", "spc", "edge.processing.spc:SpcConfig", "edge.processing.spc:Spc",
+              status="spc"),
+)
+STAGE_SECTIONS: tuple[str, ...] = tuple(k.section for k in STAGES)
+STATUS_FIELD: dict[str, str] = {k.name: k.status for k in STAGES if k.status}
+
+
+def _load(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
 def build_stages(config: Config, ctx: BuildContext) -> list[Stage]:
     """The configured stages, in data-flow order; absent sections give no stage.
     An interlock whose action no source declares is a ConfigError, before any is built."""
     if config.section("interlocks"):
-        from edge.processing.interlock import check_actions
+        from edge.processing.interlock import InterlockRuleConfig, check_actions
 
-        check_actions(config.section("interlocks"),
-                      {src.name: src.actions() for src in config.sources})
+        rules = cast("list[InterlockRuleConfig]", config.section("interlocks"))
+        check_actions(rules, {src.name: src.actions() for src in config.sources})
     stages: list[Stage] = []
-    comp = config.section("compensation")
-    if comp:
-        from edge.processing.compensate import Compensate
-
-        stages.append(Compensate(comp, ctx.tags, ctx))
-    rules = config.section("interlocks")
-    if rules:
-        from edge.processing.interlock import Interlock
-
-        stages.append(Interlock(rules, ctx.tags, ctx))
-    health = config.section("health")
-    if health:
-        from edge.processing.health import Health
-
-        stages.append(Health(health, ctx.tags, ctx))
-    spc = config.section("spc")
-    if spc:
-        from edge.processing.spc import Spc
-
-        stages.append(Spc(spc, ctx.tags, ctx))
+    for kind in STAGES:
+        items: Sequence[object] = config.section(kind.section)
+        if items:
+            stages.append(_load(kind.stage)(items, ctx.tags, ctx))
     return stages
 
 
 def check_compensation_devices(config: Config) -> None:
     """ConfigError for each ``[[compensation]]`` stage whose device no source gives
     ``CmmReading``s for (it would silently judge nothing). Sources say so with
-    ``measurement_devices()``; one that cannot say (None, or no such method) turns the
-    check off rather than risk a false error."""
+    ``measurement_devices()``; one that cannot say (None) turns the check off rather than
+    risk a false error."""
     from edge.errors import ConfigError
+    from edge.processing.compensate import CompensationConfig
 
     measured: set[str] = set()
     for src in config.sources:
-        ask = getattr(src, "measurement_devices", None)
-        devices = ask() if ask is not None else None
+        devices = src.measurement_devices()
         if devices is None:
             return
         measured |= devices
@@ -71,7 +91,8 @@ def check_compensation_devices(config: Config) -> None:
         + (f"device '{c.device}'" if c.device else
            f"name (the device, as device is not set) '{c.name}'")
         + f": no source gives CMM readings for it (CMM readings come from: {known})"
-        for c in config.section("compensation") if c.cmm not in measured
+        for c in cast("list[CompensationConfig]", config.section("compensation"))
+        if c.cmm not in measured
     ]
     if problems:
         raise ConfigError("\n".join(problems))

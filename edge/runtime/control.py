@@ -3,7 +3,8 @@
 A Unix stream socket in the state folder (mode 0660), one JSON request per line, one
 JSON answer per line: ``{"cmd": "status"}``, ``{"cmd": "interlock_reset", "name": N}``,
 ``{"cmd": "journal_replay", "ids": [..]}``. Only local users with access to the state
-folder can reach it; nothing listens on the network.
+folder can reach it; nothing listens on the network. Answers are strict JSON (typed
+values such as the status document encoded by msgspec; NaN and infinities as null).
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from typing import Any
 import structlog
 
 from edge.runtime.private import file_mode
+from edge.runtime.statusdoc import encode
 
 log = structlog.get_logger("edge.control")
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+# serve(path, handler, started): what the gateway runs as its "control" component.
+Server = Callable[[Path, Handler, "asyncio.Event | None"], Awaitable[None]]
 
 
 class DaemonNotRunning(Exception):
@@ -47,7 +51,7 @@ async def serve(path: Path, handler: Handler, started: asyncio.Event | None = No
                     answer = await handler(request)
                 except (ValueError, KeyError, TypeError) as exc:
                     answer = {"ok": False, "error": str(exc)}
-                writer.write(json.dumps(answer, default=str).encode() + b"\n")
+                writer.write(encode(answer) + b"\n")
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             pass

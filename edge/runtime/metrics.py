@@ -7,10 +7,13 @@ can declare its metrics where it uses them. Count per batch, never per point in 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
+
+if TYPE_CHECKING:
+    from edge.runtime.links import LinkBoard
 
 _M = TypeVar("_M", Counter, Gauge, Histogram)
 
@@ -24,6 +27,17 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._metrics: dict[str, Counter | Gauge | Histogram] = {}
+        self._links: LinkBoard | None = None
+
+    @property
+    def links(self) -> LinkBoard:
+        """The link board of this registry (one per gateway, as the registry is), so every
+        component that has the metrics reaches the same board."""
+        if self._links is None:
+            from edge.runtime.links import LinkBoard
+
+            self._links = LinkBoard(self)
+        return self._links
 
     def _get(self, cls: type[_M], name: str, doc: str, labels: Sequence[str], **kw: object) -> _M:
         m = self._metrics.get(name)

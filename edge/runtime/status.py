@@ -1,90 +1,153 @@
-"""The live status document, the systemd STATUS line, and the gateway's own metrics.
+"""The status board: gathers the status document's inputs, the systemd STATUS line and
+the gateway's own metrics.
 
 Once a second the board reads the journal stats (on the journal thread) and derives
-rates from the metrics counters. Every ``SELF_METRICS_S`` it appends a sample batch on
-device ``gateway`` (journal depth and oldest unsent age per sink, link states, rates,
-trips, CPU, RSS, each interlock's state and limit, each SPC chart's center and 3-sigma
-limits once learned) so that InfluxDB and Grafana see the gateway itself. It also applies
-the journal's age limits once a minute.
+rates from the metrics counters; ``document()`` builds the typed ``StatusDoc``
+(``edge.runtime.statusdoc``) from them, the link board, the supervisor and the stages'
+states. Every ``SELF_METRICS_S`` it appends a sample batch on device ``gateway``, read
+from that same document (journal depth and oldest unsent age per sink, link states,
+rates, trips, CPU, RSS, each interlock's state and limit, each SPC chart's center and
+3-sigma limits once learned), so that InfluxDB and Grafana see the gateway itself.
+
+Every input is given explicitly (``StatusBoard(...)`` and ``bind(...)``): this module
+never imports the gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import resource
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import structlog
 
-from edge.model import SampleBatch, TagRegistry
-
-if TYPE_CHECKING:
-    from edge.app import Gateway
+from edge.journal import JournalWriter
+from edge.model import Record, SampleBatch, TagRegistry
+from edge.processing import STATUS_FIELD
+from edge.runtime.links import LinkBoard
+from edge.runtime.metrics import Metrics
+from edge.runtime.statusdoc import (
+    JournalDepth,
+    SinkStatus,
+    StatusDoc,
+    build_status,
+)
+from edge.runtime.supervisor import Supervisor
 
 log = structlog.get_logger("edge.status")
 
 SELF_METRICS_S = 10.0
 # Only what the board reads: collecting every metric (one series per device) held the
 # event loop for ~10 ms a second.
-_RATE_METRICS = ("edge_ingest_total", "edge_sink_delivered_total", "edge_source_link_up")
+_RATE_METRICS = ("edge_ingest_total", "edge_sink_delivered_total")
 _SELF_METRICS = ("edge_journal_evicted_total", "edge_interlock_trips_total")
-EXPIRE_S = 60.0
 DEVICE = "gateway"
 
 
+class SinkView(Protocol):
+    """What the board reads of a durable sink's delivery state (``delivery.SinkState``)."""
+
+    @property
+    def link_up(self) -> bool: ...
+    @property
+    def delivered_points(self) -> int: ...
+    @property
+    def last_error(self) -> str: ...
+    @property
+    def attempt(self) -> int: ...
+
+
+@runtime_checkable
+class StatefulStage(Protocol):
+    """A stage that reports its state for the status (interlock, health, spc)."""
+
+    name: str
+
+    def states(self) -> Mapping[str, Mapping[str, object]]: ...
+
+
 class StatusBoard:
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
+    def __init__(self, *, gateway_id: str, metrics: Metrics, links: LinkBoard,
+                 supervisor: Supervisor, ready: asyncio.Event) -> None:
+        self.gateway_id = gateway_id
+        self.metrics = metrics
+        self.link_board = links
+        self.supervisor = supervisor
+        self.ready = ready
         self.started = time.time()
-        self.journal: dict[str, dict[str, float]] = {}
+        self.writer: JournalWriter | None = None
+        self.sink_states: Mapping[str, SinkView] = {}
+        self.stages: Sequence[StatefulStage] = ()
+        self.publish: Sequence[Callable[[SampleBatch, Sequence[Record]], None]] = ()
+        self.journal: dict[str, JournalDepth] = {}
         self.rates: dict[str, float] = {}
         self._prev: dict[str, float] = {}
         self._prev_t = time.monotonic()
         self._cpu_prev = _cpu_seconds()
         self._tag_ids: dict[str, int] = {}
-        self._snapshot: dict[str, float] = {}
+
+    def bind(self, *, writer: JournalWriter, sink_states: Mapping[str, SinkView],
+             stages: Sequence[StatefulStage],
+             publish: Sequence[Callable[[SampleBatch, Sequence[Record]], None]]) -> None:
+        """What exists once the gateway is built: the journal writer, the durable sinks'
+        states, the stages that report state, where self-metrics go live."""
+        self.writer = writer
+        self.sink_states = sink_states
+        self.stages = stages
+        self.publish = publish
 
     # ------------------------------------------------------------------ tags
 
-    def declare_tags(self, tags: TagRegistry, sinks: list[str], sources: list[str]) -> None:
+    def declare_tags(self, tags: TagRegistry, sources: Sequence[str],
+                     interlocks: Sequence[str] = (), charts: Sequence[str] = ()) -> None:
+        """The gateway's own tags known from the config (before anything is built)."""
         names: list[tuple[str, str]] = [
             ("ingest_samples_per_s", "1/s"), ("ingest_records_per_s", "1/s"),
             ("journal_bytes", "B"), ("journal_pending_points", ""),
             ("evicted_samples_total", ""), ("interlock_trips_total", ""),
             ("cpu_percent", "%"), ("rss_mb", "MB"),
         ]
-        for sink in sinks:
-            names += [(f"journal_depth_{sink}", ""), (f"oldest_unsent_age_s_{sink}", "s"),
-                      (f"link_up_{sink}", ""), (f"delivered_per_s_{sink}", "1/s")]
         names += [(f"link_up_{src}", "") for src in sources]
         # Interlock state and limit, SPC limits: config and learned state that Grafana
         # cannot see in the data (a limit line, a chart's UCL/LCL before any violation).
-        for rule in self.gw.cfg.section("interlocks"):
-            names += [(f"interlock_tripped_{rule.name}", ""), (f"interlock_limit_{rule.name}", "")]
-        for chart in self.gw.cfg.section("spc"):
-            names += [(f"spc_center_{chart.name}", ""), (f"spc_ucl_{chart.name}", ""),
-                      (f"spc_lcl_{chart.name}", "")]
+        for rule in interlocks:
+            names += [(f"interlock_tripped_{rule}", ""), (f"interlock_limit_{rule}", "")]
+        for chart in charts:
+            names += [(f"spc_center_{chart}", ""), (f"spc_ucl_{chart}", ""),
+                      (f"spc_lcl_{chart}", "")]
+        self._add(tags, names)
+
+    def declare_sinks(self, tags: TagRegistry, durable: Sequence[str]) -> None:
+        """Per durable sink (known once the sinks are built): backlog, age, link, rate. A
+        live-only sink has no journal cursor and no link, so no such tags."""
+        names: list[tuple[str, str]] = []
+        for sink in durable:
+            names += [(f"journal_depth_{sink}", ""), (f"oldest_unsent_age_s_{sink}", "s"),
+                      (f"link_up_{sink}", ""), (f"delivered_per_s_{sink}", "1/s")]
+        self._add(tags, names)
+
+    def _add(self, tags: TagRegistry, names: list[tuple[str, str]]) -> None:
         for name, unit in names:
             self._tag_ids[name] = tags.add(DEVICE, name, unit=unit).id
 
     # ------------------------------------------------------------------ loop
 
     async def run(self) -> None:
-        gw = self.gw
-        assert gw.writer is not None
-        writer = gw.writer
-        last_self = last_expire = time.monotonic()
+        assert self.writer is not None, "bind() before run()"
+        writer = self.writer
+        last_self = time.monotonic()
         while True:
             stats = await writer.call(writer.journal.stats)
             self.journal = {
-                name: {
-                    "depth_points": s.depth_points, "depth_entries": s.depth_entries,
-                    "depth_bytes": s.depth_bytes, "oldest_unsent_age_s": s.oldest_unsent_age_s,
-                    "acked": s.acked,
-                }
+                name: JournalDepth(
+                    depth_points=s.depth_points, depth_entries=s.depth_entries,
+                    depth_bytes=s.depth_bytes, oldest_unsent_age_s=s.oldest_unsent_age_s,
+                    acked=s.acked)
                 for name, s in stats.items()
             }
             self._update_rates()
@@ -93,22 +156,19 @@ class StatusBoard:
                 last_self = now
                 batch = self.self_metrics()
                 writer.submit(batch)
-                if gw.live is not None:
-                    gw.live.publish(batch, [])
-            if now - last_expire >= EXPIRE_S:
-                last_expire = now
-                await writer.call(writer.journal.expire)
+                for publish in self.publish:
+                    publish(batch, [])
             await asyncio.sleep(1.0)
 
     def _update_rates(self) -> None:
-        snap = self.gw.metrics.snapshot(_RATE_METRICS)
+        snap = self.metrics.snapshot(_RATE_METRICS)
         now = time.monotonic()
         dt = max(1e-3, now - self._prev_t)
         totals = {
             "ingest_samples_per_s": _sum(snap, "edge_ingest_total", 'kind="samples"'),
             "ingest_records_per_s": _sum(snap, "edge_ingest_total", 'kind="records"'),
         }
-        for sink in self.gw.sink_states:
+        for sink in self.sink_states:
             totals[f"delivered_per_s_{sink}"] = _sum(
                 snap, "edge_sink_delivered_total", f'sink="{sink}"'
             )
@@ -117,51 +177,40 @@ class StatusBoard:
             self.rates[key] = max(0.0, (total - prev) / dt)
             self._prev[key] = total
         self._prev_t = now
-        self._snapshot = snap
 
     def links(self) -> dict[str, bool]:
-        out = {f"sink:{n}": s.link_up for n, s in self.gw.sink_states.items()}
-        for key, value in self._snapshot.items():
-            if key.startswith("edge_source_link_up{"):
-                labels = dict(
-                    part.split("=", 1) for part in key[len("edge_source_link_up{"):-1].split(",")
-                )
-                name = labels.get("source", "?").strip('"')
-                device = labels.get("device", "").strip('"')
-                label = f"source:{name}" + (f"/{device}" if device and device != name else "")
-                out[label] = bool(value)
-        return out
+        return {name: st.up for name, st in self.link_board.states().items()}
 
     def self_metrics(self) -> SampleBatch:
-        gw = self.gw
-        assert gw.writer is not None
-        snap = gw.metrics.snapshot(_SELF_METRICS)
+        """The gateway's own samples, read from the status document."""
+        assert self.writer is not None
+        doc = self.document()
+        snap = self.metrics.snapshot(_SELF_METRICS)
         cpu = _cpu_seconds()
-        values: dict[str, float] = dict(self.rates)
-        values["journal_bytes"] = float(gw.writer.journal.bytes)
-        values["journal_pending_points"] = float(gw.writer.pending_points)
+        values: dict[str, float] = dict(doc.rates)
+        values["journal_bytes"] = float(doc.journal_bytes)
+        values["journal_pending_points"] = float(doc.journal_pending_points)
         values["evicted_samples_total"] = _sum(snap, "edge_journal_evicted_total",
                                                'kind="samples"')
         values["interlock_trips_total"] = _sum(snap, "edge_interlock_trips_total", "")
         values["cpu_percent"] = 100.0 * (cpu - self._cpu_prev) / SELF_METRICS_S
         self._cpu_prev = cpu
         values["rss_mb"] = _rss_mb()
-        for sink, st in self.journal.items():
-            values[f"journal_depth_{sink}"] = float(st["depth_points"])
-            values[f"oldest_unsent_age_s_{sink}"] = float(st["oldest_unsent_age_s"])
-        for label, up in self.links().items():
-            name = label.split(":", 1)[1].split("/", 1)[0]
+        for sink, st in doc.journal.items():
+            values[f"journal_depth_{sink}"] = float(st.depth_points)
+            values[f"oldest_unsent_age_s_{sink}"] = float(st.oldest_unsent_age_s)
+        for label, up in doc.links.items():
+            name = label.split(":", 1)[-1].split("/", 1)[0]
             values[f"link_up_{name}"] = 1.0 if up else 0.0
-        interlock = gw.stage("interlock")
-        for name, st in (interlock.states() if interlock is not None else {}).items():
-            values[f"interlock_tripped_{name}"] = 1.0 if st["state"] == "tripped" else 0.0
-            values[f"interlock_limit_{name}"] = float(st["limit"])
-        spc = gw.stage("spc")
-        for name, st in (spc.states() if spc is not None else {}).items():
-            for key in ("center", "ucl", "lcl"):
-                values[f"spc_{key}_{name}"] = float(st[key])
+        for name, il in doc.interlocks.items():
+            values[f"interlock_tripped_{name}"] = 1.0 if il.state == "tripped" else 0.0
+            values[f"interlock_limit_{name}"] = il.limit
+        for name, chart in doc.spc.items():
+            values[f"spc_center_{name}"] = chart.center
+            values[f"spc_ucl_{name}"] = chart.ucl
+            values[f"spc_lcl_{name}"] = chart.lcl
         # NaN (a limit not learned yet) would reach InfluxDB as a bare quality point.
-        keys = [k for k in values if k in self._tag_ids and np.isfinite(values[k])]
+        keys = [k for k in values if k in self._tag_ids and math.isfinite(values[k])]
         now = time.time_ns()
         return SampleBatch(
             np.array([self._tag_ids[k] for k in keys], np.int32),
@@ -171,34 +220,23 @@ class StatusBoard:
 
     # ------------------------------------------------------------------ views
 
-    def document(self) -> dict[str, Any]:
-        gw = self.gw
-        doc: dict[str, Any] = {
-            "gateway": gw.gateway_id,
-            "pid": os.getpid(),
-            "uptime_s": round(time.time() - self.started, 1),
-            "ready": gw.ready.is_set(),
-            "journal": self.journal,
-            "journal_bytes": gw.writer.journal.bytes if gw.writer else 0,
-            "journal_pending_points": gw.writer.pending_points if gw.writer else 0,
-            "links": self.links(),
-            "rates": dict(self.rates),
-            "components": gw.supervisor.states(),
-            "sinks": {
-                n: {"link_up": s.link_up, "delivered_points": s.delivered_points,
-                    "last_error": s.last_error, "attempt": s.attempt}
-                for n, s in gw.sink_states.items()
-            },
-            "interlocks": {}, "health": {}, "spc": {},
-        }
-        for name in ("interlock", "health", "spc"):
-            stage = gw.stage(name)
-            if stage is not None and hasattr(stage, "states"):
-                doc["interlocks" if name == "interlock" else name] = stage.states()
-        return doc
+    def document(self) -> StatusDoc:
+        w = self.writer
+        return build_status(
+            gateway=self.gateway_id, pid=os.getpid(), uptime_s=time.time() - self.started,
+            ready=self.ready.is_set(), journal=self.journal,
+            journal_bytes=w.journal.bytes if w else 0,
+            journal_pending_points=w.pending_points if w else 0,
+            links=self.links(), rates=self.rates, components=self.supervisor.states(),
+            sinks={n: SinkStatus(link_up=s.link_up, delivered_points=s.delivered_points,
+                                 last_error=s.last_error, attempt=s.attempt)
+                   for n, s in self.sink_states.items()},
+            stage_states={STATUS_FIELD[s.name]: s.states() for s in self.stages
+                          if s.name in STATUS_FIELD},
+        )
 
     def status_line(self) -> str:
-        depth = sum(int(s["depth_points"]) for s in self.journal.values())
+        depth = sum(s.depth_points for s in self.journal.values())
         down = [n for n, up in self.links().items() if not up]
         rate = self.rates.get("ingest_samples_per_s", 0.0)
         line = f"ingest {rate:.0f}/s; journal backlog {depth} points"

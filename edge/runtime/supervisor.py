@@ -3,7 +3,8 @@
 Invariants:
 
 * A component that raises is logged with its traceback and restarted after a backoff
-  that doubles up to ``max_backoff_s`` and resets once it has run ``healthy_after_s``.
+  (``edge.runtime.links.Backoff``: doubling up to ``max_backoff_s``, full jitter) that
+  resets once it has run ``healthy_after_s``.
   Others keep running meanwhile. Components are meant to run until cancelled: one
   that returns is logged and started again too.
 * ``stop()`` cancels the components in reverse order of ``add`` (sources were added
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 import structlog
 
 from edge.runtime import progress
+from edge.runtime.links import Backoff
 from edge.runtime.metrics import Metrics
 
 log = structlog.get_logger("edge.supervisor")
@@ -56,8 +59,8 @@ class Supervisor:
     ) -> None:
         self._components: dict[str, Component] = {}
         self._checks: dict[str, Check] = {}
-        self.initial_backoff_s = initial_backoff_s
-        self.max_backoff_s = max_backoff_s
+        self.backoff = Backoff(initial_s=initial_backoff_s, max_s=max_backoff_s)
+        self._rng = random.Random()
         self.healthy_after_s = healthy_after_s
         self.stall_timeout_s = stall_timeout_s
         m = metrics or Metrics()
@@ -79,7 +82,7 @@ class Supervisor:
 
     async def _keep(self, comp: Component) -> None:
         progress.component.set(comp.name)  # this task's context: names its blocking calls
-        backoff = self.initial_backoff_s
+        attempt = 0  # crashes since the component last ran healthy_after_s
         while not self._stopping:
             comp.started_at = time.monotonic()
             comp.running = True
@@ -94,22 +97,23 @@ class Supervisor:
                 comp.running = False
                 self._m_up.labels(comp.name).set(0)
                 if time.monotonic() - comp.started_at >= self.healthy_after_s:
-                    backoff = self.initial_backoff_s
+                    attempt = 0
+                delay = self.backoff.delay(attempt, self._rng)
+                attempt += 1
                 comp.restarts += 1
                 comp.last_error = f"{type(exc).__name__}: {exc}"
                 self._m_restarts.labels(comp.name).inc()
                 log.error(
                     "component crashed; restarting", component=comp.name,
-                    error=comp.last_error, restart_in_s=backoff, restarts=comp.restarts,
-                    exc_info=exc,
+                    error=comp.last_error, restart_in_s=round(delay, 3),
+                    restarts=comp.restarts, exc_info=exc,
                 )
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.max_backoff_s)
+                await asyncio.sleep(delay)
                 continue
             comp.running = False
             self._m_up.labels(comp.name).set(0)
             log.warning("component returned; restarting", component=comp.name)
-            await asyncio.sleep(backoff)
+            await asyncio.sleep(self.backoff.delay(attempt, self._rng))
 
     def healthy(self) -> tuple[bool, list[str]]:
         problems = []

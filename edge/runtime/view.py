@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import msgspec
 
-def render(doc: dict[str, Any]) -> str:
+from edge.runtime.statusdoc import StatusDoc
+
+
+def render(status: StatusDoc | Mapping[str, Any]) -> str:
+    """The document as text; from the daemon itself or as decoded from its JSON."""
+    doc: Mapping[str, Any] = (msgspec.to_builtins(status) if isinstance(status, StatusDoc)
+                              else status)
     lines = [
         f"gateway {doc.get('gateway')}  pid {doc.get('pid')}  up {doc.get('uptime_s', 0):.0f} s  "
         f"{'READY' if doc.get('ready') else 'starting'}",
@@ -43,7 +51,9 @@ def render(doc: dict[str, Any]) -> str:
         for motor, st in sorted(health.items()):
             ttf = st.get("ttf_s")
             ttf_txt = "-" if ttf is None or ttf != ttf or ttf == float("inf") else f"{ttf:.0f} s"
-            lines.append(f"  {motor:<24} health {float(st.get('health', float('nan'))):.2f}  "
+            health_v = st.get("health")  # null in JSON while not known yet
+            health_v = float("nan") if health_v is None else float(health_v)
+            lines.append(f"  {motor:<24} health {health_v:.2f}  "
                          f"ttf {ttf_txt}")
     bad = {n: c for n, c in doc.get("components", {}).items()
            if c.get("restarts") or not c.get("running") or c.get("stuck")}

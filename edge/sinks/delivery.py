@@ -5,8 +5,9 @@ Invariants:
 * A cursor moves only after the sink's ``write`` returned: what is acked was accepted
   by the peer or moved to the dead letters. A crash in between re-sends the same
   entries with the same ids (at-least-once; peers deduplicate by id).
-* ``RetryableError`` (or any unexpected exception) retries the same entries with
-  exponential backoff and full jitter, honouring the peer's ``retry_after_s``.
+* ``RetryableError`` (or any unexpected exception) means the link is lost: the sink is
+  closed, and after the link's backoff (``edge.runtime.links``: exponential, full jitter,
+  the peer's ``retry_after_s`` honoured) connected again and given the same entries.
   ``PermanentError`` dead-letters the entries it was raised for; ``WriteResult.rejected``
   dead-letters just those. Dead letters never block the queue.
 * A dead letter's reason and body and a sink's last error are stored redacted
@@ -18,50 +19,46 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
 from edge.components import DurableSink, Rejection
 from edge.errors import PermanentError, RetryableError
 from edge.journal import JournalWriter
+from edge.runtime.links import Backoff, Link, LinkBoard, LinkState
 from edge.runtime.metrics import Metrics
 from edge.runtime.redact import redact
 
 log = structlog.get_logger("edge.delivery")
 
-
-RETRY_AFTER_MAX_S = 600.0
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Retry delays for one sink. The cap is short on purpose: retrying one peer every
-    few seconds costs nothing, while a long cap adds its length to every recovery."""
-
-    initial_s: float = 0.2
-    max_s: float = 5.0
-    factor: float = 2.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        """Full jitter: uniform in [0, min(max, initial * factor**attempt)]."""
-        cap = min(self.max_s, self.initial_s * self.factor**attempt)
-        return rng.uniform(cap / 2, cap)
+__all__ = ["Backoff", "SinkState", "deliver"]
 
 
 @dataclass(slots=True)
 class SinkState:
-    """What the status view shows about one sink."""
+    """What the status view shows about one sink; the link part is the link board's."""
 
     name: str
-    link_up: bool = False
     delivered_points: int = 0
-    last_error: str = ""
     last_success_ns: int = 0
-    attempt: int = 0
+    link: LinkState = field(default_factory=lambda: LinkState(""))
+
+    @property
+    def link_up(self) -> bool:
+        return self.link.up
+
+    @property
+    def last_error(self) -> str:
+        return self.link.last_error
+
+    @property
+    def attempt(self) -> int:
+        return self.link.attempt
 
 
 class _SinkMetrics:
@@ -72,9 +69,6 @@ class _SinkMetrics:
         self.errors = m.counter(
             "edge_sink_errors_total", "Failed write attempts", ["sink", "error"]
         )
-        self.link = m.gauge(
-            "edge_sink_link_up", "1 while the last write to the sink succeeded", ["sink"]
-        ).labels(sink)
         self.write = m.histogram(
             "edge_sink_write_seconds", "Duration of one sink write", ["sink"],
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0),
@@ -87,18 +81,21 @@ async def deliver(
     *,
     state: SinkState | None = None,
     metrics: Metrics | None = None,
+    links: LinkBoard | None = None,
     max_entries: int = 64,
     max_points: int = 50_000,
-    backoff: Backoff = Backoff(),
+    backoff: Backoff | None = None,
     idle_poll_s: float = 0.05,
     stop: asyncio.Event | None = None,
     rng: random.Random | None = None,
 ) -> None:
     """Deliver the journal to ``sink`` until cancelled, or until ``stop`` is set and
-    nothing is left to deliver."""
+    nothing is left to deliver. The sink's link is ``sink:<name>`` on ``links``."""
     state = state or SinkState(sink.name)
-    rng = rng or random.Random()
-    m = _SinkMetrics(metrics or Metrics(), sink.name)
+    metrics = metrics or Metrics()
+    link = (links or metrics.links).open(f"sink:{sink.name}", backoff, rng)
+    state.link = link.state
+    m = _SinkMetrics(metrics, sink.name)
     journal = writer.journal
     read = functools.partial(
         journal.read, sink.name, max_entries=max_entries, max_points=max_points,
@@ -113,7 +110,7 @@ async def deliver(
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a sink's connect may raise anything on a bad link
-                await _failed(state, sink.name, exc, backoff, rng, m, "connect")
+                await _lost(link, sink, exc, m, "connect")
                 continue
         result = await writer.call(read)
         if not result.entries:
@@ -131,8 +128,9 @@ async def deliver(
             rejected = {e.seq: Rejection(e.seq, str(exc), exc.body) for e in result.entries}
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # RetryableError, or a bug in a sink: retry, never ack
-            await _failed(state, sink.name, exc, backoff, rng, m, "write")
+        except Exception as exc:  # RetryableError, or a bug in a sink: reconnect, never ack
+            connected = False
+            await _lost(link, sink, exc, m, "write")
             continue
         else:
             rejected = {r.seq: r for r in outcome.rejected}
@@ -146,36 +144,19 @@ async def deliver(
                 m.delivered.labels(sink.name, entry.kind).inc(entry.count)
                 state.delivered_points += entry.count
         await writer.call(journal.ack, sink.name, result.upto)
-        if not state.link_up:
-            log.info("sink link up", sink=sink.name, after_attempts=state.attempt)
-        state.link_up = True
-        state.attempt = 0
+        link.up(sink=sink.name)
         state.last_success_ns = time.time_ns()
-        m.link.set(1)
 
 
-async def _failed(
-    state: SinkState, sink: str, exc: BaseException, backoff: Backoff, rng: random.Random,
-    m: _SinkMetrics, what: str,
-) -> None:
-    delay = backoff.delay(state.attempt, rng)
+async def _lost(link: Link, sink: DurableSink, exc: BaseException, m: _SinkMetrics,
+                what: str) -> None:
+    """The link is lost: count, log (a bug with its traceback), close the sink, back off."""
     hint = exc.retry_after_s if isinstance(exc, RetryableError) else None
-    if hint is not None:  # the peer knows best when it can take more; within reason
-        delay = max(delay, min(hint, RETRY_AFTER_MAX_S))
-    m.errors.labels(sink, type(exc).__name__).inc()
-    m.link.set(0)
-    event = f"sink {what} failed; retrying"
-    fields = dict(
-        sink=sink, error=redact(str(exc)) or type(exc).__name__, attempt=state.attempt + 1,
-        retry_in_s=round(delay, 3), retry_after_s=hint,
-    )
+    m.errors.labels(sink.name, type(exc).__name__).inc()
     if not isinstance(exc, RetryableError):
-        log.error(event, exc_info=exc, **fields)
-    elif state.link_up or state.attempt == 0:
-        log.warning(event, **fields)
-    else:
-        log.debug(event, **fields)
-    state.link_up = False
-    state.last_error = redact(str(exc)) or type(exc).__name__
-    state.attempt += 1
-    await asyncio.sleep(delay)
+        log.error(f"sink {what} failed with an unexpected error", sink=sink.name,
+                  error=redact(str(exc)) or type(exc).__name__, exc_info=exc)
+    link.down(exc, sink=sink.name, failed=what, retry_after_s=hint)
+    with contextlib.suppress(Exception):
+        await sink.close()
+    await link.pause(hint)

@@ -69,7 +69,7 @@ class OpcUaUser(ConfigStruct, frozen=True):
 
 
 class OpcUaConfig(ConfigStruct, frozen=True):
-    """``[opcua]``: the OPC-UA server."""
+    """``[[sinks]]`` with ``type = "opcua"``: the OPC-UA server, a live sink."""
 
     name: str = "opcua"
     endpoint: str = "opc.tcp://0.0.0.0:4840/edge"
@@ -119,7 +119,8 @@ class OpcUaConfig(ConfigStruct, frozen=True):
         if self.profile == "production":
             users = self._load_users(ctx)
             if not users:
-                raise ConfigError("opcua: users: no user defined for the production profile")
+                raise ConfigError(
+                    f"sink '{self.name}': users: no user defined for the production profile")
         return OpcUaSink(self, ctx, users)
 
     def _load_users(self, ctx: BuildContext) -> dict[str, sec.PasswordHash]:
@@ -131,7 +132,8 @@ class OpcUaConfig(ConfigStruct, frozen=True):
                     text = path.read_text(encoding="utf-8")
                 except OSError as exc:
                     raise ConfigError(
-                        f"opcua: users_file: cannot read {path}: {exc.strerror or exc}"
+                        f"sink '{self.name}': users_file: cannot read {path}: "
+                        f"{exc.strerror or exc}"
                     ) from None
                 users.update(sec.parse_users(text, str(path)))
             if self.users_secret:
@@ -139,7 +141,7 @@ class OpcUaConfig(ConfigStruct, frozen=True):
                     ctx.secrets(self.users_secret), f"secret {self.users_secret}"
                 ))
         except ValueError as exc:
-            raise ConfigError(f"opcua: users: {exc}") from None
+            raise ConfigError(f"sink '{self.name}': users: {exc}") from None
         return users
 
 
@@ -157,18 +159,15 @@ class OpcUaSink:
         self.server: Server | None = None
         self.idx = 0
         self._users = users
-        n = len(ctx.tags)
-        self._value = np.zeros(n, np.float64)
-        self._ts = np.zeros(n, np.int64)
-        self._quality = np.full(n, int(Quality.BAD_MISSING), np.uint8)
-        self._dirty = np.zeros(n, np.bool_)
-        self._kind = np.array(
-            [_KIND_BOOL if t.dtype == "bool" else _KIND_INT if DTYPES[t.dtype].integer
-             else _KIND_FLOAT for t in ctx.tags], np.uint8,
-        ).reshape(n)
-        self._low = np.array([DTYPES[t.dtype].low for t in ctx.tags], np.float64).reshape(n)
-        self._high = np.array([DTYPES[t.dtype].high for t in ctx.tags], np.float64).reshape(n)
-        self._vtypes = [DTYPES[t.dtype].variant for t in ctx.tags]
+        self._value = np.zeros(0, np.float64)
+        self._ts = np.zeros(0, np.int64)
+        self._quality = np.zeros(0, np.uint8)
+        self._dirty = np.zeros(0, np.bool_)
+        self._kind = np.zeros(0, np.uint8)
+        self._low = np.zeros(0, np.float64)
+        self._high = np.zeros(0, np.float64)
+        self._vtypes: list[ua.VariantType] = []
+        self._fit_registry()
         self._nodeids: list[ua.NodeId] = []
         self._records: deque[Record] = deque(maxlen=10_000)
         self._wake = asyncio.Event()
@@ -181,6 +180,28 @@ class OpcUaSink:
                                    ["type"])
         self._m_build = m.gauge("edge_opcua_address_space_build_seconds",
                                 "Time to build the OPC-UA address space at start-up")
+
+    def _fit_registry(self) -> None:
+        """Size the per-tag arrays to the registry. Tags declared after this sink was built
+        (the gateway's own per-sink tags, once every sink is known) are served too; what
+        was published already stays."""
+        new = list(self.ctx.tags)[self._dirty.shape[0]:]
+        if not new:
+            return
+        k = len(new)
+        self._value = np.concatenate((self._value, np.zeros(k, np.float64)))
+        self._ts = np.concatenate((self._ts, np.zeros(k, np.int64)))
+        self._quality = np.concatenate(
+            (self._quality, np.full(k, int(Quality.BAD_MISSING), np.uint8)))
+        self._dirty = np.concatenate((self._dirty, np.zeros(k, np.bool_)))
+        self._kind = np.concatenate((self._kind, np.array(
+            [_KIND_BOOL if t.dtype == "bool" else _KIND_INT if DTYPES[t.dtype].integer
+             else _KIND_FLOAT for t in new], np.uint8)))
+        self._low = np.concatenate(
+            (self._low, np.array([DTYPES[t.dtype].low for t in new], np.float64)))
+        self._high = np.concatenate(
+            (self._high, np.array([DTYPES[t.dtype].high for t in new], np.float64)))
+        self._vtypes += [DTYPES[t.dtype].variant for t in new]
 
     # ------------------------------------------------------------------ fast path
 
@@ -220,6 +241,7 @@ class OpcUaSink:
     async def _start(self) -> Server:
         cfg = self.cfg
         t0 = time.perf_counter()
+        self._fit_registry()
         server = opcua_standard.server(opcua_standard.cache_folder(self.ctx.state_dir))
         await server.init()
         server.set_endpoint(cfg.endpoint)
@@ -233,7 +255,7 @@ class OpcUaSink:
         try:
             await insert_nodes(server.iserver.aspace, items)
         except ValueError as exc:
-            raise ConfigError(f"opcua: {exc}") from None
+            raise ConfigError(f"sink '{self.name}': {exc}") from None
         self._nodeids = [tag_nodeid(t, self.idx) for t in self.ctx.tags]
         await self._mark_waiting(server)
         objects = GatewayObjects(server, self.idx, self._reset, self._refresh.set)
@@ -306,10 +328,10 @@ class OpcUaSink:
             return
         try:
             status = self.ctx.hooks.status()
+            if status is not None:
+                await self._objects.apply_status(status)
         except Exception as exc:  # a status bug must not take the OPC-UA server down
             log.warning("opcua status document failed", error=repr(exc))
-            return
-        await self._objects.apply_status(status)
 
     async def _writer(self, server: Server) -> None:
         interval = self.cfg.update_interval_ms / 1000

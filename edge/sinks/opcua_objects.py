@@ -26,6 +26,7 @@ from asyncua import Node, Server, ua
 from asyncua.server.event_generator import EventGenerator
 
 from edge.model import HealthAlert, InterlockTrip, Measurement, SpcViolation
+from edge.runtime.statusdoc import StatusDoc, as_tree, diagnostics
 
 log = structlog.get_logger("edge.opcua")
 
@@ -184,21 +185,18 @@ class GatewayObjects:
         )
         return obj
 
-    async def apply_status(self, status: Mapping[str, object]) -> None:
-        interlocks = status.get("interlocks")
-        if isinstance(interlocks, Mapping):
-            for name, state in interlocks.items():
-                obj = await self.interlock(str(name))
-                if isinstance(state, Mapping):
-                    await self.mirror.set_tree(obj, state)
-                elif state is not None:
-                    await self.mirror.set(obj, "state", str(state))
-        for section in ("health", "spc"):
-            doc = status.get(section)
-            if isinstance(doc, Mapping):
-                await self.mirror.set_tree(section, _objects_only(doc))
-        keys = ("journal", "links", "rates", "sinks", "journal_pending_points")
-        diag: dict[str, object] = {key: status[key] for key in keys if key in status}
+    async def apply_status(self, status: StatusDoc) -> None:
+        """Mirror the status document: each interlock's ``InterlockStatus`` fields under
+        Interlocks/<name>, health and SPC per object, the ``DIAGNOSTICS`` fields under
+        Diagnostics (the names are the document's field names: a pinned contract)."""
+        for name, state in status.interlocks.items():
+            obj = await self.interlock(name)
+            await self.mirror.set_tree(obj, _mapping(as_tree(state)))
+        if status.health:
+            await self.mirror.set_tree("health", _mapping(as_tree(status.health)))
+        if status.spc:
+            await self.mirror.set_tree("spc", _mapping(as_tree(status.spc)))
+        diag = diagnostics(status)
         diag["records"] = dict(self._counts)
         await self.mirror.set_tree("diagnostics", diag)
 
@@ -265,6 +263,6 @@ class GatewayObjects:
         )
 
 
-def _objects_only(doc: Mapping[str, object]) -> dict[str, object]:
-    """A section as objects: a bare value per name becomes ``{"value": v}``."""
-    return {k: (v if isinstance(v, Mapping) else {"value": v}) for k, v in doc.items()}
+def _mapping(value: object) -> Mapping[str, object]:
+    assert isinstance(value, Mapping)
+    return value

@@ -3,7 +3,9 @@
 * ``edge_source_received_total{source}``: samples and records handed to emit.
 * ``edge_source_rejected_total{source,reason}``: inputs quarantined, by a short reason
   category (the full reason is in the Quarantine record and the log line).
-* ``edge_source_link_up{source,device}``: 1 while the link to the device is up.
+* ``edge_source_link_up{source,device}``: 1 while the link to the device is up. The
+  same state is on the link board (``edge.runtime.links``) as ``source:<name>`` (or
+  ``source:<name>/<device>`` for another device), which the status reads.
 * ``edge_source_last_sample_age_seconds{source,device}``: computed at scrape time from
   the wall-clock time of the last sample emitted for that device.
 
@@ -22,6 +24,11 @@ from edge.runtime.metrics import Metrics
 
 class WarningLogger(Protocol):
     def warning(self, event: str, /, **kw: object) -> object: ...
+
+
+def link_name(source: str, device: str) -> str:
+    """The link board's name for a source's link to ``device``."""
+    return f"source:{source}" if device in ("", source) else f"source:{source}/{device}"
 
 
 class SourceMetrics:
@@ -47,6 +54,7 @@ class SourceMetrics:
         )
         self._last: dict[str, float] = {}
         self.link_state: dict[str, bool] = {}
+        self._links = metrics.links
 
     def received(self, n: int) -> None:
         if n:
@@ -61,6 +69,7 @@ class SourceMetrics:
         changed = self.link_state.get(device) != up
         self.link_state[device] = up
         self._link.labels(self.source, device).set(1.0 if up else 0.0)
+        self._links.open(link_name(self.source, device)).mark(up)
         return changed
 
     def sampled(self, device: str) -> None:

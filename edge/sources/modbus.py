@@ -9,9 +9,9 @@ Invariants:
   (counted in ``edge_source_missed_polls_total``) instead of drifting or bursting.
 * After a timeout the connection is closed and opened again, so a late answer can
   never be taken for the answer to a later request.
-* One source per device with its own clients and its own backoff: a dead device
-  stalls nobody else. Commands use a second connection, so a stop never waits
-  behind a poll that hangs.
+* One source per device with its own clients and its own link (``edge.runtime.links``:
+  backoff, up/down logged once, the link board): a dead device stalls nobody else.
+  Commands use a second connection, so a stop never waits behind a poll that hangs.
 * The poll path runs once per read at the device's rate: everything that depends only
   on the config (plan, decoders, client methods, tag ids) is built once, in ``__init__``.
 """
@@ -19,6 +19,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from typing import Literal
@@ -36,7 +37,8 @@ from edge.config import ConfigStruct
 from edge.model import DataType, Quality, SampleBatch, TagRegistry
 from edge.protocols.modbus.codec import WORDS, Decoder, Field, Order, RegType
 from edge.protocols.modbus.plan import Function, ReadRequest, RegisterRef, plan_reads
-from edge.sources.metrics import SourceMetrics
+from edge.runtime.links import Backoff
+from edge.sources.metrics import SourceMetrics, link_name
 from edge.sources.modbus_command import ModbusCommandPort
 
 log = structlog.get_logger("edge.sources.modbus")
@@ -243,6 +245,9 @@ class ModbusSource:
             ["source"],
         ).labels(cfg.name)
         self.polls = 0
+        self.link = ctx.metrics.links.open(
+            link_name(cfg.name, self.device), Backoff(initial_s=min(0.2, cfg.backoff_max_s),
+                                                      max_s=cfg.backoff_max_s))
 
     def _client(self) -> AsyncModbusTcpClient:
         return AsyncModbusTcpClient(
@@ -253,38 +258,32 @@ class ModbusSource:
     # ------------------------------------------------------------------ polling
 
     async def run(self, emit: Emit) -> None:
-        backoff = min(0.2, self.cfg.backoff_max_s)
         try:
-            while True:
-                client = self._client()
-                try:
-                    connected = await client.connect()
-                    if connected:
-                        self._link(True)
-                        if await self._poll(client, emit):
-                            backoff = min(0.2, self.cfg.backoff_max_s)
-                    else:
-                        self._link(False, "connect failed")
-                        await self._emit_all_bad(emit, Quality.BAD_NOT_CONNECTED)
-                finally:
-                    client.close()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.cfg.backoff_max_s)
+            await self.link.run(functools.partial(self._session, emit))
         finally:
             self.port.close()
 
-    def _link(self, up: bool, why: str = "") -> None:
-        if not up:
-            # The device (or the path to it) went away: the command connection is as
-            # dead as the poll one, and a stop must not wait out a timeout to learn it.
-            self.port.close()
-        if self.metrics.link(self.device, up):
-            if up:
-                log.info("modbus link up", source=self.name, host=self.cfg.host,
-                         port=self.cfg.port)
-            else:
-                log.warning("modbus link down", source=self.name, host=self.cfg.host,
-                            port=self.cfg.port, reason=why)
+    async def _session(self, emit: Emit) -> None:
+        """One connection: connect, poll until the link is lost (raises ConnectionError)."""
+        client = self._client()
+        try:
+            if not await client.connect():
+                self._lost()
+                await self._emit_all_bad(emit, Quality.BAD_NOT_CONNECTED)
+                raise ConnectionError(f"cannot connect to {self.cfg.host}:{self.cfg.port}")
+            self.link.up(proven=False, host=self.cfg.host, port=self.cfg.port)
+            self.metrics.link(self.device, True)
+            lost = await self._poll(client, emit)
+            self._lost()
+            raise ConnectionError(lost)
+        finally:
+            client.close()
+
+    def _lost(self) -> None:
+        # The device (or the path to it) went away: the command connection is as dead as
+        # the poll one, and a stop must not wait out a timeout to learn it.
+        self.port.close()
+        self.metrics.link(self.device, False)
 
     async def _emit_all_bad(self, emit: Emit, quality: Quality) -> None:
         n = len(self.tag_ids)
@@ -294,19 +293,21 @@ class ModbusSource:
         self.metrics.received(n)
         self.metrics.rejected(quality.reason.removeprefix("bad_"), n)
 
-    async def _poll(self, client: AsyncModbusTcpClient, emit: Emit) -> bool:
-        """Poll until the link is lost; True when at least one read succeeded."""
+    async def _poll(self, client: AsyncModbusTcpClient, emit: Emit) -> str:
+        """Poll until the link is lost; why it was lost. A read that succeeds proves the
+        link, so the backoff starts over (a device that accepts connections and answers
+        nothing keeps backing off)."""
         loop = asyncio.get_running_loop()
         interval = self.cfg.poll_interval_s
         t0 = loop.time()
         k = 0
-        any_ok = False
+        link = self.link
         while True:
             ok, lost = await self._poll_once(client, emit)
-            any_ok = any_ok or ok
+            if ok:
+                link.up()
             if lost:
-                self._link(False, lost)
-                return any_ok
+                return lost
             await self.port.keep_open()
             k, missed = next_tick(k, t0, interval, loop.time())
             if missed:

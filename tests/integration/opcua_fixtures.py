@@ -13,6 +13,13 @@ from typing import Any
 from edge.components import BuildContext, Hooks
 from edge.model import TagRegistry
 from edge.runtime.metrics import Metrics
+from edge.runtime.statusdoc import (
+    HealthStatus,
+    InterlockStatus,
+    JournalDepth,
+    SinkStatus,
+    StatusDoc,
+)
 from edge.sinks.opcua import OpcUaConfig, OpcUaSink
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # tests/ holds peers.py
@@ -22,17 +29,30 @@ from peers import free_port
 NS_URI = "urn:edge-gateway:tags"
 
 
+def sample_status() -> StatusDoc:
+    """A status document of the real type (a dict fixture once drifted from it)."""
+    features = dict.fromkeys(HealthStatus.__struct_fields__, 0.0)
+    return StatusDoc(
+        gateway="gw-test", pid=1, uptime_s=1.0, ready=True,
+        journal={"mes": JournalDepth(depth_points=12, depth_entries=2, depth_bytes=252,
+                                     oldest_unsent_age_s=3.5, acked=40)},
+        journal_bytes=4096, journal_pending_points=0,
+        links={"sink:mes": True, "source:etch1": False},
+        rates={"ingest_samples_per_s": 1234.5},
+        components={},
+        sinks={"mes": SinkStatus(link_up=True, delivered_points=40, last_error="",
+                                 attempt=0)},
+        interlocks={"etch_overtemp": InterlockStatus(
+            state="ok", tag="etch1/chamber_temp", last_trip_ns=0, last_value=120.0,
+            limit=188.0, trips=0, condition="none", trip_value=float("nan"))},
+        health={"stf/motor1": HealthStatus(**features | {"health": 0.93, "ttf_s": 86400.0})},
+        spc={},
+    )
+
+
 @dataclass
 class FakeGateway:
-    status: dict[str, Any] = field(default_factory=lambda: {
-        "interlocks": {"etch_overtemp": {"state": "armed", "tag": "etch1/chamber_temp",
-                                         "limit": 188.0}},
-        "journal": {"mes": {"depth_points": 12, "depth_bytes": 252,
-                            "oldest_unsent_age_s": 3.5}},
-        "links": {"mes": True, "etch1": False},
-        "rates": {"ingest_samples_per_s": 1234.5},
-        "health": {"stf/motor1": {"health": 0.93, "ttf_s": 86400.0}},
-    })
+    status: StatusDoc = field(default_factory=sample_status)
     resets: list[str] = field(default_factory=list)
     reset_result: bool = True
 

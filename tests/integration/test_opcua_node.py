@@ -99,7 +99,7 @@ async def test_reset_method_and_trip_event(tmp_path: Path) -> None:
                       "method": "s=_interlocks/etch_overtemp/Reset"}},
             {"read": ["s=_interlocks/etch_overtemp/state",
                       "s=_diagnostics/journal/mes/depth_points",
-                      "s=_diagnostics/links/etch1",
+                      "s=_diagnostics/links/source:etch1",
                       "s=_diagnostics/rates/ingest_samples_per_s",
                       "s=_health/stf/motor1/health"]},
         ]))
@@ -107,7 +107,7 @@ async def test_reset_method_and_trip_event(tmp_path: Path) -> None:
         assert out["results"][0]["call"] == {"status": "Good", "outputs": [True]}
         assert gw.resets == ["etch_overtemp"]
         read = [r["value"] for r in out["results"][1]["read"]]
-        assert read == ["armed", 12.0, False, 1234.5, 0.93]
+        assert read == ["ok", 12.0, False, 1234.5, 0.93]
 
         proc = await spawn_node_client("opcua_client.js", spec(sink.endpoint, tmp_path, [
             {"events": 10000, "then_wait_for": 1}]))

@@ -145,7 +145,7 @@ async def test_command_connection_is_open_before_the_first_command(
 
     async with running(src, out):
         await until(port_open)
-        src._link(False, "test: device went away")  # what a lost poll link does
+        src._lost()  # what a lost poll link does
         assert not port_open()
         await until(port_open, timeout=2.0)
         await src.write(Command("etch1", "stop", reason="test"))

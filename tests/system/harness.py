@@ -645,8 +645,8 @@ class Stack:
             cfg["sinks"].append({"type": "influx", "name": "influx", "url": influx_url,
                                  "api": "v1", "database": "edge", "timeout_s": 5.0})
         if opcua:
-            cfg["opcua"] = {"endpoint": f"opc.tcp://127.0.0.1:{p.opcua}/edge",
-                            "profile": "demo"}
+            cfg["sinks"].append({"type": "opcua", "name": "opcua", "profile": "demo",
+                                 "endpoint": f"opc.tcp://127.0.0.1:{p.opcua}/edge"})
         return cfg
 
     def make_gateway(self, cfg: dict[str, Any]) -> Gateway:

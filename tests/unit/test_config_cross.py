@@ -67,7 +67,13 @@ def test_compensation_device_must_have_cmm_readings(stage: str, problem: str | N
 def test_a_source_that_cannot_say_turns_the_check_off() -> None:
     """A source whose devices are not known in advance (None) never causes a false error."""
     cfg = loads(SOURCES + '\n[[compensation]]\nname = "cmm9"\n')
-    check_compensation_devices(replace(cfg, sources=[*cfg.sources, object()]))
+    class Unknowable:  # e.g. a source whose devices come from the data it reads
+        name = "later"
+
+        def measurement_devices(self) -> None:
+            return None
+
+    check_compensation_devices(replace(cfg, sources=[*cfg.sources, Unknowable()]))
 
 
 def test_run_refuses_a_compensation_without_cmm_readings(tmp_path: Path) -> None:

@@ -135,3 +135,54 @@ async def test_a_dead_sink_does_not_block_another(tmp_path: Path) -> None:
     assert w.journal.count() == 20, "entries stay until the dead sink acks them"
     await w.close()
     task.cancel()
+
+
+class DroppingSink(ScriptedSink):
+    """A session-oriented sink: connect opens a session; a write on a session the peer
+    dropped fails, and only a new connect gives a working one."""
+
+    def __init__(self, name: str, drop_after: int) -> None:
+        super().__init__(name)
+        self.events: list[str] = []
+        self.session = 0
+        self.alive = False
+        self.drop_after = drop_after
+        self.by_session: dict[int, list[int]] = {}
+
+    async def connect(self) -> None:
+        self.session += 1
+        self.alive = True
+        self.events.append(f"connect {self.session}")
+
+    async def write(self, entries: Sequence[Entry]) -> WriteResult:
+        if not self.alive:
+            self.events.append("write on a dead session")
+            raise RetryableError("session lost")
+        if len(self.accepted) == self.drop_after and self.session == 1:
+            self.alive = False  # the peer dropped us in the middle of this write
+            self.events.append("dropped")
+            raise RetryableError("connection reset")
+        self.accepted += [e.seq for e in entries]
+        self.by_session.setdefault(self.session, []).extend(e.seq for e in entries)
+        return WriteResult()
+
+    async def close(self) -> None:
+        self.alive = False
+        self.events.append("close")
+
+
+async def test_lost_link_closes_and_reconnects_the_sink(tmp_path: Path) -> None:
+    """A write that fails with RetryableError closes the sink, backs off, connects again
+    and re-sends the same entries on the new session: nothing lost, nothing twice."""
+    w, task = await start(tmp_path, ["s"])
+    await w.append(batch(2))
+    sink = DroppingSink("s", drop_after=0)
+    states = await run_until(w, [sink], lambda _st: w.journal.cursor("s") == 1)
+    await w.append(batch(2))
+    await run_until(w, [sink], lambda _st: w.journal.cursor("s") == 2)
+    assert sink.events[:4] == ["connect 1", "dropped", "close", "connect 2"]
+    assert "write on a dead session" not in sink.events
+    assert sink.accepted == [1, 2] and sink.by_session[2][0] == 1
+    assert states[0].link.name == "sink:s" and states[0].link_up
+    await w.close()
+    task.cancel()

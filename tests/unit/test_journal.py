@@ -260,3 +260,24 @@ def test_samples_too_big_for_the_limit_never_push_records_out(tmp_path: Path) ->
     assert [(e.kind, e.count) for e in j.entries()] == [("records", 2), ("samples", 1000)]
     assert j.bytes <= j.max_bytes
     j.close()
+
+
+async def test_writer_applies_age_limits_by_itself(tmp_path: Path) -> None:
+    """The journal writer expires entries past their age limit on its own schedule (no
+    status board involved); records live by their own, longer limit."""
+    import asyncio
+
+    from edge.journal import JournalWriter
+
+    j = open_journal(tmp_path, sinks=["s"], max_age_s=0.05, record_max_age_s=1e9)
+    w = JournalWriter(j, commit_interval_s=0.001, expire_interval_s=0.01)
+    task = asyncio.create_task(w.run())
+    await w.append(batch(5))
+    await w.append([rec(1)])
+    deadline = asyncio.get_running_loop().time() + 5
+    while j.count() != 1:
+        assert asyncio.get_running_loop().time() < deadline, "old samples never expired"
+        await asyncio.sleep(0.01)
+    assert [e.kind for e in j.entries()] == ["records"]
+    await w.close()
+    task.cancel()

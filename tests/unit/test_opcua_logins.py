@@ -122,11 +122,11 @@ def test_check_config_refuses_a_weak_inline_hash(
 ) -> None:
     """check-config exits 2 and names the user, the scheme and the minimum."""
     cfg = tmp_path / "edge.toml"
-    cfg.write_text('[opcua]\nprofile = "production"\n'
+    cfg.write_text('[[sinks]]\ntype = "opcua"\nprofile = "production"\n'
                    f'users = [{{name = "alice", password_hash = "{WEAK_SCRYPT}"}}]\n')
     assert cli.main(["check-config", str(cfg)]) == 2
     err = capsys.readouterr().err
-    assert "opcua: user 'alice': password_hash scrypt" in err and "262144" in err, err
+    assert "sink #1: user 'alice': password_hash scrypt" in err and "262144" in err, err
 
 
 def test_hash_tool_output_passes(capsys: pytest.CaptureFixture[str],

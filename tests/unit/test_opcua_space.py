@@ -166,12 +166,46 @@ def test_failed_logins_are_rate_limited() -> None:
 
 
 def test_config_errors_name_the_key() -> None:
-    """Bad [opcua] settings are config errors that name the key."""
-    with pytest.raises(ConfigError, match="opcua: endpoint must look like"):
-        loads('[opcua]\nendpoint = "http://x"\n')
-    with pytest.raises(ConfigError, match="opcua: users must be given"):
-        loads('[opcua]\nprofile = "production"\n')
+    """Bad OPC-UA sink settings are config errors that name the sink and the key."""
+    head = '[[sinks]]\ntype = "opcua"\n'
+    with pytest.raises(ConfigError, match="sink 'opcua': endpoint must look like"):
+        loads(head + 'name = "opcua"\nendpoint = "http://x"\n')
+    with pytest.raises(ConfigError, match="sink #1: users must be given"):
+        loads(head + 'profile = "production"\n')
     with pytest.raises(ConfigError, match="password_hash"):
-        loads('[opcua]\nprofile = "production"\nusers = [{name = "a", password_hash = "x"}]\n')
-    cfg = loads('[opcua]\nendpoint = "opc.tcp://127.0.0.1:4841/edge"\n').section("opcua")
-    assert isinstance(cfg, OpcUaConfig) and cfg.profile == "demo"
+        loads(head + 'profile = "production"\nusers = [{name = "a", password_hash = "x"}]\n')
+    (cfg,) = loads(head + 'endpoint = "opc.tcp://127.0.0.1:4841/edge"\n').sinks
+    assert isinstance(cfg, OpcUaConfig) and cfg.profile == "demo" and cfg.name == "opcua"
+
+
+def test_old_opcua_section_says_how_to_move_it() -> None:
+    """A top-level [opcua] (the old form) is refused with the exact edit to make."""
+    with pytest.raises(ConfigError) as err:
+        loads('[opcua]\nendpoint = "opc.tcp://127.0.0.1:4841/edge"\n')
+    assert "replace the line '[opcua]' with '[[sinks]]'" in str(err.value)
+    assert 'type = "opcua"' in str(err.value)
+
+
+def test_two_opcua_sinks_need_names() -> None:
+    """Two OPC-UA sinks left at the default name are refused, not merged."""
+    with pytest.raises(ConfigError, match="sink 'opcua': name is used twice"):
+        loads('[[sinks]]\ntype = "opcua"\n[[sinks]]\ntype = "opcua"\n'
+              'endpoint = "opc.tcp://127.0.0.1:4842/edge"\n')
+
+
+def test_tags_declared_after_the_sink_was_built_are_served(tmp_path: Path) -> None:
+    """The gateway declares its per-sink tags once every sink is built: the OPC-UA sink
+    takes values for them too, and keeps what was published before."""
+    tags = TagRegistry()
+    tags.add("etch1", "chamber_temp")
+    ctx = BuildContext(gateway_id="gw", tags=tags, metrics=Metrics(), state_dir=tmp_path,
+                       secrets=lambda name: "")
+    sink = OpcUaConfig().build(ctx)
+    assert isinstance(sink, OpcUaSink)
+    sink.publish(SampleBatch(np.array([0, 1], np.int32), np.array([5, 5]),
+                             np.array([1.5, 2.5])), [])
+    late = tags.add("gateway", "journal_depth_mes", dtype="int32").id
+    sink._fit_registry()
+    sink.publish(SampleBatch(np.array([late], np.int32), np.array([6]), np.array([7.0])), [])
+    assert sink._value.tolist() == [1.5, 7.0] and sink._dirty.tolist() == [True, True]
+    assert sink._kind.tolist()[late] == 1  # an integer node

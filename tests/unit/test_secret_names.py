@@ -32,7 +32,7 @@ def test_reader_refuses_names_that_leave_the_credentials_folder(tmp_path: Path) 
     'username = "u"\npassword_secret = "{}"\n',
     '[[sinks]]\ntype = "influx"\nname = "i"\nurl = "http://127.0.0.1:1"\napi = "v2"\n'
     'org = "o"\nbucket = "b"\ntoken_secret = "{}"\n',
-    '[opcua]\nprofile = "production"\nusers_secret = "{}"\n',
+    '[[sinks]]\ntype = "opcua"\nprofile = "production"\nusers_secret = "{}"\n',
 ], ids=["mes", "influx-v1", "influx-v2", "opcua"])
 def test_config_refuses_bad_secret_names(section: str) -> None:
     """Every config key that names a secret refuses a path at load time, naming the key."""

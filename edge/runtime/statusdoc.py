@@ -1,0 +1,161 @@
+"""The status document: one typed value, built in one place, read by everyone.
+
+``edge-gateway status`` (over the control socket), the OPC-UA Diagnostics, Interlocks,
+Health and SPC objects, and the gateway's self-metrics all read a ``StatusDoc``.
+
+Invariants:
+
+* Field names are a contract. The OPC-UA server mirrors the fields named in
+  ``DIAGNOSTICS`` under ``Diagnostics/<field>/<key>/<field>`` and each interlock's
+  ``InterlockStatus`` fields under ``Interlocks/<name>/<field>``; SCADA clients bind to
+  those node names. ``tests/unit/test_statusdoc.py`` pins them: renaming a field here is
+  a breaking change for every client.
+* ``build_status`` is pure: every input is an argument; nothing here imports the
+  gateway, a stage or the journal.
+* Encoded with ``encode`` (msgspec JSON), a NaN or infinite number is ``null``: the
+  document is always strict JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Literal
+
+import msgspec
+
+
+class _Doc(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of the document's parts; unknown keys of a stage's state are ignored."""
+
+
+class JournalDepth(_Doc, frozen=True):
+    """The journal backlog of one durable sink."""
+
+    depth_points: int
+    depth_entries: int
+    depth_bytes: int
+    oldest_unsent_age_s: float
+    acked: int
+
+
+class SinkStatus(_Doc, frozen=True):
+    link_up: bool
+    delivered_points: int
+    last_error: str
+    attempt: int
+
+
+class ComponentStatus(_Doc, frozen=True):
+    running: bool
+    restarts: int
+    last_error: str
+
+
+class InterlockStatus(_Doc, frozen=True):
+    state: Literal["ok", "tripped"]
+    tag: str
+    last_trip_ns: int
+    last_value: float
+    limit: float
+    trips: int
+    condition: str
+    trip_value: float
+
+
+class HealthStatus(_Doc, frozen=True):
+    health: float
+    ttf_s: float
+    running_level_a: float
+    baseline_a: float
+    rms_a: float
+    spike_rate: float
+    spikes: float
+    micro_stoppages: float
+    micro_stoppage_rate: float
+    micro_stoppage_samples: float
+    inrush_peak_a: float
+    starts: float
+    spikes_per_running_sample: float
+    vibration: float
+    temperature_c: float
+
+
+class SpcStatus(_Doc, frozen=True):
+    tag: str
+    center: float
+    sigma: float
+    ucl: float
+    lcl: float
+    ewma: float
+    points: float
+
+
+class StatusDoc(_Doc, frozen=True):
+    gateway: str
+    pid: int
+    uptime_s: float
+    ready: bool
+    journal: dict[str, JournalDepth]
+    journal_bytes: int
+    journal_pending_points: int
+    links: dict[str, bool]
+    rates: dict[str, float]
+    components: dict[str, ComponentStatus]
+    sinks: dict[str, SinkStatus]
+    interlocks: dict[str, InterlockStatus]
+    health: dict[str, HealthStatus]
+    spc: dict[str, SpcStatus]
+
+
+# The fields of StatusDoc that the OPC-UA Diagnostics object mirrors, in this order.
+DIAGNOSTICS: tuple[str, ...] = (
+    "journal", "links", "rates", "sinks", "journal_pending_points",
+)
+
+_STAGE_TYPES: dict[str, type] = {
+    "interlocks": dict[str, InterlockStatus], "health": dict[str, HealthStatus],
+    "spc": dict[str, SpcStatus],
+}
+
+
+def build_status(
+    *, gateway: str, pid: int, uptime_s: float, ready: bool,
+    journal: Mapping[str, JournalDepth], journal_bytes: int, journal_pending_points: int,
+    links: Mapping[str, bool], rates: Mapping[str, float],
+    components: Mapping[str, Mapping[str, object]], sinks: Mapping[str, SinkStatus],
+    stage_states: Mapping[str, Mapping[str, Mapping[str, object]]],
+) -> StatusDoc:
+    """The document from its inputs. ``stage_states``: document field (``interlocks``,
+    ``health``, ``spc``: ``edge.processing.STAGES`` says which stage fills which) -> that
+    stage's ``states()``."""
+    parts: dict[str, object] = {field: {} for field in _STAGE_TYPES}
+    for field, states in stage_states.items():
+        parts[field] = msgspec.convert(states, _STAGE_TYPES[field], strict=False)
+    return StatusDoc(
+        gateway=gateway, pid=pid, uptime_s=round(uptime_s, 1), ready=ready,
+        journal=dict(journal), journal_bytes=journal_bytes,
+        journal_pending_points=journal_pending_points, links=dict(links), rates=dict(rates),
+        components=msgspec.convert(components, dict[str, ComponentStatus]),
+        sinks=dict(sinks),
+        interlocks=parts["interlocks"],  # type: ignore[arg-type]
+        health=parts["health"],  # type: ignore[arg-type]
+        spc=parts["spc"],  # type: ignore[arg-type]
+    )
+
+
+def diagnostics(doc: StatusDoc) -> dict[str, object]:
+    """What the OPC-UA Diagnostics object mirrors: ``DIAGNOSTICS`` fields as plain values."""
+    return {name: msgspec.to_builtins(getattr(doc, name)) for name in DIAGNOSTICS}
+
+
+def as_tree(part: object) -> object:
+    """A part of the document as plain dicts, lists and scalars (NaN kept: OPC-UA has it)."""
+    return msgspec.to_builtins(part)
+
+
+_ENCODER = msgspec.json.Encoder(enc_hook=str)
+
+
+def encode(value: object) -> bytes:
+    """Strict JSON (NaN and infinities as null), Structs included."""
+    return _ENCODER.encode(value)

@@ -1,0 +1,92 @@
+"""The status document: typed, strict JSON, and the OPC-UA node names SCADA binds to."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import msgspec
+import pytest
+
+from edge.runtime.statusdoc import (
+    DIAGNOSTICS,
+    InterlockStatus,
+    JournalDepth,
+    SinkStatus,
+    StatusDoc,
+    build_status,
+    diagnostics,
+    encode,
+)
+
+INTERLOCK_STATE = {
+    "state": "tripped", "tag": "etch1/chamber_temp", "last_trip_ns": 5, "last_value": 191.0,
+    "limit": 188.0, "trips": 1, "condition": "high", "trip_value": 191.0,
+}
+
+
+def doc(**stage_states: dict[str, dict[str, object]]) -> StatusDoc:
+    return build_status(
+        gateway="gw", pid=1, uptime_s=2.04, ready=True,
+        journal={"mes": JournalDepth(depth_points=3, depth_entries=1, depth_bytes=99,
+                                     oldest_unsent_age_s=0.5, acked=7)},
+        journal_bytes=4096, journal_pending_points=2,
+        links={"sink:mes": True, "source:etch1": False},
+        rates={"ingest_samples_per_s": 10.0},
+        components={"journal": {"running": True, "restarts": 0, "last_error": ""}},
+        sinks={"mes": SinkStatus(link_up=True, delivered_points=3, last_error="", attempt=0)},
+        stage_states=stage_states or {"interlocks": {"etch_overtemp": INTERLOCK_STATE}},
+    )
+
+
+def paths(tree: object, prefix: str = "") -> list[str]:
+    """Node paths as the OPC-UA mirror makes them: a mapping is an object, else a variable."""
+    if isinstance(tree, dict):
+        return [p for k, v in tree.items() for p in paths(v, f"{prefix}/{k}" if prefix else k)]
+    return [prefix]
+
+
+def test_diagnostics_node_names_are_pinned() -> None:
+    """The Diagnostics node names (a contract with SCADA clients) come from the document's
+    field names and stay exactly these."""
+    assert DIAGNOSTICS == ("journal", "links", "rates", "sinks", "journal_pending_points")
+    assert set(DIAGNOSTICS) <= set(StatusDoc.__struct_fields__)
+    assert paths(diagnostics(doc())) == [
+        "journal/mes/depth_points", "journal/mes/depth_entries", "journal/mes/depth_bytes",
+        "journal/mes/oldest_unsent_age_s", "journal/mes/acked",
+        "links/sink:mes", "links/source:etch1",
+        "rates/ingest_samples_per_s",
+        "sinks/mes/link_up", "sinks/mes/delivered_points", "sinks/mes/last_error",
+        "sinks/mes/attempt",
+        "journal_pending_points",
+    ]
+
+
+def test_interlock_node_names_are_pinned() -> None:
+    """Interlocks/<name>/<field>: the fields of InterlockStatus, unchanged."""
+    assert InterlockStatus.__struct_fields__ == (
+        "state", "tag", "last_trip_ns", "last_value", "limit", "trips", "condition",
+        "trip_value")
+
+
+def test_stage_states_are_checked_against_the_type() -> None:
+    """A stage state that is not what the document says (the 'armed' a fixture once used)
+    is refused, not passed on to SCADA."""
+    assert doc().interlocks["etch_overtemp"].state == "tripped"
+    with pytest.raises(msgspec.ValidationError, match="state"):
+        doc(interlocks={"x": INTERLOCK_STATE | {"state": "armed"}})
+
+
+def test_json_is_strict_nan_is_null() -> None:
+    """NaN and infinities encode as null: ``status --json`` is always valid strict JSON."""
+    d = doc(interlocks={"x": INTERLOCK_STATE | {"trip_value": math.nan}},
+            spc={"c": {"tag": "t", "center": math.inf, "sigma": math.nan, "ucl": 1.0,
+                       "lcl": -1.0, "ewma": math.nan, "points": 0.0}})
+
+    def refuse(name: str) -> None:
+        raise AssertionError(f"not strict JSON: {name}")
+
+    back = json.loads(encode({"ok": True, "status": d}), parse_constant=refuse)
+    assert back["status"]["interlocks"]["x"]["trip_value"] is None
+    assert back["status"]["spc"]["c"]["center"] is None
+    assert back["status"]["links"] == {"sink:mes": True, "source:etch1": False}
