@@ -35,9 +35,12 @@ from edge.components import (
     Hooks,
     LiveSink,
     Source,
+    SourceConfig,
     Stage,
+    StageConfig,
 )
-from edge.config import Config, secret_reader
+from edge.config import Config, ConfigProblems, secret_reader
+from edge.errors import ConfigError
 from edge.flow import Flow
 from edge.journal import Journal, JournalWriter
 from edge.model import TagRegistry
@@ -109,20 +112,33 @@ class Gateway:
 
     def check(self) -> int:
         """Everything ``run`` checks before it touches a device, the network or the disk:
-        tags, and the stages that refer to them. Returns the number of tags."""
-        ctx = self._declare()
-        self._build_stages(ctx)
+        tags, and the stages that refer to them. Returns the number of tags.
+        Every mistake is reported (``ConfigProblems``), not only the first."""
+        problems: list[str] = []
+        ctx = self._declare(problems)
+        self.stages = build_stages(self.cfg, ctx, problems)
+        if problems:
+            raise ConfigProblems(problems)
         return len(self.tags)
 
-    def _declare(self) -> BuildContext:
+    def _declare(self, problems: list[str] | None = None) -> BuildContext:
+        """Every tag, in a fixed order. With ``problems``, a component whose tags cannot
+        be declared adds its error there and the others are still declared."""
         cfg = self.cfg
-        for src in cfg.sources:
+        declarers: list[tuple[str, str, SourceConfig | StageConfig]] = [
+            (f"source '{src.name}'", src.name, src) for src in cfg.sources]
+        declarers += [(f"{section} '{item.name}'", "", item)
+                      for section in STAGE_SECTIONS for item in cfg.section(section)]
+        for label, source, item in declarers:
             first = len(self.tags)
-            src.declare_tags(self.tags)
-            self._tag_source.update(dict.fromkeys(range(first, len(self.tags)), src.name))
-        for section in STAGE_SECTIONS:
-            for item in cfg.section(section):
+            try:
                 item.declare_tags(self.tags)
+            except (ConfigError, ValueError) as exc:
+                if problems is None:
+                    raise
+                problems.append(f"{label}: {exc}")
+            if source:
+                self._tag_source.update(dict.fromkeys(range(first, len(self.tags)), source))
         self.board.declare_tags(
             self.tags, [s.name for s in cfg.sources],
             interlocks=[r.name for r in cfg.section("interlocks")],

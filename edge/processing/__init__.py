@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+from edge.errors import ConfigError
+
 if TYPE_CHECKING:
     from edge.components import BuildContext, Stage
     from edge.config import Config
@@ -55,19 +57,34 @@ def _load(target: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
-def build_stages(config: Config, ctx: BuildContext) -> list[Stage]:
+def build_stages(config: Config, ctx: BuildContext,
+                 problems: list[str] | None = None) -> list[Stage]:
     """The configured stages, in data-flow order; absent sections give no stage.
-    An interlock whose action no source declares is a ConfigError, before any is built."""
+    An interlock whose action no source declares is a ConfigError, before any is built.
+
+    With ``problems`` (check-config), a stage that cannot be built adds its error lines
+    there and is left out, so every stage is checked; without, the first error raises."""
+    def failed(exc: ConfigError | ValueError) -> None:
+        if problems is None:
+            raise exc
+        problems.extend(str(exc).splitlines())
+
     if config.section("interlocks"):
         from edge.processing.interlock import InterlockRuleConfig, check_actions
 
         rules = cast("list[InterlockRuleConfig]", config.section("interlocks"))
-        check_actions(rules, {src.name: src.actions() for src in config.sources})
+        try:
+            check_actions(rules, {src.name: src.actions() for src in config.sources})
+        except ConfigError as exc:
+            failed(exc)
     stages: list[Stage] = []
     for kind in STAGES:
         items: Sequence[object] = config.section(kind.section)
         if items:
-            stages.append(_load(kind.stage)(items, ctx.tags, ctx))
+            try:
+                stages.append(_load(kind.stage)(items, ctx.tags, ctx))
+            except (ConfigError, ValueError) as exc:
+                failed(exc)
     return stages
 
 

@@ -130,3 +130,23 @@ def test_sources_declare_the_actions_of_their_commands_table() -> None:
     with pytest.raises(ConfigError, match=twice):
         loads(SOURCES.replace('value = 0}', 'value = 0}, {action = "stop", function = "coil", '
                               'address = 1}', 1))
+
+
+def test_check_reports_every_stage_mistake_at_once() -> None:
+    """Gateway.check (what check-config runs) names a bad interlock action, an interlock on
+    an unknown tag and an SPC chart on an unknown tag together, not only the first."""
+    from edge.app import Gateway
+    from edge.config import ConfigProblems
+
+    text = CONFIG.replace('action = {source = "etch1", action = "stop"}',
+                          'action = {source = "etch1", action = "halt"}')
+    text = text.replace('[[spc]]\nname = "chamber"\ntag = "etch1/chamber_temp_c"',
+                        '[[spc]]\nname = "chamber"\ntag = "etch1/nope"')
+    text += ('\n[[interlocks]]\nname = "ghost"\ntag = "etch1/ghost"\nhigh = 1.0\n'
+             'action = {source = "etch1", action = "stop"}\n')
+    cfg = loads(text.replace("[[compensation]]\nname = \"cmm1\"\n", ""))
+    with pytest.raises(ConfigProblems) as err:
+        Gateway(cfg, secrets=_secret).check()
+    text_err = str(err.value)
+    assert "has no action 'halt'" in text_err
+    assert "etch1/ghost" in text_err and "etch1/nope" in text_err
