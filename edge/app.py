@@ -34,6 +34,7 @@ from edge.components import (
     DurableSink,
     Hooks,
     LiveSink,
+    Preflight,
     Source,
     SourceConfig,
     Stage,
@@ -117,6 +118,9 @@ class Gateway:
         problems: list[str] = []
         ctx = self._declare(problems)
         self.stages = build_stages(self.cfg, ctx, problems)
+        for sink in self.cfg.sinks:
+            if isinstance(sink, Preflight):
+                problems.extend(sink.preflight())
         if problems:
             raise ConfigProblems(problems)
         return len(self.tags)

@@ -167,6 +167,14 @@ class SourceConfig(Protocol):
         ...
 
 
+@runtime_checkable
+class Preflight(Protocol):
+    """A config that can check files it names (a users file, a certificate) before
+    ``build``: check-config runs it; each string is one mistake, naming the key."""
+
+    def preflight(self) -> list[str]: ...
+
+
 class SinkConfig(Protocol):
     """``[[sinks]]``: builds a live sink, a durable sink, or one object that is both."""
 

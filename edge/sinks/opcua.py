@@ -123,6 +123,24 @@ class OpcUaConfig(ConfigStruct, frozen=True):
                     f"sink '{self.name}': users: no user defined for the production profile")
         return OpcUaSink(self, ctx, users)
 
+    def preflight(self) -> list[str]:
+        """check-config: the users file's hashes meet the minimum (a secret is only read at
+        start-up). A file this user cannot read is left to start-up as well."""
+        if not self.users_file:
+            return []
+        path = Path(self.users_file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except PermissionError:
+            return []
+        except (OSError, UnicodeDecodeError) as exc:
+            return [f"sink '{self.name}': users_file: cannot read {path}: {exc}"]
+        try:
+            sec.parse_users(text, str(path))
+        except ValueError as exc:
+            return [f"sink '{self.name}': users_file: {exc}"]
+        return []
+
     def _load_users(self, ctx: BuildContext) -> dict[str, sec.PasswordHash]:
         users = {u.name: sec.PasswordHash.parse(u.password_hash) for u in self.users}
         try:

@@ -141,3 +141,18 @@ def test_hash_tool_output_passes(capsys: pytest.CaptureFixture[str],
     t0 = time.perf_counter()
     assert mgr.check("op", "s3cret")
     assert time.perf_counter() - t0 < 0.005
+
+
+def test_check_config_refuses_a_weak_hash_in_the_users_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A users_file with a weak hash fails check-config (exit 2, naming the file and the
+    user), not only the start-up."""
+    users = tmp_path / "users"
+    users.write_text(f"bob:{WEAK_PBKDF2}\n")
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text('[[sinks]]\ntype = "opcua"\nprofile = "production"\n'
+                   f'users_file = "{users}"\n')
+    assert cli.main(["check-config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "users_file" in err and "bob" in err and "600000" in err.replace(",", ""), err
