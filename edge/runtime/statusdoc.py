@@ -49,6 +49,7 @@ class ComponentStatus(_Doc, frozen=True):
     running: bool
     restarts: int
     last_error: str
+    stuck: str = ""  # the blocking call it has been stuck in past stall_timeout_s, if any
 
 
 class InterlockStatus(_Doc, frozen=True):

@@ -90,3 +90,16 @@ def test_json_is_strict_nan_is_null() -> None:
     assert back["status"]["interlocks"]["x"]["trip_value"] is None
     assert back["status"]["spc"]["c"]["center"] is None
     assert back["status"]["links"] == {"sink:mes": True, "source:etch1": False}
+
+
+def test_a_stuck_component_shows_in_the_document() -> None:
+    """What the supervisor says a component is stuck in reaches the document (status,
+    the view's "components with trouble"), not dropped by the typed conversion."""
+    d = build_status(
+        gateway="gw", pid=1, uptime_s=1.0, ready=True, journal={}, journal_bytes=0,
+        journal_pending_points=0, links={}, rates={}, sinks={}, stage_states={},
+        components={"source:cmm1": {"running": True, "restarts": 0, "last_error": "",
+                                    "stuck": "open('/drop/fifo.csv') for 31 s"}},
+    )
+    assert d.components["source:cmm1"].stuck == "open('/drop/fifo.csv') for 31 s"
+    assert json.loads(encode(d))["components"]["source:cmm1"]["stuck"].startswith("open(")
