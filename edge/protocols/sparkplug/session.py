@@ -14,7 +14,9 @@ Invariants:
 * Subscriptions (NCMD, DCMD, the host's STATE) come before any birth.
 * No birth before the primary host (when one is configured) is online with a STATE
   timestamp no older than the last one seen; a STATE older than the last one seen is
-  ignored. Host offline while connected: NDEATH, disconnect, and wait (a new connect).
+  ignored. Host offline after the births: NDEATH, disconnect, and wait (a new connect,
+  which waits for online again). Offline while still waiting changes nothing (the
+  retained offline STATE after a reconnect must not loop us through disconnects).
 * seq: NBIRTH has seq 0; every later message of the node (DBIRTHs, NDATA, DDATA) takes
   the next seq, 0..255 wrapping. NDEATH has no seq.
 * Data is sent only while born (births published); otherwise ``send`` returns no
@@ -200,7 +202,7 @@ def step(s: Session, event: Event) -> tuple[Session, list[Action]]:
             if online and s.phase is Phase.WAITING_HOST:
                 born, births = _births(s)
                 return born, [*births, StartReplay()]
-            if not online and _connected(s):
+            if not online and s.phase is Phase.BORN:
                 assert s.bd_seq is not None
                 return (replace(s, phase=Phase.OFFLINE),
                         [PublishDeath(s.bd_seq), Disconnect("primary host offline")])
