@@ -80,6 +80,8 @@ class SparkplugSinkConfig(ConfigStruct, frozen=True):
             raise ValueError("brokers must list at least one mqtt://HOST:PORT")
         for url in self.brokers:
             _parse(url)
+            if url.startswith("mqtts:") and self.tls is None:
+                raise ValueError(f"brokers: {url!r} is mqtts:// but [tls] is not given")
         if self.ack_timeout_s <= 0:
             raise ValueError("ack_timeout_s must be > 0")
 
