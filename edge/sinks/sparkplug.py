@@ -1,0 +1,340 @@
+"""Sparkplug B 3.0 edge node sink: live data by exception, store-and-forward from the journal.
+
+One ``[[sinks]] type = "sparkplug"`` is one edge node ``{group_id}/{edge_node_id}``; each
+of our devices is a Sparkplug device (a DBIRTH each). The session rules live in
+``edge.protocols.sparkplug.session``; this module carries out its actions.
+
+Invariants:
+
+* One connection at a time: ``brokers`` are walked in turn, the next one after a failed
+  or lost connection, never two at once. The link runtime (``sink:<name>/broker``) owns
+  the backoff and logs the link going down and up.
+* bdSeq is written to ``<state_dir>/sparkplug/<name>.bdseq`` before each CONNECT.
+* LIVE: ``publish`` (the fast path) sends a tag's value only when it changed since the
+  last one sent (report by exception), at QoS 0, and only while born. Every value still
+  updates the latest-value table the births report.
+* DURABLE: the delivery loop gives us journal entries through our own cursor. A sample
+  the live path saw while born on the current connection is not sent again; every other
+  one is sent as DDATA with ``is_historical = true``. ``write`` returns (and the cursor
+  moves) only when a QoS 1 publish on ``ack_topic`` sent after them on the same
+  connection is acknowledged while the node is still born; otherwise it raises
+  ``RetryableError`` and the same entries come again (repeats are marked historical;
+  nothing is lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+
+import aiomqtt
+import msgspec
+import structlog
+
+from edge.components import BuildContext, WriteResult
+from edge.config import ConfigStruct
+from edge.errors import RetryableError
+from edge.model import DataType, Record, SampleBatch, TagSpec
+from edge.protocols.mqtt import BrokerConfig, Client, TlsConfig
+from edge.protocols.sparkplug import payload as P
+from edge.protocols.sparkplug import session as S
+from edge.runtime.private import private_dir, write_private
+
+if TYPE_CHECKING:
+    from edge.journal import Entry, Kind
+
+log = structlog.get_logger("edge.sinks.sparkplug")
+MAX_METRICS = 500  # per DDATA message in a replay
+
+
+class SparkplugSinkConfig(ConfigStruct, frozen=True):
+    """``[[sinks]]`` with ``type = "sparkplug"``: a Sparkplug B edge node (live + durable)."""
+
+    group_id: str
+    edge_node_id: str
+    name: str = "sparkplug"
+    brokers: list[str] = msgspec.field(default_factory=lambda: ["mqtt://127.0.0.1:1883"])
+    primary_host_id: str = ""  # "" publishes births without waiting for a host's STATE
+    client_id: str = ""  # default "<group_id>-<edge_node_id>"
+    username: str = ""
+    password_secret: str = ""
+    tls: TlsConfig | None = None
+    keepalive_s: int = 30
+    ack_topic: str = ""  # QoS 1 marker; default "edge-gateway/<group>/<node>/ack"
+    ack_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        for key in ("group_id", "edge_node_id"):
+            P.check_id(key, getattr(self, key))
+        if self.primary_host_id:
+            P.check_id("primary_host_id", self.primary_host_id)
+        if not self.brokers:
+            raise ValueError("brokers must list at least one mqtt://HOST:PORT")
+        for url in self.brokers:
+            _parse(url)
+            if url.startswith("mqtts:") and self.tls is None:
+                raise ValueError(f"brokers: {url!r} is mqtts:// but [tls] is not given")
+        if self.ack_timeout_s <= 0:
+            raise ValueError("ack_timeout_s must be > 0")
+
+    def build(self, ctx: BuildContext) -> SparkplugSink:
+        return SparkplugSink(self, ctx)
+
+
+def _parse(url: str) -> tuple[str, int]:
+    u = urlparse(url)
+    if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
+        raise ValueError(f"brokers: {url!r} must look like mqtt://HOST:PORT")
+    return u.hostname, u.port or (8883 if u.scheme == "mqtts" else 1883)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class SparkplugSink:
+    """The edge node: a live sink (``run``/``publish``) and a durable one (``write``)."""
+
+    kinds: tuple[Kind, ...] = ("samples",)
+
+    def __init__(self, cfg: SparkplugSinkConfig, ctx: BuildContext) -> None:
+        self.name = cfg.name
+        self.cfg = cfg
+        self._links = ctx.metrics.links
+        self.password = ctx.secrets(cfg.password_secret) if cfg.password_secret else None
+        self.brokers = [_parse(u) for u in cfg.brokers]
+        self._next_broker = 0
+        tags = sorted(ctx.tags, key=lambda t: t.id)
+        self.alias = P.aliases(tags)
+        self.tag: dict[int, TagSpec] = {t.id: t for t in tags}
+        self.dtype: dict[int, DataType] = {t.id: t.dtype for t in tags}
+        by_device: dict[str, list[P.BirthMetric]] = defaultdict(list)
+        for t in tags:
+            by_device[t.device].append(P.BirthMetric(self.alias[t.id], t))
+        self.device_metrics = dict(by_device)
+        for device in self.device_metrics:
+            P.check_id(f"device {device!r}", device)
+        self.ack_topic = cfg.ack_topic or f"edge-gateway/{cfg.group_id}/{cfg.edge_node_id}/ack"
+        self.bdseq_path = ctx.state_dir / "sparkplug" / f"{cfg.name}.bdseq"
+        self.state = S.Session(cfg.group_id, cfg.edge_node_id, tuple(self.device_metrics),
+                               cfg.primary_host_id, bd_seq=_load_bdseq(self.bdseq_path))
+        self.latest: dict[int, float] = {}
+        self._sent: dict[int, float] = {}  # last value published live, this session
+        self._live_from: dict[int, int] = {}  # tag -> first ts_ns seen live while born
+        self._client: Client | None = None
+        self._generation = 0
+        self._born = asyncio.Event()
+
+    # ------------------------------------------------------------- LiveSink
+    @property
+    def started(self) -> asyncio.Event | None:
+        return None
+
+    async def run(self) -> None:
+        link = self._links.open(f"sink:{self.name}/broker")
+        await link.run(self._session)
+
+    def publish(self, batch: SampleBatch, records: Sequence[Record]) -> None:
+        born = self._born.is_set()
+        points: dict[str, list[tuple[int, DataType, int, float]]] = defaultdict(list)
+        for tag, ts, value in zip(batch.tag_id.tolist(), batch.ts_ns.tolist(),
+                                  batch.value.tolist(), strict=True):
+            spec = self.tag.get(tag)
+            if spec is None:
+                continue
+            self.latest[tag] = value
+            if not born:
+                continue
+            self._live_from.setdefault(tag, ts)
+            last = self._sent.get(tag)
+            if last is not None and (last == value or (math.isnan(last) and math.isnan(value))):
+                continue
+            self._sent[tag] = value
+            points[spec.device].append((self.alias[tag], spec.dtype, ts // 1_000_000, value))
+        for device, pts in points.items():
+            self._send(device, pts, historical=False)
+
+    # ---------------------------------------------------------- DurableSink
+    async def connect(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._born.wait(), 1.0)
+        if not self._born.is_set():
+            raise RetryableError("not born: broker or primary host away")
+
+    async def write(self, entries: Sequence[Entry]) -> WriteResult:
+        client, generation = self._client, self._generation
+        if client is None or not self._born.is_set():
+            raise RetryableError("not born: broker or primary host away")
+        points: dict[str, list[tuple[int, DataType, int, float]]] = defaultdict(list)
+        for entry in entries:
+            b = entry.samples()
+            for tag, ts, value in zip(b.tag_id.tolist(), b.ts_ns.tolist(), b.value.tolist(),
+                                      strict=True):
+                spec = self.tag.get(tag)
+                live_from = self._live_from.get(tag)
+                if spec is None or (live_from is not None and ts >= live_from):
+                    continue
+                points[spec.device].append((self.alias[tag], spec.dtype, ts // 1_000_000,
+                                            value))
+        for device, pts in points.items():
+            for i in range(0, len(pts), MAX_METRICS):
+                if not self._send(device, pts[i:i + MAX_METRICS], historical=True):
+                    raise RetryableError("connection lost during the replay")
+        try:
+            await client.publish(self.ack_topic, str(entries[-1].seq).encode(), qos=1,
+                                 timeout=self.cfg.ack_timeout_s)
+        except aiomqtt.MqttError as exc:
+            raise RetryableError(f"store-and-forward mark not acknowledged: {exc}") from exc
+        if generation != self._generation or not self._born.is_set():
+            raise RetryableError("connection or primary host lost before the acknowledgement")
+        return WriteResult()
+
+    async def close(self) -> None:
+        return None
+
+    # -------------------------------------------------------------- session
+    def _send(self, device: str, pts: list[tuple[int, DataType, int, float]], *,
+              historical: bool) -> bool:
+        self.state, actions = S.step(self.state, S.Send(device))
+        client = self._client
+        for a in actions:
+            if isinstance(a, S.PublishData) and client is not None:
+                kind = "DDATA" if device else "NDATA"
+                body = P.data(a.seq, now_ms(), pts, historical=historical).SerializeToString()
+                return client.publish_nowait(self._topic(kind, device), body)
+        return False
+
+    def _topic(self, kind: str, device: str = "") -> str:
+        return P.topic(self.cfg.group_id, kind, self.cfg.edge_node_id, device)
+
+    async def _session(self) -> None:
+        host, port = self.brokers[self._next_broker % len(self.brokers)]
+        where = f"{host}:{port}"
+        self.state, actions = S.step(self.state, S.Dial())
+        will: aiomqtt.Will | None = None
+        for a in actions:
+            if isinstance(a, S.PersistBdSeq):
+                _save_bdseq(self.bdseq_path, a.bd_seq)
+            elif isinstance(a, S.Connect):
+                will = aiomqtt.Will(self._topic("NDEATH"),
+                                    P.death(a.bd_seq, now_ms()).SerializeToString(),
+                                    qos=1, retain=False)
+        broker = BrokerConfig(host, port, self.cfg.client_id or
+                              f"{self.cfg.group_id}-{self.cfg.edge_node_id}", True,
+                              self.cfg.keepalive_s, self.cfg.username, self.password,
+                              self.cfg.tls)
+        link = self._links.open(f"sink:{self.name}/broker")
+        try:
+            async with Client(broker, will=will) as client:
+                self._client = client
+                self._generation += 1
+                link.up(broker=where, bd_seq=self.state.bd_seq)
+                try:
+                    await self._carry(client, S.Connected())
+                    async for message in client.messages:
+                        await self._on_message(client, message)
+                except asyncio.CancelledError:
+                    await self._stop(client)
+                    raise
+        except aiomqtt.MqttError as exc:
+            self._next_broker += 1
+            raise RetryableError(f"{where}: {exc}") from exc
+        finally:
+            self._client = None
+            self._born.clear()
+            self.state, _ = S.step(self.state, S.Lost())
+
+    async def _stop(self, client: Client) -> None:
+        """Clean shutdown: NDEATH (QoS 1, acknowledged or 2 s) before the DISCONNECT."""
+        self.state, actions = S.step(self.state, S.Stop())
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._do(client, actions), 2.0)
+
+    async def _on_message(self, client: Client, message: aiomqtt.Message) -> None:
+        topic = message.topic.value
+        raw = message.payload if isinstance(message.payload, bytes) else b""
+        if topic.startswith("spBv1.0/STATE/"):
+            try:
+                doc = json.loads(raw)
+                event = S.HostState(bool(doc["online"]), int(doc["timestamp"]))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("sparkplug STATE ignored: not {online, timestamp} JSON",
+                            sink=self.name, topic=topic, error=str(exc))
+                return
+            await self._carry(client, event)
+        elif "/NCMD/" in topic:
+            try:
+                cmd = P.Payload.FromString(raw)
+            except Exception as exc:  # protobuf's DecodeError; never restart for a payload
+                log.warning("sparkplug NCMD ignored: not a Sparkplug B payload",
+                            sink=self.name, topic=topic, error=str(exc))
+                return
+            if P.rebirth_requested(cmd):
+                log.info("sparkplug rebirth requested", sink=self.name)
+                await self._carry(client, S.Rebirth())
+        elif "/DCMD/" in topic:
+            log.warning("sparkplug DCMD refused: device writes are not enabled on this sink",
+                        sink=self.name, topic=topic)
+
+    async def _carry(self, client: Client, event: S.Event) -> None:
+        self.state, actions = S.step(self.state, event)
+        await self._do(client, actions)
+
+    async def _do(self, client: Client, actions: list[S.Action]) -> None:
+        for a in actions:
+            match a:
+                case S.Subscribe(topics=topics):
+                    for t in topics:
+                        await client.subscribe(t, qos=1)
+                case S.PublishNodeBirth(bd_seq=bd, seq=seq):
+                    self._born.clear()
+                    self._sent.clear()
+                    self._live_from.clear()
+                    body = P.node_birth(bd, now_ms(), [], {})
+                    body.seq = seq
+                    client.publish_nowait(self._topic("NBIRTH"), body.SerializeToString())
+                case S.PublishDeviceBirth(device=device, seq=seq):
+                    metrics = self.device_metrics[device]
+                    body = P.device_birth(seq, now_ms(), metrics, self.latest)
+                    for m in metrics:
+                        if m.tag.id in self.latest:
+                            self._sent[m.tag.id] = self.latest[m.tag.id]
+                    client.publish_nowait(self._topic("DBIRTH", device),
+                                          body.SerializeToString())
+                case S.StartReplay():
+                    self._born.set()
+                    log.info("sparkplug births published", sink=self.name,
+                             bd_seq=self.state.bd_seq, devices=len(self.device_metrics))
+                case S.PublishDeath(bd_seq=bd):
+                    self._born.clear()
+                    await client.publish(self._topic("NDEATH"),
+                                         P.death(bd, now_ms()).SerializeToString(), qos=1)
+                case S.Disconnect(reason=reason):
+                    raise RetryableError(f"disconnected: {reason}")
+                case _:
+                    pass
+        if self.state.phase is S.Phase.BORN and not self._born.is_set():
+            self._born.set()  # a rebirth: data flows again after the new births
+
+
+def _load_bdseq(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip()) % 256
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        log.warning("sparkplug bdSeq file unreadable; starting again from 0", file=str(path))
+        return None
+
+
+def _save_bdseq(path: Path, bd_seq: int) -> None:
+    private_dir(path.parent)
+    write_private(path, f"{bd_seq}\n".encode())
