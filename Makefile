@@ -52,7 +52,7 @@ node: $(NODE_DIR)/node_modules/.installed
 
 $(NODE_DIR)/node_modules/.installed: $(wildcard $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json)
 	@if [ -f $(NODE_DIR)/package.json ]; then \
-	  cd $(NODE_DIR) && (if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error || npm install --no-audit --no-fund --loglevel=error; else npm install --no-audit --no-fund --loglevel=error; fi) && touch node_modules/.installed; \
+	  cd $(NODE_DIR) && (if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; else npm install --no-audit --no-fund --loglevel=error; fi) && touch node_modules/.installed; \
 	else mkdir -p $(NODE_DIR)/node_modules && touch $(NODE_DIR)/node_modules/.installed; fi
 
 lint: venv
