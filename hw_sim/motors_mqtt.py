@@ -94,7 +94,11 @@ class MotorPublisher:
     async def _connection(self) -> None:
         while True:
             try:
-                async with aiomqtt.Client(self.host, self.port) as client:
+                client = aiomqtt.Client(self.host, self.port)
+                # a tick's messages are in flight together (twice 14 with duplicates);
+                # aiomqtt logs a warning per publish above its default of 10
+                client.pending_calls_threshold = 4 * len(MOTOR_IDS)
+                async with client:
                     await client.subscribe(COMMAND_TOPIC, qos=1)
                     self.client = client
                     self.connected.set()
