@@ -164,6 +164,9 @@ def thread_kind(name: str, tid: int, pid: int) -> str:
     return "other threads"
 
 
+# py-spy --nonblocking cannot always tell a thread waiting in epoll_wait from a running
+# one: those samples are kept apart and left out of the shares.
+SELECT = "in select() (mostly waiting; not in the shares)"
 OWNERS = (("hw_sim/", "plant (hw_sim)"), ("amqtt/", "broker (amqtt)"),
           ("edge/", "gateway (edge)"), ("asyncua/", "gateway (asyncua: OPC-UA server)"))
 # Library frames without an app frame above them (callbacks run by the loop, or tasks
@@ -188,6 +191,8 @@ def classify(frames: list[str]) -> str:
         if "_run (asyncio/events.py" in frames[i]:
             body = frames[i + 1:]
             break
+    if frames and frames[-1].startswith("EpollSelector.select ("):
+        return SELECT
     if body is None:
         return "event loop (select, wake-ups, timers)"
     for f in body:
@@ -260,8 +265,10 @@ def run_demo(tree: Path, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         for tid, t1 in th1.items():
             kind = thread_kind(names.get(tid, ""), tid, pid)
             per_kind[kind] += (t1 - th0.get(tid, 0)) / CLK_TCK / wall
-        prof = (profile(args.py_spy, pid, args.profile, state / "profile.txt")
-                if args.py_spy and args.profile else {})
+        raw = Path(args.keep) / f"{tree.name}-{state.name}.txt" if args.keep else \
+            state / "profile.txt"
+        prof = profile(args.py_spy, pid, args.profile, raw) if args.py_spy and args.profile \
+            else {}
         return {"cores": (p1 - p0) / CLK_TCK / wall, "rss_mb": rss, "threads": per_kind,
                 "profile": prof, "to_ready_s": to_ready, "load": (la0 + la1) / 2}
     finally:
@@ -286,10 +293,12 @@ def cmd_demo(args: argparse.Namespace) -> None:
                 for kind, c in sorted(r["threads"].items(), key=lambda kv: -kv[1]):
                     print(f"    {c:6.3f} cores  {kind}")
                 for thread, owners in r["profile"].items():
-                    total = sum(owners.values()) or 1
-                    print(f"    py-spy, {thread}: {total} samples")
+                    total = sum(n for o, n in owners.items() if o != SELECT) or 1
+                    print(f"    py-spy, {thread}: {total} samples (+{owners.get(SELECT, 0)}"
+                          " in select)")
                     for owner, n in sorted(owners.items(), key=lambda kv: -kv[1]):
-                        print(f"      {100 * n / total:5.1f} %  {owner}")
+                        if owner != SELECT:
+                            print(f"      {100 * n / total:5.1f} %  {owner}")
     print(f"\nmedians of {args.runs} runs, {args.seconds:.0f} s each after READY + "
           f"{args.settle:.0f} s:")
     for tree, rs in results.items():
@@ -318,6 +327,7 @@ def main() -> None:
     de.add_argument("--settle", type=float, default=5.0)
     de.add_argument("--py-spy", default="", help="path of py-spy, to name threads")
     de.add_argument("--profile", type=float, default=0.0, help="py-spy seconds after the run")
+    de.add_argument("--keep", default="", help="folder to keep py-spy's raw profiles in")
     de.set_defaults(func=cmd_demo)
     args = ap.parse_args()
     if args.what == "demo" and not args.tree:
