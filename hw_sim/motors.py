@@ -18,15 +18,23 @@ The conveyor belt carries a workpiece 0..1000 mm per run; light barriers L1-L4
 at 100/400/700/950 mm are interrupted (True) while the piece is within 15 mm.
 
 Invariants: each tick draws the same amount of randomness (one normal and four
-uniforms per motor) whatever the states, so the same seed gives the same samples;
-`time_to_failure()` simulates a copy forward, so it is exact as long as no
-command is given.
+uniforms per motor) whatever the states, so the same seed gives the same samples,
+and a copy of the line taken at any tick replays the line exactly until a command
+is given. `time_to_failure()` is exact under that condition: it runs such a copy
+ahead (a `FailureForecast`), kept between calls and dropped on any command, so
+asking every few seconds costs about one extra tick per tick, not the horizon.
+Commands are the only way to change a line other than ticking it; writing its
+arrays directly would leave a kept forecast stale.
+
+Cost: one tick is a fixed number of numpy operations over the 14 motors (plus a
+Python step for the few motors changing phase), with no per-motor Python loop.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -127,7 +135,10 @@ class MotorLine:
         self._idle_lo, self._idle_hi = prof[:, 0], prof[:, 1]
         self._run_lo, self._run_hi = prof[:, 2], prof[:, 3]
         self._speed, self._travel = prof[:, 4], prof[:, 5]
+        self._neg_speed = -self._speed
         self.has_position = self._travel > 0
+        self._names = [(m.split("/")[0], m.split("/")[1]) for m in MOTOR_IDS]
+        self._positioned = self.has_position.tolist()
         self._belt = MOTOR_IDS.index(BELT_ID)
         self.tick = 0
         self.state = np.full(n, IDLE, dtype=np.int8)
@@ -137,6 +148,8 @@ class MotorLine:
         self._target = np.zeros(n)
         self.position = np.zeros(n)
         self.current = np.full(n, I_IDLE)
+        self._commands = 0  # bumped by every command: a kept forecast is stale after one
+        self._forecast: FailureForecast | None = None
 
     # -- commands ---------------------------------------------------------
     def _select(self, target: str) -> list[int]:
@@ -165,6 +178,7 @@ class MotorLine:
             else:
                 continue
             hit.append(MOTOR_IDS[i])
+        self._commands += 1
         if self.truth is not None:
             self.truth.emit("command", "motors", self.ts_ns(), cmd=cmd, target=target, motors=hit)
         return hit
@@ -173,31 +187,35 @@ class MotorLine:
     def ts_ns(self, tick: int | None = None) -> int:
         return self.start_ns + round((self.tick if tick is None else tick) * self.tick_s * 1e9)
 
-    def _advance(self, emit: bool) -> None:
+    def _advance(self, emit: bool, currents: bool = True) -> bool:
+        """One tick; True if a motor failed in it. `currents=False` (a forecast's copy)
+        skips the currents but draws the same randomness, so states stay exact."""
         n = len(MOTOR_IDS)
         z = self.rng.standard_normal(n)
         u = self.rng.random((4, n))
         self.tick += 1
-        st, h = self.state, self.health
+        st, h, left = self.state, self.health, self._left
         # phase transitions (few per tick)
         counting = st <= RUNNING
-        self._left[counting] -= 1
-        for i in np.flatnonzero(counting & (self._left <= 0)):
-            self._transition(int(i), float(u[2, i]), float(u[3, i]))
+        left -= counting
+        due = counting & (left <= 0)
+        if np.count_nonzero(due):
+            for i in due.nonzero()[0].tolist():
+                self._transition(i, float(u[2, i]), float(u[3, i]))
         # micro-stoppages come and go
         in_ms = st == MICROSTOP
-        if in_ms.any():
+        if np.count_nonzero(in_ms):
             self._ms_left[in_ms] -= 1
             st[in_ms & (self._ms_left <= 0)] = RUNNING
         weak = h < MICROSTOP_BELOW
-        if weak.any():
+        if np.count_nonzero(weak):
             p_ms = np.where(weak, 0.005 + 0.03 * (MICROSTOP_BELOW - h), 0.0)
             start_ms = (st == RUNNING) & (u[1] < p_ms)
-            if start_ms.any():
+            if np.count_nonzero(start_ms):
                 st[start_ms] = MICROSTOP
                 self._ms_left[start_ms] = 3 + (u[2, start_ms] * 8).astype(np.int64)
                 if emit and self.truth is not None:
-                    for i in np.flatnonzero(start_ms):
+                    for i in np.flatnonzero(start_ms).tolist():
                         self.truth.emit(
                             "micro_stoppage",
                             "motors",
@@ -209,27 +227,32 @@ class MotorLine:
         # wear and failure
         running = st == RUNNING
         active = running | (st == INRUSH)
-        h[active] -= WEAR_PER_TICK
+        np.subtract(h, WEAR_PER_TICK, out=h, where=active)
         failed = active & (h <= 1e-12)
-        if failed.any():
+        any_failed = bool(np.count_nonzero(failed))
+        if any_failed:
             h[failed] = 0.0
             st[failed] = FAILED
             running &= ~failed
             if emit and self.truth is not None:
-                for i in np.flatnonzero(failed):
+                for i in np.flatnonzero(failed).tolist():
                     self.truth.emit("motor_failed", "motors", self.ts_ns(), motor=MOTOR_IDS[i])
-        # motion
+        # motion (clip as min(max()): the same numbers, without np.clip's Python layer)
         moving = running & self.has_position
-        if moving.any():
-            step = np.clip(self._target - self.position, -self._speed, self._speed)
-            self.position[moving] += step[moving]
+        if np.count_nonzero(moving):
+            step = np.minimum(np.maximum(self._target - self.position, self._neg_speed),
+                              self._speed)
+            np.add(self.position, step, out=self.position, where=moving)
+        if not currents:
+            return any_failed
         # current
         cur = _I_BASE[st] + _I_NOISE[st] * z + running * (0.1 * (1 - h))
         spike = running & (h < SPIKE_BELOW)
-        if spike.any():
+        if np.count_nonzero(spike):
             spike &= u[0] < 0.02 + 0.2 * (SPIKE_BELOW - h)
             cur[spike] += (0.5 + u[2, spike]) * (1 + SPIKE_BELOW - h[spike])
         self.current = np.maximum(cur, 0.0)
+        return any_failed
 
     def _transition(self, i: int, u_len: float, u_target: float) -> None:
         s = self.state[i]
@@ -252,24 +275,22 @@ class MotorLine:
 
     def samples(self) -> list[MotorSample]:
         """The current tick as one sample per motor."""
-        ts = self.ts_ns()
-        belt_barriers = barriers_at(float(self.position[self._belt]))
-        out = []
-        for i, m in enumerate(MOTOR_IDS):
-            station, comp = m.split("/")
-            out.append(
-                MotorSample(
-                    self.tick,
-                    ts,
-                    station,
-                    comp,
-                    round(float(self.current[i]), 4),
-                    STATE_NAMES[int(self.state[i])],
-                    round(float(self.position[i]), 1) if self.has_position[i] else None,
-                    dict(belt_barriers) if station == "conveyor" else None,
-                )
+        ts, tick = self.ts_ns(), self.tick
+        cur, st, pos = self.current.tolist(), self.state.tolist(), self.position.tolist()
+        belt = barriers_at(pos[self._belt])
+        return [
+            MotorSample(
+                tick,
+                ts,
+                station,
+                comp,
+                round(cur[i], 4),
+                STATE_NAMES[st[i]],
+                round(pos[i], 1) if self._positioned[i] else None,
+                dict(belt) if station == "conveyor" else None,
             )
-        return out
+            for i, (station, comp) in enumerate(self._names)
+        ]
 
     def step(self) -> list[MotorSample]:
         """Advance one tick and return its samples."""
@@ -293,27 +314,22 @@ class MotorLine:
 
     def twin(self) -> MotorLine:
         """An independent copy (same random state) that writes no ground truth."""
-        truth, self.truth = self.truth, None
+        truth, forecast, self.truth, self._forecast = self.truth, self._forecast, None, None
         try:
             return copy.deepcopy(self)
         finally:
-            self.truth = truth
+            self.truth, self._forecast = truth, forecast
+
+    def forecast(self) -> FailureForecast:
+        """The kept forecast, or a new one if there is none or a command came since."""
+        fc = self._forecast
+        if fc is None or fc.commands != self._commands:
+            fc = self._forecast = FailureForecast(self)
+        return fc
 
     def time_to_failure(self, horizon_ticks: int = 50_000) -> dict[str, int | None]:
         """Ticks until each motor fails if no command is given (None: beyond horizon)."""
-        twin = self.twin()
-        out: dict[str, int | None] = {
-            m: (0 if self.state[i] == FAILED else None) for i, m in enumerate(MOTOR_IDS)
-        }
-        stuck = twin.state == STOPPED  # a stopped motor never wears
-        for k in range(1, horizon_ticks + 1):
-            if all(v is not None or stuck[i] for i, v in enumerate(out.values())):
-                break
-            twin._advance(emit=False)
-            for i in np.flatnonzero(twin.state == FAILED):
-                if out[MOTOR_IDS[i]] is None:
-                    out[MOTOR_IDS[i]] = k
-        return out
+        return self.forecast().ttf(self.tick, horizon_ticks)
 
     def emit_health(
         self, ttf: Mapping[str, int | None] | None = None, horizon_ticks: int = 50_000
@@ -340,3 +356,44 @@ class MotorLine:
                 ttf_s=None if t is None else round(t * self.tick_s, 3),
                 horizon_ticks=horizon_ticks,
             )
+
+
+class FailureForecast:
+    """When each motor of a line fails if no command is given, from a copy run ahead.
+
+    Made from a copy of the line at its tick t0. `ttf(tick, horizon)` for any tick
+    >= t0 of the same line (no command in between) runs the copy on only as far as
+    `tick + horizon`, or until every motor that can fail has failed, and remembers
+    each motor's failing tick; asking again later runs only the new ticks. A motor
+    stopped at t0 never wears (nothing resets it without a command): never fails.
+    Safe to call from a worker thread while the line goes on ticking.
+    """
+
+    def __init__(self, line: MotorLine) -> None:
+        self.commands = line._commands
+        self.start_tick = line.tick
+        self._twin = line.twin()
+        state = self._twin.state
+        self._failed_at: list[int | None] = [
+            line.tick if s == FAILED else None for s in state.tolist()
+        ]
+        self._open = int(np.count_nonzero((state != FAILED) & (state != STOPPED)))
+        self._lock = threading.Lock()
+
+    def ttf(self, tick: int, horizon_ticks: int) -> dict[str, int | None]:
+        """Ticks from `tick` until each motor fails (0: failed; None: beyond horizon)."""
+        if tick < self.start_tick:
+            raise ValueError(f"forecast starts at tick {self.start_tick}, asked for {tick}")
+        end = tick + horizon_ticks
+        with self._lock:
+            twin, failed_at = self._twin, self._failed_at
+            while self._open and twin.tick < end:
+                if twin._advance(emit=False, currents=False):
+                    for i in np.flatnonzero(twin.state == FAILED).tolist():
+                        if failed_at[i] is None:
+                            failed_at[i] = twin.tick
+                            self._open -= 1
+            return {
+                m: None if f is None or f - tick > horizon_ticks else max(0, f - tick)
+                for m, f in zip(MOTOR_IDS, failed_at, strict=True)
+            }

@@ -110,3 +110,26 @@ async def test_stop_command_topic(broker: Mosquitto) -> None:
         assert not any(pub.line.state[i] == 3 for i in vgr)
         assert pub.truth is not None
         assert [r["cmd"] for r in pub.truth.of_kind("command")] == ["stop", "reset"]
+
+
+async def test_a_ticks_messages_arrive_together_in_motor_order_without_warnings(
+    broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each tick's 14 messages, published together, arrive in motor order, tick after
+    tick, and the client logs no warning about pending publishes."""
+    got: list[tuple[str, dict[str, Any]]] = []
+    ready = asyncio.Event()
+    sub = asyncio.create_task(_collect(broker, "stf/+/+/telemetry", 14 * 20, ready, got))
+    await asyncio.wait_for(ready.wait(), 10)
+    with caplog.at_level("WARNING"):
+        async with _publisher(broker):
+            await asyncio.wait_for(sub, 20)
+    first = next(i for i, (t, _) in enumerate(got) if t == f"stf/{MOTOR_IDS[0]}/telemetry")
+    ticks = [got[i:i + 14] for i in range(first, len(got) - 13, 14)]
+    assert len(ticks) >= 15
+    for tick in ticks:
+        assert [t for t, _ in tick] == [f"stf/{m}/telemetry" for m in MOTOR_IDS]
+        assert len({p["ts"] for _, p in tick}) == 1
+    stamps = [tick[0][1]["ts"] for tick in ticks]
+    assert stamps == sorted(set(stamps))
+    assert not [r for r in caplog.records if "pending publish" in r.getMessage()]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import numpy as np
 
 from hw_sim.motors import (
@@ -112,3 +115,77 @@ def test_light_barriers() -> None:
         for k, v in s.barriers.items():
             seen[k] |= v
     assert all(seen.values())
+
+
+def _naive_ttf(line: MotorLine, horizon: int) -> dict[str, int | None]:
+    """Obviously correct time to failure: step a fresh copy tick by tick to the horizon."""
+    twin = line.twin()
+    out: dict[str, int | None] = {
+        m: 0 if line.state[i] == FAILED else None for i, m in enumerate(MOTOR_IDS)}
+    for k in range(1, horizon + 1):
+        twin.step()
+        for i, m in enumerate(MOTOR_IDS):
+            if out[m] is None and twin.state[i] == FAILED:
+                out[m] = k
+    return out
+
+
+def _trace_digest(seed: int) -> str:
+    truth = TruthLog()
+    line = MotorLine(seed, {m: 0.02 + 0.06 * i for i, m in enumerate(MOTOR_IDS)}, truth=truth)
+    h = hashlib.sha256()
+    for n, cmd, target in ((700, "stop", "vgr"), (300, "reset", "vgr"),
+                           (500, "replace", "conveyor/belt"), (2500, "", "")):
+        t = line.run(n)
+        for a in (t.ts_ns, t.current_a, t.state, t.position_mm, line.health):
+            h.update(np.ascontiguousarray(a).tobytes())
+        if cmd:
+            line.command(cmd, target)
+    h.update(json.dumps(truth.records, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def test_trace_is_bit_identical_to_the_reference_run() -> None:
+    """A worn line with spikes, micro-stoppages, failures and commands gives the exact
+    values (bits) of the reference run (made before the physics was sped up; a numpy
+    release that changes its normal or uniform draws would change it too)."""
+    assert _trace_digest(11) == (
+        "b9c14120cf0dd2a00ce7bc50fc2a3c7923b1e6bc64f178fbb456bf7ced602284")
+
+
+def test_time_to_failure_matches_stepping_a_copy_at_any_tick_and_after_commands() -> None:
+    """The kept forecast gives what stepping a fresh copy gives, as the line runs on,
+    with a horizon that grows and shrinks, and after stop, reset and replace."""
+    line = MotorLine(5, {m: 0.004 * (i + 1) for i, m in enumerate(MOTOR_IDS)})
+    for n, horizon, cmd, target in ((0, 400, "", ""), (50, 100, "", ""), (1, 900, "", ""),
+                                    (120, 0, "stop", "conveyor"), (30, 700, "", ""),
+                                    (10, 700, "reset", "all"), (40, 600, "replace", "vgr"),
+                                    (25, 800, "", "")):
+        if n:
+            line.run(n)
+        if cmd:
+            line.command(cmd, target)
+        assert line.time_to_failure(horizon) == _naive_ttf(line, horizon), (line.tick, cmd)
+
+
+def test_time_to_failure_asked_every_10_s_costs_about_one_tick_per_tick() -> None:
+    """Asking every 100 ticks with a 3,000-tick horizon runs the forecast copy only over
+    the new ticks (the demo asks every 10 s with 36,000), not the whole horizon again."""
+    line = MotorLine(42, 0.7)
+    line.time_to_failure(3000)
+    steps = 0
+    advance = MotorLine._advance
+
+    def counting(self: MotorLine, *args: bool, **kwargs: bool) -> bool:
+        nonlocal steps
+        steps += self is not line
+        return advance(self, *args, **kwargs)
+
+    MotorLine._advance = counting  # type: ignore[method-assign]
+    try:
+        for _ in range(10):
+            line.run(100)
+            line.time_to_failure(3000)
+    finally:
+        MotorLine._advance = advance  # type: ignore[method-assign]
+    assert steps <= 1000, steps
