@@ -252,3 +252,57 @@ def test_actions_and_measurement_devices() -> None:
     assert cfg.actions() == frozenset({"stop", "speed"})
     assert cfg.measurement_devices() == frozenset()
     assert not math.isnan(cfg.poll_interval_s)
+
+
+async def test_interlock_on_an_s7_tag_writes_the_stop_bit(plc: S7Plc, tmp_path: Path) -> None:
+    """The whole gateway: an interlock on an S7 tag trips when the PLC's value crosses its
+    limit and sets the PLC's stop bit through the S7 source's write-back port."""
+    from edge.app import Gateway
+    from edge.config import loads
+
+    high = (values(1)["temperature"] + values(2)["temperature"]) / 2  # type: ignore[operator]
+    cfg = loads(f"""
+[gateway]
+id = "gw-s7"
+state_dir = "{tmp_path / 'state'}"
+
+[[sources]]
+type = "s7"
+name = "plc1"
+host = "127.0.0.1"
+port = {plc.port}
+poll_interval_s = 0.05
+tags = [{{ name = "temperature", address = "DB1.DBD8", type = "REAL", unit = "C" }}]
+commands = [{{ action = "stop", address = "DB1.DBX52.0" }}]
+
+[[interlocks]]
+name = "plc1_overtemp"
+tag = "plc1/temperature"
+high = {high}
+action = {{ source = "plc1", action = "stop" }}
+""")
+    gw = Gateway(cfg)
+    stop = asyncio.Event()
+    task = asyncio.create_task(gw.run(stop))
+    try:
+        async with asyncio.timeout(WAIT_S * 4):  # kernels compile before READY
+            await gw.ready.wait()
+        plc.tick()  # step 1: below the limit
+        assert not plc.bit(*STOP_BIT)
+        plc.tick()  # step 2: above
+        tripped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        def check() -> None:
+            if plc.bit(*STOP_BIT):
+                tripped.set()
+            else:
+                loop.call_later(0.01, check)
+
+        check()
+        async with asyncio.timeout(WAIT_S):
+            await tripped.wait()
+    finally:
+        stop.set()
+        async with asyncio.timeout(WAIT_S):
+            await task
