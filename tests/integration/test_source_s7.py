@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
@@ -226,32 +225,6 @@ async def test_hung_plc_is_listed_as_a_blocking_call(plc: S7Plc, tmp_path: Path)
                 await listed.wait()
     finally:
         await proxy.close()
-
-
-def test_config_errors_name_the_key(tmp_path: Path) -> None:
-    """Config mistakes are refused with the tag, the address and the reason."""
-    cases = {
-        "not an S7 address": {"tags": [{"name": "a", "address": "DB1.X", "type": "INT"}]},
-        "needs a bit address": {"tags": [{"name": "a", "address": "DB1.DBB0", "type": "BOOL"}]},
-        "text and samples are numbers": {
-            "tags": [{"name": "a", "address": "DB1.DBB0", "type": "STRING[8]"}]},
-        "out of range for INT": {"commands": [
-            {"action": "x", "address": "MW0", "type": "INT", "value": 40000}]},
-        "local_tsap and remote_tsap go together": {"local_tsap": 0x100},
-        "pdu_size": {"pdu_size": 100},
-    }
-    for why, over in cases.items():
-        with pytest.raises(Exception, match=why):
-            config(102, **over)
-
-
-def test_actions_and_measurement_devices() -> None:
-    """actions() lists the configured commands (check-config verifies interlocks against
-    it); S7 gives no CMM readings."""
-    cfg = config(102)
-    assert cfg.actions() == frozenset({"stop", "speed"})
-    assert cfg.measurement_devices() == frozenset()
-    assert not math.isnan(cfg.poll_interval_s)
 
 
 async def test_interlock_on_an_s7_tag_writes_the_stop_bit(plc: S7Plc, tmp_path: Path) -> None:
