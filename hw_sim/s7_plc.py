@@ -229,8 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--interval", type=float, default=1.0, help="seconds between steps")
     ap.add_argument("--steps", type=int, default=0, help="stop after N steps (0: never)")
+    ap.add_argument("--db", action="append", default=[], metavar="N:SIZE",
+                    help="an extra data block of SIZE bytes (zeros), e.g. 2:8000")
     args = ap.parse_args(argv)
-    plc = S7Plc(args.host, args.port)
+    extra = {int(n): int(size) for n, size in (d.split(":") for d in args.db)}
+    plc = S7Plc(args.host, args.port, extra)
     port = plc.start()
     print(f"READY port={port}", flush=True)
     try:

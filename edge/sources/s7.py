@@ -31,8 +31,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import msgspec
 import numpy as np
+import numpy.typing as npt
 import structlog
 from snap7.client import Client
 from snap7.error import (
@@ -45,15 +45,17 @@ from snap7.error import (
 from snap7.type import Area as Snap7Area
 
 from edge.components import BuildContext, Command, Emit
-from edge.config import ConfigStruct
-from edge.model import DataType, Quality, SampleBatch, TagRegistry
-from edge.protocols.s7.address import Address, Area, parse
-from edge.protocols.s7.codec import DecodeFn, S7Type, check, decoder, encode, parse_type
-from edge.protocols.s7.plan import ReadRequest, TagRef, max_read_bytes, plan_reads
+from edge.model import Quality, SampleBatch
+from edge.protocols.s7.address import Area
+from edge.protocols.s7.block import BlockDecoder, Field
+from edge.protocols.s7.plan import ReadRequest
 from edge.runtime.links import Backoff
 from edge.runtime.progress import blocking
 from edge.sources.metrics import SourceMetrics, link_name
 from edge.sources.s7_command import S7CommandPort
+from edge.sources.s7_config import S7CommandConfig, S7SourceConfig, S7TagConfig, address_of
+
+__all__ = ["S7CommandConfig", "S7Source", "S7SourceConfig", "S7TagConfig", "connect_client"]
 
 log = structlog.get_logger("edge.sources.s7")
 
@@ -62,132 +64,6 @@ SNAP7_AREA: dict[Area, Snap7Area] = {"DB": Snap7Area.DB, "I": Snap7Area.PE,
 # Errors after which the connection cannot be trusted: close it, reconnect.
 LOST_ERRORS = (S7ConnectionError, S7TimeoutError, S7StalePacketError, S7PacketLostError,
                OSError)
-
-
-def _address(text: str, type_text: str) -> tuple[Address, S7Type]:
-    addr, t = parse(text), parse_type(type_text)
-    check(addr, t)
-    return addr, t
-
-
-class S7TagConfig(ConfigStruct, frozen=True):
-    name: str
-    address: str  # DB10.DBD4, DB1.DBX0.3, I0.1, Q1.0, M10.2, MW20...
-    type: str  # BOOL, BYTE, WORD, INT, DWORD, DINT, REAL, LREAL, DATE_AND_TIME
-    scale: float = 1.0
-    offset: float = 0.0
-    unit: str = ""
-    low: float | None = None
-    high: float | None = None
-    description: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.name or "/" in self.name:
-            raise ValueError("name must be non-empty and without '/'")
-        if self.scale == 0 or not math.isfinite(self.scale) or not math.isfinite(self.offset):
-            raise ValueError(f"tag '{self.name}': scale must be finite and not 0, offset finite")
-        try:
-            _, t = _address(self.address, self.type)
-        except ValueError as exc:
-            raise ValueError(f"tag '{self.name}': {exc}") from None
-        if not t.numeric:
-            raise ValueError(f"tag '{self.name}': type {t} is text and samples are numbers; "
-                             "read a numeric tag instead")
-
-    @property
-    def dtype(self) -> DataType:
-        t = parse_type(self.type)
-        if (self.scale, self.offset) != (1.0, 0.0) and t.dtype != "float64":
-            return "float64"
-        return t.dtype
-
-
-class S7CommandConfig(ConfigStruct, frozen=True):
-    action: str
-    address: str  # e.g. DB1.DBX0.0 for a stop bit
-    type: str = "BOOL"
-    value: bool | int | float = True
-
-    def __post_init__(self) -> None:
-        try:
-            _, t = _address(self.address, self.type)
-            encode(t, self.value)
-        except ValueError as exc:
-            raise ValueError(f"command '{self.action}': {exc}") from None
-
-
-class S7SourceConfig(ConfigStruct, frozen=True):
-    name: str
-    host: str
-    port: int = 102
-    rack: int = 0
-    slot: int = 1
-    local_tsap: int | None = None
-    remote_tsap: int | None = None
-    device: str = ""
-    poll_interval_s: float = 1.0
-    timeout_s: float = 2.0
-    pdu_size: int = 480
-    max_gap_bytes: int = 32
-    tags: list[S7TagConfig] = msgspec.field(default_factory=list)
-    commands: list[S7CommandConfig] = msgspec.field(default_factory=list)
-    backoff_max_s: float = 10.0
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.port <= 65535:
-            raise ValueError("port must be 1..65535")
-        if not 0 <= self.rack <= 7 or not 0 <= self.slot <= 31:
-            raise ValueError("rack must be 0..7 and slot 0..31")
-        if (self.local_tsap is None) != (self.remote_tsap is None):
-            raise ValueError("local_tsap and remote_tsap go together (or use rack/slot)")
-        for tsap in (self.local_tsap, self.remote_tsap):
-            if tsap is not None and not 0 <= tsap <= 0xFFFF:
-                raise ValueError("local_tsap and remote_tsap must be 0..0xFFFF")
-        if self.poll_interval_s <= 0 or self.timeout_s <= 0 or self.backoff_max_s <= 0:
-            raise ValueError("poll_interval_s, timeout_s and backoff_max_s must be > 0")
-        if not 240 <= self.pdu_size <= 960:
-            raise ValueError("pdu_size must be 240..960 (bytes; S7-300: 240, S7-1500: 960)")
-        if not 0 <= self.max_gap_bytes <= 65535:
-            raise ValueError("max_gap_bytes must be 0..65535")
-        if not self.tags:
-            raise ValueError("tags must list at least one tag")
-        names = [t.name for t in self.tags]
-        if len(set(names)) != len(names):
-            raise ValueError("tags: a name is used twice")
-        actions = [c.action for c in self.commands]
-        if len(set(actions)) != len(actions):
-            raise ValueError("commands: an action is defined twice")
-        try:
-            self.plan(self.pdu_size)
-        except ValueError as exc:
-            raise ValueError(f"tags: {exc}") from None
-
-    @property
-    def device_name(self) -> str:
-        return self.device or self.name
-
-    def plan(self, pdu_size: int) -> list[ReadRequest]:
-        refs = []
-        for i, tag in enumerate(self.tags):
-            addr, t = _address(tag.address, tag.type)
-            refs.append(TagRef(i, addr.area, addr.db, addr.byte, t.size))
-        return plan_reads(refs, max_read_bytes(pdu_size), self.max_gap_bytes)
-
-    def declare_tags(self, tags: TagRegistry) -> None:
-        for t in self.tags:
-            tags.add(self.device_name, t.name, unit=t.unit, dtype=t.dtype, low=t.low,
-                     high=t.high, description=t.description)
-
-    def build(self, ctx: BuildContext) -> S7Source:
-        return S7Source(self, ctx)
-
-    def actions(self) -> frozenset[str]:
-        """The commands this PLC takes (its ``commands`` table), for interlock checks."""
-        return frozenset(c.action for c in self.commands)
-
-    def measurement_devices(self) -> frozenset[str]:
-        """S7 gives samples, never ``CmmReading``s."""
-        return frozenset()
 
 
 def connect_client(cfg: S7SourceConfig) -> Client:
@@ -209,10 +85,11 @@ def connect_client(cfg: S7SourceConfig) -> Client:
 
 @dataclass(slots=True)
 class _Read:
-    """One planned read with the decoders of the tags it carries."""
+    """One planned read, the decoder of the tags it carries and their sample slots."""
 
     req: ReadRequest
-    members: list[tuple[int, int, DecodeFn, float, float]]  # index, offset, fn, scale, off
+    index: npt.NDArray[np.intp]  # the slots (config order) of its tags, in decoder order
+    decoder: BlockDecoder
     failing: str = ""
 
 
@@ -278,13 +155,13 @@ class S7Source:
         if reads is None:
             reads = []
             for req in self.cfg.plan(size):
-                members = []
+                fields = []
                 for i in req.members:
                     tag = self.cfg.tags[i]
-                    addr, t = _address(tag.address, tag.type)
-                    members.append((i, addr.byte - req.start, decoder(t, addr.bit),
-                                    tag.scale, tag.offset))
-                reads.append(_Read(req, members))
+                    addr, t = address_of(tag.address, tag.type)
+                    fields.append(Field(addr.byte - req.start, t, addr.bit, tag.scale,
+                                        tag.offset))
+                reads.append(_Read(req, np.array(req.members, np.intp), BlockDecoder(fields)))
             self._plans[size] = reads
         return reads
 
@@ -357,25 +234,22 @@ class S7Source:
         for read, res in zip(reads, results, strict=True):
             if isinstance(res, BaseException):
                 q = _quality(res)
-                for i, *_ in read.members:
-                    quality[i] = q
-                bad[q] = bad.get(q, 0) + len(read.members)
+                quality[read.index] = q
+                bad[q] = bad.get(q, 0) + len(read.index)
                 reason = str(res) or type(res).__name__
                 if q != Quality.BAD_DEVICE_EXCEPTION:
                     lost = lost or reason
                 self._note(read, reason)
                 continue
             ok = True
-            for i, off, fn, scale, offset in read.members:
-                try:
-                    v = float(fn(res, off))  # type: ignore[arg-type]
-                except ValueError as exc:
-                    quality[i] = Quality.BAD_DECODE
-                    bad[Quality.BAD_DECODE] = bad.get(Quality.BAD_DECODE, 0) + 1
-                    self._note(read, f"{self.cfg.tags[i].name}: {exc}")
-                    continue
-                values[i] = v * scale + offset
-            if read.failing and Quality.BAD_DECODE not in bad:
+            decoded, failed = read.decoder.decode(res)
+            values[read.index] = decoded
+            if failed:
+                quality[read.index[[k for k, _ in failed]]] = Quality.BAD_DECODE
+                bad[Quality.BAD_DECODE] = bad.get(Quality.BAD_DECODE, 0) + len(failed)
+                k, why = failed[0]
+                self._note(read, f"{self.cfg.tags[read.index[k]].name}: {why}")
+            elif read.failing:
                 self._note(read, "")
         ts_ns = np.full(n, ts, np.int64)
         await emit(SampleBatch(self.tag_ids, ts_ns, values, quality), [])
