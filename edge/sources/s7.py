@@ -24,6 +24,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import math
@@ -118,6 +119,11 @@ def read_all(client: Client, reads: Sequence[_Read]) -> list[bytearray | BaseExc
     return out
 
 
+def _disconnect(client: Client) -> None:
+    with contextlib.suppress(S7Error, OSError):
+        client.disconnect()
+
+
 def _quality(exc: BaseException) -> Quality:
     if isinstance(exc, S7TimeoutError | TimeoutError):
         return Quality.BAD_TIMEOUT
@@ -182,15 +188,20 @@ class S7Source:
             await self._emit_all_bad(emit, Quality.BAD_NOT_CONNECTED)
             raise ConnectionError(f"cannot connect to {self.where}: {exc}") from None
         try:
+            try:
+                reads = self._plan(client.pdu_length)
+            except ValueError as exc:  # a PDU too small for one read: not an S7 PLC
+                raise ConnectionError(f"PLC at {self.where} granted PDU size "
+                                      f"{client.pdu_length}: {exc}") from None
             self.link.up(proven=False, host=self.cfg.host, port=self.cfg.port,
                          pdu_size=client.pdu_length)
             self.metrics.link(self.device, True)
-            lost = await self._poll(client, emit, self._plan(client.pdu_length))
+            lost = await self._poll(client, emit, reads)
             self.metrics.link(self.device, False)
             await self.port.close()  # the PLC or the path to it went away
             raise ConnectionError(lost)
         finally:
-            await blocking(f"s7 disconnect {self.where}", client.disconnect)
+            await blocking(f"s7 disconnect {self.where}", _disconnect, client)
 
     async def _emit_all_bad(self, emit: Emit, quality: Quality) -> None:
         n = len(self.tag_ids)
