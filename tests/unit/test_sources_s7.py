@@ -80,10 +80,10 @@ def test_plan_follows_the_negotiated_pdu(tmp_path: Path) -> None:
     src = build(config(max_gap_bytes=500, pdu_size=960), tmp_path)
     assert [(r.req.area, r.req.start, r.req.size) for r in src.reads] == [
         ("DB", 0, 402), ("M", 20, 2)]
-    small = src._plan(240)  # 222 bytes per read
+    small = src._plan(240).reads  # 222 bytes per read
     assert [(r.req.area, r.req.start, r.req.size) for r in small] == [
         ("DB", 0, 12), ("DB", 400, 2), ("M", 20, 2)]
-    assert src._plan(1920) is src.reads  # never more than asked for
+    assert src._plan(1920).reads is src.reads  # never more than asked for
 
 
 class Got:
@@ -107,14 +107,40 @@ async def test_each_error_becomes_its_bad_quality(tmp_path: Path) -> None:
     db[0] = 1
     db[8:12] = bytes.fromhex("42480000")  # 50.0
     got = Got()
-    ok, lost = await src._emit_poll(got, reads, [
+    plan = src._plan(480)
+    ok, lost = await src._emit_poll(got, plan, [
         db, S7ProtocolError("Read operation failed: Invalid address (0x05)"),
         S7TimeoutError("Receive timeout")])
     b = got.batches[-1]
     assert ok and lost == "Receive timeout"
     assert b.value[:2].tolist() == [101.0, 1.0] and math.isnan(b.value[2])
     assert b.quality.tolist() == [0, 0, Quality.BAD_DEVICE_EXCEPTION, Quality.BAD_TIMEOUT]
-    ok, lost = await src._emit_poll(got, reads, [S7ConnectionError("reset")] * 3)
+    plan = src._plan(480)
+    ok, lost = await src._emit_poll(got, plan, [S7ConnectionError("reset")] * 3)
     b = got.batches[-1]
     assert not ok and lost == "reset"
     assert set(b.quality.tolist()) == {Quality.BAD_NOT_CONNECTED} and np.isnan(b.value).all()
+
+
+async def test_whole_poll_decode_and_its_fallback(tmp_path: Path) -> None:
+    """A poll whose reads all answered is decoded in one pass with the same values as
+    read by read; a tag whose bytes are no value falls back to per read and is the only
+    Bad one."""
+    tags = [{"name": "t", "address": "DB1.DBD8", "type": "REAL", "scale": 2.0},
+            {"name": "clock", "address": "DB2.DBB0", "type": "DT"},
+            {"name": "m", "address": "MW20", "type": "INT"}]
+    src = build(config(tags=tags), tmp_path)
+    plan = src._plan(480)
+    good_dt = bytes([0x24, 0x02, 0x29, 0x13, 0x45, 0x59, 0x12, 0x35])
+    bufs = [bytearray(bytes.fromhex("42480000")), bytearray(good_dt), bytearray(b"\xff\xfe")]
+    got = Got()
+    assert await src._emit_poll(got, plan, list(bufs)) == (True, "")
+    assert got.batches[-1].value.tolist() == [100.0, 1709214359.123, -2.0]
+    assert not got.batches[-1].quality.any()
+    bufs[1][1] = 0x13  # month 13
+    assert await src._emit_poll(got, plan, list(bufs)) == (True, "")
+    b = got.batches[-1]
+    assert b.quality.tolist() == [0, Quality.BAD_DECODE, 0]
+    assert b.value[0] == 100.0 and math.isnan(b.value[1]) and b.value[2] == -2.0
+    assert [r.failing for r in plan.reads] == ["", "clock: DATE_AND_TIME 2024-13-29 13:45:59 "
+                                               "is not a date", ""]
