@@ -279,3 +279,22 @@ action = {{ source = "plc1", action = "stop" }}
         stop.set()
         async with asyncio.timeout(WAIT_S):
             await task
+
+
+async def test_simulated_plc_as_a_process(tmp_path: Path) -> None:
+    """``python -m hw_sim.s7_plc`` serves the documented map on the port it prints, and its
+    values change by themselves."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hw_sim.s7_plc", "--interval", "0.05",
+        cwd=Path(__file__).resolve().parents[2], stdout=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), WAIT_S)).decode()
+        assert line.startswith("READY port="), line
+        async with running(config(int(line.split("=")[1])), tmp_path) as (_, got):
+            first = await got.until("a Good poll", lambda b: not b.quality.any())
+            k = NUMERIC.index("cycles")
+            await got.until("cycles to move on", lambda b: b.value[k] > first.value[k])
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), WAIT_S)
