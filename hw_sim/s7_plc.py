@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import calendar
 import contextlib
-import math
 import socket
 import struct
 import sys
@@ -35,6 +34,7 @@ from snap7.datatypes import S7Area, S7WordLen
 from snap7.server import Server
 from snap7.type import SrvArea
 
+from edge.protocols.s7.address import parse
 from edge.protocols.s7.codec import encode, parse_type
 
 DB = 1
@@ -156,8 +156,6 @@ class S7Plc:
                 "M": (self.markers, SrvArea.MK, 0)}[a[0]]
 
     def _write(self, vals: dict[str, float | bool | str]) -> None:
-        from edge.protocols.s7.address import parse
-
         for name, v in vals.items():
             address, type_text = LAYOUT[name]
             addr, t = parse(address), parse_type(type_text)
@@ -238,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"READY port={port}", flush=True)
     try:
         while not args.steps or plc.step < args.steps:
-            time.sleep(args.interval if math.isfinite(args.interval) else 1.0)
+            time.sleep(args.interval)
             plc.tick()
     except KeyboardInterrupt:
         pass
