@@ -110,6 +110,14 @@ async def test_reads_every_type_and_follows_changes(plc: S7Plc, tmp_path: Path) 
             ("DB", 52), ("I", 1), ("Q", 1), ("M", 2)]
 
 
+async def test_connects_by_tsap(plc: S7Plc, tmp_path: Path) -> None:
+    """With local_tsap/remote_tsap instead of rack/slot (LOGO!, CPs) the source connects
+    and reads."""
+    async with running(config(plc.port, local_tsap=0x0100, remote_tsap=0x0200),
+                       tmp_path) as (_, got):
+        await got.until("step 0 values", is_step(0))
+
+
 async def test_error_codes_give_bad_for_the_tags_they_touch(plc: S7Plc, tmp_path: Path) -> None:
     """A missing DB and a read past a DB's end give Bad for those tags only; others Good."""
     tags = [{"name": "temperature", "address": "DB1.DBD8", "type": "REAL"},
