@@ -115,6 +115,7 @@ class JournalSection(ConfigStruct, frozen=True):
 SOURCE_TYPES: dict[str, str] = {
     "file": "edge.sources.file:FileSourceConfig",
     "modbus": "edge.sources.modbus:ModbusSourceConfig",
+    "s7": "edge.sources.s7_config:S7SourceConfig",
     "mqtt": "edge.sources.mqtt:MqttSourceConfig",
 }
 SINK_TYPES: dict[str, str] = {

@@ -1,0 +1,321 @@
+"""Siemens S7 source (python-snap7, ISO-on-TCP): polls data blocks, inputs, outputs and
+markers of one PLC on a drift-free schedule; write-back commands (an interlock's stop bit).
+
+Invariants:
+
+* A value is emitted only as read in this poll. An error answer, a timeout or a down
+  link gives samples of the affected tags with value NaN and a Bad quality
+  (``BAD_DEVICE_EXCEPTION`` with the PLC's error text in the log, ``BAD_TIMEOUT``,
+  ``BAD_NOT_CONNECTED``; ``BAD_DECODE`` for one tag whose bytes are not its type): never
+  an old value, never a crash.
+* snap7 is blocking: every connect, read and write runs in a worker thread through
+  ``edge.runtime.progress.blocking``, so a hung PLC shows in ``status`` as a stuck call
+  instead of freezing the event loop. One poll is one thread hop for all its reads.
+* Reads are planned once per negotiated PDU size (``edge.protocols.s7.plan``): the
+  plan checked at config time uses ``pdu_size``; a PLC that negotiates less gets a
+  plan for its size when the session starts.
+* After a connection error or a timeout the connection is closed and opened again
+  (through the link runtime: backoff, up/down logged once, the link board), so a late
+  answer is never taken for a later request's.
+* Commands use their own connection (``s7_command.py``): a stop never waits behind a
+  poll that hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+from snap7.client import Client
+from snap7.error import (
+    S7ConnectionError,
+    S7Error,
+    S7PacketLostError,
+    S7StalePacketError,
+    S7TimeoutError,
+)
+from snap7.type import Area as Snap7Area
+
+from edge.components import BuildContext, Command, Emit
+from edge.model import Quality, SampleBatch
+from edge.protocols.s7.address import Area
+from edge.protocols.s7.block import BlockDecoder, Field
+from edge.protocols.s7.plan import ReadRequest
+from edge.runtime.links import Backoff
+from edge.runtime.progress import blocking
+from edge.sources.metrics import SourceMetrics, link_name
+from edge.sources.s7_command import S7CommandPort
+from edge.sources.s7_config import S7CommandConfig, S7SourceConfig, S7TagConfig, address_of
+
+__all__ = ["S7CommandConfig", "S7Source", "S7SourceConfig", "S7TagConfig", "connect_client"]
+
+log = structlog.get_logger("edge.sources.s7")
+
+SNAP7_AREA: dict[Area, Snap7Area] = {"DB": Snap7Area.DB, "I": Snap7Area.PE,
+                                     "Q": Snap7Area.PA, "M": Snap7Area.MK}
+# Errors after which the connection cannot be trusted: close it, reconnect.
+LOST_ERRORS = (S7ConnectionError, S7TimeoutError, S7StalePacketError, S7PacketLostError,
+               OSError)
+
+
+def connect_client(cfg: S7SourceConfig) -> Client:
+    """A connected snap7 client (blocking: call it through ``blocking``), its socket
+    bounded by ``timeout_s``."""
+    client = Client()
+    client.pdu_length = cfg.pdu_size  # what we ask for; the PLC may grant less
+    if cfg.local_tsap is not None and cfg.remote_tsap is not None:
+        client.set_connection_params(cfg.host, cfg.local_tsap, cfg.remote_tsap)
+        client._connect(cfg.host, 0, 0, cfg.port)  # the TSAP path snap7's LOGO client uses
+    else:
+        client.connect(cfg.host, cfg.rack, cfg.slot, tcp_port=cfg.port)
+    conn = client.connection
+    if conn is not None and conn.socket is not None:
+        conn.timeout = cfg.timeout_s
+        conn.socket.settimeout(cfg.timeout_s)
+    return client
+
+
+@dataclass(slots=True)
+class _Read:
+    """One planned read, the decoder of the tags it carries and their sample slots."""
+
+    req: ReadRequest
+    index: npt.NDArray[np.intp]  # the slots (config order) of its tags, in decoder order
+    decoder: BlockDecoder
+    failing: str = ""
+
+
+@dataclass(slots=True)
+class _Plan:
+    """The reads for one PDU size, and one decoder for all of their bytes joined: a poll
+    whose reads all answered is decoded in a few numpy calls, not a few per read."""
+
+    reads: list[_Read]
+    whole: BlockDecoder
+    index: npt.NDArray[np.intp]
+
+
+def next_tick(k: int, t0: float, interval: float, now: float) -> tuple[int, int]:
+    """The tick to poll after poll ``k`` ended at ``now``, and how many ticks it skipped
+    (tick k is due at ``t0 + k * interval``: no drift, no burst to catch up)."""
+    nxt = k + 1
+    if t0 + nxt * interval <= now:
+        nxt = math.floor((now - t0) / interval) + 1
+    return nxt, nxt - k - 1
+
+
+def read_all(client: Client, reads: Sequence[_Read]) -> list[bytearray | BaseException]:
+    """Every planned read (blocking); after an error that loses the connection the rest
+    get that error without being sent."""
+    out: list[bytearray | BaseException] = []
+    for read in reads:
+        req = read.req
+        try:
+            out.append(client.read_area(SNAP7_AREA[req.area], req.db, req.start, req.size))
+        except LOST_ERRORS as exc:
+            out.extend([exc] * (len(reads) - len(out)))
+            break
+        except S7Error as exc:
+            out.append(exc)
+    return out
+
+
+def _disconnect(client: Client) -> None:
+    with contextlib.suppress(S7Error, OSError):
+        client.disconnect()
+
+
+def _quality(exc: BaseException) -> Quality:
+    if isinstance(exc, S7TimeoutError | TimeoutError):
+        return Quality.BAD_TIMEOUT
+    if isinstance(exc, LOST_ERRORS):
+        return Quality.BAD_NOT_CONNECTED
+    return Quality.BAD_DEVICE_EXCEPTION
+
+
+class S7Source:
+    def __init__(self, cfg: S7SourceConfig, ctx: BuildContext) -> None:
+        logging.getLogger("snap7").setLevel(logging.WARNING)  # it logs every connect at INFO
+        self.name = cfg.name
+        self.cfg = cfg
+        self.device = cfg.device_name
+        self.metrics = SourceMetrics(ctx.metrics, cfg.name)
+        self.tag_ids = np.array(
+            [ctx.tags.id_of(f"{self.device}/{t.name}") for t in cfg.tags], np.int32)
+        self._plans: dict[int, _Plan] = {}
+        self.reads = self._plan(cfg.pdu_size).reads
+        self.missed = ctx.metrics.counter(
+            "edge_source_missed_polls_total", "Poll ticks skipped because a poll ran late",
+            ["source"],
+        ).labels(cfg.name)
+        self.polls = 0
+        self.where = f"{cfg.host}:{cfg.port}"
+        self.port = S7CommandPort(cfg, functools.partial(connect_client, cfg))
+        self.link = ctx.metrics.links.open(
+            link_name(cfg.name, self.device), Backoff(initial_s=min(0.2, cfg.backoff_max_s),
+                                                      max_s=cfg.backoff_max_s))
+
+    def _plan(self, pdu_size: int) -> _Plan:
+        """The reads for a PDU size, built once per size (decoders included)."""
+        size = min(pdu_size, self.cfg.pdu_size)
+        plan = self._plans.get(size)
+        if plan is None:
+            reads, everything, base = [], [], 0
+            for req in self.cfg.plan(size):
+                fields = []
+                for i in req.members:
+                    tag = self.cfg.tags[i]
+                    addr, t = address_of(tag.address, tag.type)
+                    fields.append(Field(addr.byte - req.start, t, addr.bit, tag.scale,
+                                        tag.offset))
+                everything += [dataclasses.replace(f, offset=f.offset + base) for f in fields]
+                base += req.size
+                reads.append(_Read(req, np.array(req.members, np.intp), BlockDecoder(fields)))
+            index = np.concatenate([r.index for r in reads]) if reads else np.zeros(0, np.intp)
+            plan = self._plans[size] = _Plan(reads, BlockDecoder(everything), index)
+        return plan
+
+    # ------------------------------------------------------------------ polling
+
+    async def run(self, emit: Emit) -> None:
+        try:
+            await self.link.run(functools.partial(self._session, emit))
+        finally:
+            await self.port.close()
+
+    async def _session(self, emit: Emit) -> None:
+        """One connection: connect, poll until the link is lost (raises ConnectionError)."""
+        try:
+            client = await blocking(f"s7 connect {self.where}", connect_client, self.cfg)
+        except (S7Error, OSError) as exc:
+            self.metrics.link(self.device, False)
+            await self._emit_all_bad(emit, Quality.BAD_NOT_CONNECTED)
+            raise ConnectionError(f"cannot connect to {self.where}: {exc}") from None
+        try:
+            try:
+                plan = self._plan(client.pdu_length)
+            except ValueError as exc:  # a PDU too small for one read: not an S7 PLC
+                raise ConnectionError(f"PLC at {self.where} granted PDU size "
+                                      f"{client.pdu_length}: {exc}") from None
+            self.link.up(proven=False, host=self.cfg.host, port=self.cfg.port,
+                         pdu_size=client.pdu_length)
+            self.metrics.link(self.device, True)
+            lost = await self._poll(client, emit, plan)
+            self.metrics.link(self.device, False)
+            await self.port.close()  # the PLC or the path to it went away
+            raise ConnectionError(lost)
+        finally:
+            await blocking(f"s7 disconnect {self.where}", _disconnect, client)
+
+    async def _emit_all_bad(self, emit: Emit, quality: Quality) -> None:
+        n = len(self.tag_ids)
+        await emit(SampleBatch(self.tag_ids, np.full(n, time.time_ns()), np.full(n, math.nan),
+                               np.full(n, int(quality), np.uint8)), [])
+        self.metrics.received(n)
+        self.metrics.rejected(quality.reason.removeprefix("bad_"), n)
+
+    async def _poll(self, client: Client, emit: Emit, plan: _Plan) -> str:
+        """Poll until the link is lost; why it was lost. A read that succeeds proves the
+        link, so the backoff starts over."""
+        loop = asyncio.get_running_loop()
+        interval = self.cfg.poll_interval_s
+        reads = plan.reads
+        what = f"s7 read {len(reads)} areas from {self.where}"
+        t0 = loop.time()
+        k = 0
+        while True:
+            results = await blocking(what, read_all, client, reads)
+            ok, lost = await self._emit_poll(emit, plan, results)
+            if ok:
+                self.link.up()
+            if lost:
+                return lost
+            await self.port.keep_open()
+            k, missed = next_tick(k, t0, interval, loop.time())
+            if missed:
+                self.missed.inc(missed)
+            delay = t0 + k * interval - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+
+    async def _emit_poll(self, emit: Emit, plan: _Plan,
+                         results: list[bytearray | BaseException]) -> tuple[bool, str]:
+        n = len(self.tag_ids)
+        ts = time.time_ns()
+        values = np.full(n, math.nan)
+        quality = np.zeros(n, np.uint8)
+        bad: dict[Quality, int] = {}
+        ok = False
+        lost = ""
+        reads = plan.reads
+        if results and not any(isinstance(r, BaseException) for r in results):
+            decoded, failed = plan.whole.decode(b"".join(results))  # type: ignore[arg-type]
+            if not failed:
+                values[plan.index] = decoded
+                ok, reads = True, []  # the common case: every read answered, all decoded
+                for read in plan.reads:
+                    if read.failing:
+                        self._note(read, "")
+        for read, res in zip(reads, results[:len(reads)], strict=True):
+            if isinstance(res, BaseException):
+                q = _quality(res)
+                quality[read.index] = q
+                bad[q] = bad.get(q, 0) + len(read.index)
+                reason = str(res) or type(res).__name__
+                if q != Quality.BAD_DEVICE_EXCEPTION:
+                    lost = lost or reason
+                self._note(read, reason)
+                continue
+            ok = True
+            decoded, failed = read.decoder.decode(res)
+            values[read.index] = decoded
+            if failed:
+                quality[read.index[[k for k, _ in failed]]] = Quality.BAD_DECODE
+                bad[Quality.BAD_DECODE] = bad.get(Quality.BAD_DECODE, 0) + len(failed)
+                k, why = failed[0]
+                self._note(read, f"{self.cfg.tags[read.index[k]].name}: {why}")
+            elif read.failing:
+                self._note(read, "")
+        ts_ns = np.full(n, ts, np.int64)
+        await emit(SampleBatch(self.tag_ids, ts_ns, values, quality), [])
+        self.polls += 1
+        self.metrics.received(n)
+        for q, count in bad.items():
+            self.metrics.rejected(q.reason.removeprefix("bad_"), count)
+        if ok:
+            self.metrics.sampled(self.device)
+        return ok, lost
+
+    def _note(self, read: _Read, failing: str) -> None:
+        """Log a read's state transitions (not every failed poll)."""
+        if failing == read.failing:
+            return
+        req = read.req
+        where = f"DB{req.db}" if req.area == "DB" else req.area
+        if failing:
+            log.warning("s7 read failed", source=self.name, area=where, start=req.start,
+                        size=req.size, reason=failing)
+        else:
+            log.info("s7 read recovered", source=self.name, area=where, start=req.start,
+                     size=req.size)
+        read.failing = failing
+
+    # ------------------------------------------------------------------ write-back
+
+    async def write(self, command: Command) -> None:
+        """Send a configured command (e.g. ``stop``) on the command connection."""
+        await self.port.write(command)
+
+    async def close(self) -> None:
+        await self.port.close()
+
