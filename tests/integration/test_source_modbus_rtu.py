@@ -26,11 +26,11 @@ from hw_sim.etch import EtchModel
 from hw_sim.etch_server import EtchServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serial_peers import NoisyLine, pty_pair  # noqa: E402
-from test_source_modbus import Collector, running, until, values  # noqa: E402
+from serial_peers import NoisyLine, pty_pair
+from test_source_modbus import Collector, running, until, values
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from peers import free_port  # noqa: E402
+from peers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
