@@ -257,11 +257,12 @@ class ModbusBusSource:
             device.retry_at = asyncio.get_running_loop().time() + device.link.delay()
             self._note(device, str(silent))
         elif ok:
-            self.link.up()
-            device.link.up(device_id=device.unit.device_id)
-            self.metrics.link(device.name, True)
+            if not device.link.state.up or device.link.state.attempt:
+                self.link.up()
+                device.link.up(device_id=device.unit.device_id)
+                self.metrics.link(device.name, True)
             self.metrics.sampled(device.name)
-            if not bad:
+            if not bad and device.failing:
                 self._note(device, "")
         return lost
 
