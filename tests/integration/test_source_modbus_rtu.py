@@ -8,6 +8,7 @@ import contextlib
 import math
 import shutil
 import sys
+import time
 import tomllib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -206,3 +207,39 @@ async def test_rtu_over_tcp_reads_and_stops(tmp_path: Path) -> None:
         assert all(q == Quality.GOOD and 170 < v < 190 for v, q in temps)
     finally:
         await server.stop()
+
+
+async def test_interlock_trip_stops_the_tool_over_rtu(
+        line: tuple[str, str], tmp_path: Path) -> None:
+    """The interlock stage, fed by the RTU source, trips on the chamber temperature and
+    its command (``etch1/stop``, checked against the source's actions) sets the stop coil."""
+    from edge.processing.interlock import (
+        Interlock,
+        InterlockAction,
+        InterlockRuleConfig,
+        check_actions,
+    )
+
+    async with etch_on(line[1]) as etch:
+        src, tags, _ = build(rtu_config(serial_port=line[0], poll_interval_s=0.05), tmp_path)
+        # high = 150 C: below the running chamber (~180 C), so the first Good sample trips
+        rule = InterlockRuleConfig(name="overtemp", tag="etch1/chamber_temp", high=150.0,
+                                   action=InterlockAction(source="bus1", action="etch1/stop"))
+        check_actions([rule], {"bus1": src.cfg.actions()})
+        stage = Interlock([rule], tags)
+        sent: list[Command] = []
+
+        class Judge(Collector):
+            async def __call__(self, batch: object, records: object, /, **kw: object) -> None:
+                await super().__call__(batch, records, **kw)  # type: ignore[arg-type]
+                out = stage.process(batch, [], time.time_ns())  # type: ignore[arg-type]
+                for cmd in out.commands:
+                    await src.write(cmd)
+                    sent.append(cmd)
+
+        out = Judge()
+        async with running(src, out):  # type: ignore[arg-type]
+            await until(lambda: bool(sent), 30)
+            assert etch.model.stopped
+            await until(lambda: values(out, tags, "etch1/status")[-1][0] == 2, 30)
+        assert sent[0].action == "etch1/stop"
