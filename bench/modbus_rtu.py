@@ -9,8 +9,10 @@ other end at 115200 baud, 8N1:
 * raw: a bare ``AsyncModbusSerialClient`` loop doing the same read;
 * source, gap 0: ``ModbusBusSource`` with ``inter_frame_s = 0`` (what the raw loop does:
   the same work on the wire, so the ratio is our overhead);
+* raw, gap: the bare loop sleeping 1.75 ms between reads, the silence a real
+  115200-baud line needs between frames;
 * source, default gap: the source as configured for a real 115200-baud line (1.75 ms of
-  silence before each request, which a pty does not need and the raw loop does not keep).
+  silence before each request), to compare with "raw, gap".
 
 A pty ignores the baud rate and has no line timing: a real 115200-baud line carries this
 read (8 + 31 bytes of 11 bits, 3.7 ms, plus gaps and the device's turnaround) at about
@@ -67,8 +69,9 @@ async def serve(port: str) -> None:
     await asyncio.Event().wait()
 
 
-async def raw_rate(port: str, seconds: float) -> tuple[float, float, float]:
-    """Reads/s, CPU us per read (user + system) and user CPU us per read."""
+async def raw_rate(port: str, seconds: float, gap: float = 0.0) -> tuple[float, float, float]:
+    """Reads/s, CPU us per read (user + system) and user CPU us per read; ``gap``: sleep
+    that long between reads, as the line timing needs."""
     client = AsyncModbusSerialClient(port, baudrate=BAUD, parity="N", timeout=1.0, retries=0)
     await client.connect()
     n = 0
@@ -77,6 +80,8 @@ async def raw_rate(port: str, seconds: float) -> tuple[float, float, float]:
         rr = await client.read_holding_registers(0, count=13, device_id=1)
         assert not rr.isError()
         n += 1
+        if gap:
+            await asyncio.sleep(gap)
     wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     user = os.times().user - user0
     client.close()
@@ -119,17 +124,21 @@ def config(port: str, gap: float | None) -> ModbusSourceConfig:
 
 
 async def one_run(port: str, seconds: float) -> dict[str, float]:
-    raw, ours0, ours = [], [], []
+    raw, raw_gap, ours0, ours = [], [], [], []
+    gap = config(port, None).bus_gap_s()
     for _ in range(3):  # interleaved, so drift of the machine hits all alike
         raw.append(await raw_rate(port, seconds / 3))
+        raw_gap.append(await raw_rate(port, seconds / 3, gap))
         ours0.append(await source_rate(config(port, 0.0), seconds / 3))
         ours.append(await source_rate(config(port, None), seconds / 3))
     out: dict[str, float] = {}
-    for name, runs in (("raw", raw), ("source_gap0", ours0), ("source_default_gap", ours)):
+    for name, runs in (("raw", raw), ("raw_gap", raw_gap), ("source_gap0", ours0),
+                       ("source_default_gap", ours)):
         out[f"{name}_reads_per_s"] = statistics.mean(r[0] for r in runs)
         out[f"{name}_cpu_us_per_read"] = statistics.mean(r[1] for r in runs)
         out[f"{name}_user_cpu_us_per_read"] = statistics.mean(r[2] for r in runs)
     out["ratio_gap0"] = out["source_gap0_reads_per_s"] / out["raw_reads_per_s"]
+    out["ratio_gap"] = out["source_default_gap_reads_per_s"] / out["raw_gap_reads_per_s"]
     return out
 
 
