@@ -121,11 +121,12 @@ async def test_dead_device_goes_bad_and_the_others_keep_polling(
             commands=[{"action": "stop", "function": "coil", "address": 0}]), tmp_path)
         out = Collector()
         async with running(src, out):  # type: ignore[arg-type]
-            await until(lambda: len(values(out, tags, "etch2/chamber_temp")) >= 3, 30)
+            await until(lambda: len(values(out, tags, "dead7/chamber_temp")) >= 3, 60)
+            # the dead device is in its backoff now: 40 polls of etch1 from here
             loop = asyncio.get_running_loop()
             n0, t0 = len(values(out, tags, "etch1/chamber_temp")), loop.time()
-            await until(lambda: len(values(out, tags, "dead7/chamber_temp")) >= 4, 60)
-            rate = (len(values(out, tags, "etch1/chamber_temp")) - n0) / (loop.time() - t0)
+            await until(lambda: len(values(out, tags, "etch1/chamber_temp")) >= n0 + 40, 60)
+            rate = 40 / (loop.time() - t0)
             links = metrics.links.states()
             assert links["source:bus1/etch1"].up and links["source:bus1"].up
             assert not links["source:bus1/dead7"].up
