@@ -5,8 +5,10 @@
 and parity are ignored on a pty and there is no line timing.
 
 `NoisyLine(end1, end2)` copies bytes both ways between two pty ends (the far ends of two
-pairs), and while `noise` is set garbles the frames it carries: each chunk has one byte
-flipped or is cut short, so the receiver sees CRC errors and short frames.
+pairs; the master on end1's pair, the slave on end2's), and garbles the chunks it carries
+(one bit flipped, or the tail cut) while `noise` is "answers" (slave to master only: the
+master sees CRC errors and short frames) or "both" (requests too: the slave sees bad CRCs
+and stays silent, the master sees timeouts).
 """
 
 from __future__ import annotations
@@ -60,11 +62,11 @@ def _open_raw(path: str) -> int:
 
 
 class NoisyLine:
-    """Copies bytes between two pty ends; garbles them while ``noise`` is True."""
+    """Copies bytes between two pty ends; garbles them while ``noise`` is set."""
 
     def __init__(self, end1: str, end2: str, seed: int = 1) -> None:
         self.paths = (end1, end2)
-        self.noise = False
+        self.noise = ""  # "", "answers" or "both"
         self.garbled = 0
         self._rng = random.Random(seed)
         self._fds: tuple[int, int] = (-1, -1)
@@ -81,7 +83,7 @@ class NoisyLine:
             data = os.read(src, 4096)
         except BlockingIOError:
             return
-        if self.noise and data:
+        if data and (self.noise == "both" or (self.noise == "answers" and src == self._fds[1])):
             self.garbled += 1
             buf = bytearray(data)
             if self._rng.random() < 0.5:

@@ -141,8 +141,8 @@ async def test_dead_device_goes_bad_and_the_others_keep_polling(
 
 
 async def test_noisy_line_gives_bad_with_reason_and_recovers(tmp_path: Path) -> None:
-    """Garbled frames (flipped bits, cut frames) give Bad samples with a reason, never a
-    crash, and Good values again once the line is clean."""
+    """Garbled answers give BAD_DECODE (CRC error), garbled requests BAD_TIMEOUT (the
+    slave stays silent), never a crash, and Good values again once the line is clean."""
     with pty_pair(tmp_path, "a") as (a0, a1), pty_pair(tmp_path, "b") as (b0, b1):
         noisy = NoisyLine(a1, b1)
         noisy.start()
@@ -154,18 +154,28 @@ async def test_noisy_line_gives_bad_with_reason_and_recovers(tmp_path: Path) -> 
                 key = "etch1/chamber_temp"
                 async with running(src, out) as task:  # type: ignore[arg-type]
                     await until(lambda: len(values(out, tags, key)) >= 3, 30)
-                    noisy.noise = True
-                    n0 = len(values(out, tags, key))
-                    await until(lambda: sum(q != Quality.GOOD for _, q in
-                                            values(out, tags, key)[n0:]) >= 5, 60)
-                    noisy.noise = False
-                    n1 = len(values(out, tags, key))
-                    await until(lambda: sum(q == Quality.GOOD for _, q in
-                                            values(out, tags, key)[n1:]) >= 5, 60)
+                    marks = []
+                    for noise in ("answers", "both", ""):
+                        noisy.noise = noise
+                        n = len(values(out, tags, key))
+                        marks.append(n)
+                        want = Quality.GOOD if noise == "" else None
+
+                        def seen(n: int = n, want: Quality | None = want) -> bool:
+                            got = [q for _, q in values(out, tags, key)[n:]]
+                            return sum((q == want) if want is not None else (q != Quality.GOOD)
+                                       for q in got) >= 5
+
+                        await until(seen, 60)
                     assert not task.done()
-                noisy_q = {q for _, q in values(out, tags, key)[n0:n1]}
-                assert noisy_q & {Quality.BAD_DECODE, Quality.BAD_TIMEOUT}, noisy_q
+                qs = [q for _, q in values(out, tags, key)]
+                answers, both = set(qs[marks[0]:marks[1]]), set(qs[marks[1]:marks[2]])
+                # garbled answers: bytes came, no frame with a good CRC
+                assert Quality.BAD_DECODE in answers, answers
+                # garbled requests: the slave stays silent
+                assert Quality.BAD_TIMEOUT in both, both
                 assert noisy.garbled > 0
+                assert src.devices[0].failing == ""  # recovered, and logged so
         finally:
             noisy.stop()
 
