@@ -1,4 +1,9 @@
-"""The etch tool on Modbus TCP: a pymodbus `ModbusTcpServer` over `EtchModel`.
+"""The etch tool on Modbus TCP (`ModbusTcpServer`) or as a Modbus RTU slave on a serial
+line (`ModbusSerialServer`, e.g. one end of a socat pty pair), over `EtchModel`.
+
+On RTU the tool answers each id of `device_ids` (the same tool under several ids, to
+stand in for several devices of one bus) and stays silent for any other id, as a real
+RS-485 bus does (pymodbus' default would answer exception 4).
 
 Values are rendered from the model at the moment a client reads them (the
 SimDevice action fills the register block in place), so a read never sees a half
@@ -19,7 +24,8 @@ import contextlib
 from typing import Any
 
 from pymodbus.constants import ExcCodes
-from pymodbus.server import ModbusTcpServer
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from .clock import SimClock, ticks
@@ -53,14 +59,25 @@ class EtchServer:
         dt_s: float = 0.1,
         fault: str = "ok",
         truth: TruthLog | None = None,
+        serial_port: str = "",
+        baudrate: int = 19200,
+        parity: str = "N",
+        device_ids: tuple[int, ...] = (),
+        rtu_over_tcp: bool = False,
     ) -> None:
+        """`serial_port` set: serve RTU on it (8 data bits, `parity` N/E/O, 1 stop bit)
+        for `device_ids` (default: `device_id`) instead of TCP on `host:port`.
+        `rtu_over_tcp`: RTU frames on TCP, as a serial-to-Ethernet converter carries them."""
         self.model, self.clock = model, clock
         self.host, self.port = host, port
         self.device_id, self.dt_s = device_id, dt_s
+        self.serial_port, self.baudrate, self.parity = serial_port, baudrate, parity
+        self.device_ids = device_ids or (device_id,)
+        self.rtu_over_tcp = rtu_over_tcp
         self.truth = truth
         self.fault = "ok"
         self._release = asyncio.Event()
-        self._server: ModbusTcpServer | None = None
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
         self._task: asyncio.Task[None] | None = None
         self.requests = 0
         self.set_fault(fault)
@@ -82,10 +99,10 @@ class EtchServer:
     def _now_ns(self) -> int:
         return self.model.start_ns + round(self.model.t_s * 1e9)
 
-    def _device(self) -> SimDevice:
+    def _device(self, device_id: int) -> SimDevice:
         regs = [0] * REG_COUNT
         return SimDevice(
-            id=self.device_id,
+            id=device_id,
             simdata=(
                 [SimData(0, values=[False] * 16, datatype=DataType.BITS)],
                 [SimData(0, values=[False] * 16, datatype=DataType.BITS, readonly=True)],
@@ -152,12 +169,30 @@ class EtchServer:
         elif coil == COIL_RESET and value:
             self.model.reset(cause="reset_coil")
 
+    def _silent_for_others(self, sending: bool, data: bytes) -> bytes:
+        """On RTU, send nothing for a device id this tool does not serve: pymodbus would
+        answer exception 4 (even with ``ignore_missing_devices``), a real bus is silent."""
+        if sending and data and data[0] not in self.device_ids:
+            return b""
+        return data
+
     async def start(self) -> None:
-        """Listen (port 0 picks a free port, see `self.port`) and start stepping."""
-        self._server = ModbusTcpServer(self._device(), address=(self.host, self.port))
-        await self._server.serve_forever(background=True)
-        if self.port == 0:
-            self.port = self._bound_port(self._server)
+        """Listen (port 0 picks a free port, see `self.port`), or open the serial port,
+        and start stepping."""
+        if self.serial_port:
+            self._server = ModbusSerialServer(
+                [self._device(i) for i in self.device_ids], framer=FramerType.RTU,
+                port=self.serial_port, baudrate=self.baudrate, parity=self.parity,
+                bytesize=8, stopbits=1, trace_packet=self._silent_for_others)
+            await self._server.serve_forever(background=True)
+        else:
+            self._server = ModbusTcpServer(
+                [self._device(i) for i in self.device_ids], address=(self.host, self.port),
+                framer=FramerType.RTU if self.rtu_over_tcp else FramerType.SOCKET,
+                trace_packet=self._silent_for_others if self.rtu_over_tcp else None)
+            await self._server.serve_forever(background=True)
+            if self.port == 0:
+                self.port = self._bound_port(self._server)
         self._task = asyncio.create_task(self._run(), name="etch-model")
 
     @staticmethod

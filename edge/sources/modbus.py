@@ -22,9 +22,8 @@ import asyncio
 import functools
 import math
 import time
-from typing import Literal
+from collections.abc import Sequence
 
-import msgspec
 import numpy as np
 import numpy.typing as npt
 import structlog
@@ -33,149 +32,23 @@ from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.pdu import ModbusPDU
 
 from edge.components import BuildContext, Command, Emit
-from edge.config import ConfigStruct
-from edge.model import DataType, Quality, SampleBatch, TagRegistry
-from edge.protocols.modbus.codec import WORDS, Decoder, Field, Order, RegType
-from edge.protocols.modbus.plan import Function, ReadRequest, RegisterRef, plan_reads
+from edge.model import Quality, SampleBatch
+from edge.protocols.modbus.codec import Decoder, Field
+from edge.protocols.modbus.plan import Function, ReadRequest
 from edge.runtime.links import Backoff
 from edge.sources.metrics import SourceMetrics, link_name
 from edge.sources.modbus_command import ModbusCommandPort
+from edge.sources.modbus_config import (
+    ModbusCommandConfig,
+    ModbusDeviceConfig,
+    ModbusSourceConfig,
+    RegisterConfig,
+)
+
+__all__ = ["ModbusCommandConfig", "ModbusDeviceConfig", "ModbusSource", "ModbusSourceConfig",
+           "RegisterConfig", "next_tick"]
 
 log = structlog.get_logger("edge.sources.modbus")
-
-
-class RegisterConfig(ConfigStruct, frozen=True):
-    name: str
-    address: int
-    function: Function = "holding"
-    type: RegType | None = None  # default: bool for coil/discrete, uint16 otherwise
-    word_order: Order = "big"
-    byte_order: Order = "big"
-    scale: float = 1.0
-    offset: float = 0.0
-    unit: str = ""
-    low: float | None = None
-    high: float | None = None
-    description: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.name or "/" in self.name:
-            raise ValueError("name must be non-empty and without '/'")
-        if self.scale == 0 or not math.isfinite(self.scale):
-            raise ValueError("scale must not be 0")
-        if not math.isfinite(self.offset):
-            raise ValueError("offset must be a finite number")
-        bits = self.function in ("coil", "discrete")
-        if bits and self.type not in (None, "bool"):
-            raise ValueError(f"type must be 'bool' for function '{self.function}'")
-        if not bits and self.type == "bool":
-            raise ValueError("type 'bool' needs function 'coil' or 'discrete'")
-
-    @property
-    def rtype(self) -> RegType:
-        if self.type is not None:
-            return self.type
-        return "bool" if self.function in ("coil", "discrete") else "uint16"
-
-
-class ModbusCommandConfig(ConfigStruct, frozen=True):
-    action: str
-    function: Literal["coil", "register"]
-    address: int
-    value: int = 1
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.value <= 0xFFFF:
-            raise ValueError("value must be 0..65535")
-
-
-class ModbusSourceConfig(ConfigStruct, frozen=True):
-    name: str
-    host: str
-    port: int = 502
-    device_id: int = 1
-    device: str = ""
-    address_base: Literal[0, 1] = 0
-    poll_interval_s: float = 1.0
-    timeout_s: float = 1.0
-    max_registers_per_read: int = 125
-    max_bits_per_read: int = 2000
-    holes: list[tuple[int, int]] = msgspec.field(default_factory=list)
-    registers: list[RegisterConfig] = msgspec.field(default_factory=list)
-    commands: list[ModbusCommandConfig] = msgspec.field(default_factory=list)
-    backoff_max_s: float = 10.0
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.port <= 65535:
-            raise ValueError("port must be 1..65535")
-        if not 0 <= self.device_id <= 255:
-            raise ValueError("device_id must be 0..255")
-        if self.poll_interval_s <= 0 or self.timeout_s <= 0 or self.backoff_max_s <= 0:
-            raise ValueError("poll_interval_s, timeout_s and backoff_max_s must be > 0")
-        if not 1 <= self.max_registers_per_read <= 125:
-            raise ValueError("max_registers_per_read must be 1..125")
-        if not 1 <= self.max_bits_per_read <= 2000:
-            raise ValueError("max_bits_per_read must be 1..2000")
-        if not self.registers:
-            raise ValueError("registers must list at least one register")
-        names = [r.name for r in self.registers]
-        if len(set(names)) != len(names):
-            raise ValueError("registers: a name is used twice")
-        for r in self.registers:
-            if r.address < self.address_base:
-                raise ValueError(
-                    f"registers: '{r.name}' address {r.address} is below address_base "
-                    f"{self.address_base}"
-                )
-        actions: set[str] = set()
-        for c in self.commands:
-            if c.address < self.address_base:
-                raise ValueError(f"commands: '{c.action}' address is below address_base")
-            if c.action in actions:
-                raise ValueError(f"commands: action '{c.action}' is defined twice")
-            actions.add(c.action)
-        for h0, h1 in self.holes:
-            if h1 < h0 or h0 < self.address_base:
-                raise ValueError(f"holes: [{h0}, {h1}] is not a valid inclusive range")
-        try:
-            self.plan()
-        except ValueError as exc:
-            raise ValueError(f"registers: {exc}") from None
-
-    @property
-    def device_name(self) -> str:
-        return self.device or self.name
-
-    def plan(self) -> list[ReadRequest]:
-        base = self.address_base
-        refs = [
-            RegisterRef(i, r.function, r.address - base, WORDS[r.rtype])
-            for i, r in enumerate(self.registers)
-        ]
-        limits: dict[Function, int] = {
-            "holding": self.max_registers_per_read, "input": self.max_registers_per_read,
-            "coil": self.max_bits_per_read, "discrete": self.max_bits_per_read,
-        }
-        holes = [(h0 - base, h1 - base) for h0, h1 in self.holes]
-        return plan_reads(refs, limits, holes)
-
-    def measurement_devices(self) -> frozenset[str]:
-        """Modbus gives samples, never ``CmmReading``s."""
-        return frozenset()
-
-    def declare_tags(self, tags: TagRegistry) -> None:
-        for r in self.registers:
-            scaled = (r.scale, r.offset) != (1.0, 0.0)
-            dtype: DataType = "float64" if scaled and r.rtype != "float64" else r.rtype
-            tags.add(self.device_name, r.name, unit=r.unit, dtype=dtype, low=r.low,
-                     high=r.high, description=r.description)
-
-    def build(self, ctx: BuildContext) -> ModbusSource:
-        return ModbusSource(self, ctx)
-
-    def actions(self) -> frozenset[str]:
-        """The commands this device takes (its ``commands`` table), for interlock checks."""
-        return frozenset(c.action for c in self.commands)
 
 
 _METHOD: dict[Function, str] = {
@@ -187,7 +60,8 @@ _METHOD: dict[Function, str] = {
 class _Read:
     """One planned request with its decoder and the slice of the poll's samples it fills."""
 
-    def __init__(self, req: ReadRequest, cfg: ModbusSourceConfig, start: int) -> None:
+    def __init__(self, req: ReadRequest, registers: Sequence[RegisterConfig], base: int,
+                 start: int) -> None:
         self.req = req
         self.method = _METHOD[req.function]  # the pymodbus client method that sends it
         self.bits = req.function in ("coil", "discrete")
@@ -195,8 +69,8 @@ class _Read:
         self.stop = start + len(req.members)
         fields = []
         for i in req.members:
-            r = cfg.registers[i]
-            fields.append(Field(r.address - cfg.address_base - req.address, r.rtype,
+            r = registers[i]
+            fields.append(Field(r.address - base - req.address, r.rtype,
                                 r.word_order, r.byte_order, r.scale, r.offset))
         self.decoder = Decoder(fields)
         self.failing = ""
@@ -234,7 +108,7 @@ class ModbusSource:
         self.reads: list[_Read] = []
         order: list[int] = []
         for req in cfg.plan():
-            self.reads.append(_Read(req, cfg, len(order)))
+            self.reads.append(_Read(req, cfg.registers, cfg.address_base, len(order)))
             order.extend(req.members)
         self.tag_ids = np.array(
             [ctx.tags.id_of(f"{self.device}/{cfg.registers[i].name}") for i in order], np.int32
@@ -251,7 +125,7 @@ class ModbusSource:
 
     def _client(self) -> AsyncModbusTcpClient:
         return AsyncModbusTcpClient(
-            self.cfg.host, port=self.cfg.port, timeout=self.cfg.timeout_s, retries=0,
+            self.cfg.host, port=self.cfg.tcp_port, timeout=self.cfg.timeout_s, retries=0,
             reconnect_delay=0, reconnect_delay_max=0,
         )
 
@@ -270,8 +144,8 @@ class ModbusSource:
             if not await client.connect():
                 self._lost()
                 await self._emit_all_bad(emit, Quality.BAD_NOT_CONNECTED)
-                raise ConnectionError(f"cannot connect to {self.cfg.host}:{self.cfg.port}")
-            self.link.up(proven=False, host=self.cfg.host, port=self.cfg.port)
+                raise ConnectionError(f"cannot connect to {self.cfg.host}:{self.cfg.tcp_port}")
+            self.link.up(proven=False, host=self.cfg.host, port=self.cfg.tcp_port)
             self.metrics.link(self.device, True)
             lost = await self._poll(client, emit)
             self._lost()
@@ -324,7 +198,7 @@ class ModbusSource:
         bad: list[tuple[Quality, int]] = []
         lost = ""
         ok = False
-        device_id = self.cfg.device_id
+        device_id = self.cfg.unit_id
         for read in self.reads:
             if lost:
                 q = Quality.BAD_TIMEOUT if lost == "timeout" else Quality.BAD_NOT_CONNECTED

@@ -95,10 +95,10 @@ class ModbusCommandPort:
                     client = await self._connected()
                     if spec.function == "coil":
                         rr = await client.write_coil(address, bool(spec.value),
-                                                     device_id=self.cfg.device_id)
+                                                     device_id=self.cfg.unit_id)
                     else:
                         rr = await client.write_register(address, spec.value,
-                                                         device_id=self.cfg.device_id)
+                                                         device_id=self.cfg.unit_id)
             except (TimeoutError, ModbusException, OSError) as exc:
                 self.close()
                 log.error("modbus command failed", source=self.name, action=command.action,
