@@ -121,6 +121,7 @@ SINK_TYPES: dict[str, str] = {
     "mes": "edge.sinks.mes:MesSinkConfig",
     "influx": "edge.sinks.influx:InfluxSinkConfig",
     "opcua": "edge.sinks.opcua:OpcUaConfig",
+    "web": "edge.web.config:WebConfig",
 }
 # Top-level sections owned by one component: (struct path, is a list of tables). Today
 # these are the stage sections, from the one stage table.
