@@ -198,3 +198,26 @@ def test_loopback_and_basic_header_parsing() -> None:
     assert parse_basic("Basic b3A6cGE6c3M=") == ("op", "pa:ss")
     for bad in ("", "Basic", "Bearer b3A6cHc=", "Basic !!!", "Basic b3A=", "Basic OnB3"):
         assert parse_basic(bad) is None, bad
+
+
+def test_latest_tags_keep_the_last_sample_per_tag_and_grow_with_the_registry() -> None:
+    """Per tag the last sample of a batch wins; unknown ids are ignored; tags declared
+    after the store was built are served too."""
+    import numpy as np
+
+    from edge.model import Quality, SampleBatch, TagRegistry
+    from edge.web.tags import LatestTags
+
+    tags = TagRegistry()
+    tags.add("m1", "current_a", unit="A")
+    latest = LatestTags(tags)
+    latest.publish(SampleBatch(np.array([0, 0, 7, 0]), np.array([1, 2, 3, 4]) * 10**9,
+                               np.array([1.0, 2.0, 9.0, 3.0]),
+                               np.array([0, 0, 0, int(Quality.UNCERTAIN_STALE)])))
+    row = latest.search("current", now_ns=6 * 10**9)["tags"][0]  # type: ignore[index]
+    assert row == {"tag": "m1/current_a", "unit": "A", "value": 3.0, "quality": "uncertain",
+                   "reason": "uncertain_stale", "ts_ns": 4 * 10**9, "age_s": 2.0}
+    tags.add("m2", "current_a")
+    latest.publish(SampleBatch(np.array([1]), np.array([5 * 10**9]), np.array([4.0])))
+    found = latest.search("CURRENT", limit=1)
+    assert found["matched"] == 2 and len(found["tags"]) == 1  # type: ignore[arg-type]
