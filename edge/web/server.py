@@ -18,6 +18,8 @@ Invariants:
   that matches the page's host: another web site open in the operator's browser cannot
   reset an interlock through it (browsers send neither across sites without CORS, which
   this server never grants).
+* Without users (loopback only), a request must name a loopback host (``Host``): a web
+  site that rebinds its DNS name to 127.0.0.1 cannot read or reset through the page.
 * Every reset attempt is audited: one log line with the interlock, user, peer and result.
 """
 
@@ -35,7 +37,7 @@ from edge.components import BuildContext
 from edge.model import Record, SampleBatch
 from edge.protocols.opcua import security as sec
 from edge.runtime.statusdoc import encode
-from edge.web.auth import REALM, BasicAuth, parse_basic
+from edge.web.auth import REALM, BasicAuth, is_loopback, parse_basic
 from edge.web.config import WebConfig, split_listen
 from edge.web.tags import MAX_ROWS, LatestTags
 
@@ -102,6 +104,13 @@ class WebSink:
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         peer = request.remote or "?"
+        if self.auth is None and not is_loopback(urlparse(f"//{request.host}").hostname or ""):
+            # No login: only a browser that asked for a loopback name gets in. A web site
+            # that rebinds its own DNS name to 127.0.0.1 sends that name: refused.
+            log.warning("web request refused: not a loopback Host", peer=peer,
+                        host=request.host)
+            return _json({"ok": False, "error": "without users, open this page as "
+                          "http://127.0.0.1:PORT/ or http://localhost:PORT/"}, 403)
         if self.auth is not None:
             header = request.headers.get("Authorization")
             user = self.auth.check(header, peer)

@@ -131,6 +131,22 @@ async def test_a_post_not_from_the_page_is_refused(tmp_path: Path) -> None:
         assert r.status_code == 200 and g.state() == "ok"
 
 
+async def test_without_users_only_a_loopback_host_name_is_served(tmp_path: Path) -> None:
+    """Without login the page answers only requests for a loopback Host: a site that
+    rebinds its own DNS name to 127.0.0.1 (DNS rebinding) can neither read nor reset."""
+    async with web_gateway(tmp_path) as g, httpx.AsyncClient(base_url=g.url) as http:
+        await g.feed(195.0)
+        await g.feed(150.0)
+        port = g.url.rsplit(":", 1)[1].rstrip("/")
+        evil = {"Host": f"evil.example:{port}"}
+        assert (await http.get("api/status", headers=evil)).status_code == 403
+        r = await http.post(RESET, headers={**FROM_PAGE, **evil,
+                                            "Origin": f"http://evil.example:{port}"})
+        assert r.status_code == 403 and g.state() == "tripped"
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}", "127.0.0.1"):
+            assert (await http.get("api/status", headers={"Host": host})).status_code == 200
+
+
 async def test_the_page_is_served_and_needs_nothing_from_the_internet(tmp_path: Path) -> None:
     """GET / is the page; it loads no script, style or font from another host (no CDN)."""
     async with web_gateway(tmp_path) as g, httpx.AsyncClient(base_url=g.url) as http:
