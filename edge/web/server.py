@@ -36,6 +36,7 @@ from aiohttp import web
 from edge.components import BuildContext
 from edge.model import Record, SampleBatch
 from edge.protocols.opcua import security as sec
+from edge.runtime.links import Link
 from edge.runtime.statusdoc import encode
 from edge.web.auth import REALM, BasicAuth, is_loopback, parse_basic
 from edge.web.config import WebConfig, split_listen
@@ -76,13 +77,20 @@ class WebSink:
         self.latest.publish(batch)
 
     async def run(self) -> None:
+        # The listener is a link like any other: a port in use is one "link down" line
+        # and a retry with backoff, never a traceback per attempt.
         self.started.clear()
+        link = self.ctx.metrics.links.open(f"sink:{self.name}")
+        await link.run(lambda: self._serve(link))
+
+    async def _serve(self, link: Link) -> None:
         runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.host, self.port)
             await site.start()
             self.port = int(runner.addresses[0][1])
+            link.up(url=self.url)
             log.info("web page listening", url=self.url,
                      login="required" if self.auth else "none (loopback)")
             self.started.set()

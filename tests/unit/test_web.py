@@ -237,3 +237,42 @@ def test_latest_tags_keep_the_last_sample_per_tag_and_grow_with_the_registry() -
     latest.publish(SampleBatch(np.array([1]), np.array([5 * 10**9]), np.array([4.0])))
     found = latest.search("CURRENT", limit=1)
     assert found["matched"] == 2 and len(found["tags"]) == 1  # type: ignore[arg-type]
+
+
+async def test_a_taken_port_is_one_link_down_line_and_a_retry(tmp_path: Path) -> None:
+    """A port in use is logged once as the page's link down (no traceback) and retried;
+    the page serves as soon as the port is free."""
+    import asyncio
+    import socket
+
+    from edge.components import BuildContext
+    from edge.model import TagRegistry
+    from edge.runtime.metrics import Metrics
+    from edge.web.server import WebSink
+
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    port = blocker.getsockname()[1]
+    ctx = BuildContext(gateway_id="gw", tags=TagRegistry(), metrics=Metrics(),
+                       state_dir=tmp_path, secrets=lambda name: "")
+    sink = WebConfig(listen=f"127.0.0.1:{port}").build(ctx)
+    assert isinstance(sink, WebSink)
+    with capture_logs() as logs:
+        task = asyncio.create_task(sink.run())
+        try:
+            deadline = asyncio.get_running_loop().time() + 20
+            while not any(e["event"] == "link down" for e in logs):
+                assert asyncio.get_running_loop().time() < deadline, logs
+                await asyncio.sleep(0.01)
+            blocker.close()
+            await asyncio.wait_for(sink.started.wait(), 30)
+            async with httpx.AsyncClient() as http:
+                assert (await http.get(f"{sink.url}api/tags")).status_code == 200
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    down = [e for e in logs if e["event"] == "link down"]
+    assert len(down) == 1 and down[0]["link"] == "sink:web" and "exc_info" not in down[0]
+    assert "address" in down[0]["error"].lower() or "in use" in down[0]["error"], down
