@@ -123,6 +123,7 @@ SINK_TYPES: dict[str, str] = {
     "influx": "edge.sinks.influx:InfluxSinkConfig",
     "opcua": "edge.sinks.opcua:OpcUaConfig",
     "sparkplug": "edge.sinks.sparkplug:SparkplugSinkConfig",
+    "web": "edge.web.config:WebConfig",
 }
 # Top-level sections owned by one component: (struct path, is a list of tables). Today
 # these are the stage sections, from the one stage table.

@@ -60,6 +60,9 @@ def demo_config(state: Path, ports: dict[str, int], influx_url: str = "") -> dic
         elif sink.get("type") == "opcua":
             sink["endpoint"] = f"opc.tcp://127.0.0.1:{ports['opcua']}/edge"
             sinks.append(sink)
+        elif sink.get("type") == "web":
+            sink["listen"] = f"127.0.0.1:{ports.get('web', 8008)}"
+            sinks.append(sink)
     raw["sinks"] = sinks
     return raw
 
@@ -109,6 +112,7 @@ async def _demo(args: argparse.Namespace) -> int:
     ports = {
         "opcua": free_port(args.opcua_port), "modbus": free_port(), "mqtt": free_port(),
         "mes": free_port(), "mes_admin": free_port(), "metrics": free_port(),
+        "web": free_port(8008),
     }
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -164,6 +168,7 @@ async def _demo(args: argparse.Namespace) -> int:
 
 def _print_endpoints(ports: dict[str, int], where: dict[str, str], state: Path,
                      influx_url: str) -> None:
+    print(f"web status page  http://127.0.0.1:{ports['web']}/  (JSON API: docs/web.md)")
     print(f"OPC-UA server    opc.tcp://127.0.0.1:{ports['opcua']}/edge  (security None)")
     print(f"MES (mock)       http://127.0.0.1:{ports['mes']}/api/v1/counts")
     print(f"MES fault admin  hw-sim mes-fault --admin {ports['mes_admin']} "

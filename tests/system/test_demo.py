@@ -32,6 +32,8 @@ def _endpoints(proc: subprocess.Popen[str]) -> dict[str, str]:
             found["mes"] = m.group(1)
         if m := re.match(r"metrics\s+(http://\S+)", line):
             found["metrics"] = m.group(1)
+        if m := re.match(r"web status page\s+(http://\S+)", line):
+            found["web"] = m.group(1)
         if line.startswith("gateway log"):
             return found
     raise AssertionError(f"demo printed no endpoints; got {found}")
@@ -56,9 +58,9 @@ async def _read_live_value(url: str) -> tuple[float, ua.DataValue]:
 
 
 def test_demo_delivers_to_mes_and_opcua(tmp_path: Path) -> None:
-    """The demo serves live etch values over OPC-UA, CMM measurements reach the MES, its
-    metrics endpoint shows the interlock reaction histogram, and Ctrl-C (SIGINT) stops it
-    cleanly with exit 0."""
+    """The demo serves live etch values over OPC-UA and its web page, CMM measurements reach
+    the MES, its metrics endpoint shows the interlock reaction histogram, and Ctrl-C
+    (SIGINT) stops it cleanly with exit 0."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "edge", "demo", "--quiet", "--opcua-port", "0",
          "--state-dir", str(tmp_path / "demo"), "--seconds", str(DEADLINE_S)],
@@ -91,5 +93,9 @@ def _check_demo(proc: subprocess.Popen[str]) -> None:
     assert measurements > 0, f"no measurement reached the MES: {counts}"
     metrics = httpx.get(ep["metrics"], timeout=5).text
     assert "edge_interlock_reaction_seconds" in metrics
+    status = httpx.get(ep["web"] + "api/status", timeout=5).json()
+    assert "etch1_overtemp" in status["interlocks"] and status["ready"] is True
+    tags = httpx.get(ep["web"] + "api/tags", params={"q": "etch1/chamber_temp"}, timeout=5)
+    assert 20.0 < tags.json()["tags"][0]["value"] < 400.0
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 0
