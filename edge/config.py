@@ -116,6 +116,7 @@ SOURCE_TYPES: dict[str, str] = {
     "file": "edge.sources.file:FileSourceConfig",
     "modbus": "edge.sources.modbus:ModbusSourceConfig",
     "mqtt": "edge.sources.mqtt:MqttSourceConfig",
+    "opcua": "edge.sources.opcua_config:OpcUaSourceConfig",
 }
 SINK_TYPES: dict[str, str] = {
     "mes": "edge.sinks.mes:MesSinkConfig",

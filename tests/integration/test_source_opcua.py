@@ -1,0 +1,202 @@
+"""OPC-UA client source against an independent server: node-opcua as a simulated PLC
+(tests/node/opcua_server.js), over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytest_asyncio
+from structlog.testing import capture_logs
+
+from edge.components import BuildContext
+from edge.config import convert
+from edge.model import Quality, Quarantine, Record, SampleBatch, TagRegistry
+from edge.runtime.metrics import Metrics
+from edge.sources.opcua import OpcUaSource
+from edge.sources.opcua_config import OpcUaSourceConfig
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # tests/ holds peers.py
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from peers import NodeOpcUaServer, start_node_opcua_server
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+GOOD, BAD_NC = int(Quality.GOOD), int(Quality.BAD_NOT_CONNECTED)
+
+
+class Collector:
+    def __init__(self) -> None:
+        self.batches: list[SampleBatch] = []
+        self.records: list[Record] = []
+
+    async def __call__(self, batch: SampleBatch | None, records: Sequence[Record], /, *,
+                       checkpoint: tuple[str, bytes] | None = None) -> None:
+        if batch is not None:
+            self.batches.append(batch)
+        self.records.extend(records)
+
+    def of(self, tag_id: int, since: int = 0) -> list[tuple[int, float, int]]:
+        """(ts_ns, value, quality) of one tag, from batch ``since`` on, in arrival order."""
+        rows = []
+        for b in self.batches[since:]:
+            for i in np.flatnonzero(b.tag_id == tag_id):
+                rows.append((int(b.ts_ns[i]), float(b.value[i]), int(b.quality[i])))
+        return rows
+
+
+def build(raw: dict[str, object], tmp: Path) -> tuple[OpcUaSource, TagRegistry]:
+    cfg = convert(raw, OpcUaSourceConfig, "source 'plc'")
+    tags = TagRegistry()
+    cfg.declare_tags(tags)
+    return cfg.build(BuildContext("gw", tags, Metrics(), tmp, lambda n: "")), tags
+
+
+def plc_config(endpoint: str, mode: str = "subscribe", **over: object) -> dict[str, object]:
+    group: dict[str, object] = {
+        "name": "fast", "mode": mode, "publishing_interval_ms": 100,
+        "sampling_interval_ms": 50, "poll_interval_ms": 200,
+        "tags": [
+            {"name": "temp", "node_id": "ns=1;s=PLC.Temp", "unit": "degC"},
+            {"name": "counter", "node_id": "ns=1;s=PLC.Counter", "type": "int32"},
+            {"name": "flag", "node_id": "ns=1;s=PLC.Flag", "type": "bool"},
+        ],
+    }
+    raw: dict[str, object] = {"name": "plc", "endpoint": endpoint, "keepalive_s": 1.0,
+                              "backoff_max_s": 1.0, "groups": [group]}
+    raw.update(over)
+    return raw
+
+
+async def until(cond: Callable[[], bool], timeout: float, what: str) -> float:
+    """Wait (bounded) for ``cond``; the seconds it took."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while not cond():
+        if loop.time() - start > timeout:
+            raise AssertionError(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.02)
+    return loop.time() - start
+
+
+@contextlib.asynccontextmanager
+async def running(source: OpcUaSource, emit: Collector) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(source.run(emit))
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def plc(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[NodeOpcUaServer]:
+    server = await start_node_opcua_server(tmp_path_factory.mktemp("plc"), extra=20)
+    try:
+        yield server
+    finally:
+        await server.kill()
+
+
+async def test_subscription_delivers_changing_values_with_source_time_and_quality(
+        plc: NodeOpcUaServer, tmp_path: Path) -> None:
+    """A subscription delivers every tag's changes, batched per publish, with the server's
+    source timestamps and Good quality."""
+    source, tags = build(plc_config(plc.endpoint), tmp_path)
+    emit = Collector()
+    counter = tags.id_of("plc/counter")
+    async with running(source, emit):
+        await until(lambda: len({v for _, v, _ in emit.of(counter)}) >= 10, 60,
+                    "10 distinct counter values")
+    rows = emit.of(counter)
+    values = [v for _, v, _ in rows]
+    assert all(q == GOOD for _, _, q in rows)
+    assert values == sorted(values) and len(set(values)) == len(values)  # each change once
+    ts = [t for t, _, _ in rows]
+    assert ts == sorted(ts) and abs(ts[-1] - time.time_ns()) < 30e9  # the PLC's clock
+    for name in ("temp", "flag"):
+        rows_of = emit.of(tags.id_of(f"plc/{name}"))
+        assert any(q == GOOD and not math.isnan(v) for _, v, q in rows_of)
+    # one batch carries several tags: samples come per publish, not one emit per value
+    assert max(len(b) for b in emit.batches) >= 2
+
+
+async def test_polling_group_reads_at_its_interval(plc: NodeOpcUaServer, tmp_path: Path) -> None:
+    """A polling group reads every tag each interval, one batch per Read, Good and changing."""
+    source, tags = build(plc_config(plc.endpoint, mode="poll"), tmp_path)
+    emit = Collector()
+    counter = tags.id_of("plc/counter")
+    async with running(source, emit):
+        await until(lambda: len(emit.batches) >= 6, 60, "6 polls")
+    assert all(len(b) == 3 for b in emit.batches)
+    values = [v for _, v, q in emit.of(counter) if q == GOOD]
+    assert len(values) == len(emit.batches) and values[-1] > values[0]
+
+
+async def test_unknown_node_is_bad_with_a_reason_for_that_tag_only(
+        plc: NodeOpcUaServer, tmp_path: Path) -> None:
+    """A node id the server does not have makes that tag Bad with the server's reason in a
+    Quarantine record and a log line; the other tags keep flowing Good."""
+    raw = plc_config(plc.endpoint)
+    group = raw["groups"][0]  # type: ignore[index]
+    group["tags"].append({"name": "ghost", "node_id": "ns=1;s=PLC.DoesNotExist"})
+    source, tags = build(raw, tmp_path)
+    emit = Collector()
+    ghost, counter = tags.id_of("plc/ghost"), tags.id_of("plc/counter")
+    with capture_logs() as logs:
+        async with running(source, emit):
+            await until(lambda: emit.of(ghost) and len(emit.of(counter)) >= 3, 60,
+                        "ghost Bad and counter values")
+    assert all(q & 0x80 and math.isnan(v) for _, v, q in emit.of(ghost))
+    assert all(q == GOOD for _, _, q in emit.of(counter))
+    reasons = [r.reason for r in emit.records if isinstance(r, Quarantine)]
+    assert reasons == ["node ns=1;s=PLC.DoesNotExist refused by the server: BadNodeIdUnknown"]
+    assert any(e["event"] == "opcua tag refused" and e["status"] == "BadNodeIdUnknown"
+               for e in logs)
+
+
+async def test_server_restart_marks_tags_bad_then_data_flows_again(tmp_path: Path) -> None:
+    """Killing the server marks every tag Bad within two keepalives; when it is back on the
+    same port the source rebuilds session and subscription by itself and values flow
+    again, and the log says how long data was missing."""
+    server = await start_node_opcua_server(tmp_path / "srv")
+    keepalive_s = 1.0
+    source, tags = build(plc_config(server.endpoint, keepalive_s=keepalive_s), tmp_path)
+    emit = Collector()
+    counter = tags.id_of("plc/counter")
+    try:
+        with capture_logs() as logs:
+            async with running(source, emit):
+                await until(lambda: len(emit.of(counter)) >= 3, 60, "values before the kill")
+                mark = len(emit.batches)
+                killed = asyncio.get_running_loop().time()
+                await server.kill()
+                took = await until(
+                    lambda: any(q == BAD_NC for _, _, q in emit.of(counter, mark)),
+                    2 * keepalive_s + 3, "Bad after the kill")
+                assert took <= 2 * keepalive_s + 1.0, took
+                bad_at = len(emit.batches)
+                # every tag of the source is Bad, with no Good value after it until restart
+                last = emit.batches[-1]
+                assert set(last.tag_id.tolist()) == set(source.tag_ids.tolist())
+                assert (last.quality == BAD_NC).all() and np.isnan(last.value).all()
+                server = await start_node_opcua_server(tmp_path / "srv", port=server.port)
+                await until(lambda: any(q == GOOD for _, _, q in emit.of(counter, bad_at)), 60,
+                            "Good values after the restart")
+                back = asyncio.get_running_loop().time() - killed
+        after = [v for _, v, q in emit.of(counter, bad_at) if q == GOOD]
+        assert after  # the restarted PLC counts from 1 again: a fresh subscription
+        flowing = [e for e in logs if e["event"] == "opcua data flowing again"]
+        assert len(flowing) == 1 and 0 < flowing[0]["missing_s"] <= back + 1
+        assert [e["event"] for e in logs].count("opcua data missing") == 1
+        assert source.sessions == 2
+    finally:
+        await server.kill()
