@@ -7,7 +7,8 @@ Invariants:
   ``SampleBatch`` in one pass: the value as float64 (Boolean 0/1), the source timestamp
   (else the server's, else the time of arrival), the status mapped by
   ``status.quality_of_status``. A value that is no number (a string, an array, Null)
-  never passes as Good: it is NaN with ``BAD_DECODE`` (or the status' own Bad quality).
+  never passes as Good: it is NaN with ``BAD_DECODE``. A Bad status gives NaN whatever
+  value came with it (as our own server and the Modbus source do); Uncertain keeps it.
 * ``silent_for`` is the whole keepalive rule: a subscription whose last publish answer
   (data or keepalive) is older than two keepalive periods is lost, whatever the socket
   says; the session is then rebuilt.
@@ -18,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +29,8 @@ from edge.model import Quality, SampleBatch
 from edge.protocols.opcua.status import quality_of_status
 
 _GOOD = int(Quality.GOOD)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 _BAD_DECODE = int(Quality.BAD_DECODE)
 
 
@@ -36,21 +39,23 @@ def ts_ns_of(dv: ua.DataValue, arrival_ns: int) -> int:
     stamp: datetime | None = dv.SourceTimestamp or dv.ServerTimestamp
     if stamp is None:
         return arrival_ns
-    return int(stamp.timestamp() * 1e9)
+    if stamp.tzinfo is None:  # OPC-UA times are UTC
+        stamp = stamp.replace(tzinfo=UTC)
+    return (stamp - _EPOCH) // _MICROSECOND * 1000  # exact: no float rounding
 
 
 def value_of(dv: ua.DataValue) -> tuple[float, int]:
     """(value, quality byte) of one DataValue."""
     status = dv.StatusCode
     quality = _GOOD if status is None else int(quality_of_status(status))
+    if quality & 0x80:
+        return math.nan, quality
     variant = dv.Value
     raw = None if variant is None else variant.Value
     if isinstance(raw, bool):
         return (1.0 if raw else 0.0), quality
-    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+    if isinstance(raw, (int, float)):
         return float(raw), quality
-    if quality & 0x80:
-        return math.nan, quality
     return math.nan, _BAD_DECODE
 
 
