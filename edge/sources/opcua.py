@@ -66,6 +66,12 @@ class _Lost(Exception):
     """The session is lost; the message says why."""
 
 
+def _describe(exc: BaseException) -> str:
+    """``TimeoutError: no answer in time`` rather than an empty message."""
+    text = str(exc) or ("no answer in time" if isinstance(exc, TimeoutError) else "")
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 class _Group:
     """One configured group, resolved: node ids and our tag ids, in config order."""
 
@@ -162,12 +168,12 @@ class OpcUaSource:
                 client = await self._client()
                 await asyncio.wait_for(client.connect(), cfg.timeout_s * 2)
             except (*_LIB_ERRORS, ValueError) as exc:
-                raise _Lost(f"cannot open a session on {cfg.endpoint} (security "
-                            f"{cfg.security_policy}/{cfg.security_mode}): "
-                            f"{type(exc).__name__}: {exc}") from exc
+                security = f"{cfg.security_policy}/{cfg.security_mode}"
+                raise _Lost(f"cannot open a session on {cfg.endpoint} (security {security}): "
+                            f"{_describe(exc)}") from exc
 
             async def lost(exc: Exception) -> None:
-                out.put_nowait(f"connection lost: {type(exc).__name__}: {exc}")
+                out.put_nowait(f"connection lost: {_describe(exc)}")
 
             client.connection_lost_callback = lost
             subs: list[_BatchSubscription] = []
@@ -177,8 +183,7 @@ class OpcUaSource:
                     if g.cfg.mode == "subscribe":
                         subs.append(await self._subscribe(client, g, out, refused))
             except _LIB_ERRORS as exc:
-                raise _Lost(f"creating subscriptions failed: {type(exc).__name__}: {exc}"
-                            ) from exc
+                raise _Lost(f"creating subscriptions failed: {_describe(exc)}") from exc
             self.sessions += 1
             self.link.up(proven=False, endpoint=cfg.endpoint)
             self.metrics.link(self.device, True)
@@ -245,8 +250,7 @@ class OpcUaSource:
                 results = await asyncio.wait_for(client.uaclient.read(params),
                                                  self.cfg.timeout_s)
             except _LIB_ERRORS as exc:
-                out.put_nowait(f"read of group '{g.cfg.name}' failed: "
-                               f"{type(exc).__name__}: {exc}")
+                out.put_nowait(f"read of group '{g.cfg.name}' failed: {_describe(exc)}")
                 return
             arrival = time.time_ns()
             cols = Columns()

@@ -25,7 +25,9 @@ from edge.sources.opcua_config import OpcUaSourceConfig
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # tests/ holds peers.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from peers import NodeOpcUaServer, start_node_opcua_server
+from peers import NodeOpcUaServer, free_port, start_node_opcua_server
+
+from hw_sim.link import LinkProxy
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -52,11 +54,13 @@ class Collector:
         return rows
 
 
-def build(raw: dict[str, object], tmp: Path) -> tuple[OpcUaSource, TagRegistry]:
+def build(raw: dict[str, object], tmp: Path,
+          secrets: dict[str, str] | None = None) -> tuple[OpcUaSource, TagRegistry]:
     cfg = convert(raw, OpcUaSourceConfig, "source 'plc'")
     tags = TagRegistry()
     cfg.declare_tags(tags)
-    return cfg.build(BuildContext("gw", tags, Metrics(), tmp, lambda n: "")), tags
+    known = secrets or {}
+    return cfg.build(BuildContext("gw", tags, Metrics(), tmp, lambda n: known[n])), tags
 
 
 def plc_config(endpoint: str, mode: str = "subscribe", **over: object) -> dict[str, object]:
@@ -198,5 +202,68 @@ async def test_server_restart_marks_tags_bad_then_data_flows_again(tmp_path: Pat
         assert len(flowing) == 1 and 0 < flowing[0]["missing_s"] <= back + 1
         assert [e["event"] for e in logs].count("opcua data missing") == 1
         assert source.sessions == 2
+    finally:
+        await server.kill()
+
+
+async def test_network_black_hole_marks_tags_bad_then_data_flows_again(
+        plc: NodeOpcUaServer, tmp_path: Path) -> None:
+    """A link that goes silent (the hw_sim proxy swallows every byte, no connection
+    closes) is noticed within two keepalives: every tag Bad; when the link passes again
+    the source reconnects by itself and values are Good again."""
+    proxy = LinkProxy(free_port(), "127.0.0.1", plc.port)
+    await proxy.start()
+    keepalive_s = 1.0
+    raw = plc_config(f"opc.tcp://127.0.0.1:{proxy.listen_port}", keepalive_s=keepalive_s,
+                     timeout_s=1.0)
+    source, tags = build(raw, tmp_path)
+    emit = Collector()
+    counter = tags.id_of("plc/counter")
+    try:
+        async with running(source, emit):
+            await until(lambda: len(emit.of(counter)) >= 3, 60, "values before the cut")
+            mark = len(emit.batches)
+            await proxy.set_mode("blackhole")
+            took = await until(lambda: any(q == BAD_NC for _, _, q in emit.of(counter, mark)),
+                               2 * keepalive_s + 3, "Bad after the black hole")
+            assert took <= 2 * keepalive_s + 1.0, took
+            await until(lambda: not source.link.state.up and bool(source.link.state.last_error),
+                        5, "the link board shows the link down with its reason")
+            bad_at = len(emit.batches)
+            await proxy.set_mode("pass")
+            await until(lambda: any(q == GOOD for _, _, q in emit.of(counter, bad_at)), 60,
+                        "Good values after the link is back")
+            assert source.link.state.up
+    finally:
+        await proxy.close()
+
+
+async def test_sign_and_encrypt_with_a_password_and_a_clear_error_for_a_wrong_one(
+        tmp_path: Path) -> None:
+    """With Basic256Sha256 SignAndEncrypt and a user whose password comes from a secret the
+    source reads the PLC; a wrong password keeps every tag Bad and the link's error says
+    the server refused the user, naming the policy."""
+    server = await start_node_opcua_server(tmp_path / "srv", user="op", password="s3cret")
+    secure = {"security_policy": "Basic256Sha256", "security_mode": "SignAndEncrypt",
+              "user": "op", "password_secret": "PLC_PW", "timeout_s": 10.0}
+    try:
+        wrong, tags = build(plc_config(server.endpoint, **secure), tmp_path / "a",
+                            {"PLC_PW": "guess"})
+        emit = Collector()
+        counter = tags.id_of("plc/counter")
+        async with running(wrong, emit):
+            await until(lambda: bool(wrong.link.state.last_error), 60, "a refused login")
+        error = wrong.link.state.last_error
+        assert "BadUserAccessDenied" in error and "Basic256Sha256/SignAndEncrypt" in error
+        assert "guess" not in error
+        assert emit.of(counter) and all(q == BAD_NC for _, _, q in emit.of(counter))
+
+        right, tags = build(plc_config(server.endpoint, **secure), tmp_path / "b",
+                            {"PLC_PW": "s3cret"})
+        emit = Collector()
+        async with running(right, emit):
+            await until(lambda: any(q == GOOD for _, _, q in emit.of(counter)), 90,
+                        "Good values over SignAndEncrypt")
+        assert (tmp_path / "b" / "opcua-client" / "plc" / "cert.der").is_file()
     finally:
         await server.kill()
