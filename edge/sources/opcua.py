@@ -129,6 +129,8 @@ class OpcUaSource:
             Backoff(initial_s=min(0.2, cfg.backoff_max_s), max_s=cfg.backoff_max_s))
         self.missing_since: float | None = None  # wall clock of the loss, None: data flows
         self.sessions = 0
+        self.subscriptions: list[_BatchSubscription] = []  # of the current session
+        self.failing: dict[int, str] = {}  # polled tag id -> the Bad status it last had
 
     async def run(self, emit: Emit) -> None:
         await self.link.run(functools.partial(self._session, emit))
@@ -185,6 +187,7 @@ class OpcUaSource:
             except _LIB_ERRORS as exc:
                 raise _Lost(f"creating subscriptions failed: {_describe(exc)}") from exc
             self.sessions += 1
+            self.subscriptions = subs
             self.link.up(proven=False, endpoint=cfg.endpoint)
             self.metrics.link(self.device, True)
             if refused:
@@ -254,8 +257,9 @@ class OpcUaSource:
                 return
             arrival = time.time_ns()
             cols = Columns()
-            for tag, dv in zip(g.tag_ids, results, strict=True):
-                cols.add(tag, dv, arrival)
+            for i, (tag, dv) in enumerate(zip(g.tag_ids, results, strict=True)):
+                if cols.add(tag, dv, arrival) & 0x80 or tag in self.failing:
+                    self._note(tag, g.cfg.tags[i].node_id, dv.StatusCode)
             out.put_nowait(cols.batch())
             k = max(k + 1, int((loop.time() - t0) / interval) + 1)
             await asyncio.sleep(max(0.0, t0 + k * interval - loop.time()))
@@ -318,6 +322,18 @@ class OpcUaSource:
                                       where="monitored item", subject=node_id))
         await emit(cols.batch(), records)
         self.metrics.rejected("node_refused", len(refused))
+
+    def _note(self, tag: int, node_id: str, status: ua.StatusCode | None) -> None:
+        """Log a polled tag going Bad (with the server's reason) or recovering, once each."""
+        name = "" if status is None or not status.is_bad() else status_name(status)
+        if self.failing.get(tag, "") == name:
+            return
+        if name:
+            self.failing[tag] = name
+            log.warning("opcua tag bad", source=self.name, node_id=node_id, status=name)
+        else:
+            del self.failing[tag]
+            log.info("opcua tag recovered", source=self.name, node_id=node_id)
 
     @staticmethod
     async def _close(client: Client) -> None:

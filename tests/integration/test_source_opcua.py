@@ -145,6 +145,25 @@ async def test_polling_group_reads_at_its_interval(plc: NodeOpcUaServer, tmp_pat
     assert len(values) == len(emit.batches) and values[-1] > values[0]
 
 
+async def test_polled_unknown_node_is_bad_with_one_log_line(
+        plc: NodeOpcUaServer, tmp_path: Path) -> None:
+    """In a polling group a node the server does not have is Bad in every poll with one
+    log line naming the server's status; the other tags are Good."""
+    raw = plc_config(plc.endpoint, mode="poll")
+    group = raw["groups"][0]  # type: ignore[index]
+    group["tags"].append({"name": "ghost", "node_id": "ns=1;s=PLC.DoesNotExist"})
+    source, tags = build(raw, tmp_path)
+    emit = Collector()
+    ghost, counter = tags.id_of("plc/ghost"), tags.id_of("plc/counter")
+    with capture_logs() as logs:
+        async with running(source, emit):
+            await until(lambda: len(emit.of(ghost)) >= 3, 60, "three polls")
+    assert all(q & 0x80 and math.isnan(v) for _, v, q in emit.of(ghost))
+    assert all(q == GOOD for _, _, q in emit.of(counter))
+    bad = [e for e in logs if e["event"] == "opcua tag bad"]
+    assert len(bad) == 1 and bad[0]["status"] == "BadNodeIdUnknown"
+
+
 async def test_unknown_node_is_bad_with_a_reason_for_that_tag_only(
         plc: NodeOpcUaServer, tmp_path: Path) -> None:
     """A node id the server does not have makes that tag Bad with the server's reason in a
@@ -204,6 +223,31 @@ async def test_server_restart_marks_tags_bad_then_data_flows_again(tmp_path: Pat
         assert source.sessions == 2
     finally:
         await server.kill()
+
+
+async def test_subscription_dropped_by_the_server_is_rebuilt(
+        plc: NodeOpcUaServer, tmp_path: Path) -> None:
+    """A subscription the server no longer has (deleted under the session: no more publish
+    answers, not even keepalives) is declared lost within two keepalives, every tag goes
+    Bad, and the source rebuilds session and subscription without being restarted."""
+    keepalive_s = 1.0
+    source, tags = build(plc_config(plc.endpoint, keepalive_s=keepalive_s), tmp_path)
+    emit = Collector()
+    counter = tags.id_of("plc/counter")
+    with capture_logs() as logs:
+        async with running(source, emit):
+            await until(lambda: len(emit.of(counter)) >= 3, 60, "values first")
+            mark = len(emit.batches)
+            await source.subscriptions[0].delete()
+            took = await until(lambda: any(q == BAD_NC for _, _, q in emit.of(counter, mark)),
+                               2 * keepalive_s + 3, "Bad after the subscription was dropped")
+            assert took <= 2 * keepalive_s + 1.0, took
+            bad_at = len(emit.batches)
+            await until(lambda: any(q == GOOD for _, _, q in emit.of(counter, bad_at)), 60,
+                        "Good values from a new subscription")
+    missing = [e for e in logs if e["event"] == "opcua data missing"]
+    assert len(missing) == 1 and "keepalive" in missing[0]["reason"]
+    assert source.sessions == 2
 
 
 async def test_network_black_hole_marks_tags_bad_then_data_flows_again(
