@@ -21,6 +21,8 @@ Invariants:
 * A node the server refuses (BadNodeIdUnknown, a deadband it cannot apply, ...) makes
   that tag Bad with the server's status, one log line and one ``Quarantine`` record with
   the reason, per session; the other tags are not affected.
+* A command (``write``) writes its declared value to its node on the current session, or
+  fails at once when there is none: it never waits for a reconnect.
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ from asyncua import Client, ua
 from asyncua.common.subscription import Subscription
 from asyncua.crypto import security_policies
 
-from edge.components import BuildContext, Emit
-from edge.errors import RetryableError
+from edge.components import BuildContext, Command, Emit
+from edge.errors import PermanentError, RetryableError
 from edge.model import Quality, Quarantine, SampleBatch
 from edge.protocols.opcua.client import (
     Columns,
@@ -48,6 +50,7 @@ from edge.protocols.opcua.client import (
     silent_for,
     status_name,
 )
+from edge.protocols.opcua.variants import DTYPES
 from edge.runtime.links import Backoff
 from edge.sources.metrics import SourceMetrics, link_name
 from edge.sources.opcua_config import OpcUaGroupConfig, OpcUaSourceConfig
@@ -131,6 +134,8 @@ class OpcUaSource:
         self.sessions = 0
         self.subscriptions: list[_BatchSubscription] = []  # of the current session
         self.failing: dict[int, str] = {}  # polled tag id -> the Bad status it last had
+        self.client: Client | None = None  # of the current session, for commands
+        self.commands = {c.action: c for c in cfg.commands}
 
     async def run(self, emit: Emit) -> None:
         await self.link.run(functools.partial(self._session, emit))
@@ -188,6 +193,7 @@ class OpcUaSource:
                 raise _Lost(f"creating subscriptions failed: {_describe(exc)}") from exc
             self.sessions += 1
             self.subscriptions = subs
+            self.client = client
             self.link.up(proven=False, endpoint=cfg.endpoint)
             self.metrics.link(self.device, True)
             if refused:
@@ -199,6 +205,7 @@ class OpcUaSource:
             await self._missing(emit, str(exc))
             raise RetryableError(str(exc)) from None
         finally:
+            self.client = None
             for task in tasks:
                 task.cancel()
             if client is not None:
@@ -322,6 +329,35 @@ class OpcUaSource:
                                       where="monitored item", subject=node_id))
         await emit(cols.batch(), records)
         self.metrics.rejected("node_refused", len(refused))
+
+    # ------------------------------------------------------------------ write-back
+
+    async def write(self, command: Command) -> None:
+        """Write a declared command's value to its node on the current session (OPC-UA
+        requests run side by side on it: a stop never waits behind a slow Read)."""
+        spec = self.commands.get(command.action)
+        if spec is None:
+            raise PermanentError(f"source '{self.name}' has no action '{command.action}'")
+        client = self.client
+        if client is None:
+            raise RetryableError(f"source '{self.name}': no session with {self.cfg.endpoint}")
+        variant = DTYPES[spec.type].variant
+        value = bool(spec.value) if spec.type == "bool" else (
+            float(spec.value) if spec.type.startswith("float") else int(spec.value))
+        params = ua.WriteParameters()
+        params.NodesToWrite.append(ua.WriteValue(
+            NodeId=ua.NodeId.from_string(spec.node_id), AttributeId=ua.AttributeIds.Value,
+            Value=ua.DataValue(Value=ua.Variant(value, variant))))
+        try:
+            results = await asyncio.wait_for(client.uaclient.write(params), self.cfg.timeout_s)
+        except _LIB_ERRORS as exc:
+            raise RetryableError(f"source '{self.name}': {command.action} on {spec.node_id} "
+                                 f"failed: {_describe(exc)}") from exc
+        if not results[0].is_good():
+            raise PermanentError(f"source '{self.name}': {command.action}: the server refused "
+                                 f"the write to {spec.node_id}: {status_name(results[0])}")
+        log.info("opcua command written", source=self.name, action=command.action,
+                 node_id=spec.node_id, value=value, reason=command.reason)
 
     def _note(self, tag: int, node_id: str, status: ua.StatusCode | None) -> None:
         """Log a polled tag going Bad (with the server's reason) or recovering, once each."""

@@ -62,6 +62,29 @@ class OpcUaTagConfig(ConfigStruct, frozen=True):
             raise ValueError("deadband_value needs deadband = 'absolute' or 'percent'")
 
 
+class OpcUaCommandConfig(ConfigStruct, frozen=True):
+    """A declared command: writing ``value`` (as ``type``) to ``node_id``, e.g. a stop bit."""
+
+    action: str
+    node_id: str
+    value: float | bool = True
+    type: DataType = "bool"
+
+    def __post_init__(self) -> None:
+        if not self.action:
+            raise ValueError("action must not be empty")
+        try:
+            ua.NodeId.from_string(self.node_id)
+        except (ValueError, ua.UaStringParsingError) as exc:
+            raise ValueError(f"node_id {self.node_id!r} is not a node id ({exc})") from None
+        if isinstance(self.value, float) and not math.isfinite(self.value):
+            raise ValueError("value must be finite")
+        if self.type != "bool" and isinstance(self.value, bool):
+            raise ValueError(f"value must be a number for type '{self.type}'")
+        if self.type not in ("bool", "float32", "float64") and self.value != int(self.value):
+            raise ValueError(f"value must be a whole number for type '{self.type}'")
+
+
 class OpcUaGroupConfig(ConfigStruct, frozen=True):
     name: str
     mode: Literal["subscribe", "poll"] = "subscribe"
@@ -105,6 +128,7 @@ class OpcUaSourceConfig(ConfigStruct, frozen=True):
     session_timeout_s: float = 60.0
     backoff_max_s: float = 5.0
     groups: list[OpcUaGroupConfig] = msgspec.field(default_factory=list)
+    commands: list[OpcUaCommandConfig] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.endpoint.startswith("opc.tcp://"):
@@ -134,6 +158,9 @@ class OpcUaSourceConfig(ConfigStruct, frozen=True):
                 if t.name in seen_tags:
                     raise ValueError(f"group '{g.name}': tag '{t.name}' is used twice")
                 seen_tags.add(t.name)
+        actions = [c.action for c in self.commands]
+        if len(set(actions)) != len(actions):
+            raise ValueError("commands: an action is defined twice")
 
     @property
     def device_name(self) -> str:
@@ -151,8 +178,8 @@ class OpcUaSourceConfig(ConfigStruct, frozen=True):
         return OpcUaSource(self, ctx)
 
     def actions(self) -> frozenset[str]:
-        """No write-back yet: interlocks cannot name an action of this source."""
-        return frozenset()
+        """The commands this PLC takes (its ``commands`` table), for interlock checks."""
+        return frozenset(c.action for c in self.commands)
 
     def measurement_devices(self) -> frozenset[str]:
         """OPC-UA tags are samples, never ``CmmReading``s."""

@@ -14,10 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import pytest_asyncio
+from asyncua import Client
 from structlog.testing import capture_logs
 
-from edge.components import BuildContext
+from edge.components import BuildContext, Command
 from edge.config import convert
+from edge.errors import PermanentError
 from edge.model import Quality, Quarantine, Record, SampleBatch, TagRegistry
 from edge.runtime.metrics import Metrics
 from edge.sources.opcua import OpcUaSource
@@ -248,6 +250,24 @@ async def test_subscription_dropped_by_the_server_is_rebuilt(
     missing = [e for e in logs if e["event"] == "opcua data missing"]
     assert len(missing) == 1 and "keepalive" in missing[0]["reason"]
     assert source.sessions == 2
+
+
+async def test_stop_command_writes_the_stop_bit(plc: NodeOpcUaServer, tmp_path: Path) -> None:
+    """A declared command writes its value to the PLC's node (the stop bit reads True
+    afterwards); a write the server refuses is a PermanentError naming its status."""
+    raw = plc_config(plc.endpoint, commands=[
+        {"action": "stop", "node_id": "ns=1;s=PLC.Stop", "value": True},
+        {"action": "bogus", "node_id": "ns=1;s=PLC.Counter", "value": 5, "type": "int32"},
+    ])
+    source, _ = build(raw, tmp_path)
+    emit = Collector()
+    async with running(source, emit):
+        await until(lambda: source.client is not None, 60, "a session")
+        await source.write(Command("plc", "stop", reason="test"))
+        with pytest.raises(PermanentError, match=r"BadNotWritable|BadUserAccessDenied"):
+            await source.write(Command("plc", "bogus"))
+    async with Client(plc.endpoint) as reader:
+        assert await reader.get_node("ns=1;s=PLC.Stop").read_value() is True
 
 
 async def test_network_black_hole_marks_tags_bad_then_data_flows_again(

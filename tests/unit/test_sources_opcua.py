@@ -55,6 +55,8 @@ def test_config_declares_tags_under_the_device_and_no_actions() -> None:
     run = tags.get("press1/run")
     assert run is not None and run.dtype == "bool"
     assert cfg.actions() == frozenset() and cfg.measurement_devices() == frozenset()
+    stop = load(raw_config(commands=[{"action": "stop", "node_id": "ns=1;s=Stop"}]))
+    assert stop.actions() == frozenset({"stop"})
 
 
 @pytest.mark.parametrize(("over", "message"), [
@@ -74,6 +76,10 @@ def test_config_declares_tags_under_the_device_and_no_actions() -> None:
     ({"groups": [{"name": "g", "mode": "poll", "tags": [
         {"name": "t", "node_id": "i=1", "deadband": "absolute", "deadband_value": 1}]}]},
      "apply to mode = 'subscribe' only"),
+    ({"commands": [{"action": "stop", "node_id": "i=1"}, {"action": "stop", "node_id": "i=2"}]},
+     "commands: an action is defined twice"),
+    ({"commands": [{"action": "stop", "node_id": "i=1", "type": "int16", "value": 1.5}]},
+     "value must be a whole number for type 'int16'"),
     ({"groups": [{"name": "a", "tags": [{"name": "t", "node_id": "i=1"}]},
                  {"name": "b", "tags": [{"name": "t", "node_id": "i=2"}]}]},
      "tag 't' is used twice"),
