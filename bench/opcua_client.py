@@ -8,7 +8,11 @@ subscribes to all of them (publishing interval 100 ms, sampling 0 = every change
 through ``emit``). The issue's goal: the source within 20% of the bare client.
 CPU is this process' CPU time over the window (the server runs in its own process).
 
-    EDGE_TEST_NODE_MODULES=... .venv/bin/python bench/opcua_client.py --items 2000
+    EDGE_TEST_NODE_MODULES=... .venv/bin/python bench/opcua_client.py --items 300
+
+Open finding (2026-12-07): with ``--items 2000`` the source's session came up but no value
+reached ``emit`` within 60 s, and no loss was declared either (the event loop was idle);
+300 items work. Not diagnosed yet: run it before trusting the source with 1,000s of items.
 """
 
 from __future__ import annotations
