@@ -375,7 +375,10 @@ class OpcUaSource:
     async def _close(client: Client) -> None:
         """Close politely if the server still answers; never wait long for a dead one."""
         client.connection_lost_callback = None
-        try:
-            await asyncio.wait_for(client.disconnect(), 2.0)
-        except (*_LIB_ERRORS, RuntimeError):
+        # Not wait_for: it waits for the cancelled disconnect to finish, and asyncua's can
+        # outlive its cancellation (seen with 2,000 items: stopping the source hung).
+        closing = asyncio.ensure_future(client.disconnect())
+        done, _ = await asyncio.wait({closing}, timeout=2.0)
+        if not done or closing.exception() is not None:
+            closing.cancel()
             client.disconnect_socket()
