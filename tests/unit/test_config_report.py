@@ -48,7 +48,7 @@ def expected(path: Path) -> list[str]:
         f"{path}:7: journal: max_mb must be > 0",
         f"{path}:13: source 'cmm1': unknown key 'mdoe' (did you mean 'mode'?)",
         f"{path}:14: source 'cmm1': batch_rows: expected int, got str",
-        f"{path}:17: source 'etch1': type must be one of file, modbus, mqtt (got 'modbs') "
+        f"{path}:17: source 'etch1': type must be one of file, modbus, mqtt, opcua (got 'modbs') "
         "(did you mean 'modbus'?)",
     ]
 
