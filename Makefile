@@ -47,12 +47,13 @@ _apt:
 	@if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(PKGS) >/dev/null; \
 	else echo "Run:  sudo apt-get install -y $(PKGS)"; exit 1; fi
 
-# node-opcua-client and sparkplug-payload, the independent peers of the tests (from npm, pinned)
+# node-opcua-client, node-opcua (the simulated PLC) and sparkplug-payload: the independent
+# peers of the tests (from npm, pinned by package.json and its lock file)
 node: $(NODE_DIR)/node_modules/.installed
 
 $(NODE_DIR)/node_modules/.installed: $(wildcard $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json)
 	@if [ -f $(NODE_DIR)/package.json ]; then \
-	  cd $(NODE_DIR) && (if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; else npm install --no-audit --no-fund --loglevel=error; fi) && touch node_modules/.installed; \
+	  cd $(NODE_DIR) && (if [ -f package-lock.json ] && npm ci --no-audit --no-fund --loglevel=error; then :; else npm install --no-audit --no-fund --loglevel=error; fi) && touch node_modules/.installed; \
 	else mkdir -p $(NODE_DIR)/node_modules && touch $(NODE_DIR)/node_modules/.installed; fi
 
 lint: venv

@@ -117,6 +117,7 @@ SOURCE_TYPES: dict[str, str] = {
     "modbus": "edge.sources.modbus:ModbusSourceConfig",
     "s7": "edge.sources.s7_config:S7SourceConfig",
     "mqtt": "edge.sources.mqtt:MqttSourceConfig",
+    "opcua": "edge.sources.opcua_config:OpcUaSourceConfig",
 }
 SINK_TYPES: dict[str, str] = {
     "mes": "edge.sinks.mes:MesSinkConfig",

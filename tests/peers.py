@@ -388,3 +388,89 @@ def start_nats_cluster(tmp: Path, nodes: int = 3) -> list[Peer]:
     for peer in peers:
         wait_tcp(peer, timeout=30.0)
     return peers
+
+
+# ------------------------------------------------------------- node-opcua server (a PLC)
+
+NODE_MODULES_ENV = "EDGE_TEST_NODE_MODULES"
+
+
+def node_opcua_modules() -> Path:
+    """A node_modules folder holding node-opcua (the server SDK): tests/node/node_modules
+    first (``make node`` installs it there), else the folder named by
+    ``$EDGE_TEST_NODE_MODULES``; skip the test with the install command when neither has it."""
+    require("node", "apt-get install -y nodejs npm")
+
+
+    candidates = [NODE_DIR / "node_modules"]
+    if os.environ.get(NODE_MODULES_ENV):
+        candidates.append(Path(os.environ[NODE_MODULES_ENV]))
+    for folder in candidates:
+        if (folder / "node-opcua" / "package.json").is_file():
+            return folder
+    pytest.skip("node-opcua is not installed: make node (npm install in tests/node), "
+                f"or set {NODE_MODULES_ENV} to a node_modules folder that has node-opcua@2.186.4")
+
+
+@dataclass
+class NodeOpcUaServer:
+    """The simulated PLC of tests/node/opcua_server.js; ``kill()`` is a crash (SIGKILL),
+    ``start_node_opcua_server(..., port=server.port)`` brings it back on the same port."""
+
+    port: int
+    proc: asyncio.subprocess.Process
+    workdir: Path
+    log: Path
+
+    @property
+    def endpoint(self) -> str:
+        return f"opc.tcp://127.0.0.1:{self.port}"
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
+async def start_node_opcua_server(tmp: Path, port: int | None = None, *, extra: int = 0,
+                                  interval_ms: int = 100, user: str = "", password: str = "",
+                                  timeout: float = 90.0) -> NodeOpcUaServer:
+    """Start the simulated PLC on a free loopback port (or ``port``), its certificates
+    under ``tmp``, and wait for its READY line (start takes 2-40 s on a loaded machine)
+    without blocking the event loop."""
+
+
+    modules = node_opcua_modules()
+    workdir = Path(tmp) / "opcua-plc"
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port() if port is None else port
+    args = {"port": port, "root": str(workdir), "extra": extra, "interval_ms": interval_ms,
+            "user": user, "password": password}
+    log = workdir / f"server-{time.monotonic_ns()}.log"
+    env = {**os.environ, "NODE_PATH": str(modules)}
+    with log.open("wb") as err:
+        proc = await asyncio.create_subprocess_exec(
+            "node", str(NODE_DIR / "opcua_server.js"), json.dumps(args), cwd=workdir, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=err)
+    server = NodeOpcUaServer(port, proc, workdir, log)
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    seen: list[bytes] = []
+
+    async def ready() -> bool:
+        while line := await stdout.readline():
+            if line.startswith(b"READY"):
+                return True
+            seen.append(line)  # node-opcua's own console output
+        return False
+
+    try:
+        ok = await asyncio.wait_for(ready(), timeout)
+    except TimeoutError:
+        ok = False
+    if not ok:
+        await server.kill()
+        raise RuntimeError(f"node-opcua server did not start on {port}: "
+                           f"{b''.join(seen).decode(errors='replace')[-1000:]}"
+                           f"{log.read_text(errors='replace')[-2000:]}")
+    return server

@@ -57,7 +57,7 @@ def test_nested_errors_name_component_and_key(raw: dict[str, object], message: s
         ('[journal]\ndurability = "fsync"', "journal: durability: invalid enum value 'fsync'"),
         ("[journa]\n", "unknown section 'journa'"),
         ("[gateway]\nidd = 1", "gateway: unknown key 'idd'"),
-        ('[[sources]]\nname = "x"\ntype = "opcua"', "source 'x': type must be one of"),
+        ('[[sources]]\nname = "x"\ntype = "profinet"', "source 'x': type must be one of"),
         ("[[sources]]\nname = 1", "source #1: type must be one of"),
         ("[gateway\n", "not valid TOML"),
         ('[gateway]\nshutdown_timeout_s = -1', "gateway: shutdown_timeout_s must be > 0"),

@@ -1,0 +1,84 @@
+// A simulated PLC for the OPC-UA client source's tests: a node-opcua server with
+// changing values, started by tests/peers.py:start_node_opcua_server.
+//
+//   node opcua_server.js '{"port": 4840, "root": "/tmp/x", "extra": 100,
+//                          "interval_ms": 100, "user": "op", "password": "pw"}'
+//
+// Variables (namespace 1, string node ids), all under the object PLC:
+//   PLC.Temp     Double   a ramp, changes every interval_ms (history on: HistoryRead works)
+//   PLC.Counter  Int32    +1 every interval_ms
+//   PLC.Flag     Boolean  toggles every interval_ms
+//   PLC.Stop     Boolean  writable stop bit
+//   PLC.V<i>     Double   i = 0 .. extra-1, each changes every interval_ms
+// Every value is written with setValueFromSource and a source timestamp of now.
+// Prints "READY <port>" on stdout once it listens; runs until killed.
+"use strict";
+const path = require("path");
+const {
+    OPCUAServer, OPCUACertificateManager, DataType, StatusCodes, nodesets,
+} = require("node-opcua");
+
+async function main() {
+    const args = JSON.parse(process.argv[2] || "{}");
+    const root = args.root || path.join(process.cwd(), "opcua-server");
+    const interval = args.interval_ms || 100;
+    const serverCertificateManager = new OPCUACertificateManager({
+        rootFolder: path.join(root, "pki"), automaticallyAcceptUnknownCertificate: true,
+    });
+    const userCertificateManager = new OPCUACertificateManager({
+        rootFolder: path.join(root, "user-pki"), automaticallyAcceptUnknownCertificate: true,
+    });
+    const options = {
+        port: args.port, hostname: "127.0.0.1",
+        serverCertificateManager, userCertificateManager,
+        nodeset_filename: [nodesets.standard],
+        buildInfo: { productName: "edge-gateway test PLC" },
+    };
+    if (args.user) {
+        options.allowAnonymous = false;
+        options.userManager = {
+            isValidUser: (user, password) => user === args.user && password === args.password,
+        };
+    }
+    const server = new OPCUAServer(options);
+    await server.initialize();
+    const addressSpace = server.engine.addressSpace;
+    const ns = addressSpace.getOwnNamespace();
+    const plc = ns.addObject({ organizedBy: addressSpace.rootFolder.objects, browseName: "PLC" });
+    const add = (name, dataType, value, writable) => ns.addVariable({
+        componentOf: plc, nodeId: `s=PLC.${name}`, browseName: name, dataType,
+        value: { dataType: DataType[dataType], value },
+        accessLevel: writable ? "CurrentRead | CurrentWrite" : "CurrentRead",
+        userAccessLevel: writable ? "CurrentRead | CurrentWrite" : "CurrentRead",
+    });
+    const temp = add("Temp", "Double", 20.0, false);
+    addressSpace.installHistoricalDataNode(temp);
+    const counter = add("Counter", "Int32", 0, false);
+    const flag = add("Flag", "Boolean", false, false);
+    add("Stop", "Boolean", false, true);
+    const extras = [];
+    for (let i = 0; i < (args.extra || 0); i++) extras.push(add(`V${i}`, "Double", 0.0, false));
+
+    let tick = 0;
+    setInterval(() => {
+        tick += 1;
+        const now = new Date();
+        temp.setValueFromSource({ dataType: DataType.Double, value: 20.0 + (tick % 1000) * 0.01 },
+            StatusCodes.Good, now);
+        counter.setValueFromSource({ dataType: DataType.Int32, value: tick }, StatusCodes.Good, now);
+        flag.setValueFromSource({ dataType: DataType.Boolean, value: tick % 2 === 1 },
+            StatusCodes.Good, now);
+        for (let i = 0; i < extras.length; i++) {
+            extras[i].setValueFromSource({ dataType: DataType.Double, value: tick + i / 1000 },
+                StatusCodes.Good, now);
+        }
+    }, interval);
+
+    await server.start();
+    process.stdout.write(`READY ${server.endpoints[0].port}\n`);
+}
+
+main().catch((err) => {
+    process.stderr.write(`opcua_server failed: ${err && err.stack || err}\n`);
+    process.exit(1);
+});
