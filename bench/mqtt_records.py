@@ -9,7 +9,15 @@ gateway's CPU (share of one core) and peak RSS, the publisher's CPU, and
 publish-to-MES latency p50/p99 (publish time to the MES's commit time). Lossless means
 every acknowledged part exactly once at the MES and the publisher kept 95% of the rate.
 
-    PYTHONPATH=$PWD python bench/mqtt_records.py --rates 250,500,1000,2000 --seconds 10
+Side by side (``--bare``): at each rate the same publisher also feeds the bare path
+(``bench/mqtt_records_bare.py``: aiomqtt + httpx, ack on receipt, no journal) on
+other topics, one after the other, counted the same way. ``--inflight N`` sets the
+broker's ``max_inflight_messages`` (mosquitto's default is 20 per client; the gateway
+acknowledges a QoS 1 message only after its journal commit, so this window bounds how
+many messages one commit round can take). ``--repeat`` runs every step that often;
+the table then shows medians.
+
+    PYTHONPATH=$PWD python bench/mqtt_records.py --rates 1000,2000,5000 --seconds 10 --bare
 """
 
 from __future__ import annotations
@@ -17,7 +25,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sqlite3
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +43,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "system"))
 from harness import stack, wait_for  # noqa: E402
 from mqtt_records import Publisher, source_config  # noqa: E402
+from peers import start_mosquitto  # noqa: E402
+
+BARE_TOPICS = [f"bare/st{k}/result" for k in range(4)]
 
 
 def at_mes(db: Path, prefix: str) -> dict[str, list[int]]:
@@ -50,12 +64,14 @@ def at_mes(db: Path, prefix: str) -> dict[str, list[int]]:
     return out
 
 
-def step(st: Any, gw_proc: psutil.Process, rate: int, seconds: float) -> dict[str, Any]:
+def step(st: Any, gw_proc: psutil.Process, rate: int, seconds: float, prefix: str,
+         topics: list[str] | None = None) -> dict[str, Any]:
     me = psutil.Process()
-    prefix = f"R{rate}"
     g0, m0, t0 = gw_proc.cpu_times(), me.cpu_times(), time.monotonic()
+    load0 = os.getloadavg()[0]
     rss = 0
-    pub = Publisher(st.broker.port, float(rate), prefix=prefix, max_inflight=1000).start()
+    pub = Publisher(st.broker.port, float(rate), prefix=prefix, max_inflight=1000,
+                    topics=topics).start()
     while time.monotonic() - t0 < seconds:
         rss = max(rss, gw_proc.memory_info().rss)
         time.sleep(0.25)
@@ -83,18 +99,51 @@ def step(st: Any, gw_proc: psutil.Process, rate: int, seconds: float) -> dict[st
         "gateway_rss_mb": round(rss / 2**20, 1),
         "latency_p50_ms": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
         "latency_p99_ms": round(float(np.percentile(lat, 99)), 1) if len(lat) else None,
+        "load": round(max(load0, os.getloadavg()[0]), 1),
     }
+
+
+COLS = ["achieved_rate", "acked", "lost", "duplicates", "gateway_cpu", "publisher_cpu",
+        "gateway_rss_mb", "latency_p50_ms", "latency_p99_ms", "load"]
+
+
+def median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out = dict(runs[0])
+    for c in COLS:
+        vals = [r[c] for r in runs if r[c] is not None]
+        out[c] = round(statistics.median(vals), 3) if vals else None
+    out["lossless"] = all(r["lossless"] for r in runs)
+    out["runs"] = len(runs)
+    return out
+
+
+def show(who: str, r: dict[str, Any]) -> None:
+    print(f"{who:>8}{r['rate']:>7}{r['achieved_rate']:>8}{r['acked']:>8}{r['lost']:>6}"
+          f"{r['duplicates']:>6}{r['gateway_cpu']:>8}{r['publisher_cpu']:>8}"
+          f"{r['gateway_rss_mb']:>8}{r['latency_p50_ms']!s:>8}"
+          f"{r['latency_p99_ms']!s:>8}{r['load']:>6}  {r['lossless']}", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    ap.add_argument("--rates", default="250,500,1000,2000,4000")
+    ap.add_argument("--rates", default="1000,2000,5000")
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--inflight", type=int, default=0,
+                    help="broker max_inflight_messages (0: mosquitto's default, 20)")
+    ap.add_argument("--bare", action="store_true", help="also run the bare aiomqtt+httpx path")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
-    results = []
+    results: dict[str, list[dict[str, Any]]] = {"gateway": [], "bare": []}
     with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp), etch=False) as st:
         assert st.broker is not None
+        if args.inflight:  # the same broker again, with the window set
+            port = st.broker.port
+            st.peers.remove(st.broker)
+            st.broker.stop()
+            st.broker = start_mosquitto(st.tmp, port,
+                                        extra=f"max_inflight_messages {args.inflight}\n")
+            st.peers.append(st.broker)
         cfg = st.gateway_config(sources=(), interlock=False, opcua=False)
         cfg["sources"].append(source_config(st.broker.port))
         cfg["compensation"] = [{"name": "cmm2"}]
@@ -102,21 +151,50 @@ def main() -> None:
         gw.start()
         wait_for("the MQTT source's link", lambda: gw.metric_sum(
             "edge_source_link_up", 'source="quality"') >= 1, 20)
-        proc = psutil.Process(gw.pid)
-        print(f"{'rate/s':>7}{'sent/s':>8}{'acked':>8}{'lost':>6}{'dups':>6}{'gw cpu':>8}"
-              f"{'pub cpu':>8}{'rss MB':>8}{'p50 ms':>8}{'p99 ms':>8}  lossless")
-        for rate in (int(r) for r in args.rates.split(",")):
-            r = step(st, proc, rate, args.seconds)
-            results.append(r)
-            print(f"{r['rate']:>7}{r['achieved_rate']:>8}{r['acked']:>8}{r['lost']:>6}"
-                  f"{r['duplicates']:>6}{r['gateway_cpu']:>8}{r['publisher_cpu']:>8}"
-                  f"{r['gateway_rss_mb']:>8}{r['latency_p50_ms']!s:>8}"
-                  f"{r['latency_p99_ms']!s:>8}  {r['lossless']}", flush=True)
-        gw.terminate()
-    best = max((r["rate"] for r in results if r["lossless"]), default=0)
-    print(f"highest lossless rate: {best} records/s")
+        procs = {"gateway": psutil.Process(gw.pid)}
+        bare = None
+        if args.bare:
+            bare = subprocess.Popen(
+                [sys.executable, str(ROOT / "bench" / "mqtt_records_bare.py"),
+                 "--broker-port", str(st.broker.port),
+                 "--mes", f"http://127.0.0.1:{st.ports.mes}"])
+            procs["bare"] = psutil.Process(bare.pid)
+            time.sleep(1.0)  # let it subscribe (a bench, not a test)
+        print(f"{'path':>8}{'rate/s':>7}{'sent/s':>8}{'acked':>8}{'lost':>6}{'dups':>6}"
+              f"{'cpu':>8}{'pub cpu':>8}{'rss MB':>8}{'p50 ms':>8}{'p99 ms':>8}{'load':>6}"
+              "  lossless")
+        try:
+            for k in range(args.repeat):
+                for rate in (int(r) for r in args.rates.split(",")):
+                    for who, proc in procs.items():
+                        topics = BARE_TOPICS if who == "bare" else None
+                        prefix = f"{who[0].upper()}{rate}r{k}"
+                        r = step(st, proc, rate, args.seconds, prefix, topics)
+                        r["path"] = who
+                        results[who].append(r)
+                        show(who, r)
+        finally:
+            if bare is not None:
+                bare.terminate()
+                bare.wait(10)
+            gw.terminate()
+    if args.repeat > 1:
+        print("medians:")
+    summary = {}
+    for who, runs in results.items():
+        by_rate: dict[int, list[dict[str, Any]]] = {}
+        for r in runs:
+            by_rate.setdefault(r["rate"], []).append(r)
+        summary[who] = [median(v) for v in by_rate.values()]
+        if args.repeat > 1:
+            for r in summary[who]:
+                show(who, r)
+        best = max((r["rate"] for r in summary[who] if r["lossless"]), default=0)
+        if runs:
+            print(f"{who}: highest lossless rate: {best} records/s")
     if args.out:
-        Path(args.out).write_text(json.dumps({"results": results, "best": best}, indent=1))
+        Path(args.out).write_text(json.dumps({"results": results, "medians": summary},
+                                             indent=1))
 
 
 if __name__ == "__main__":

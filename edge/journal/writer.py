@@ -12,8 +12,9 @@ Invariants:
   the commit waits is a millisecond the whole source waits. Items that arrive while
   a commit runs go into the next one, which starts as soon as that one ended.
 * ``wait_commit`` wakes a consumer (a delivery loop) on the next commit that holds
-  records (or samples): records reach their sink without a polling delay. A checkpoint submitted with an item (or
-  alone) commits in the same transaction; of several for one key the last wins.
+  records (or samples): records reach their sink without a polling delay.
+* A checkpoint submitted with an item (or alone) commits in the same transaction; of
+  several for one key the last wins.
 * When the disk refuses a commit (full, I/O error) the items stay pending in memory
   and the commit is retried with backoff (``edge.runtime.links.Backoff``). Pending
   samples beyond ``max_pending_points`` are dropped oldest first, counted and logged;
