@@ -21,7 +21,10 @@ Invariants:
   What was kept but not yet acknowledged when the process died or the link dropped
   comes again flagged dup: the keys (topic + payload digest) of the last
   ``KEPT_BATCHES`` batches are stored in the journal with each batch, in the same
-  transaction, and a redelivery of one of them is a duplicate.
+  transaction, and a redelivery of one of them is a duplicate. Emit marks the batch
+  urgent: the journal commits it without its grouping wait, since the broker sends only
+  ``max_inflight_messages`` (mosquitto: 20) unacknowledged messages and the source
+  takes nothing more until this batch is acknowledged.
 * Messages already queued are emitted together (no added latency, fewer batches).
   Taking a message that is already queued does not yield to the event loop, so the
   consumer yields itself once it has held the loop for ``YIELD_S``: a backlog of queued
