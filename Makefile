@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_DIR := tests/node
 # binary:debian-package for the real peers the tests use
-PEERS := mosquitto:mosquitto influxd:influxdb victoria-metrics:victoria-metrics mbpoll:mbpoll node:nodejs npm:npm
+PEERS := mosquitto:mosquitto mosquitto_pub:mosquitto-clients influxd:influxdb victoria-metrics:victoria-metrics mbpoll:mbpoll node:nodejs npm:npm
 SYSTEM_PKGS := python3-venv python3-dev gcc
 
 .PHONY: demo test venv peers node lint bench soak clean
