@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -219,6 +220,9 @@ def main() -> None:
                     help="publish with paho in this process (default: mosquitto_pub)")
     ap.add_argument("--out", default="")
     args = ap.parse_args()
+    if not args.paho and shutil.which("mosquitto_pub") is None:
+        raise SystemExit("mosquitto_pub not found: apt-get install mosquitto-clients "
+                         "(or --paho)")
     results: dict[str, list[dict[str, Any]]] = {"gateway": [], "bare": []}
     with tempfile.TemporaryDirectory() as tmp, stack(Path(tmp), etch=False) as st:
         assert st.broker is not None
