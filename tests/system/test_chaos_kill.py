@@ -52,6 +52,10 @@ def test_kill9_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) ->
         gw = st.make_gateway(normal)
         gw.start()
         st.start_line()
+        # The persistent session holds only what arrives after its first SUBSCRIBE: a
+        # result the broker acknowledged before that had no subscriber and was dropped.
+        wait_for("the MQTT source's subscription", lambda: gw.metric_sum(
+            "edge_source_link_up", 'source="quality"') >= 1, 30, logs=st.logs)
         pub = Publisher(st.broker.port, rate=20.0).start()
         wait_for("first measurements at the MES", lambda: st.mes.count("measurement") > 0, 30,
                  logs=st.logs)
