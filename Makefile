@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_DIR := tests/node
 # binary:debian-package for the real peers the tests use
-PEERS := mosquitto:mosquitto influxd:influxdb victoria-metrics:victoria-metrics mbpoll:mbpoll node:nodejs npm:npm socat:socat chromium:chromium chromedriver:chromium-driver
+PEERS := mosquitto:mosquitto mosquitto_pub:mosquitto-clients influxd:influxdb victoria-metrics:victoria-metrics mbpoll:mbpoll node:nodejs npm:npm socat:socat chromium:chromium chromedriver:chromium-driver
 SYSTEM_PKGS := python3-venv python3-dev gcc
 
 .PHONY: demo test venv peers node lint bench soak clean
@@ -53,7 +53,7 @@ node: $(NODE_DIR)/node_modules/.installed
 
 $(NODE_DIR)/node_modules/.installed: $(wildcard $(NODE_DIR)/package.json $(NODE_DIR)/package-lock.json)
 	@if [ -f $(NODE_DIR)/package.json ]; then \
-	  cd $(NODE_DIR) && (if [ -f package-lock.json ] && npm ci --no-audit --no-fund --loglevel=error; then :; else npm install --no-audit --no-fund --loglevel=error; fi) && touch node_modules/.installed; \
+	  cd $(NODE_DIR) && (if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=error; else npm install --no-audit --no-fund --loglevel=error; fi) && touch node_modules/.installed; \
 	else mkdir -p $(NODE_DIR)/node_modules && touch $(NODE_DIR)/node_modules/.installed; fi
 
 lint: venv

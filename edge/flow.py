@@ -194,11 +194,11 @@ class Flow:
         if len(batch):
             # Both items carry the checkpoint: the writer never sheds an item that does,
             # so a source cannot resume past samples that were dropped.
-            futures.append(self.writer.submit(batch, checkpoint))
+            futures.append(self.writer.submit(batch, checkpoint, urgent=wait))
         if records:
-            futures.append(self.writer.submit(list(records), checkpoint))
+            futures.append(self.writer.submit(list(records), checkpoint, urgent=wait))
         if checkpoint is not None and not futures:
-            futures.append(self.writer.submit(None, checkpoint))
+            futures.append(self.writer.submit(None, checkpoint, urgent=wait))
         if len(batch) or records:
             for publish in self._publish:
                 publish(batch, records)

@@ -200,11 +200,12 @@ def wait_tcp(peer: Peer, timeout: float = 10.0) -> None:
     )
 
 
-def start_mosquitto(tmp: Path, port: int | None = None) -> Peer:
+def start_mosquitto(tmp: Path, port: int | None = None, extra: str = "") -> Peer:
     """mosquitto on a free loopback port (or ``port``: restart on the same one).
 
     Runs as the current user (``user root`` is harmless for non-root), logs to its
-    own file, no persistence: a restart loses sessions, as a broker crash would."""
+    own file, no persistence: a restart loses sessions, as a broker crash would.
+    ``extra``: more config lines (e.g. ``max_inflight_messages 1000``)."""
     binary = require("mosquitto", "apt-get install -y mosquitto")
     workdir = Path(tmp) / "mosquitto"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -213,7 +214,7 @@ def start_mosquitto(tmp: Path, port: int | None = None) -> Peer:
     conf.write_text(
         f"listener {port} 127.0.0.1\nallow_anonymous true\nuser root\n"
         "log_dest stderr\nlog_type error\nlog_type warning\npersistence false\n"
-        "max_queued_messages 100000\n"
+        "max_queued_messages 100000\n" + extra
     )
     proc, log = _spawn("mosquitto", [binary, "-c", str(conf)], workdir)
     peer = Peer("mosquitto", port, proc, workdir, log)

@@ -6,8 +6,15 @@ Invariants:
   ``Journal`` needs no locks and the event loop never waits on SQLite or fsync.
 * ``submit`` never blocks. Items submitted within ``commit_interval_s`` of each other,
   from any producer, share one transaction. The future of an item resolves with its
-  seq only after its transaction committed. A checkpoint submitted with an item (or
-  alone) commits in the same transaction; of several for one key the last wins.
+  seq only after its transaction committed. An ``urgent`` item (its producer waits for
+  the commit, e.g. MQTT QoS 1 acks held back until then) ends the grouping wait at
+  once: a broker lets only a few unacknowledged messages out, so every millisecond
+  the commit waits is a millisecond the whole source waits. Items that arrive while
+  a commit runs go into the next one, which starts as soon as that one ended.
+* ``wait_commit`` wakes a consumer (a delivery loop) on the next commit that holds
+  records (or samples): records reach their sink without a polling delay.
+* A checkpoint submitted with an item (or alone) commits in the same transaction; of
+  several for one key the last wins.
 * When the disk refuses a commit (full, I/O error) the items stay pending in memory
   and the commit is retried with backoff (``edge.runtime.links.Backoff``). Pending
   samples beyond ``max_pending_points`` are dropped oldest first, counted and logged;
@@ -62,6 +69,10 @@ class JournalWriter:
         self._pending: deque[_Pending] = deque()
         self._pending_points = 0
         self._wakeup = asyncio.Event()
+        self._grouping: asyncio.Future[None] | None = None  # the wait before a commit
+        self._urgent = False  # an urgent item is pending
+        self._committed: dict[str, int] = {"samples": 0, "records": 0}  # commits holding each
+        self._commit_waiters: list[tuple[str, int, asyncio.Future[None]]] = []
         self._idle = asyncio.Event()
         self._idle.set()
         self._capacity = asyncio.Event()
@@ -84,9 +95,10 @@ class JournalWriter:
     # ----------------------------------------------------------------- producers
 
     def submit(
-        self, item: Item | None, checkpoint: Checkpoint | None = None
+        self, item: Item | None, checkpoint: Checkpoint | None = None, *, urgent: bool = False
     ) -> asyncio.Future[int]:
-        """Queue an item (and/or a checkpoint) for the next group commit; never blocks."""
+        """Queue an item (and/or a checkpoint) for the next group commit; never blocks.
+        ``urgent``: the producer waits for this commit, so do not wait for others."""
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         if self._closed:
             fut.set_exception(RuntimeError("journal writer is closed"))
@@ -96,6 +108,10 @@ class JournalWriter:
         self._m_pending.set(self._pending_points)
         self._idle.clear()
         self._wakeup.set()
+        if urgent:
+            self._urgent = True
+            if self._grouping is not None and not self._grouping.done():
+                self._grouping.set_result(None)
         if self._unwritable:
             # Backpressure would stall every source, and with them the interlocks and
             # the live values: while the disk refuses, memory is bounded by shedding.
@@ -129,6 +145,26 @@ class JournalWriter:
     def pending_points(self) -> int:
         return self._pending_points
 
+    def commits(self, kind: str) -> int:
+        """How many commits so far held items of ``kind`` ("samples" or "records")."""
+        return self._committed[kind]
+
+    async def wait_commit(self, kind: str, since: int, timeout: float) -> None:
+        """Return once ``commits(kind) > since`` or after ``timeout`` seconds."""
+        if self._committed[kind] > since:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter = (kind, since, fut)
+        self._commit_waiters.append(waiter)
+        try:
+            async with asyncio.timeout(timeout):
+                await fut
+        except TimeoutError:
+            pass
+        finally:
+            if waiter in self._commit_waiters:
+                self._commit_waiters.remove(waiter)
+
     # ----------------------------------------------------------------- committer
 
     async def run(self) -> None:
@@ -160,9 +196,9 @@ class JournalWriter:
                 if self._closed:
                     return
                 await self._wakeup.wait()
-                # Let other producers join this transaction.
-                await asyncio.sleep(self.commit_interval_s)
+                await self._group()
             batch = list(self._pending)
+            self._urgent = False
             items = [it for it, _, _ in batch if it is not None]
             checkpoints = dict(ck for _, ck, _ in batch if ck is not None)
             t0 = time.perf_counter()
@@ -195,6 +231,32 @@ class JournalWriter:
             self._m_pending.set(self._pending_points)
             if self._pending_points < self.max_pending_points // 2:
                 self._capacity.set()
+            self._notify(items)
+
+    async def _group(self) -> None:
+        """Let other producers join this transaction: wait ``commit_interval_s``, or
+        less if an urgent item comes (or came) meanwhile."""
+        if self._urgent:
+            return
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._grouping = fut
+        handle = loop.call_later(self.commit_interval_s, _resolve, fut)
+        try:
+            await fut
+        finally:
+            handle.cancel()
+            self._grouping = None
+
+    def _notify(self, items: Sequence[Item]) -> None:
+        if any(isinstance(it, SampleBatch) for it in items):
+            self._committed["samples"] += 1
+        if any(not isinstance(it, SampleBatch) for it in items):
+            self._committed["records"] += 1
+        if self._commit_waiters:
+            for kind, since, fut in self._commit_waiters:
+                if self._committed[kind] > since and not fut.done():
+                    fut.set_result(None)
 
     def _shed_memory(self) -> None:
         if self._pending_points <= self.max_pending_points:
@@ -227,6 +289,11 @@ class JournalWriter:
             log.error("journal close: pending data not committed", points=self._pending_points)
         await self.call(self.journal.close)
         self._executor.shutdown(wait=True)
+
+
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 def _points(item: Item | None) -> int:

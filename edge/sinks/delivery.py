@@ -14,6 +14,9 @@ Invariants:
   (``edge.runtime.redact``): a peer that echoes our request does not put a token there.
 * Each sink has its own loop and cursor: a slow or dead sink blocks nobody else, and
   ingestion never waits on delivery.
+* An idle sink of records only is woken by the next journal commit that holds records
+  (publish-to-peer latency of milliseconds); a sink of samples polls every
+  ``idle_poll_s``, which batches them.
 """
 
 from __future__ import annotations
@@ -102,6 +105,7 @@ async def deliver(
         kinds=sink.kinds,
     )
     connected = False
+    records_only = tuple(sink.kinds) == ("records",)
     while True:
         if not connected:
             try:
@@ -112,13 +116,17 @@ async def deliver(
             except Exception as exc:  # a sink's connect may raise anything on a bad link
                 await _lost(link, sink, exc, m, "connect")
                 continue
+        seen = writer.commits("records")
         result = await writer.call(read)
         if not result.entries:
             if result.upto > journal.cursor(sink.name):
                 await writer.call(journal.ack, sink.name, result.upto)
             if stop is not None and stop.is_set() and writer.pending_points == 0:
                 return
-            await asyncio.sleep(idle_poll_s)
+            if records_only:  # events someone waits for: wake on the commit
+                await writer.wait_commit("records", seen, idle_poll_s)
+            else:  # samples: the poll interval batches them
+                await asyncio.sleep(idle_poll_s)
             continue
         t0 = time.perf_counter()
         rejected: dict[int, Rejection] = {}

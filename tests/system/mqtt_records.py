@@ -40,13 +40,14 @@ def result(part: str, ts: float, t_part_c: float = 23.4) -> bytes:
 
 
 class Publisher:
-    """Publishes one result per message at ``rate`` per second (QoS 1, over ``TOPICS``)
-    in a thread; ``acked`` holds the part ids the broker acknowledged, ``sent_ns`` the
-    publish time of each."""
+    """Publishes one result per message at ``rate`` per second (QoS 1, over ``topics``,
+    default ``TOPICS``) in a thread; ``acked`` holds the part ids the broker
+    acknowledged, ``sent_ns`` the publish time of each."""
 
-    def __init__(self, port: int, rate: float, prefix: str = "Q", max_inflight: int = 100
-                 ) -> None:
+    def __init__(self, port: int, rate: float, prefix: str = "Q", max_inflight: int = 100,
+                 topics: list[str] | None = None) -> None:
         self.port, self.rate, self.prefix = port, rate, prefix
+        self.topics = TOPICS if topics is None else topics
         self.acked: set[str] = set()
         self.sent_ns: dict[str, int] = {}
         self.sent = 0
@@ -89,7 +90,7 @@ class Publisher:
             self.sent_ns[part] = now
             # Never call paho holding our lock: its PUBACK callback holds paho's own lock
             # and then takes ours.
-            info = self.client.publish(TOPICS[i % len(TOPICS)], result(part, now / 1e9),
+            info = self.client.publish(self.topics[i % len(self.topics)], result(part, now / 1e9),
                                        qos=1)
             with self._lock:
                 if info.mid in self._early:

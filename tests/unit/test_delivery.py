@@ -186,3 +186,25 @@ async def test_lost_link_closes_and_reconnects_the_sink(tmp_path: Path) -> None:
     assert states[0].link.name == "sink:s" and states[0].link_up
     await w.close()
     task.cancel()
+
+
+async def test_a_records_sink_is_woken_by_the_commit_not_the_poll(tmp_path: Path) -> None:
+    """An idle records-only sink gets a committed record at once, not after its poll."""
+    w, task = await start(tmp_path, ["mes"])
+    sink = ScriptedSink("mes", kinds=("records",))
+    state = SinkState("mes")
+    loop = asyncio.create_task(deliver(w, sink, state=state, backoff=FAST, idle_poll_s=30.0))
+    try:
+        for _ in range(100):  # until the loop is idle, waiting (bounded)
+            await asyncio.sleep(0.01)
+        t0 = time.monotonic()
+        await w.append([Quarantine(1, "x", "r")])
+        while not sink.accepted:
+            assert time.monotonic() - t0 < 10.0, "the sink waited for its poll"
+            await asyncio.sleep(0.005)
+    finally:
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        await w.close()
+        task.cancel()
+    assert sink.accepted == [1]
