@@ -124,43 +124,13 @@ class OpcUaConfig(ConfigStruct, frozen=True):
         return OpcUaSink(self, ctx, users)
 
     def preflight(self) -> list[str]:
-        """check-config: the users file's hashes meet the minimum (a secret is only read at
-        start-up). A file this user cannot read is left to start-up as well."""
-        if not self.users_file:
-            return []
-        path = Path(self.users_file)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except PermissionError:
-            return []
-        except (OSError, UnicodeDecodeError) as exc:
-            return [f"sink '{self.name}': users_file: cannot read {path}: {exc}"]
-        try:
-            sec.parse_users(text, str(path))
-        except ValueError as exc:
-            return [f"sink '{self.name}': users_file: {exc}"]
-        return []
+        """check-config: the users file's hashes meet the minimum."""
+        return sec.users_file_problems(f"sink '{self.name}'", self.users_file)
 
     def _load_users(self, ctx: BuildContext) -> dict[str, sec.PasswordHash]:
-        users = {u.name: sec.PasswordHash.parse(u.password_hash) for u in self.users}
-        try:
-            if self.users_file:
-                path = Path(self.users_file)
-                try:
-                    text = path.read_text(encoding="utf-8")
-                except OSError as exc:
-                    raise ConfigError(
-                        f"sink '{self.name}': users_file: cannot read {path}: "
-                        f"{exc.strerror or exc}"
-                    ) from None
-                users.update(sec.parse_users(text, str(path)))
-            if self.users_secret:
-                users.update(sec.parse_users(
-                    ctx.secrets(self.users_secret), f"secret {self.users_secret}"
-                ))
-        except ValueError as exc:
-            raise ConfigError(f"sink '{self.name}': users: {exc}") from None
-        return users
+        return sec.load_users(f"sink '{self.name}'",
+                              [(u.name, u.password_hash) for u in self.users],
+                              self.users_file, self.users_secret, ctx.secrets)
 
 
 class OpcUaSink:

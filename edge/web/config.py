@@ -10,8 +10,6 @@ Invariants:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import msgspec
 
 from edge.components import BuildContext, LiveSink
@@ -76,21 +74,11 @@ class WebConfig(ConfigStruct, frozen=True):
             raise ConfigError(f"sink '{self.name}': users: no user defined")
         return WebSink(self, ctx, users)
 
+    def preflight(self) -> list[str]:
+        """check-config: the users file's hashes meet the minimum."""
+        return sec.users_file_problems(f"sink '{self.name}'", self.users_file)
+
     def load_users(self, ctx: BuildContext) -> dict[str, sec.PasswordHash]:
-        users = {u.name: sec.PasswordHash.parse(u.password_hash) for u in self.users}
-        try:
-            if self.users_file:
-                path = Path(self.users_file)
-                try:
-                    text = path.read_text(encoding="utf-8")
-                except OSError as exc:
-                    raise ConfigError(
-                        f"sink '{self.name}': users_file: cannot read {path}: "
-                        f"{exc.strerror or exc}") from None
-                users.update(sec.parse_users(text, str(path)))
-            if self.users_secret:
-                users.update(sec.parse_users(
-                    ctx.secrets(self.users_secret), f"secret {self.users_secret}"))
-        except ValueError as exc:
-            raise ConfigError(f"sink '{self.name}': users: {exc}") from None
-        return users
+        return sec.load_users(f"sink '{self.name}'",
+                              [(u.name, u.password_hash) for u in self.users],
+                              self.users_file, self.users_secret, ctx.secrets)

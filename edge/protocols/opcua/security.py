@@ -36,6 +36,7 @@ import os
 import secrets
 import socket
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +53,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from edge.errors import ConfigError
 from edge.protocols.opcua.throttle import LoginThrottle
 from edge.runtime.private import file_mode, narrow, private_dir, write_private
 
@@ -148,6 +150,46 @@ def hash_password(password: str, *, scheme: str = "scrypt") -> str:
         digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, PBKDF2_ITERATIONS)
         return f"pbkdf2_sha256${PBKDF2_ITERATIONS}${b64(salt).decode()}${b64(digest).decode()}"
     raise ValueError(f"unknown password hash scheme {scheme!r}")
+
+
+def load_users(owner: str, inline: Iterable[tuple[str, str]], users_file: str,
+               users_secret: str, secrets: Callable[[str], str]) -> dict[str, PasswordHash]:
+    """The users of a server (OPC-UA, the web page): inline ``(name, hash)`` pairs, then a
+    file and a secret of ``user:hash`` lines. ConfigError naming ``owner`` and the key."""
+    try:
+        users = {name: PasswordHash.parse(digest) for name, digest in inline}
+        if users_file:
+            path = Path(users_file)
+            try:
+                text = path.read_text(encoding="utf-8")
+            except OSError as exc:
+                raise ConfigError(f"{owner}: users_file: cannot read {path}: "
+                                  f"{exc.strerror or exc}") from None
+            users.update(parse_users(text, str(path)))
+        if users_secret:
+            users.update(parse_users(secrets(users_secret), f"secret {users_secret}"))
+    except ValueError as exc:
+        raise ConfigError(f"{owner}: users: {exc}") from None
+    return users
+
+
+def users_file_problems(owner: str, users_file: str) -> list[str]:
+    """check-config: a users file's lines and hash strengths (a secret is read at start-up
+    only). A file this user may not read is left to start-up, where the daemon reads it."""
+    if not users_file:
+        return []
+    path = Path(users_file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except PermissionError:
+        return []
+    except (OSError, UnicodeDecodeError) as exc:
+        return [f"{owner}: users_file: cannot read {path}: {exc}"]
+    try:
+        parse_users(text, str(path))
+    except ValueError as exc:
+        return [f"{owner}: users_file: {exc}"]
+    return []
 
 
 def parse_users(text: str, where: str) -> dict[str, PasswordHash]:
