@@ -75,8 +75,11 @@ def plant_config(state: Path, ports: dict[str, int]) -> dict[str, Any]:
         "truth": str(state / "truth.jsonl"),
         "cmm": {"dir": str(state / "cmm"), "mode": "part", "part_interval_s": 5.0,
                 "hvac_period_s": 600.0},
+        # A chamber that holds its heat after a stop (the default one falls below the
+        # interlock's clear level a second after it), so the tour can show a reset refused.
         "etch": {"port": ports["modbus"], "excursion_every_s": 60.0,
-                 "excursion_duration_s": 5.0},
+                 "excursion_duration_s": 5.0, "cool_tau_s": 3600.0,
+                 "excursion_decay_tau_s": 60.0},
         "motors": {"broker_port": ports["mqtt"], "mode": "json", "initial_health": 0.7,
                    "health_every_s": 10.0},
         "mes": {"port": ports["mes"], "admin_port": ports["mes_admin"],
