@@ -214,6 +214,7 @@ def test_daemon_under_the_units_environment_notifies(tmp_path: Path) -> None:
     config.write_text(
         f'[gateway]\nid = "gw-unit"\nstate_dir = "{where["state"]}"\n'
         'log_format = "json"\nshutdown_timeout_s = 5\n'
+        f'[[sources]]\ntype = "file"\nname = "cmm1"\npaths = ["{tmp_path / "drops"}"]\n'
         '[[compensation]]\nname = "cmm1"\n'
         '[[sinks]]\ntype = "mes"\nname = "mes"\nurl = "http://127.0.0.1:9"\n'
         'token_secret = "MES_TOKEN"\n'
@@ -225,6 +226,7 @@ def test_daemon_under_the_units_environment_notifies(tmp_path: Path) -> None:
     (exec_start,) = values(unit, "ExecStart")
     argv = [str(BIN / "edge-gateway"), *exec_start.split()[1:]]
     argv[argv.index("/etc/edge-gateway/edge.toml")] = str(config)
+    (tmp_path / "drops").mkdir()
     proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
     got: list[str] = []
     try:
