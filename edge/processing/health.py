@@ -268,9 +268,9 @@ class Health:
         out: dict[str, dict[str, float]] = {}
         for name, m in self.motors.items():
             s = m.scan
-            run = max(s[1], 1.0)
+            run = max(float(s[1]), 1.0)
             out[name] = {
-                "health": m.health, "ttf_s": m.ttf_s,
+                "health": float(m.health), "ttf_s": float(m.ttf_s),
                 "running_level_a": float(s[0]), "baseline_a": float(s[4]),
                 "rms_a": math.sqrt(s[15]) if s[15] == s[15] else math.nan,
                 "spike_rate": float(s[5]), "spikes": float(s[7]),

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Literal
 
 import msgspec
+import numpy as np
 
 
 class _Doc(msgspec.Struct, frozen=True, kw_only=True):
@@ -119,6 +120,16 @@ _STAGE_TYPES: dict[str, type] = {
 }
 
 
+def _plain(value: object) -> object:
+    """Stage states hold numpy scalars where a kernel computed them; msgspec takes only
+    Python numbers, and a status that cannot be built crashes the board every second."""
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
 def build_status(
     *, gateway: str, pid: int, uptime_s: float, ready: bool,
     journal: Mapping[str, JournalDepth], journal_bytes: int, journal_pending_points: int,
@@ -131,7 +142,7 @@ def build_status(
     stage's ``states()``."""
     parts: dict[str, object] = {field: {} for field in _STAGE_TYPES}
     for field, states in stage_states.items():
-        parts[field] = msgspec.convert(states, _STAGE_TYPES[field], strict=False)
+        parts[field] = msgspec.convert(_plain(states), _STAGE_TYPES[field], strict=False)
     return StatusDoc(
         gateway=gateway, pid=pid, uptime_s=round(uptime_s, 1), ready=ready,
         journal=dict(journal), journal_bytes=journal_bytes,

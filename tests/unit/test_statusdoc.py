@@ -103,3 +103,15 @@ def test_a_stuck_component_shows_in_the_document() -> None:
     )
     assert d.components["source:cmm1"].stuck == "open('/drop/fifo.csv') for 31 s"
     assert json.loads(encode(d))["components"]["source:cmm1"]["stuck"].startswith("open(")
+
+
+def test_numpy_numbers_in_stage_states_are_taken() -> None:
+    """A stage state computed by a kernel (numpy scalars) builds a document; the board
+    crashed on numpy.float64 every second and no self-metrics reached InfluxDB."""
+    import numpy as np
+
+    state = {k: (np.float64(v) if isinstance(v, float) else v)
+             for k, v in INTERLOCK_STATE.items()}
+    d = doc(interlocks={"etch_overtemp": state})
+    assert d.interlocks["etch_overtemp"].limit == 188.0
+    assert isinstance(d.interlocks["etch_overtemp"].limit, float)
