@@ -7,7 +7,7 @@ datatype, double value) and serialising it, for ``--seconds``:
   any encoder built on the ``protobuf`` runtime);
 * ``payload.data``: ``edge.protocols.sparkplug.payload.data`` (what the sink's replay
   and live paths call);
-* ``sink.publish``: ``SparkplugSink.publish`` on a born session with a connection stub
+* ``sink.publish``: ``SparkplugSink.publish`` on a born session with a connection
   that drops the bytes (by exception: every value differs), i.e. the live fast path with
   its per-sample work, without the socket.
 

@@ -288,18 +288,17 @@ class MqttSource:
     def _cmm(self, sub: _Sub, device: str, topic: str, payload: bytes, arrival_ns: int,
              recent: collections.deque[bytes], digest: bytes) -> CmmReading:
         assert sub.cmm is not None
-        r = extract_cmm(payload, sub.cmm, ts_path=sub.ts_path, tz=sub.tz,
-                        ts_unit=sub.cfg.ts_unit, arrival_ns=arrival_ns, limits=self.limits,
-                        id_path=sub.id_path)
+        reading, ident = extract_cmm(
+            payload, sub.cmm, ts_path=sub.ts_path, tz=sub.tz, ts_unit=sub.cfg.ts_unit,
+            arrival_ns=arrival_ns, limits=self.limits, id_path=sub.id_path,
+            device=device, where=topic)
         if sub.id_path is not None:
-            key = b"id:" + r.identity
+            key = b"id:" + ident
             if key in recent:
                 raise PayloadError("duplicate", "duplicate message")
             recent.append(key)
         recent.append(digest)
-        return CmmReading(r.ts_ns, device, r.part_id, r.lot, r.feature, r.nominal_mm,
-                          r.tol_mm, r.measured_mm, r.part_temp_c, r.air_temp_c,
-                          r.scale_temp_c, where=topic)
+        return reading
 
     def _quarantine(self, topic: str, payload: bytes, arrival_ns: int, kind: str,
                     reason: str) -> Quarantine:

@@ -27,6 +27,7 @@ import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from edge.model import CmmReading
 from edge.sources.timestamps import EpochUnit, TimestampError, epoch_to_ns, parse_timestamp
 
 _decoder = msgspec.json.Decoder()
@@ -306,21 +307,6 @@ class CmmSpec:
     scale_temp_default_c: float = 20.0
 
 
-@dataclass(frozen=True, slots=True)
-class CmmFields:
-    ts_ns: int
-    part_id: str
-    lot: str
-    feature: str
-    nominal_mm: float
-    tol_mm: float
-    measured_mm: float
-    part_temp_c: float
-    air_temp_c: float
-    scale_temp_c: float
-    identity: bytes = b""
-
-
 def _text(doc: dict[str, object], path: tuple[str, ...], *, required: bool = True) -> str:
     name = ".".join(path)
     value = _get(doc, path)
@@ -364,9 +350,10 @@ def _number(doc: dict[str, object], path: tuple[str, ...] | None, default: float
 def extract_cmm(
     payload: bytes, spec: CmmSpec, *, ts_path: tuple[str, ...] | None, tz: dt.tzinfo | None,
     ts_unit: EpochUnit, arrival_ns: int, limits: Limits = DEFAULT_LIMITS,
-    id_path: tuple[str, ...] | None = None,
-) -> CmmFields:
-    """The fields of one CMM reading (one JSON object per message), or PayloadError."""
+    id_path: tuple[str, ...] | None = None, device: str, where: str,
+) -> tuple[CmmReading, bytes]:
+    """One CMM reading (one JSON object per message) and the message's identity (its id
+    field, JSON-encoded; empty without ``id_path``), or PayloadError."""
     doc = decode_object(payload, limits)
     part = _text(doc, spec.part_id)
     feature = _text(doc, spec.feature)
@@ -384,10 +371,11 @@ def extract_cmm(
     measured = _number(doc, spec.measured_mm, 0.0)
     ts = arrival_ns if ts_path is None else _ts_scalar(
         _get(doc, ts_path), ".".join(ts_path), tz, ts_unit)
-    return CmmFields(
-        ts, part, lot, feature, nominal, tol, measured,
+    reading = CmmReading(
+        ts, device, part, lot, feature, nominal, tol, measured,
         _number(doc, spec.part_temp_c, math.nan), _number(doc, spec.air_temp_c, math.nan),
         _number(doc, spec.scale_temp_c, math.nan) if spec.scale_temp_c is not None
         else spec.scale_temp_default_c,
-        identity(doc, id_path) if id_path is not None else b"",
+        where=where,
     )
+    return reading, identity(doc, id_path) if id_path is not None else b""
