@@ -343,9 +343,41 @@ class SpcViolation(msgspec.Struct, frozen=True, tag="spc_violation", tag_field="
     alarm: bool = False
 
 
-Record = CmmReading | Measurement | InterlockTrip | Quarantine | HealthAlert | SpcViolation
+class TextValue(msgspec.Struct, frozen=True, tag="text_value", tag_field="type"):
+    """A tag whose value is text (an OPC-UA String or enum name, an S7 STRING): a sample
+    cannot hold it, so it travels as a record with the sample's timestamp and quality.
+    A source emits one only when the text changes (or its quality does)."""
+
+    ts_ns: int
+    source: str
+    tag: str
+    value: str
+    quality: int  # Quality
+    reason: str = ""  # why the quality is not Good
+
+
+class OperatorAction(msgspec.Struct, frozen=True, tag="operator_action", tag_field="type"):
+    """A person or a remote system acted on the gateway: reset an interlock, acknowledge
+    or confirm an alarm, send a command. The audit trail: who, from where, on what, with
+    what result. Journaled before the action's answer is returned."""
+
+    ts_ns: int
+    origin: str  # "web", "opcua", "sparkplug", "cli"
+    user: str  # the authenticated identity, "anonymous" when there is none
+    action: str  # "reset", "acknowledge", "confirm", "command"
+    target: str  # the interlock, condition or command it acted on
+    ok: bool
+    comment: str = ""
+    detail: str = ""  # the refusal reason, or what the action changed
+
+
+Record = (
+    CmmReading | Measurement | InterlockTrip | Quarantine | HealthAlert | SpcViolation
+    | TextValue | OperatorAction
+)
 RECORD_TYPES: tuple[type[Record], ...] = (
     CmmReading, Measurement, InterlockTrip, Quarantine, HealthAlert, SpcViolation,
+    TextValue, OperatorAction,
 )
 # The names a config uses for them (``record_types`` of a sink), as ``record_type`` gives.
 RECORD_TYPE_NAMES: tuple[str, ...] = tuple(str(t.__struct_config__.tag) for t in RECORD_TYPES)

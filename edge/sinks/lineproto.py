@@ -46,6 +46,8 @@ RECORD_TAGS: dict[str, tuple[str, ...]] = {
     "interlock_trip": ("interlock", "tag", "action"),
     "quarantine": ("source",),
     "health_alert": ("motor",),
+    "text_value": ("source", "tag"),
+    "operator_action": ("origin", "action", "target"),
     "spc_violation": ("tag", "rule"),
 }
 

@@ -46,7 +46,10 @@ from edge.sinks.http_common import (
 log = structlog.get_logger("edge.sinks.mes")
 
 YIELD_RECORDS = 100
-DEFAULT_RECORD_TYPES: list[str] = [t for t in RECORD_TYPE_NAMES if t != "cmm_reading"]
+# Raw inputs (a CMM reading before judgement, a text tag) are data, not MES events.
+DEFAULT_RECORD_TYPES: list[str] = [
+    t for t in RECORD_TYPE_NAMES if t not in ("cmm_reading", "text_value")
+]
 
 
 class MesSinkConfig(HttpOptions, frozen=True, kw_only=True):
