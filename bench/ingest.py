@@ -175,7 +175,7 @@ async def bench_mqtt_broker(messages: int, size: int) -> dict[str, float]:
             src = MqttSource(cfg, ctx_for(cfg, tmp))
             out = Counter()
             task = asyncio.create_task(src.run(out))
-            while not src.metrics.link_state.get(f"127.0.0.1:{broker.port}"):  # noqa: ASYNC110
+            while not src.link.state.up:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
             cpu0 = time.process_time()
             argv = [sys.executable, "-c", PUBLISHER, str(broker.port), str(messages), str(size)]

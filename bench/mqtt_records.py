@@ -239,7 +239,7 @@ def main() -> None:
         gw = st.make_gateway(cfg)
         gw.start()
         wait_for("the MQTT source's link", lambda: gw.metric_sum(
-            "edge_source_link_up", 'source="quality"') >= 1, 20)
+            "edge_link_up", 'link="source:quality"') >= 1, 20)
         procs = {"gateway": psutil.Process(gw.pid)}
         bare = None
         if args.bare:

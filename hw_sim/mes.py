@@ -4,7 +4,8 @@ API port:
   POST /api/v1/records   {"gateway_id": str, "records": [{"id": str, "type": T, ..}]}
                          T in measurement|quarantine|interlock_trip|health_alert|
                          spc_violation|operator_action|text_value; headers
-                         Idempotency-Key, Authorization: Bearer <token> (checked only when a token is set: 401)
+                         Idempotency-Key, Authorization: Bearer <token> (checked
+                         only when a token is set: 401)
                          -> 201 {"accepted": n, "duplicates": m} (200 on a replayed key)
                          -> 400 not JSON / 422 a bad record: the whole batch refused
   GET  /api/v1/counts    {"records", "by_type", "batches", "duplicate_records",

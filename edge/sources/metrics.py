@@ -3,9 +3,9 @@
 * ``edge_source_received_total{source}``: samples and records handed to emit.
 * ``edge_source_rejected_total{source,reason}``: inputs quarantined, by a short reason
   category (the full reason is in the Quarantine record and the log line).
-* ``edge_source_link_up{source,device}``: 1 while the link to the device is up. The
-  same state is on the link board (``edge.runtime.links``) as ``source:<name>`` (or
-  ``source:<name>/<device>`` for another device), which the status reads.
+* Link state is not a source metric: it is on the link board (``edge.runtime.links``)
+  as ``source:<name>`` (or ``source:<name>/<device>`` for another device), which the
+  status reads and which keeps ``edge_link_up{link}``.
 * ``edge_source_last_sample_age_seconds{source,device}``: computed at scrape time from
   the wall-clock time of the last sample emitted for that device.
 
@@ -44,10 +44,6 @@ class SourceMetrics:
             "edge_source_rejected_total", "Inputs quarantined by a source, by reason",
             ["source", "reason"],
         )
-        self._link = metrics.gauge(
-            "edge_source_link_up", "1 while the source's link to a device is up",
-            ["source", "device"],
-        )
         self._age = metrics.gauge(
             "edge_source_last_sample_age_seconds",
             "Seconds since the last sample of a device was emitted", ["source", "device"],
@@ -65,10 +61,9 @@ class SourceMetrics:
             self._rejected.labels(self.source, reason).inc(n)
 
     def link(self, device: str, up: bool) -> bool:
-        """Set the link state; True when it changed (log only transitions)."""
+        """Set the link state of ``device`` on the board; True when it changed."""
         changed = self.link_state.get(device) != up
         self.link_state[device] = up
-        self._link.labels(self.source, device).set(1.0 if up else 0.0)
         self._links.open(link_name(self.source, device)).mark(up)
         return changed
 

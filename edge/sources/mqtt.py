@@ -12,10 +12,11 @@ Invariants:
   of its topic; without either, only a broker redelivery (the dup flag, QoS > 0) of a
   payload equal to one of those. Payloads are compared by a 128-bit digest: keeping
   the payloads themselves cost 400 MB with 1,000 topics of 25 KB batches.
-* The link is kept by a loop: on any ``MqttError`` the link is marked down, the loop
-  backs off exponentially (capped) and connects again, and subscribes again after
-  every connect. With ``clean_session = false`` and QoS 1 the broker keeps the session,
-  so messages published while the link was down arrive after the reconnect.
+* The link runtime (``edge.runtime.links``) keeps the link: a session connects,
+  subscribes and consumes; on any ``MqttError`` it ends, the link goes down and the
+  runtime backs off (capped, full jitter) before the next session. With
+  ``clean_session = false`` and QoS 1 the broker keeps the session, so messages
+  published while the link was down arrive after the reconnect.
 * A QoS > 0 message is acknowledged only after emit returned (``wait_durable``: after
   the journal commit), in arrival order, so the broker redelivers whatever was not kept.
   What was kept but not yet acknowledged when the process died or the link dropped
@@ -37,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime as dt
+import functools
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -51,7 +53,8 @@ from edge.components import BuildContext, Command, Emit
 from edge.errors import PermanentError, RetryableError
 from edge.model import CmmReading, Quarantine, Record, SampleBatch
 from edge.protocols.mqtt import BrokerConfig, Client, session
-from edge.sources.metrics import QuarantineLog, SourceMetrics
+from edge.runtime.links import Backoff
+from edge.sources.metrics import QuarantineLog, SourceMetrics, link_name
 from edge.sources.mqtt_config import (
     MqttSourceConfig,
     SubscriptionConfig,
@@ -119,6 +122,13 @@ class MqttSource:
         self._store = ctx.checkpoints
         self._kept_batches: collections.deque[list[bytes]] = collections.deque()
         self._kept: set[bytes] = set()
+        self.where = f"{cfg.host}:{cfg.port}"
+        self._broker = self.broker()
+        self._subscriptions = [(s.cfg.topic, cfg.qos if s.cfg.qos is None else s.cfg.qos)
+                               for s in self.subs]
+        self.link = ctx.metrics.links.open(
+            link_name(cfg.name, ""), Backoff(initial_s=min(0.2, cfg.backoff_max_s),
+                                             max_s=cfg.backoff_max_s))
 
     # ------------------------------------------------------------------ receiving
 
@@ -135,31 +145,20 @@ class MqttSource:
 
     async def run(self, emit: Emit) -> None:
         await self.load_kept()
-        backoff = min(0.2, self.cfg.backoff_max_s)
-        subscriptions = [(s.cfg.topic, self.cfg.qos if s.cfg.qos is None else s.cfg.qos)
-                         for s in self.subs]
-        broker = self.broker()
-        while True:
-            try:
-                async with session(broker, subscriptions, manual_ack=self.wait_durable) as client:
-                    self._client = client
-                    self._link(True, "")
-                    backoff = min(0.2, self.cfg.backoff_max_s)
-                    await self._consume(client, emit)
-            except aiomqtt.MqttError as exc:
-                self._link(False, str(exc))
-            finally:
-                self._client = None
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, self.cfg.backoff_max_s)
+        await self.link.run(functools.partial(self._session, emit))
 
-    def _link(self, up: bool, why: str) -> None:
-        where = f"{self.cfg.host}:{self.cfg.port}"
-        if self.metrics.link(where, up):
-            if up:
-                log.info("mqtt link up", source=self.name, broker=where)
-            else:
-                log.warning("mqtt link down", source=self.name, broker=where, reason=why)
+    async def _session(self, emit: Emit) -> None:
+        """One broker connection: connect, subscribe, consume until the link is lost."""
+        try:
+            async with session(self._broker, self._subscriptions,
+                               manual_ack=self.wait_durable) as client:
+                self._client = client
+                self.link.up(proven=False, broker=self.where)
+                await self._consume(client, emit)
+        except aiomqtt.MqttError as exc:
+            raise RetryableError(f"broker {self.where}: {exc}") from None
+        finally:
+            self._client = None
 
     async def _consume(self, client: Client, emit: Emit) -> None:
         """Take messages into batches; a keeper task emits each batch and then acks it.
@@ -243,6 +242,7 @@ class MqttSource:
                 await emit(batch.samples(), batch.records)
             for message in batch.acks:
                 client.ack(message)
+            self.link.up()  # it carried data: the next loss backs off from the start
             self.metrics.received(batch.count)
             for dev in batch.devices:
                 self.metrics.sampled(dev)

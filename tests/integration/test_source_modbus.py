@@ -114,7 +114,7 @@ async def test_reads_etch_tool_values(etch: EtchServer, tmp_path: Path) -> None:
     lot = values(out, tags, "etch1/lot_id")[-1][0]
     assert lot == 4711
     snap = metrics.snapshot()
-    assert snap['edge_source_link_up{device="etch1",source="etch1"}'] == 1.0
+    assert snap['edge_link_up{link="source:etch1"}'] == 1.0
     assert snap['edge_source_received_total{source="etch1"}'] >= 45
 
 
@@ -219,7 +219,7 @@ async def test_dead_device_does_not_stall_another(etch: EtchServer, tmp_path: Pa
     assert len(a.batches) >= 15
     assert b.batches and all(q == Quality.BAD_NOT_CONNECTED for bt in b.batches
                              for q in bt.quality.tolist())
-    assert dmetrics.snapshot()['edge_source_link_up{device="etch2",source="etch2"}'] == 0.0
+    assert dmetrics.snapshot()['edge_link_up{link="source:etch2"}'] == 0.0
 
 
 async def test_command_to_dead_device_raises_retryable(tmp_path: Path) -> None:

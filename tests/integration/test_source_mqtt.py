@@ -117,7 +117,7 @@ async def test_telemetry_of_all_motors_becomes_samples(broker: Peer, tmp_path: P
     cur = tags.id_of("conveyor/belt/current_a")
     vals = [v for b in out.batches for v in b.value[b.tag_id == cur].tolist()]
     assert vals and all(0.0 <= v < 5.0 for v in vals)
-    link = f'edge_source_link_up{{device="127.0.0.1:{broker.port}",source="motors"}}'
+    link = 'edge_link_up{link="source:motors"}'
     assert metrics.snapshot()[link] == 1.0
 
 
@@ -156,7 +156,7 @@ async def test_broker_restart_mid_stream_resumes(broker: Peer, tmp_path: Path) -
     """After the broker dies and comes back on its port, the source re-subscribes and resumes."""
     src, _, metrics = build(motors_config(broker.port), tmp_path)
     out = Collector()
-    link = f'edge_source_link_up{{device="127.0.0.1:{broker.port}",source="motors"}}'
+    link = 'edge_link_up{link="source:motors"}'
     async with task(src.run(out)), task(motors(broker.port).run()):
         await until(lambda: out.samples > 100)
         broker.stop()
@@ -186,7 +186,7 @@ async def test_unknown_device_quarantined(broker: Peer, tmp_path: Path) -> None:
     src, _, _ = build(motors_config(broker.port), tmp_path)
     out = Collector()
     async with task(src.run(out)):
-        await until(lambda: src.metrics.link_state.get(f"127.0.0.1:{broker.port}") is True)
+        await until(lambda: src.link.state.up)
         async with aiomqtt.Client("127.0.0.1", broker.port) as c:
             await c.publish("stf/lab/robot/telemetry", b'{"ts": 1795255200, "current_a": 1}',
                             qos=1)
@@ -208,7 +208,7 @@ async def test_qos1_message_is_acknowledged_only_after_emit_returns(
         await asyncio.Event().wait()  # the journal never commits
 
     async with task(first.run(never_durable)):
-        await until(lambda: first.metrics.link_state.get(f"127.0.0.1:{broker.port}") is True)
+        await until(lambda: first.link.state.up)
         async with aiomqtt.Client("127.0.0.1", broker.port) as c:
             for i in range(20):
                 await c.publish("stf/conveyor/belt/telemetry",

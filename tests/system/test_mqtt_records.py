@@ -23,7 +23,7 @@ def test_cmm_results_over_mqtt_reach_the_mes_compensated(tmp_path: Path) -> None
         gw = st.make_gateway(cfg)
         gw.start()
         wait_for("the MQTT source's link", lambda: gw.metric_sum(
-            "edge_source_link_up", 'source="quality"') >= 1, 20, logs=st.logs)
+            "edge_link_up", 'link="source:quality"') >= 1, 20, logs=st.logs)
         pub = Publisher(st.broker.port, rate=200.0).start()
         wait_for("300 results published", lambda: pub.sent >= 300, 30)
         pub.stop()
