@@ -39,6 +39,7 @@ import httpx
 import msgspec
 import structlog
 
+from edge.asset import AssetConfig
 from edge.components import BuildContext, Rejection, WriteResult
 from edge.errors import RetryableError
 from edge.journal import Entry, Kind
@@ -129,7 +130,7 @@ class InfluxSinkConfig(HttpOptions, frozen=True, kw_only=True):
         elif self.api == "v1" and self.password_secret:
             secret = ctx.secrets(self.password_secret)
         return InfluxSink(self, gateway_id=ctx.gateway_id, tags=ctx.tags, secret=secret,
-                          metrics=ctx.metrics)
+                          metrics=ctx.metrics, asset=ctx.asset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +143,8 @@ class _Part:
 class InfluxSink:
     def __init__(self, cfg: InfluxSinkConfig, *, gateway_id: str, tags: TagRegistry,
                  secret: str = "", metrics: Metrics | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 asset: AssetConfig | None = None) -> None:
         self.name = cfg.name
         self.cfg = cfg
         self.gateway_id = gateway_id
@@ -153,8 +155,18 @@ class InfluxSink:
             kinds.append("records")
         self.kinds: tuple[Kind, ...] = tuple(kinds)
         static = {"gateway": gateway_id, **cfg.tags}
-        self._samples = SampleEncoder(tags, static, cfg.precision)
-        self._records = RecordEncoder(static, cfg.precision)
+        where = asset or AssetConfig()
+        known: dict[str, dict[str, str]] = {}
+
+        def device_tags(device: str) -> dict[str, str]:
+            tags = known.get(device)
+            if tags is None:
+                tags = known[device] = (where.path(device) if device
+                                        else where.default).tags()
+            return tags
+
+        self._samples = SampleEncoder(tags, static, cfg.precision, device_tags)
+        self._records = RecordEncoder(static, cfg.precision, device_tags)
         self._types = frozenset(cfg.record_types)
         self._hold = frozenset(cfg.hold_statuses)
         self._secret = secret
