@@ -99,7 +99,7 @@ def test_unicode_letters_dots_and_dashes_are_segments() -> None:
 def test_check_config_refuses_an_override_for_an_unknown_device() -> None:
     """An override naming a device no source declares (a typo) fails check-config."""
     cfg = loads(PLANT.replace("devices.cmm1", "devices.cmm_1") + SOURCES)
-    with pytest.raises(ConfigError, match="asset: devices.cmm_1: no source declares"):
+    with pytest.raises(ConfigError, match=r"asset: devices\.cmm_1: no source declares"):
         Gateway(cfg, secrets=lambda n: n).check()
     assert Gateway(loads(PLANT + SOURCES), secrets=lambda n: n).check() >= 2
 

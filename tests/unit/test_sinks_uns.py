@@ -1,0 +1,80 @@
+"""UNS sink: config errors, topic-level checks and the JSON payloads (no sockets)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edge.asset import AssetConfig
+from edge.components import BuildContext
+from edge.config import loads
+from edge.errors import ConfigError
+from edge.model import Quality, SampleBatch, SpcViolation, TagRegistry
+from edge.protocols.mqtt import uns as U
+from edge.runtime.metrics import Metrics
+from edge.sinks.uns import UnsSinkConfig
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ('brokers = ["http://x"]', "must look like mqtt://HOST:PORT"),
+    ("brokers = []", "at least one"),
+    ("qos = 3", "qos"),
+    ("max_rate_hz = 0", "max_rate_hz must be > 0"),
+    ("max_inflight = 0", "max_inflight must be 1 to 65535"),
+    ('record_types = ["spc"]', "record_types: unknown spc"),
+    ('brokers = ["mqtts://h:8883"]', "[tls] is not given"),
+])
+def test_bad_config_names_the_sink_and_key(body: str, message: str) -> None:
+    """Each mistake is a config error naming the sink."""
+    with pytest.raises(ConfigError) as info:
+        loads(f'[[sinks]]\ntype = "uns"\nname = "u"\n{body}\n')
+    assert "sink 'u'" in str(info.value) and message in str(info.value)
+
+
+def test_device_and_tag_names_must_be_one_topic_level() -> None:
+    """A device or tag name with '/', '+' or '#' is reported at check-config."""
+    tags = TagRegistry()
+    tags.add("etch1", "a/b")
+    tags.add("p+1", "x")
+    tags.add("etch1", "ok")
+    problems = UnsSinkConfig(name="u").asset_problems(AssetConfig(), tags)
+    assert problems == [
+        "sink 'u': tag 'a/b' holds '/': it cannot be one MQTT topic level (tag 'etch1/a/b')",
+        "sink 'u': device 'p+1' holds '+': it cannot be one MQTT topic level (tag 'p+1/x')",
+    ]
+
+
+def test_value_payloads() -> None:
+    """Numbers, integers, booleans and a Bad sample (null value, the reason as quality)."""
+    assert json.loads(U.value_payload(1.5, 0, 2_000_000, "float64", "mm")) == {
+        "value": 1.5, "quality": "good", "ts": 2, "unit": "mm"}
+    assert json.loads(U.value_payload(7.0, 0, 0, "int32", ""))["value"] == 7
+    assert json.loads(U.value_payload(1.0, 0, 0, "bool", ""))["value"] is True
+    bad = json.loads(U.value_payload(float("nan"), Quality.BAD_TIMEOUT, 0, "float64", ""))
+    assert bad == {"value": None, "quality": "bad_timeout", "ts": 0}
+    assert json.loads(U.value_payload(1.0, 0x3F, 0, "float64", ""))["quality"] == "good"
+    assert json.loads(U.value_payload(1.0, 0xC5, 0, "float64", ""))["quality"] == "bad"
+
+
+def test_record_payload_and_topic() -> None:
+    """A record's fields, its stable id and ms timestamp; NaN becomes null."""
+    rec = SpcViolation(5_000_000, "etch1/t", "rule1", float("nan"), 0.0, 1.0)
+    doc = json.loads(U.record_payload(rec, "gw-1-0"))
+    assert doc["id"] == "gw-1-0" and doc["ts"] == 5 and doc["value"] is None
+    assert doc["type"] == "spc_violation" and doc["rule"] == "rule1"
+    assert U.record_topic("a/b", "etch1", rec) == "a/b/etch1/records/spc_violation"
+    assert U.record_topic("", "etch1", rec) == "etch1/records/spc_violation"
+
+
+def test_publish_coalesces_without_a_broker(tmp_path: Path) -> None:
+    """publish only stores the latest sample per tag (the last in a batch wins) and
+    ignores tag ids it does not know."""
+    tags = TagRegistry()
+    tags.add("etch1", "t")
+    ctx = BuildContext("gw", tags, Metrics(), tmp_path, lambda n: n)
+    sink = UnsSinkConfig().build(ctx)
+    sink.publish(SampleBatch([0, 0, 9], [1, 2, 3], [1.0, 2.0, 3.0]), [])
+    assert sink._value.tolist() == [2.0] and sink._pending.tolist() == [True]
+    assert sink.status_topic == "gw/status"
