@@ -103,8 +103,9 @@ class UnsSinkConfig(ConfigStruct, frozen=True):
                     problems.append(f"sink '{self.name}': {problem} (tag {t.key!r})")
         return problems
 
-    def build(self, ctx: BuildContext) -> UnsSink:
-        return UnsSink(self, ctx)
+    def build(self, ctx: BuildContext) -> UnsSink | UnsValuesOnly:
+        sink = UnsSink(self, ctx)
+        return sink if self.records else UnsValuesOnly(sink)
 
 
 def _parse(url: str) -> tuple[str, int]:
@@ -125,7 +126,7 @@ class UnsSink:
         self.name = cfg.name
         self.cfg = cfg
         self.gateway_id = ctx.gateway_id
-        self.kinds: tuple[Kind, ...] = ("records",) if cfg.records else ()
+        self.kinds: tuple[Kind, ...] = ("records",)
         self._links = ctx.metrics.links
         self._password = ctx.secrets(cfg.password_secret) if cfg.password_secret else None
         self._brokers = [_parse(u) for u in cfg.brokers]
@@ -335,6 +336,22 @@ class UnsSink:
                 timer.cancel()
             for task in inflight:
                 task.cancel()
+
+
+class UnsValuesOnly:
+    """``records = false``: the live half alone (no journal cursor is kept for it)."""
+
+    def __init__(self, sink: UnsSink) -> None:
+        self.name = sink.name
+        self.sink = sink
+        self.publish = sink.publish
+
+    @property
+    def started(self) -> asyncio.Event | None:
+        return None
+
+    async def run(self) -> None:
+        await self.sink.run()
 
 
 async def _drain(client: Client) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from edge.app import split_sinks
 from edge.asset import AssetConfig
 from edge.components import BuildContext
 from edge.config import loads
@@ -78,3 +79,13 @@ def test_publish_coalesces_without_a_broker(tmp_path: Path) -> None:
     sink.publish(SampleBatch([0, 0, 9], [1, 2, 3], [1.0, 2.0, 3.0]), [])
     assert sink._value.tolist() == [2.0] and sink._pending.tolist() == [True]
     assert sink.status_topic == "gw/status"
+
+
+def test_records_off_builds_a_live_sink_only(tmp_path: Path) -> None:
+    """records = false: no journal cursor (not a durable sink), values still published."""
+    ctx = BuildContext("gw", TagRegistry(), Metrics(), tmp_path, lambda n: n)
+    built = UnsSinkConfig(records=False).build(ctx)
+    durable, live = split_sinks([built])
+    assert durable == [] and live == [built]
+    durable, live = split_sinks([UnsSinkConfig().build(ctx)])
+    assert len(durable) == len(live) == 1
