@@ -38,6 +38,8 @@ from dataclasses import dataclass
 
 import msgspec
 
+from edge.model import TagRegistry
+
 LEVELS: tuple[str, ...] = ("enterprise", "site", "area", "line", "cell")
 _SEGMENT = re.compile(r"[^\W_][\w.\-]{0,63}")
 
@@ -159,13 +161,16 @@ class AssetConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
         return ":".join(segments[:-1]), segments[-1]
 
 
-def record_device(record: object) -> str:
-    """The device a record is about: its ``device`` field, else the device of its
-    ``tag`` key (``etch1/chamber_temp``); "" for a record about the gateway itself."""
+def record_device(record: object, tags: TagRegistry | None = None) -> str:
+    """The device a record is about: its ``device`` field, else the device of the tag its
+    ``tag`` key names (looked up in ``tags``: a device name may hold ``/``, as
+    ``stf/motor1`` does; without it, the part before the first ``/``); "" for a record
+    about the gateway itself."""
     device = getattr(record, "device", None)
     if isinstance(device, str) and device:
         return device
     tag = getattr(record, "tag", None)
     if isinstance(tag, str) and "/" in tag:
-        return tag.split("/", 1)[0]
+        spec = tags.get(tag) if tags is not None else None
+        return spec.device if spec is not None else tag.split("/", 1)[0]
     return ""

@@ -166,7 +166,7 @@ class InfluxSink:
             return tags
 
         self._samples = SampleEncoder(tags, static, cfg.precision, device_tags)
-        self._records = RecordEncoder(static, cfg.precision, device_tags)
+        self._records = RecordEncoder(static, cfg.precision, device_tags, tags)
         self._types = frozenset(cfg.record_types)
         self._hold = frozenset(cfg.hold_statuses)
         self._secret = secret

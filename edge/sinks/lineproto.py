@@ -167,11 +167,13 @@ class RecordEncoder:
     """Encodes records; one line per record."""
 
     def __init__(self, static_tags: Mapping[str, str], precision: Precision = "ns",
-                 device_tags: DeviceTags = _no_device_tags) -> None:
+                 device_tags: DeviceTags = _no_device_tags,
+                 registry: TagRegistry | None = None) -> None:
         if precision not in DIVISOR:
             raise ValueError(f"precision must be one of {', '.join(DIVISOR)}")
         self._static = dict(static_tags)
         self._device_tags = device_tags
+        self._registry = registry  # finds the device of a record's tag key
         self._div = DIVISOR[precision]
 
     def encode(self, records: Sequence[Record], ids: Sequence[str]) -> str:
@@ -180,7 +182,8 @@ class RecordEncoder:
     def line(self, record: Record, record_id: str) -> str:
         kind = record_type(record)
         tag_keys = RECORD_TAGS.get(kind, ())
-        tags = {**self._static, **self._device_tags(record_device(record))}
+        tags = {**self._static,
+                **self._device_tags(record_device(record, self._registry))}
         fields: list[str] = []
         floats = _float_fields(type(record))
         for name in record.__struct_fields__:

@@ -90,17 +90,21 @@ class UnsSinkConfig(ConfigStruct, frozen=True):
                              f"(known: {', '.join(RECORD_TYPE_NAMES)})")
 
     def asset_problems(self, asset: AssetConfig, tags: TagRegistry) -> list[str]:
-        """Every device and tag name must be one topic level."""
+        """Every device and tag name fits in a topic, and no two tags share one."""
         problems: list[str] = []
-        seen: set[str] = set()
+        devices: set[str] = set()
+        topics: dict[str, str] = {}
         for t in tags:
-            checks = [("tag", t.name)] if t.device in seen else [("device", t.device),
-                                                                 ("tag", t.name)]
-            seen.add(t.device)
-            for kind, name in checks:
-                problem = U.name_problem(kind, name)
-                if problem is not None:
-                    problems.append(f"sink '{self.name}': {problem} (tag {t.key!r})")
+            checks = [("tag", t.name)] if t.device in devices else [("device", t.device),
+                                                                    ("tag", t.name)]
+            devices.add(t.device)
+            found = [p for kind, name in checks if (p := U.name_problem(kind, name))]
+            problems += [f"sink '{self.name}': {p} (tag {t.key!r})" for p in found]
+            topic = U.join(asset.path(t.device).topic, t.device, t.name)
+            if not found and topic in topics:
+                problems.append(f"sink '{self.name}': tags {topics[topic]!r} and {t.key!r} "
+                                f"would share the topic {topic!r}")
+            topics.setdefault(topic, t.key)
         return problems
 
     def build(self, ctx: BuildContext) -> UnsSink | UnsValuesOnly:
@@ -146,6 +150,7 @@ class UnsSink:
         self._wake = asyncio.Event()
         self.status_topic = U.join(self._path(""), self.gateway_id, "status")
         self._types = frozenset(cfg.record_types)
+        self._tags = ctx.tags
         self._client: Client | None = None
         self._lost: asyncio.Future[None] | None = None
         self._ready = asyncio.Event()
@@ -209,8 +214,9 @@ class UnsSink:
             for record, rid in zip(entry.records(), entry.ids(self.gateway_id), strict=True):
                 if record_type(record) not in self._types:
                     continue
-                device = record_device(record) or self.gateway_id
-                topic = U.record_topic(self._path(record_device(record)), device, record)
+                device = record_device(record, self._tags)
+                topic = U.record_topic(self._path(device), device or self.gateway_id,
+                                       record)
                 sends.append(client.publish(topic, U.record_payload(record, rid), qos=qos,
                                             timeout=self.cfg.ack_timeout_s))
         if not sends:

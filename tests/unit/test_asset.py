@@ -181,3 +181,13 @@ def test_levels_struct_checks_each_segment() -> None:
     """An override's level is checked on its own, before the merge."""
     with pytest.raises(ValueError, match="cell 'a/b'"):
         AssetLevels(cell="a/b")
+
+
+def test_record_device_finds_a_device_whose_name_holds_a_slash() -> None:
+    """A record about tag 'stf/motor1/current' belongs to device 'stf/motor1' (looked
+    up in the registry), not to 'stf'."""
+    tags = TagRegistry()
+    tags.add("stf/motor1", "current")
+    trip = InterlockTrip(7, "hot", "stf/motor1/current", ">", 9.0, 8.0, "stop", True, 1)
+    assert record_device(trip, tags) == "stf/motor1"
+    assert record_device(trip) == "stf"

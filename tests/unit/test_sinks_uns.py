@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from edge.app import split_sinks
-from edge.asset import AssetConfig
+from edge.asset import AssetConfig, AssetLevels
 from edge.components import BuildContext
 from edge.config import loads
 from edge.errors import ConfigError
@@ -34,16 +34,22 @@ def test_bad_config_names_the_sink_and_key(body: str, message: str) -> None:
     assert "sink 'u'" in str(info.value) and message in str(info.value)
 
 
-def test_device_and_tag_names_must_be_one_topic_level() -> None:
-    """A device or tag name with '/', '+' or '#' is reported at check-config."""
+def test_device_and_tag_names_must_fit_in_a_topic() -> None:
+    """A device or tag name with '+', '#' or an empty level, or two tags on one topic,
+    is reported at check-config; a '/' in a device name only adds levels."""
     tags = TagRegistry()
-    tags.add("etch1", "a/b")
+    tags.add("stf/motor1", "current")
+    tags.add("x/etch1", "t")
+    tags.add("etch1", "t")  # moved to site "x": e/x/etch1/t as well
     tags.add("p+1", "x")
-    tags.add("etch1", "ok")
-    problems = UnsSinkConfig(name="u").asset_problems(AssetConfig(), tags)
+    tags.add("etch1", "a//b")
+    asset = AssetConfig(enterprise="e", devices={"etch1": AssetLevels(site="x")})
+    problems = UnsSinkConfig(name="u").asset_problems(asset, tags)
     assert problems == [
-        "sink 'u': tag 'a/b' holds '/': it cannot be one MQTT topic level (tag 'etch1/a/b')",
-        "sink 'u': device 'p+1' holds '+': it cannot be one MQTT topic level (tag 'p+1/x')",
+        "sink 'u': tags 'x/etch1/t' and 'etch1/t' would share the topic 'e/x/etch1/t'",
+        "sink 'u': device 'p+1' holds '+': MQTT topics cannot carry it (tag 'p+1/x')",
+        "sink 'u': tag 'a//b' would make an empty MQTT topic level (a leading, trailing "
+        "or double '/') (tag 'etch1/a//b')",
     ]
 
 

@@ -13,9 +13,10 @@ The schema (what a UNS subscriber sees):
 * ``<asset path>/<gateway id>/status``: ``{"online": true|false, "ts": ..,
   "gateway": ..}``, retained; the Will says offline when the gateway dies.
 
-A path segment is never empty and never holds ``/``, ``+``, ``#`` or NUL: a device or
-tag name that does would change the topic's levels or be refused by the broker, so
-``name_problem`` is checked at check-config.
+A device or tag name is never empty and never holds ``+``, ``#`` or NUL (the broker
+refuses them in a topic) or an empty level; a ``/`` in it (``stf/motor1``, as an MQTT
+source names its devices) gives the topic more levels. ``name_problem`` is checked at
+check-config, and so is that no two tags share a topic.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import msgspec
 from edge.model import DataType, Quality, Record, record_type, severity
 
 _json = msgspec.json.Encoder()
-_FORBIDDEN = ("/", "+", "#", "\x00")
+_FORBIDDEN = ("+", "#", "\x00")
 _INTEGER = frozenset({"int16", "uint16", "int32", "uint32", "int64"})
 
 
@@ -38,7 +39,10 @@ def name_problem(kind: str, name: str) -> str | None:
     bad = [c for c in _FORBIDDEN if c in name]
     if bad:
         shown = ", ".join(repr(c) for c in bad)
-        return f"{kind} {name!r} holds {shown}: it cannot be one MQTT topic level"
+        return f"{kind} {name!r} holds {shown}: MQTT topics cannot carry it"
+    if "" in name.split("/"):
+        return (f"{kind} {name!r} would make an empty MQTT topic level (a leading, "
+                "trailing or double '/')")
     return None
 
 
