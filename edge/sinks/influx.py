@@ -123,6 +123,13 @@ class InfluxSinkConfig(HttpOptions, frozen=True, kw_only=True):
         if not 0 <= self.gzip_level <= 9:
             raise ValueError("gzip_level must be 0 (off) to 9")
 
+    def asset_problems(self, asset: AssetConfig, tags: TagRegistry) -> list[str]:
+        """A static tag named like an [asset] level that is set would be overwritten
+        per device: say so instead of writing one of them silently."""
+        levels = set(asset.default.tags()).union(*(o.given() for o in asset.devices.values()))
+        return [f"sink '{self.name}': tags.{key} is also set by [asset] per device: "
+                "remove it from tags" for key in sorted(set(self.tags) & levels)]
+
     def build(self, ctx: BuildContext) -> InfluxSink:
         secret = ""
         if self.api == "v2" and self.token_secret:
