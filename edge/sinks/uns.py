@@ -15,7 +15,9 @@ Invariants:
   A flusher sends pending tags, each at most ``max_rate_hz`` times a second, with at
   most ``max_inflight`` publishes awaiting the broker; while the broker is slow or away
   the values coalesce to the latest one per tag. Latest values are retained, so a late
-  subscriber gets each tag's value at once. A value the broker never took is not
+  subscriber gets each tag's value at once. A text tag (``TextValue`` records) is a
+  latest value too, under ``<path>/<source>/<tag>``, sent on each change. A value the
+  broker never took is not
   replayed: the next one replaces it (a UNS carries the present, the journal the past).
 * DURABLE (records): the delivery loop gives journal entries through our own cursor.
   ``write`` returns (and the cursor moves) only when every record of the call has been
@@ -43,7 +45,14 @@ from edge.asset import AssetConfig, record_device
 from edge.components import BuildContext, WriteResult
 from edge.config import ConfigStruct
 from edge.errors import RetryableError
-from edge.model import RECORD_TYPE_NAMES, Record, SampleBatch, TagRegistry, record_type
+from edge.model import (
+    RECORD_TYPE_NAMES,
+    Record,
+    SampleBatch,
+    TagRegistry,
+    TextValue,
+    record_type,
+)
 from edge.protocols.mqtt import BrokerConfig, Client, TlsConfig
 from edge.protocols.mqtt import uns as U
 
@@ -148,6 +157,9 @@ class UnsSink:
         self._pending = np.zeros(n, np.bool_)
         self._next_ok = np.zeros(n, np.float64)  # monotonic s before which a tag waits
         self._wake = asyncio.Event()
+        self._text: dict[str, bytes] = {}  # topic -> latest text value (TextValue records)
+        self._text_pending: set[str] = set()
+        self._text_refused: set[str] = set()
         self.status_topic = U.join(self._path(""), self.gateway_id, "status")
         self._types = frozenset(cfg.record_types)
         self._tags = ctx.tags
@@ -180,6 +192,9 @@ class UnsSink:
         await link.run(self._session)
 
     def publish(self, batch: SampleBatch, records: Sequence[Record]) -> None:
+        for r in records:
+            if isinstance(r, TextValue):
+                self._text_value(r)
         if not len(batch):
             return
         tid = batch.tag_id
@@ -195,6 +210,22 @@ class UnsSink:
         self._ts[tid] = batch.ts_ns[idx]
         self._quality[tid] = batch.quality[idx]
         self._pending[tid] = True
+        self._wake.set()
+
+    def _text_value(self, r: TextValue) -> None:
+        """A text tag's latest value, under the source's device like a number's."""
+        name = r.tag.removeprefix(f"{r.source}/")
+        topic = U.join(self._path(r.source), r.source, name)
+        if (U.name_problem("device", r.source) or U.name_problem("tag", name)) is not None:
+            if topic not in self._text_refused:
+                self._text_refused.add(topic)
+                log.warning("uns text value not published: its name cannot be a topic",
+                            sink=self.name, source=r.source, tag=r.tag)
+            return
+        if topic in self._text_pending:
+            self._m_coalesced.inc()
+        self._text[topic] = U.text_payload(r.value, r.quality, r.ts_ns)
+        self._text_pending.add(topic)
         self._wake.set()
 
     # ---------------------------------------------------------- DurableSink
@@ -257,6 +288,7 @@ class UnsSink:
                 self._client, self._lost = client, lost
                 link.up(broker=where)
                 self._pending[self._ts > 0] = True  # a new session: send every value again
+                self._text_pending.update(self._text)
                 self._ready.set()
                 tasks = (asyncio.create_task(_drain(client)),
                          asyncio.create_task(self._flush(client)))
@@ -327,6 +359,15 @@ class UnsSink:
                     body = U.value_payload(float(self._value[i]), int(self._quality[i]),
                                            int(self._ts[i]), self._dtype[i], self._unit[i])
                     task = asyncio.create_task(send(self._topic[i], body))
+                    inflight.add(task)
+                    task.add_done_callback(inflight.discard)
+                while self._text_pending and not failed.done():  # text: sent on change
+                    await window.acquire()
+                    if not self._text_pending or failed.done():
+                        window.release()
+                        break
+                    topic = self._text_pending.pop()
+                    task = asyncio.create_task(send(topic, self._text[topic]))
                     inflight.add(task)
                     task.add_done_callback(inflight.discard)
                 if self._pending.any():  # some wait for their rate slot

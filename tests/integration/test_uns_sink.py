@@ -21,7 +21,14 @@ from edge.asset import AssetConfig, AssetLevels
 from edge.components import BuildContext
 from edge.config import convert
 from edge.journal import Journal, JournalWriter
-from edge.model import Quality, Quarantine, SampleBatch, SpcViolation, TagRegistry
+from edge.model import (
+    Quality,
+    Quarantine,
+    SampleBatch,
+    SpcViolation,
+    TagRegistry,
+    TextValue,
+)
 from edge.runtime.links import Backoff
 from edge.runtime.metrics import Metrics
 from edge.sinks.delivery import deliver
@@ -122,7 +129,8 @@ def batch(tag: int, value: float, quality: int = 0) -> SampleBatch:
 
 async def test_latest_values_arrive_and_a_late_subscriber_gets_them_retained(
         broker: Peer, tmp_path: Path) -> None:
-    """Values arrive as JSON under <asset path>/<device>/<tag> (value, quality, ts, unit);
+    """Values arrive as JSON under <asset path>/<device>/<tag> (value, quality, ts, unit;
+    a text tag's string too);
     a subscriber that comes later gets each tag's latest value, retained, and the
     gateway's online status."""
     sink = make_sink([broker.port], tmp_path)
@@ -133,8 +141,11 @@ async def test_latest_values_arrive_and_a_late_subscriber_gets_them_retained(
         sink.publish(batch(0, 21.5), [])
         sink.publish(batch(1, 1.0), [])
         sink.publish(batch(2, 7.0), [])
-        await early.until("three values", lambda: len(
-            [t for t, _, _ in early.seen if not t.endswith("/status")]) >= 3)
+        sink.publish(SampleBatch([], [], []),
+                     [TextValue(time.time_ns(), "etch1", "recipe", "ox-12", 0)])
+        await early.until("four values", lambda: len(
+            [t for t, _, _ in early.seen if not t.endswith("/status")]) >= 4)
+        assert early.on(f"{PATH}/etch1/recipe")[-1]["value"] == "ox-12"
         temp = early.on(f"{PATH}/etch1/chamber_temp")[-1]
         assert temp["value"] == 21.5 and temp["quality"] == "good" and temp["unit"] == "degC"
         assert abs(temp["ts"] - time.time() * 1000) < 60_000
@@ -145,7 +156,8 @@ async def test_latest_values_arrive_and_a_late_subscriber_gets_them_retained(
         await early.until("the bad sample",
                           lambda: len(early.on(f"{PATH}/etch1/chamber_temp")) >= 2)
         async with subscriber(broker.port, "late") as late:
-            await late.until("retained values", lambda: len(late.seen) >= 4)
+            await late.until("retained values", lambda: len(late.seen) >= 5)
+            assert late.on(f"{PATH}/etch1/recipe")[0]["value"] == "ox-12"
             bad = late.on(f"{PATH}/etch1/chamber_temp")
             assert bad == [{"value": None, "quality": "bad_timeout", "ts": bad[0]["ts"],
                             "unit": "degC"}]

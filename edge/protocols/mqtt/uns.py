@@ -76,6 +76,12 @@ def value_payload(value: float, quality: int, ts_ns: int, dtype: DataType,
     return _json.encode(doc)
 
 
+def text_payload(text: str, quality: int, ts_ns: int) -> bytes:
+    """A text tag's latest value (a ``TextValue`` record): the same keys, a string value."""
+    return _json.encode({"value": text, "quality": quality_name(quality),
+                         "ts": ts_ns // 1_000_000})
+
+
 def record_payload(record: Record, record_id: str) -> bytes:
     doc = msgspec.to_builtins(record)
     doc["id"] = record_id
