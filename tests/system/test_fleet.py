@@ -7,6 +7,12 @@ cell). Their broker lists are rotated, so a third of them sit on each node. Mid-
 test kills -9 one node. A counting host on a node that stays up decodes every DDATA
 (our generated protobuf code) and must see every value of every gateway.
 
+The gateways publish without a primary host (``primary_host_id`` empty). With one, in a
+run here a gateway that re-connected to another node after the kill never published
+its births: it waited for the host's retained STATE, which it did not get from the
+cluster (issue 17's open NATS node-kill defect, the one that keeps
+test_sparkplug_sink's node-kill test in soak). Set ``primary_host_id`` here once fixed.
+
 ``make test``: 10 daemons, ~20 s of data. ``make soak`` (EDGE_SOAK=1): 20 daemons for
 two minutes, the killed node restarted and then another one killed.
 """
@@ -158,6 +164,12 @@ async def host_client(stack: contextlib.AsyncExitStack, port: int) -> aiomqtt.Cl
         return client
 
 
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+        await task
+
+
 def restart(node: Peer) -> Peer:
     """The same node again, same ports and store (its config file is unchanged)."""
     proc = subprocess.Popen(node.proc.args, stdout=subprocess.DEVNULL,
@@ -179,6 +191,7 @@ async def test_fleet_on_a_nats_cluster_loses_nothing_when_a_node_dies(tmp_path: 
             client = await host_client(stack, nodes[2].port)
             await client.subscribe(f"spBv1.0/{GROUP}/#", qos=1)
             pump = asyncio.create_task(counter.pump(client))
+            stack.push_async_callback(_cancel, pump)
             daemons = [Daemon(i, tmp_path, [n.port for n in nodes]) for i in range(DAEMONS)]
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 180
@@ -217,9 +230,6 @@ async def test_fleet_on_a_nats_cluster_loses_nothing_when_a_node_dies(tmp_path: 
                     f"{ {k: v for k, v in missing.items() if v} }")
                 await asyncio.sleep(0.5)
             took = loop.time() - t0
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await pump
         total = sum(d.sent for d in daemons)
         reborn = sum(1 for n in counter.births.values() if n >= 2)
         print(f"fleet: {DAEMONS} daemons, {total} values, all delivered {took:.1f} s after "
