@@ -39,6 +39,7 @@ from edge.components import (
     SourceConfig,
     Stage,
     StageConfig,
+    UsesAsset,
 )
 from edge.config import Config, ConfigProblems, secret_reader
 from edge.errors import ConfigError
@@ -118,6 +119,7 @@ class Gateway:
         problems: list[str] = []
         ctx = self._declare(problems)
         self.stages = build_stages(self.cfg, ctx, problems)
+        problems.extend(self._asset_problems())
         for sink in self.cfg.sinks:
             if isinstance(sink, Preflight):
                 problems.extend(sink.preflight())
@@ -151,8 +153,17 @@ class Gateway:
             gateway_id=self.gateway_id, tags=self.tags, metrics=self.metrics,
             state_dir=cfg.state_dir, secrets=self._secrets,
             hooks=Hooks(status=self.status, reset_interlock=self.reset_interlock),
-            checkpoints=self._load_checkpoint,
+            checkpoints=self._load_checkpoint, asset=cfg.asset,
         )
+
+    def _asset_problems(self) -> list[str]:
+        """``[asset]`` against the declared devices and the sinks that take from it."""
+        asset = self.cfg.asset
+        problems = asset.unknown_devices(t.device for t in self.tags)
+        for sink in self.cfg.sinks:
+            if isinstance(sink, UsesAsset):
+                problems.extend(sink.asset_problems(asset, self.tags))
+        return problems
 
     async def _load_checkpoint(self, key: str) -> bytes | None:
         assert self.writer is not None, "checkpoints are read once the journal is open"
@@ -164,6 +175,8 @@ class Gateway:
     def _build(self) -> None:
         cfg = self.cfg
         ctx = self._declare()
+        if problems := self._asset_problems():
+            raise ConfigProblems(problems)
         self.sources = [src.build(ctx) for src in cfg.sources]
         self._build_stages(ctx)
         self.sinks, self.live = split_sinks([sink.build(ctx) for sink in cfg.sinks])

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from edge.asset import AssetConfig
 from edge.model import Record, SampleBatch, TagRegistry
 from edge.runtime.metrics import Metrics
 from edge.runtime.statusdoc import StatusDoc
@@ -175,6 +176,14 @@ class Preflight(Protocol):
     def preflight(self) -> list[str]: ...
 
 
+@runtime_checkable
+class UsesAsset(Protocol):
+    """A config that takes something from ``[asset]`` (Sparkplug ids, UNS topics):
+    check-config runs it; each string is one mistake, naming the component and key."""
+
+    def asset_problems(self, asset: AssetConfig, tags: TagRegistry) -> list[str]: ...
+
+
 class SinkConfig(Protocol):
     """``[[sinks]]``: builds a live sink, a durable sink, or one object that is both."""
 
@@ -226,3 +235,5 @@ class BuildContext:
     hooks: Hooks = field(default_factory=lambda: Hooks(_no_status, _no_reset))
     # Reads a checkpoint committed with emit(..., checkpoint=...); None outside the daemon.
     checkpoints: Callable[[str], Awaitable[bytes | None]] | None = None
+    # Where each device sits in the plant (``[asset]``); empty paths when not configured.
+    asset: AssetConfig = field(default_factory=AssetConfig)

@@ -29,6 +29,7 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
+from edge.asset import AssetConfig
 from edge.components import SinkConfig, SourceConfig, StageConfig
 from edge.config_explain import (
     TextIndex,
@@ -124,6 +125,7 @@ SINK_TYPES: dict[str, str] = {
     "influx": "edge.sinks.influx:InfluxSinkConfig",
     "opcua": "edge.sinks.opcua:OpcUaConfig",
     "sparkplug": "edge.sinks.sparkplug:SparkplugSinkConfig",
+    "uns": "edge.sinks.uns:UnsSinkConfig",
     "web": "edge.web.config:WebConfig",
 }
 # Top-level sections owned by one component: (struct path, is a list of tables). Today
@@ -139,6 +141,7 @@ class Config:
     sinks: list[SinkConfig] = field(default_factory=list)
     sections: dict[str, list[StageConfig]] = field(default_factory=dict)
     path: Path | None = None
+    asset: AssetConfig = field(default_factory=AssetConfig)
 
     @property
     def state_dir(self) -> Path:
@@ -216,7 +219,7 @@ def from_raw(raw: dict[str, Any], *, path: Path | None = None,
 
     Every mistake is reported, not only the first: ConfigProblems, one per line."""
     probs = _Problems(path, text)
-    known = ["gateway", "journal", "sources", "sinks", *SECTION_TYPES]
+    known = ["gateway", "journal", "asset", "sources", "sinks", *SECTION_TYPES]
     if "opcua" in raw:
         probs.add(_OPCUA_MOVED, "opcua")
     for key in raw:
@@ -225,6 +228,7 @@ def from_raw(raw: dict[str, Any], *, path: Path | None = None,
                       f"(known: {', '.join(sorted(known))})", key)
     gateway = _convert_all(raw.get("gateway", {}), GatewaySection, "gateway", probs, "gateway")
     journal = _convert_all(raw.get("journal", {}), JournalSection, "journal", probs, "journal")
+    asset = _convert_all(raw.get("asset", {}), AssetConfig, "asset", probs, "asset")
     sources = _components(raw, "sources", SOURCE_TYPES, probs)
     sinks = _components(raw, "sinks", SINK_TYPES, probs)
     sections: dict[str, Any] = {}
@@ -251,9 +255,9 @@ def from_raw(raw: dict[str, Any], *, path: Path | None = None,
     _unique_names("sources", raw.get("sources", []), probs)
     _unique_names("sinks", raw.get("sinks", []), probs)
     _default_names_unique(raw.get("sinks", []), sinks, probs)
-    if probs.items or gateway is None or journal is None:
+    if probs.items or gateway is None or journal is None or asset is None:
         raise ConfigProblems(probs.items)
-    return Config(gateway, journal, sources, sinks, sections, path)
+    return Config(gateway, journal, sources, sinks, sections, path, asset)
 
 
 _OPCUA_MOVED = (

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import msgspec
 
+from edge.asset import AssetConfig
 from edge.config import (
     SECTION_TYPES,
     SINK_TYPES,
@@ -93,6 +94,7 @@ def render() -> str:
     out = [START, ""]
     out += _table("`[gateway]`", GatewaySection, seen)
     out += _table("`[journal]`", JournalSection, seen)
+    out += _table("`[asset]`", AssetConfig, seen)
     for kind, path in SOURCE_TYPES.items():
         out += _table(f'`[[sources]]` with `type = "{kind}"`', _import(path, kind), seen)
     for kind, path in SINK_TYPES.items():

@@ -39,6 +39,7 @@ import httpx
 import msgspec
 import structlog
 
+from edge.asset import AssetConfig
 from edge.components import BuildContext, Rejection, WriteResult
 from edge.errors import RetryableError
 from edge.journal import Entry, Kind
@@ -122,6 +123,13 @@ class InfluxSinkConfig(HttpOptions, frozen=True, kw_only=True):
         if not 0 <= self.gzip_level <= 9:
             raise ValueError("gzip_level must be 0 (off) to 9")
 
+    def asset_problems(self, asset: AssetConfig, tags: TagRegistry) -> list[str]:
+        """A static tag named like an [asset] level that is set would be overwritten
+        per device: say so instead of writing one of them silently."""
+        levels = set(asset.default.tags()).union(*(o.given() for o in asset.devices.values()))
+        return [f"sink '{self.name}': tags.{key} is also set by [asset] per device: "
+                "remove it from tags" for key in sorted(set(self.tags) & levels)]
+
     def build(self, ctx: BuildContext) -> InfluxSink:
         secret = ""
         if self.api == "v2" and self.token_secret:
@@ -129,7 +137,7 @@ class InfluxSinkConfig(HttpOptions, frozen=True, kw_only=True):
         elif self.api == "v1" and self.password_secret:
             secret = ctx.secrets(self.password_secret)
         return InfluxSink(self, gateway_id=ctx.gateway_id, tags=ctx.tags, secret=secret,
-                          metrics=ctx.metrics)
+                          metrics=ctx.metrics, asset=ctx.asset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +150,8 @@ class _Part:
 class InfluxSink:
     def __init__(self, cfg: InfluxSinkConfig, *, gateway_id: str, tags: TagRegistry,
                  secret: str = "", metrics: Metrics | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 asset: AssetConfig | None = None) -> None:
         self.name = cfg.name
         self.cfg = cfg
         self.gateway_id = gateway_id
@@ -153,8 +162,18 @@ class InfluxSink:
             kinds.append("records")
         self.kinds: tuple[Kind, ...] = tuple(kinds)
         static = {"gateway": gateway_id, **cfg.tags}
-        self._samples = SampleEncoder(tags, static, cfg.precision)
-        self._records = RecordEncoder(static, cfg.precision)
+        where = asset or AssetConfig()
+        known: dict[str, dict[str, str]] = {}
+
+        def device_tags(device: str) -> dict[str, str]:
+            tags = known.get(device)
+            if tags is None:
+                tags = known[device] = (where.path(device) if device
+                                        else where.default).tags()
+            return tags
+
+        self._samples = SampleEncoder(tags, static, cfg.precision, device_tags)
+        self._records = RecordEncoder(static, cfg.precision, device_tags, tags)
         self._types = frozenset(cfg.record_types)
         self._hold = frozenset(cfg.hold_statuses)
         self._secret = secret

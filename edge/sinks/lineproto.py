@@ -2,8 +2,9 @@
 
 The schema (what Grafana queries see):
 
-* A sample is one line: measurement = the tag's device, tags = ``gateway=<id>`` plus the
-  configured static tags (sorted), field = the tag's name as a float, time = the
+* A sample is one line: measurement = the tag's device, tags = ``gateway=<id>``, the
+  configured static tags and the device's asset path levels (``enterprise=acme,
+  site=dresden,...``, from ``[asset]``; sorted), field = the tag's name as a float, time = the
   sample's timestamp at the configured precision. Values are always floats, so a
   field never changes type (InfluxDB 1.x refuses a type change as a partial write).
 * Quality: a sample whose quality is not GOOD (0) also gets the integer field
@@ -12,9 +13,11 @@ The schema (what Grafana queries see):
   ``<name>_quality`` is written: a Bad sample shows as a quality point without value,
   never as a silently missing point. Absence of ``<name>_quality`` means GOOD.
 * A record is one line: measurement = its type (``measurement``, ``interlock_trip``,
-  ...), tags = ``gateway``, the static tags and a few low-cardinality fields of the
-  record (``RECORD_TAGS``), fields = every other field plus ``id`` (the stable record
-  id). Non-finite floats are left out; lists and dicts are written as JSON strings.
+  ...), tags = ``gateway``, the static tags, the asset path levels of the device the
+  record is about (the gateway's own path when it names none) and a few
+  low-cardinality fields of the record (``RECORD_TAGS``), fields = every other field
+  plus ``id`` (the stable record id). Non-finite floats are left out; lists and dicts
+  are written as JSON strings.
 
 Escaping follows the line-protocol spec; identifiers (measurement, tag keys and values,
 field keys) are first sanitised so every server parses them alike: backslashes become
@@ -28,13 +31,20 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import msgspec
 import numpy as np
 import numpy.typing as npt
 
+from edge.asset import record_device
 from edge.model import Record, SampleBatch, TagRegistry, record_type
+
+DeviceTags = Callable[[str], Mapping[str, str]]  # device -> its asset path tags
+
+
+def _no_device_tags(device: str) -> Mapping[str, str]:
+    return {}
 
 Precision = str  # "ns" | "us" | "ms" | "s"
 DIVISOR: dict[str, int] = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
@@ -93,11 +103,13 @@ class SampleEncoder:
     """Encodes ``SampleBatch``es; per-tag line prefixes are computed once."""
 
     def __init__(self, registry: TagRegistry, static_tags: Mapping[str, str],
-                 precision: Precision = "ns") -> None:
+                 precision: Precision = "ns",
+                 device_tags: DeviceTags = _no_device_tags) -> None:
         if precision not in DIVISOR:
             raise ValueError(f"precision must be one of {', '.join(DIVISOR)}")
         self._registry = registry
-        self._tags = tag_set(static_tags)
+        self._static = dict(static_tags)
+        self._device_tags = device_tags
         self._div = DIVISOR[precision]
         self._series: list[str] = []
         self._value_key: list[str] = []
@@ -108,7 +120,8 @@ class SampleEncoder:
     def _build(self) -> None:
         start = len(self._series)
         for spec in list(self._registry)[start:]:
-            self._series.append(f"{escape_measurement(spec.device)}{self._tags} ")
+            tags = tag_set({**self._static, **self._device_tags(spec.device)})
+            self._series.append(f"{escape_measurement(spec.device)}{tags} ")
             self._value_key.append(escape_key(spec.name))
             self._quality_key.append(escape_key(spec.name + QUALITY_SUFFIX))
         self._prefix = np.array(
@@ -153,10 +166,14 @@ class SampleEncoder:
 class RecordEncoder:
     """Encodes records; one line per record."""
 
-    def __init__(self, static_tags: Mapping[str, str], precision: Precision = "ns") -> None:
+    def __init__(self, static_tags: Mapping[str, str], precision: Precision = "ns",
+                 device_tags: DeviceTags = _no_device_tags,
+                 registry: TagRegistry | None = None) -> None:
         if precision not in DIVISOR:
             raise ValueError(f"precision must be one of {', '.join(DIVISOR)}")
         self._static = dict(static_tags)
+        self._device_tags = device_tags
+        self._registry = registry  # finds the device of a record's tag key
         self._div = DIVISOR[precision]
 
     def encode(self, records: Sequence[Record], ids: Sequence[str]) -> str:
@@ -165,7 +182,8 @@ class RecordEncoder:
     def line(self, record: Record, record_id: str) -> str:
         kind = record_type(record)
         tag_keys = RECORD_TAGS.get(kind, ())
-        tags = dict(self._static)
+        tags = {**self._static,
+                **self._device_tags(record_device(record, self._registry))}
         fields: list[str] = []
         floats = _float_fields(type(record))
         for name in record.__struct_fields__:

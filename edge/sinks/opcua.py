@@ -48,7 +48,7 @@ from edge.protocols.opcua.variants import DTYPES
 from edge.sinks import opcua_standard
 from edge.sinks.opcua_insert import insert_nodes
 from edge.sinks.opcua_objects import GatewayObjects
-from edge.sinks.opcua_space import object_item, tag_items, tag_nodeid
+from edge.sinks.opcua_space import asset_folders, object_item, tag_items, tag_nodeid
 
 log = structlog.get_logger("edge.opcua")
 
@@ -239,7 +239,10 @@ class OpcUaSink:
         self.idx = await server.register_namespace(cfg.namespace_uri)
         root = ua.NodeId("_devices", self.idx)
         items = [object_item(root, "Devices", server.nodes.objects.nodeid, self.idx, folder=True)]
-        items += tag_items(self.ctx.tags, self.idx, root)
+        folders, places = asset_folders(
+            {t.device: self.ctx.asset.path(t.device).segments for t in self.ctx.tags},
+            self.idx, root)
+        items += folders + tag_items(self.ctx.tags, self.idx, root, places)
         try:
             await insert_nodes(server.iserver.aspace, items)
         except ValueError as exc:

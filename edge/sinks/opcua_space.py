@@ -9,6 +9,9 @@ Invariants:
 * A tag variable's DataType and the VariantType of every value written to it come from
   the same table (``edge.protocols.opcua.variants.DTYPES``); asyncua drops a write whose
   variant type differs from the node's, so nothing else may pick a variant type for a tag.
+* With ``[asset]``, each device object sits in a folder chain of its asset path under
+  the root (``Devices/acme/dresden/etch/line1/cell3/etch1``); the folders' ids are
+  ``_asset/<path>``. Only the browse path changes: tag and device ids stay as above.
 * Numeric tags are ``AnalogItemType`` with ``EngineeringUnits`` (UNECE code where the
   unit is known) and ``EURange`` (the tag's limits, else the range of its data type);
   booleans are plain ``BaseDataVariableType`` (no unit, no range).
@@ -18,7 +21,7 @@ The nodes go in through ``opcua_insert.insert_nodes`` (the bulk inserter).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from asyncua import ua
 
@@ -94,8 +97,33 @@ def _property_item(owner: ua.NodeId, name: str, attrs: ua.VariableAttributes
     )
 
 
-def tag_items(tags: Iterable[TagSpec], idx: int, root: ua.NodeId) -> list[ua.AddNodesItem]:
-    """The AddNodesItems of one object per device (under ``root``) and its tag variables.
+def asset_folders(paths: Mapping[str, tuple[str, ...]], idx: int, root: ua.NodeId
+                  ) -> tuple[list[ua.AddNodesItem], dict[str, ua.NodeId]]:
+    """The folders of the devices' asset paths (``device -> segments``) under ``root``,
+    each folder once, parents first; and the folder each device goes in (a device with
+    an empty path is not in the map: it stays under ``root``)."""
+    items: list[ua.AddNodesItem] = []
+    folders: dict[tuple[str, ...], ua.NodeId] = {}
+    places: dict[str, ua.NodeId] = {}
+    for device, segments in paths.items():
+        parent = root
+        for depth in range(1, len(segments) + 1):
+            key = segments[:depth]
+            node = folders.get(key)
+            if node is None:
+                node = folders[key] = ua.NodeId("_asset/" + "/".join(key), idx)
+                items.append(object_item(node, key[-1], parent, idx, folder=True,
+                                         description="/".join(key)))
+            parent = node
+        if segments:
+            places[device] = parent
+    return items, places
+
+
+def tag_items(tags: Iterable[TagSpec], idx: int, root: ua.NodeId,
+              places: Mapping[str, ua.NodeId] | None = None) -> list[ua.AddNodesItem]:
+    """The AddNodesItems of one object per device (under ``root``, or the folder
+    ``places`` gives for it) and its tag variables.
 
     Tags with the same unit (or range) share one attributes object for that property:
     inserting reads the attributes, never changes them.
@@ -109,7 +137,8 @@ def tag_items(tags: Iterable[TagSpec], idx: int, root: ua.NodeId) -> list[ua.Add
         if device is None:
             device = devices[tag.device] = ua.NodeId(tag.device, idx)
             items.append(
-                object_item(device, tag.device, root, idx, description=f"device {tag.device}")
+                object_item(device, tag.device, (places or {}).get(tag.device, root), idx,
+                            description=f"device {tag.device}")
             )
         t = DTYPES[tag.dtype]
         nodeid = tag_nodeid(tag, idx)

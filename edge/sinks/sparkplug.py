@@ -41,14 +41,15 @@ import structlog
 
 from edge.components import BuildContext, WriteResult
 from edge.config import ConfigStruct
-from edge.errors import RetryableError
-from edge.model import DataType, Record, SampleBatch, TagSpec
+from edge.errors import ConfigError, RetryableError
+from edge.model import DataType, Record, SampleBatch, TagRegistry, TagSpec
 from edge.protocols.mqtt import BrokerConfig, Client, TlsConfig
 from edge.protocols.sparkplug import payload as P
 from edge.protocols.sparkplug import session as S
 from edge.runtime.private import private_dir, write_private
 
 if TYPE_CHECKING:
+    from edge.asset import AssetConfig
     from edge.journal import Entry, Kind
 
 log = structlog.get_logger("edge.sinks.sparkplug")
@@ -58,8 +59,10 @@ MAX_METRICS = 500  # per DDATA message in a replay
 class SparkplugSinkConfig(ConfigStruct, frozen=True):
     """``[[sinks]]`` with ``type = "sparkplug"``: a Sparkplug B edge node (live + durable)."""
 
-    group_id: str
-    edge_node_id: str
+    # "" (both): from [asset], the node is the lowest level, the group the ones above
+    # joined by ':' (edge.asset.AssetConfig.sparkplug_ids)
+    group_id: str = ""
+    edge_node_id: str = ""
     name: str = "sparkplug"
     brokers: list[str] = msgspec.field(default_factory=lambda: ["mqtt://127.0.0.1:1883"])
     primary_host_id: str = ""  # "" publishes births without waiting for a host's STATE
@@ -73,7 +76,11 @@ class SparkplugSinkConfig(ConfigStruct, frozen=True):
 
     def __post_init__(self) -> None:
         for key in ("group_id", "edge_node_id"):
-            P.check_id(key, getattr(self, key))
+            if getattr(self, key):
+                P.check_id(key, getattr(self, key))
+        if bool(self.group_id) != bool(self.edge_node_id):
+            raise ValueError("group_id and edge_node_id are given together, or neither "
+                             "(then both come from [asset])")
         if self.primary_host_id:
             P.check_id("primary_host_id", self.primary_host_id)
         if not self.brokers:
@@ -85,8 +92,20 @@ class SparkplugSinkConfig(ConfigStruct, frozen=True):
         if self.ack_timeout_s <= 0:
             raise ValueError("ack_timeout_s must be > 0")
 
+    def asset_problems(self, asset: AssetConfig, tags: TagRegistry) -> list[str]:
+        if self.group_id or asset.sparkplug_ids() is not None:
+            return []
+        return [f"sink '{self.name}': group_id and edge_node_id are not set and [asset] "
+                "has fewer than two levels to take them from (set both, or [asset] "
+                "enterprise, site, ...)"]
+
     def build(self, ctx: BuildContext) -> SparkplugSink:
-        return SparkplugSink(self, ctx)
+        ids = ((self.group_id, self.edge_node_id) if self.group_id
+               else ctx.asset.sparkplug_ids())
+        if ids is None:
+            raise ConfigError(self.asset_problems(ctx.asset, ctx.tags)[0])
+        return SparkplugSink(msgspec.structs.replace(self, group_id=ids[0],
+                                                     edge_node_id=ids[1]), ctx)
 
 
 def _parse(url: str) -> tuple[str, int]:
