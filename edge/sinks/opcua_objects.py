@@ -17,7 +17,7 @@ Invariants:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -139,7 +139,7 @@ class GatewayObjects:
     """Interlocks, Health, SPC, Measurements and Diagnostics, fed by status and records."""
 
     def __init__(
-        self, server: Server, idx: int, reset: Callable[[str], bool],
+        self, server: Server, idx: int, reset: Callable[[str], Awaitable[bool]],
         on_reset: Callable[[], None],
     ) -> None:
         self.mirror = Mirror(server, idx)
@@ -174,7 +174,7 @@ class GatewayObjects:
         await self.mirror.set(obj, "LastTripTime", datetime(1601, 1, 1, tzinfo=UTC))
 
         async def reset(parent: ua.NodeId) -> list[ua.Variant]:
-            ok = bool(self._reset(name))
+            ok = bool(await self._reset(name))
             log.info("opcua interlock reset called", interlock=name, accepted=ok)
             self._on_reset()
             return [ua.Variant(ok, ua.VariantType.Boolean)]
