@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,9 +16,10 @@ import pytest
 from test_app import no_socket, running, until
 
 from edge.app import Gateway
-from edge.components import BuildContext, Command, Emit
+from edge.components import BuildContext, Command, Emit, WriteResult
 from edge.config import Config, GatewaySection, JournalSection
-from edge.model import SampleBatch, TagRegistry
+from edge.journal import Entry
+from edge.model import OperatorAction, SampleBatch, TagRegistry
 from edge.processing.interlock import InterlockAction, InterlockRuleConfig
 
 
@@ -77,26 +78,61 @@ class ToolCfg:
         return frozenset()
 
 
-def gateway(tmp_path: Path, tool: Tool, action: InterlockAction) -> Gateway:
+class Mes:
+    """A durable sink of records (the MES): what reaches it, decoded."""
+
+    name = "mes"
+    kinds = ("records",)
+
+    def __init__(self) -> None:
+        self.records: list[object] = []
+
+    async def connect(self) -> None:
+        return None
+
+    async def write(self, entries: Sequence[Entry]) -> WriteResult:
+        for e in entries:
+            self.records += e.records()
+        return WriteResult()
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class MesCfg:
+    name: str
+    sink: Mes = field(compare=False)
+
+    def build(self, ctx: BuildContext) -> Mes:
+        return self.sink
+
+
+def gateway(tmp_path: Path, tool: Tool, action: InterlockAction,
+            mes: Mes | None = None) -> Gateway:
     rule = InterlockRuleConfig(name="overtemp", tag="tool/temp", high=10.0, action=action)
     cfg = Config(
         GatewaySection(id="gw-test", state_dir=str(tmp_path / "state"), shutdown_timeout_s=5),
         JournalSection(commit_interval_ms=1.0),
         sources=[ToolCfg("tool", tool)],
+        sinks=[MesCfg("mes", mes)] if mes is not None else [],
         sections={"interlocks": [rule]},
     )
     return Gateway(cfg, secrets=lambda name: "", serve_control=no_socket)
 
 
 async def reset(gw: Gateway) -> dict[str, Any]:
-    return await gw._control({"cmd": "interlock_reset", "name": "overtemp"})
+    # The control socket adds the connecting user (SO_PEERCRED) as peer_user.
+    return await gw._control({"cmd": "interlock_reset", "name": "overtemp",
+                              "peer_user": "op"})
 
 
 async def test_reset_sends_the_sources_reset_action_once_clear(tmp_path: Path) -> None:
     """A reset is refused while the value is still above the limit and sends nothing;
     once the value is back it takes and the source gets its ``reset`` command."""
     tool = Tool()
-    gw = gateway(tmp_path, tool, InterlockAction(source="tool", action="stop"))
+    mes = Mes()
+    gw = gateway(tmp_path, tool, InterlockAction(source="tool", action="stop"), mes)
 
     async def body() -> None:
         await until(lambda: tool.loop is not None, "the source runs")
@@ -112,8 +148,14 @@ async def test_reset_sends_the_sources_reset_action_once_clear(tmp_path: Path) -
         assert took["ok"], took
         assert [c.action for c in tool.commands] == ["stop", "reset"]
         assert tool.commands[1].source == "tool" and tool.commands[1].reason == "overtemp"
+        await until(lambda: sum(isinstance(r, OperatorAction) for r in mes.records) == 2,
+                    "both resets audited at the MES")
 
     assert await running(gw, body) == 0
+    audit = [(r.origin, r.user, r.action, r.target, r.ok) for r in mes.records
+             if isinstance(r, OperatorAction)]
+    assert audit == [("cli", "op", "reset", "interlock:overtemp", False),
+                     ("cli", "op", "reset", "interlock:overtemp", True)]
 
 
 async def test_reset_action_can_be_named_or_turned_off(tmp_path: Path) -> None:
