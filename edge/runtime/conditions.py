@@ -78,10 +78,7 @@ class ConditionState(msgspec.Struct, frozen=True, kw_only=True):
     comment: str = ""  # the last operator comment, and who gave it
     user: str = ""
     seq: int = 0
-
-    @property
-    def retain(self) -> bool:
-        return self.active or self.latched or not self.acked or not self.confirmed
+    retain: bool = False  # active, latched, unacknowledged or unconfirmed
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,6 +322,8 @@ class ConditionBoard:
     def _change(self, c: ConditionState, ts_ns: int, **changes: object) -> None:
         self._seq += 1
         new = msgspec.structs.replace(c, time_ns=ts_ns, seq=self._seq, **changes)
+        new = msgspec.structs.replace(new, retain=new.active or new.latched or not new.acked
+                                      or not new.confirmed)
         self._c[c.id] = new
         for listener in list(self._listeners):
             try:
