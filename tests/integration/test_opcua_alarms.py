@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -15,6 +16,7 @@ from opcua_fixtures import FakeGateway, demo_registry, running_sink
 from peers import ensure_node_opcua
 
 from edge.model import HealthAlert, InterlockTrip
+from edge.protocols.opcua.security import hash_password
 
 pytestmark = pytest.mark.peer("node")
 INTERLOCK = "interlock:etch_overtemp"
@@ -80,9 +82,10 @@ class AlarmClient:
 
 
 @asynccontextmanager
-async def alarm_client(endpoint: str, tmp: Path, ns: int) -> AsyncIterator[AlarmClient]:
+async def alarm_client(endpoint: str, tmp: Path, ns: int,
+                       **login: str) -> AsyncIterator[AlarmClient]:
     folder = ensure_node_opcua()
-    spec = {"endpoint": endpoint, "pki": str(tmp / "client-pki"), "ns": ns}
+    spec = {"endpoint": endpoint, "pki": str(tmp / "client-pki"), "ns": ns, **login}
     proc = await asyncio.create_subprocess_exec(
         "node", str(folder / "opcua_alarms.js"), json.dumps(spec), cwd=folder,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -171,3 +174,38 @@ async def test_trip_ack_clear_reset_confirm_seen_by_an_alarm_client(tmp_path: Pa
         ("opcua", "anonymous", "reset", INTERLOCK, True, ""),
         ("opcua", "anonymous", "confirm", INTERLOCK, True, "done"),
     ]
+
+
+async def client_certificate(tmp: Path) -> Path:
+    """The alarm client's certificate (made once in its PKI folder)."""
+    folder = ensure_node_opcua()
+    spec = {"pki": str(tmp / "client-pki"), "cert_only": True, "endpoint": "", "ns": 0}
+    proc = await asyncio.create_subprocess_exec(
+        "node", str(folder / "opcua_alarms.js"), json.dumps(spec), cwd=folder,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    lines = [ln for ln in out.decode().splitlines() if ln.startswith("{")]
+    assert lines, err.decode(errors="replace")[-2000:]
+    return Path(json.loads(lines[-1])["certificate"])
+
+
+async def test_acknowledge_names_the_logged_in_user(tmp_path: Path) -> None:
+    """Under the production profile (SignAndEncrypt, user name login), the acknowledge is
+    recorded with the session's user, in the event's ClientUserId and the audit record."""
+    password = "correct horse battery staple"
+    users = {"USERS": f"shift_lead:{hash_password(password)}\n"}
+    gw = FakeGateway(latched=True, active=True)
+    async with running_sink(tmp_path, demo_registry(), gw, secrets=users,
+                            profile="production", users_secret="USERS",
+                            login_fail_interval_s=0.0) as sink:
+        cert = await client_certificate(tmp_path)
+        shutil.copy(str(cert), tmp_path / "state" / "opcua" / "trusted" / "alarm-client.pem")
+        gw.board.observe([trip()])
+        async with alarm_client(sink.endpoint, tmp_path, sink.idx, security="sign_encrypt",
+                                user="shift_lead", password=password) as client:
+            await client.event(INTERLOCK, lambda e: e["ackedState.id"] is False)
+            assert await client.ask("ack", INTERLOCK, comment="on it") == "Good"
+            ev = await client.event(INTERLOCK, lambda e: e["ackedState.id"] is True)
+            assert (ev["clientUserId"], ev["comment"]) == ("shift_lead", "on it")
+    assert [(a.origin, a.user, a.action, a.ok) for a in gw.actions] == [
+        ("opcua", "shift_lead", "acknowledge", True)]

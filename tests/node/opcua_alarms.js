@@ -2,8 +2,10 @@
 // what UaExpert's or a SCADA's alarm list does.
 //
 // Usage: node opcua_alarms.js '<json spec>'
-// Spec: { endpoint, pki, user?, password?, ns: index of the gateway's namespace }
-// It connects (security None), subscribes to events of the Server object with the
+// Spec: { endpoint, pki, user?, password?, ns: index of the gateway's namespace,
+//         security?: "none" (default) | "sign_encrypt", cert_only?: print
+//         {"certificate": path} once the client certificate exists, and exit }
+// It connects, subscribes to events of the Server object with the
 // standard select clauses and a where clause OfType(AcknowledgeableConditionType), calls
 // ConditionRefresh, then prints one JSON line per event ({"event": {...}}) and runs the
 // commands it reads on stdin, one JSON object per line, answering each with one line
@@ -49,13 +51,25 @@ function plain(v) {
 }
 
 async function main() {
-  const certificateManager = new OPCUACertificateManager({ rootFolder: spec.pki });
+  const certificateManager = new OPCUACertificateManager({
+    rootFolder: spec.pki, automaticallyAcceptUnknownCertificate: true,
+  });
+  await certificateManager.initialize();
+  const secure = spec.security === "sign_encrypt";
   const client = OPCUAClient.create({
     applicationName: "edge-gateway-alarm-test", endpointMustExist: false,
-    securityMode: MessageSecurityMode.None, securityPolicy: SecurityPolicy.None,
+    securityMode: secure ? MessageSecurityMode.SignAndEncrypt : MessageSecurityMode.None,
+    securityPolicy: secure ? SecurityPolicy.Basic256Sha256 : SecurityPolicy.None,
     clientCertificateManager: certificateManager,
     connectionStrategy: { maxRetry: 3, initialDelay: 200, maxDelay: 1000 },
   });
+  try {
+    await client.createDefaultCertificate();
+  } catch (e) { /* older versions create it in connect() */ }
+  if (spec.cert_only) {
+    say({ certificate: client.certificateFile || null });
+    return;
+  }
   await client.connect(spec.endpoint);
   const identity = spec.user
     ? { type: UserTokenType.UserName, userName: spec.user, password: spec.password }
