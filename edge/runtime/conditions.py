@@ -215,7 +215,15 @@ class ConditionBoard:
                 if c is None or (c.latched, c.active) == (latched, active):
                     continue
                 if active and not c.active:
-                    continue  # a condition becomes active by its record, with its message
+                    if not c.latched:
+                        continue  # it becomes active by its record, with its message
+                    # latched, cleared, and out of limits again before a reset: no new
+                    # trip record (the latch holds), but the alarm list must say so
+                    self._change(c, now_ns, latched=latched, active=True, acked=False,
+                                 confirmed=True, active_since_ns=now_ns,
+                                 message=f"interlock {c.name}: condition active again "
+                                         "(still latched)")
+                    continue
                 self._change(c, now_ns, latched=latched, active=active,
                              message=c.message if active else _cleared(c, latched))
 

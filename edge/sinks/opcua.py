@@ -217,7 +217,13 @@ class OpcUaSink:
 
     async def run(self) -> None:
         self.started.clear()
-        server = await self._start()
+        try:
+            server = await self._start()
+        except BaseException:
+            if self._alarms is not None:  # it listens to the board: stop that
+                self._alarms.close()
+                self._alarms = None
+            raise
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._writer(server), name="opcua-writer")

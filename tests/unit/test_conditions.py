@@ -108,6 +108,23 @@ async def test_interlock_lifecycle_trip_ack_clear_reset_confirm() -> None:
         ("confirm", "op", True, "confirmed")]
 
 
+async def test_a_latched_interlock_out_of_limits_again_is_active_again() -> None:
+    """Cleared but not reset, the value goes out again: no new trip record comes (the
+    latch holds), yet the condition is active and unacknowledged again."""
+    plant = Plant()
+    b = board(plant)
+    plant.latched = plant.active = True
+    b.observe([trip()])
+    await b.acknowledge("interlock:overtemp", origin="web", user="op")
+    plant.active = False
+    b.poll(10)
+    plant.active = True
+    b.poll(20)
+    c = b.get("interlock:overtemp")
+    assert c is not None and (c.active, c.latched, c.acked) == (True, True, False)
+    assert "active again" in c.message
+
+
 async def test_refusals_name_their_reason_and_change_nothing() -> None:
     """Unknown, already acknowledged, confirm before acknowledge and already confirmed are
     refused with a reason; each refusal is audited and leaves the condition as it was."""
