@@ -229,7 +229,7 @@ def cmd_interlock_reset(args: argparse.Namespace) -> int:
     if answer is None:
         return EXIT_NOT_RUNNING
     if answer.get("ok"):
-        print(f"interlock '{args.name}' reset")
+        print(answer.get("detail") or f"interlock '{args.name}' reset")
         return 0
     print(f"edge-gateway: {answer.get('error')}", file=sys.stderr)
     return 1
