@@ -31,7 +31,6 @@ import structlog
 from edge.components import (
     Armable,
     BuildContext,
-    Command,
     DurableSink,
     Hooks,
     LiveSink,
@@ -45,10 +44,10 @@ from edge.config import Config, ConfigProblems, secret_reader
 from edge.errors import ConfigError
 from edge.flow import Flow
 from edge.journal import Journal, JournalWriter
-from edge.model import SampleBatch, TagRegistry
+from edge.model import TagRegistry
 from edge.processing import STAGE_SECTIONS, build_stages
-from edge.runtime import control, memory
-from edge.runtime.conditions import ConditionBoard, Kind, Outcome, declared_conditions
+from edge.runtime import control, memory, operator
+from edge.runtime.conditions import ConditionBoard, Outcome, declared_conditions
 from edge.runtime.metrics import Metrics
 from edge.runtime.private import private_dir
 from edge.runtime.status import StatefulStage, StatusBoard
@@ -191,56 +190,13 @@ class Gateway:
         if cfg.gateway.fast_lane:
             self.flow.plan_fast_lane(self._tag_source, cfg.gateway.fast_lane_rt_priority)
             self.stages = self.flow.stages
-        self._bind_conditions()
+        operator.bind_board(self.conditions, cfg, self.flow, self.stage)
         self.board.bind(writer=self.writer, sink_states=self.sink_states,
                         stages=[s for s in self.stages if isinstance(s, StatefulStage)],
                         publish=[s.publish for s in self.live])
 
     def stage(self, name: str) -> Any:
         return next((s for s in self.stages if s.name == name), None)
-
-    def _bind_conditions(self) -> None:
-        probes: dict[Kind, Any] = {}
-        for kind, stage_name in (("interlock", "interlock"), ("spc", "spc"),
-                                 ("health", "health")):
-            stage = self.stage(stage_name)
-            if stage is not None:
-                probes[kind] = stage.conditions  # type: ignore[index]
-        interlock = self.stage("interlock")
-        self.conditions.bind(
-            probes=probes, reset_latch=None if interlock is None else interlock.reset,
-            send_reset=self._send_reset, journal=self._journal_records,
-            describe=self._why_active)
-
-    def _why_active(self, name: str) -> str:
-        stage = self.stage("interlock")
-        state = stage.states().get(name) if stage is not None else None
-        if state is None:
-            return ""
-        return (f"{state['condition']}: {state['tag']} = {state['last_value']:g}, "
-                f"limit {state['limit']:g}")
-
-    async def _journal_records(self, records: Any) -> None:
-        """Operator actions: journaled (and shown live) before their answer returns."""
-        assert self.flow is not None
-        await self.flow.keep(SampleBatch.empty(), list(records), wait=True)
-
-    async def _send_reset(self, name: str) -> tuple[bool, str]:
-        """Send the interlock's reset command (``InterlockAction.reset``): (sent, note)."""
-        assert self.flow is not None
-        rule = next((r for r in self.cfg.section("interlocks") if r.name == name), None)
-        if rule is None:
-            return True, ""
-        act = rule.action  # type: ignore[attr-defined]
-        src = next((s for s in self.cfg.sources if s.name == act.source), None)
-        action = act.reset_action(src.actions() if src is not None else frozenset())
-        if not action:
-            return True, "no reset command configured: restart the tool at the tool"
-        cmd = Command(source=act.source, action=action, target=act.target or rule.tag,  # type: ignore[attr-defined]
-                      reason=name)
-        results = await self.flow.send_commands([cmd])
-        ok, error = results[0]
-        return ok, error or f"sent {act.source}:{action}"
 
     async def _ticker(self) -> None:
         """Time-based decisions (stale data) and the loop-lag heartbeat."""
@@ -267,8 +223,8 @@ class Gateway:
         cmd = req.get("cmd")
         if cmd == "status":
             return {"ok": True, "status": self.status()}
-        if cmd in ("interlock_reset", "acknowledge", "confirm"):
-            return await self._operator(cmd, req)
+        if cmd in operator.OPERATOR_COMMANDS:
+            return await operator.control_request(self.conditions, cmd, req)
         if cmd == "conditions":
             return {"ok": True, "conditions": self.conditions.conditions()}
         if cmd == "journal_dead_letters":
@@ -285,20 +241,6 @@ class Gateway:
             seqs = await self.writer.call(self.writer.journal.replay_dead_letters, ids)
             return {"ok": True, "replayed": len(seqs)}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
-
-    async def _operator(self, cmd: str, req: dict[str, Any]) -> dict[str, Any]:
-        user = str(req.get("peer_user", "")) or "unknown"
-        comment = str(req.get("comment", ""))
-        if cmd == "interlock_reset":
-            out = await self.conditions.reset(str(req.get("name", "")), origin="cli",
-                                              user=user, comment=comment)
-        else:
-            act = self.conditions.acknowledge if cmd == "acknowledge" else \
-                self.conditions.confirm
-            out = await act(str(req.get("name", "")), origin="cli", user=user,
-                            comment=comment)
-        return {"ok": out.ok, "error": "" if out.ok else out.detail, "detail": out.detail,
-                "refusal": out.refusal}
 
     # ------------------------------------------------------------------ lifecycle
 
