@@ -10,6 +10,8 @@ Invariants:
 * A mirrored variable keeps the variant type it was created with (numbers are Double,
   flags Boolean, text String); every later write converts to it, because asyncua drops
   a write of another type.
+* No value reads Good without being one: a NaN in the document (no sample yet, not
+  tripped) and a value the document dropped (None) read BadNoData.
 * One name per thing: an interlock's state is the status document's ``InterlockStatus``
   fields (``trips``, ``last_trip_ns``, ``trip_value``, ...; pinned by test_statusdoc); a
   trip record adds only what the document lacks (``LastAction``, the stop's outcome) and
@@ -32,6 +34,8 @@ from edge.runtime.statusdoc import StatusDoc, as_tree, diagnostics
 log = structlog.get_logger("edge.opcua")
 
 Scalar = bool | int | float | str | datetime
+_GOOD = ua.StatusCode(ua.StatusCodes.Good)
+_NO_DATA = ua.StatusCode(ua.StatusCodes.BadNoData)
 
 
 def _ts(ts_ns: int) -> datetime:
@@ -119,10 +123,24 @@ class Mirror:
                         error=str(exc))
             return
         now = datetime.now(UTC)
+        # A NaN in the document means "no value" (no sample yet, not tripped): a client
+        # must not read it as a Good number.
+        status = _NO_DATA if isinstance(v, float) and v != v else _GOOD
         await self.server.write_attribute_value(
-            nodeid, ua.DataValue(ua.Variant(v, vt), SourceTimestamp=ts or now,
-                                 ServerTimestamp=now),
+            nodeid, ua.DataValue(ua.Variant(v, vt), StatusCode=status,
+                                 SourceTimestamp=ts or now, ServerTimestamp=now),
         )
+
+    async def no_data(self, obj: str, name: str) -> None:
+        """A value the document no longer has (None): BadNoData, not the old value."""
+        known = self._vars.get(f"{obj}/{name}")
+        if known is None:
+            return
+        nodeid, _ = known
+        dv = self.server.read_attribute_value(nodeid)
+        now = datetime.now(UTC)
+        await self.server.write_attribute_value(nodeid, ua.DataValue(
+            dv.Value, StatusCode=_NO_DATA, SourceTimestamp=now, ServerTimestamp=now))
 
     async def set_tree(self, obj: str, doc: Mapping[str, object]) -> None:
         """Mirror a status dict: scalars become variables, dicts child objects."""
@@ -134,6 +152,8 @@ class Mirror:
                 await self.set(obj, str(key), value)
             elif value is not None:
                 await self.set(obj, str(key), json.dumps(value, default=str))
+            else:
+                await self.no_data(obj, str(key))
 
 
 class GatewayObjects:
