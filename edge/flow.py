@@ -205,7 +205,10 @@ class Flow:
             futures.append(self.writer.submit(None, checkpoint, urgent=wait))
         if records:
             for watch in self._watch:
-                watch(records)
+                try:
+                    watch(records)
+                except Exception as exc:  # the alarm list must never stop the data path
+                    log.error("record watcher failed", error=repr(exc), exc_info=exc)
         if len(batch) or records:
             for publish in self._publish:
                 publish(batch, records)
