@@ -97,7 +97,7 @@ async def update_rate(
         cfg = OpcUaConfig(endpoint=f"opc.tcp://127.0.0.1:{free_port()}/edge",
                           update_interval_ms=interval_ms)
         ctx = BuildContext("bench", reg, metrics, Path(tmp), lambda n: "",
-                           Hooks(lambda: None, lambda n: False))
+                           Hooks(lambda: None))
         sink = cfg.build(ctx)
         assert isinstance(sink, OpcUaSink)
         server_task = asyncio.create_task(sink.run())

@@ -47,7 +47,8 @@ from edge.flow import Flow
 from edge.journal import Journal, JournalWriter
 from edge.model import TagRegistry
 from edge.processing import STAGE_SECTIONS, build_stages
-from edge.runtime import control, memory
+from edge.runtime import control, memory, operator
+from edge.runtime.conditions import ConditionBoard, Outcome, declared_conditions
 from edge.runtime.metrics import Metrics
 from edge.runtime.private import private_dir
 from edge.runtime.status import StatefulStage, StatusBoard
@@ -89,6 +90,8 @@ class Gateway:
         self.ready = asyncio.Event()
         self.board = StatusBoard(gateway_id=self.gateway_id, metrics=self.metrics,
                                  links=self.links, supervisor=self.supervisor, ready=self.ready)
+        declared, chart_of_tag = declared_conditions(cfg)
+        self.conditions = ConditionBoard(declared, chart_of_tag=chart_of_tag)
         self._last_tick = time.monotonic()
         self._tag_source: dict[int, str] = {}  # tag id -> the source that declared it
         self.flow: Flow | None = None
@@ -152,7 +155,7 @@ class Gateway:
         return BuildContext(
             gateway_id=self.gateway_id, tags=self.tags, metrics=self.metrics,
             state_dir=cfg.state_dir, secrets=self._secrets,
-            hooks=Hooks(status=self.status, reset_interlock=self.reset_interlock),
+            hooks=Hooks(status=self.status, conditions=self.conditions),
             checkpoints=self._load_checkpoint, asset=cfg.asset,
         )
 
@@ -195,10 +198,12 @@ class Gateway:
             journal, commit_interval_s=j.commit_interval_ms / 1000,
             max_pending_points=j.max_pending_points, metrics=self.metrics,
         )
-        self.flow = Flow(self.sources, self.stages, self.writer, self.live, self.metrics)
+        self.flow = Flow(self.sources, self.stages, self.writer, self.live, self.metrics,
+                         watch=(self.conditions.observe,))
         if cfg.gateway.fast_lane:
             self.flow.plan_fast_lane(self._tag_source, cfg.gateway.fast_lane_rt_priority)
             self.stages = self.flow.stages
+        operator.bind_board(self.conditions, cfg, self.flow, self.stage)
         self.board.bind(writer=self.writer, sink_states=self.sink_states,
                         stages=[s for s in self.stages if isinstance(s, StatefulStage)],
                         publish=[s.publish for s in self.live])
@@ -214,33 +219,27 @@ class Gateway:
             self._last_tick = time.monotonic()
             self._m_lag.observe(max(0.0, self._last_tick - asleep - TICK_S))
             if self.stages and self.flow is not None:
-                await self.flow.tick(time.time_ns(), time.perf_counter_ns())
+                now_ns = time.time_ns()
+                await self.flow.tick(now_ns, time.perf_counter_ns())
+                self.conditions.poll(now_ns)
 
     # ------------------------------------------------------------------ operator hooks
 
     def status(self) -> StatusDoc:
         return self.board.document()
 
-    def reset_interlock(self, name: str) -> bool:
-        stage = self.stage("interlock")
-        if stage is None:
-            raise KeyError(f"no interlock named '{name}' (no interlocks configured)")
-        ok: bool = stage.reset(name, time.time_ns())
-        log.warning("interlock reset requested", interlock=name, took=ok)
-        return ok
+    async def reset_interlock(self, name: str, *, origin: str = "cli", user: str = "",
+                              comment: str = "") -> Outcome:
+        return await self.conditions.reset(name, origin=origin, user=user, comment=comment)
 
     async def _control(self, req: dict[str, Any]) -> dict[str, Any]:
         cmd = req.get("cmd")
         if cmd == "status":
             return {"ok": True, "status": self.status()}
-        if cmd == "interlock_reset":
-            name = str(req.get("name", ""))
-            try:
-                took = self.reset_interlock(name)
-            except KeyError as exc:
-                return {"ok": False, "error": str(exc.args[0])}
-            return {"ok": took, "error": "" if took else
-                    f"interlock '{name}' not reset: its condition is still active"}
+        if cmd in operator.OPERATOR_COMMANDS:
+            return await operator.control_request(self.conditions, cmd, req)
+        if cmd == "conditions":
+            return {"ok": True, "conditions": self.conditions.conditions()}
         if cmd == "journal_dead_letters":
             assert self.writer is not None
             sink = req.get("sink")

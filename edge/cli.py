@@ -91,6 +91,21 @@ def _parser() -> argparse.ArgumentParser:
     reset.add_argument("name")
     _target(reset)
     reset.set_defaults(func=cmd_interlock_reset)
+
+    al = sub.add_parser("alarm", help="the alarm list (the same conditions as OPC-UA and "
+                                      "the web page)")
+    asub = al.add_subparsers(dest="alarm_command", required=True)
+    listing = asub.add_parser("list", help="conditions that are active or not yet "
+                                           "acknowledged/confirmed (--all: every one)")
+    listing.add_argument("--all", action="store_true")
+    _target(listing)
+    listing.set_defaults(func=cmd_alarm_list)
+    for name, what in (("ack", "acknowledge"), ("confirm", "confirm")):
+        sp = asub.add_parser(name, help=f"{what} a condition (id as 'alarm list' shows it)")
+        sp.add_argument("id")
+        sp.add_argument("--comment", "-m", default="")
+        _target(sp)
+        sp.set_defaults(func=cmd_alarm_act, cmd=what)
     return p
 
 
@@ -229,7 +244,33 @@ def cmd_interlock_reset(args: argparse.Namespace) -> int:
     if answer is None:
         return EXIT_NOT_RUNNING
     if answer.get("ok"):
-        print(f"interlock '{args.name}' reset")
+        print(answer.get("detail") or f"interlock '{args.name}' reset")
+        return 0
+    print(f"edge-gateway: {answer.get('error')}", file=sys.stderr)
+    return 1
+
+
+def cmd_alarm_list(args: argparse.Namespace) -> int:
+    answer = _ask(args, {"cmd": "conditions"})
+    if answer is None:
+        return EXIT_NOT_RUNNING
+    shown = [c for c in answer.get("conditions", []) if args.all or c.get("retain")]
+    for c in shown:
+        state = ("ACTIVE" if c["active"] else "inactive") + (" latched" if c["latched"] else "")
+        state += "" if c["acked"] else " UNACKED"
+        state += "" if c["confirmed"] else " unconfirmed"
+        print(f"{c['id']:<32} {state:<36} sev {c['severity']:>4}  {c['message']}")
+    if not shown:
+        print("no alarms" if not args.all else "no conditions configured")
+    return 0
+
+
+def cmd_alarm_act(args: argparse.Namespace) -> int:
+    answer = _ask(args, {"cmd": args.cmd, "name": args.id, "comment": args.comment})
+    if answer is None:
+        return EXIT_NOT_RUNNING
+    if answer.get("ok"):
+        print(f"{args.id}: {answer.get('detail')}")
         return 0
     print(f"edge-gateway: {answer.get('error')}", file=sys.stderr)
     return 1

@@ -32,6 +32,7 @@ from edge.runtime.statusdoc import StatusDoc
 
 if TYPE_CHECKING:
     from edge.journal import Entry, Kind
+    from edge.runtime.conditions import ConditionBoard
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,19 +209,16 @@ class Hooks:
     """What the running gateway offers to components built late (OPC-UA, status).
 
     ``status()`` returns the live status document (``edge.runtime.statusdoc``);
-    ``reset_interlock(name)`` returns True when the reset took (condition clear).
+    ``conditions`` is the condition board (``edge.runtime.conditions``): the alarm list,
+    and acknowledge, confirm and interlock reset, each audited. None outside the daemon.
     """
 
     status: Callable[[], StatusDoc | None]
-    reset_interlock: Callable[[str], bool]
+    conditions: ConditionBoard | None = None
 
 
 def _no_status() -> StatusDoc | None:
     return None
-
-
-def _no_reset(name: str) -> bool:
-    return False
 
 
 @dataclass(slots=True)
@@ -232,7 +230,7 @@ class BuildContext:
     metrics: Metrics
     state_dir: Path
     secrets: Callable[[str], str]
-    hooks: Hooks = field(default_factory=lambda: Hooks(_no_status, _no_reset))
+    hooks: Hooks = field(default_factory=lambda: Hooks(_no_status))
     # Reads a checkpoint committed with emit(..., checkpoint=...); None outside the daemon.
     checkpoints: Callable[[str], Awaitable[bytes | None]] | None = None
     # Where each device sits in the plant (``[asset]``); empty paths when not configured.

@@ -43,13 +43,17 @@ MAX_LANE_HANDOFFS = 256  # batches a lane source may run ahead of the main loop
 
 class Flow:
     def __init__(self, sources: Sequence[Source], stages: Sequence[Stage],
-                 writer: JournalWriter, live: Sequence[LiveSink], metrics: Metrics) -> None:
+                 writer: JournalWriter, live: Sequence[LiveSink], metrics: Metrics,
+                 watch: Sequence[Callable[[Sequence[Record]], None]] = ()) -> None:
+        """``watch``: called on the main loop with the records of every kept batch
+        (the condition board), before the live sinks get them."""
         self.sources = list(sources)
         self.stages = list(stages)
         self.writer = writer
         self.live = tuple(live)
         # Bound once: the fast path calls these for every batch.
         self._publish = tuple(sink.publish for sink in self.live)
+        self._watch = tuple(watch)
         self.lane: FastLane | None = None
         self.lane_sources: set[str] = set()
         self._lane_stages: list[Stage] = []
@@ -199,6 +203,12 @@ class Flow:
             futures.append(self.writer.submit(list(records), checkpoint, urgent=wait))
         if checkpoint is not None and not futures:
             futures.append(self.writer.submit(None, checkpoint, urgent=wait))
+        if records:
+            for watch in self._watch:
+                try:
+                    watch(records)
+                except Exception as exc:  # the alarm list must never stop the data path
+                    log.error("record watcher failed", error=repr(exc), exc_info=exc)
         if len(batch) or records:
             for publish in self._publish:
                 publish(batch, records)
@@ -243,6 +253,22 @@ class Flow:
             else:
                 patched.append(rec)
         return patched
+
+    async def send_commands(self, commands: Sequence[Command]) -> list[tuple[bool, str]]:
+        """Commands a person asked for (an interlock's reset command), each on the loop
+        of its source, one by one; (answered, why not) each, and one log line each."""
+        results = []
+        for cmd in commands:
+            ok, error = await self._send_one(cmd)
+            if ok:
+                log.warning("device command sent", source=cmd.source, action=cmd.action,
+                            target=cmd.target, reason=cmd.reason)
+            else:
+                log.error("device command failed", source=cmd.source, action=cmd.action,
+                          target=cmd.target, reason=cmd.reason, error=error)
+                self._m_cmd_fail.labels(cmd.source, cmd.action).inc()
+            results.append((ok, error))
+        return results
 
     async def _send_one(self, cmd: Command) -> tuple[bool, str]:
         """(answered, why not); logging waits until the reaction clock has stopped."""

@@ -263,6 +263,12 @@ class Health:
     def tick(self, now_ns: int) -> StageOutput:
         return StageOutput(SampleBatch.empty())
 
+    def conditions(self, now_ns: int) -> dict[str, tuple[bool, bool]]:
+        """Per motor: (latched, active) for the condition board. An alert is active until
+        it re-arms (health or time to failure back past its hysteresis); none latches."""
+        return {name: (False, not (m.health_armed and m.ttf_armed))
+                for name, m in self.motors.items()}
+
     def states(self) -> dict[str, dict[str, float]]:
         """Per motor: health, ttf_s and the features behind them."""
         out: dict[str, dict[str, float]] = {}

@@ -48,11 +48,22 @@ CONDITIONS = ("none", "high", "low", "rate", "bad_quality", "stale")
 
 class InterlockAction(ConfigStruct, frozen=True):
     """The command sent through a source's write-back port when the interlock trips;
-    ``action`` must be one the source declares (its ``commands`` table)."""
+    ``action`` must be one the source declares (its ``commands`` table).
+
+    ``reset`` is the command sent when an operator's reset takes (the tool restarts):
+    unset, the source's ``reset`` action when it declares one; ``""``, none (someone
+    restarts the tool at the tool); a name, that action, which the source must declare."""
 
     source: str
     action: str = "stop"
     target: str = ""
+    reset: str | None = None
+
+    def reset_action(self, declared: frozenset[str]) -> str:
+        """The action a reset sends ("" for none), given the source's ``declared`` ones."""
+        if self.reset is None:
+            return "reset" if "reset" in declared else ""
+        return self.reset
 
     def __post_init__(self) -> None:
         if not self.source:
@@ -78,10 +89,13 @@ class InterlockRuleConfig(ConfigStruct, frozen=True):
     trip_on_bad_quality: bool = True
     context_tags: tuple[str, ...] = ()
     evidence_samples: int = 20
+    severity: int = 900  # of its alarm condition, OPC-UA's 1 (least) to 1000 (most urgent)
 
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("name must not be empty")
+        if not 1 <= self.severity <= 1000:
+            raise ValueError("severity must be between 1 and 1000")
         if self.tag.count("/") < 1:
             raise ValueError(f"tag must be 'device/name', got {self.tag!r}")
         for key in ("high", "low"):
@@ -254,6 +268,20 @@ class Interlock:
         rule.reset_state()
         return True
 
+    def latched(self, name: str) -> bool:
+        """Whether the interlock is tripped (latched until a reset takes)."""
+        rule = self.rules.get(name)
+        if rule is None:
+            raise KeyError(f"no interlock named '{name}'")
+        return bool(rule.istate[0])
+
+    def conditions(self, now_ns: int) -> dict[str, tuple[bool, bool]]:
+        """Per interlock: (latched, active), active meaning the condition that tripped it
+        still holds now (a reset would be refused)."""
+        return {name: (bool(rule.istate[0]),
+                       bool(rule.istate[0]) and not self._clear(rule, now_ns))
+                for name, rule in self.rules.items()}
+
     def states(self) -> dict[str, dict[str, object]]:
         """Per interlock: state, tag, last trip, last value, limit, trips, condition."""
         out: dict[str, dict[str, object]] = {}
@@ -380,6 +408,13 @@ def check_actions(
             problems.append(
                 f"interlock '{rule.name}': action: source '{act.source}' has no action "
                 f"'{act.action}' ({has})"
+            )
+        if declared is not None and act.reset and act.reset not in declared:
+            has = f"it has: {', '.join(sorted(declared))}" if declared else \
+                "it takes no commands"
+            problems.append(
+                f"interlock '{rule.name}': action.reset: source '{act.source}' has no "
+                f"action '{act.reset}' ({has}; \"\" sends no command on reset)"
             )
     if problems:
         raise ConfigError("\n".join(problems))

@@ -44,6 +44,7 @@ from edge.model import Record, SampleBatch, SpcViolation, TagRegistry
 RuleName = Literal["we1", "we2", "we3", "we4", "ewma"]
 _BITS: dict[str, int] = {"we1": 1, "we2": 2, "we3": 4, "we4": 8, "ewma": 16}
 _NAMES = {v: k for k, v in _BITS.items()}
+CLEAR_POINTS = 10  # points without an alarm after which a chart's alarm condition clears
 _DETAIL = {
     "we1": "beyond 3 sigma", "we2": "2 of 3 beyond 2 sigma, same side",
     "we3": "4 of 5 beyond 1 sigma, same side", "we4": "8 in a row on one side",
@@ -163,6 +164,7 @@ class _Chart:
     base_x: list[float] = field(default_factory=list)
     base_s: list[float] = field(default_factory=list)
     ready: bool = False
+    last_alarm_point: float = -math.inf  # points judged when the last alarm came
 
 
 class Spc:
@@ -208,6 +210,12 @@ class Spc:
 
     def tick(self, now_ns: int) -> StageOutput:
         return StageOutput(SampleBatch.empty())
+
+    def conditions(self, now_ns: int) -> dict[str, tuple[bool, bool]]:
+        """Per chart: (latched, active) for the condition board. A chart's alarm is active
+        until ``CLEAR_POINTS`` further points were judged without one; none latches."""
+        return {name: (False, float(ch.state[1]) - ch.last_alarm_point < CLEAR_POINTS)
+                for name, ch in self.charts.items()}
 
     def states(self) -> dict[str, dict[str, float | str]]:
         """Per chart: tag, center, sigma, ucl, lcl (3 sigma), ewma, points judged."""
@@ -264,6 +272,9 @@ class Spc:
                 detail=f"{chart.cfg.name}: {'alarm' if alarms[j] else 'signal'}, "
                        f"{_DETAIL[rule]} (statistic {float(o_stat[j]):.4g})",
             ))
+            if alarms[j]:
+                chart.last_alarm_point = max(chart.last_alarm_point,
+                                             float(chart.state[1]) - m + i + 1)
             if self._m is not None:
                 self._m.labels(chart.cfg.name, rule, "alarm" if alarms[j] else "signal").inc()
 

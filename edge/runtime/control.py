@@ -5,6 +5,8 @@ JSON answer per line: ``{"cmd": "status"}``, ``{"cmd": "interlock_reset", "name"
 ``{"cmd": "journal_replay", "ids": [..]}``. Only local users with access to the state
 folder can reach it; nothing listens on the network. Answers are strict JSON (typed
 values such as the status document encoded by msgspec; NaN and infinities as null).
+The daemon puts the connecting user (from the socket's peer credentials, never from the
+request) in ``request["peer_user"]``: the audit trail of an interlock reset names them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ import asyncio
 import contextlib
 import json
 import os
+import pwd
 import socket
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -42,12 +46,14 @@ async def serve(path: Path, handler: Handler, started: asyncio.Event | None = No
         path.unlink()
 
     async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        user = peer_user(writer.get_extra_info("socket"))
         try:
             while line := await reader.readline():
                 try:
                     request = json.loads(line)
                     if not isinstance(request, dict):
                         raise ValueError("request must be a JSON object")
+                    request["peer_user"] = user
                     answer = await handler(request)
                 except (ValueError, KeyError, TypeError) as exc:
                     answer = {"ok": False, "error": str(exc)}
@@ -68,6 +74,22 @@ async def serve(path: Path, handler: Handler, started: asyncio.Event | None = No
     finally:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+def peer_user(sock: socket.socket | None) -> str:
+    """The login name of the process at the other end of a Unix socket ("uid N" when it
+    has none, "unknown" when the OS does not say)."""
+    if sock is None or not hasattr(socket, "SO_PEERCRED"):
+        return "unknown"
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return "unknown"
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 def request(path: Path, payload: dict[str, Any], timeout: float = 5.0) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from edge.protocols.opcua import security as sec
 from edge.protocols.opcua.status import STATUS_OF_QUALITY
 from edge.protocols.opcua.variants import DTYPES
 from edge.sinks import opcua_standard
+from edge.sinks.opcua_alarms import OpcUaConditions, caller
 from edge.sinks.opcua_insert import insert_nodes
 from edge.sinks.opcua_objects import GatewayObjects
 from edge.sinks.opcua_space import asset_folders, object_item, tag_items, tag_nodeid
@@ -161,6 +162,7 @@ class OpcUaSink:
         self._wake = asyncio.Event()
         self._refresh = asyncio.Event()
         self._objects: GatewayObjects | None = None
+        self._alarms: OpcUaConditions | None = None
         m = ctx.metrics
         self._m_updates = m.counter("edge_opcua_updates_total", "Tag values written to OPC-UA")
         self._m_dirty = m.gauge("edge_opcua_pending_tags", "Tags waiting for their OPC-UA write")
@@ -215,12 +217,23 @@ class OpcUaSink:
 
     async def run(self) -> None:
         self.started.clear()
-        server = await self._start()
+        try:
+            server = await self._start()
+        except BaseException:
+            if self._alarms is not None:  # it listens to the board: stop that
+                self._alarms.close()
+                self._alarms = None
+            raise
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._writer(server), name="opcua-writer")
                 tg.create_task(self._status_loop(), name="opcua-status")
+                if self._alarms is not None:
+                    tg.create_task(self._alarms.run(), name="opcua-conditions")
         finally:
+            if self._alarms is not None:
+                self._alarms.close()
+                self._alarms = None
             self.server = None
             self.started.clear()
             await server.stop()
@@ -252,6 +265,9 @@ class OpcUaSink:
         objects = GatewayObjects(server, self.idx, self._reset, self._refresh.set)
         await objects.create()
         self._objects = objects
+        if self.ctx.hooks.conditions is not None:
+            self._alarms = OpcUaConditions(server, self.idx, self.ctx.hooks.conditions)
+            await self._alarms.install()
         await self._apply_status()
         await server.start()
         self.server = server
@@ -289,12 +305,12 @@ class OpcUaSink:
         ).install(server.iserver)
         server.set_certificate_validator(trust.validate)
 
-    def _reset(self, name: str) -> bool:
-        try:
-            return bool(self.ctx.hooks.reset_interlock(name))
-        except KeyError as exc:
-            log.warning("opcua interlock reset refused", interlock=name, error=str(exc))
+    async def _reset(self, name: str) -> bool:
+        board = self.ctx.hooks.conditions
+        if board is None:
             return False
+        out = await board.reset(name, origin="opcua", user=caller())
+        return out.ok
 
     async def _status_loop(self) -> None:
         while True:

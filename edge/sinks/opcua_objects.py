@@ -1,5 +1,6 @@
-"""Gateway objects of the OPC-UA server: interlocks (state, last trip, Reset, trip events),
-health, SPC, measurements and the Diagnostics object.
+"""Gateway objects of the OPC-UA server: interlocks (state, last trip, Reset), health, SPC,
+measurements and the Diagnostics object. Trips, SPC alarms and health alerts are alarm
+conditions (``opcua_alarms``), not events of a type of ours.
 
 Invariants:
 
@@ -9,21 +10,23 @@ Invariants:
 * A mirrored variable keeps the variant type it was created with (numbers are Double,
   flags Boolean, text String); every later write converts to it, because asyncua drops
   a write of another type.
-* An interlock trip fires one ``InterlockTripEventType`` event (a BaseEventType subtype
-  with Interlock, Tag, Value, Limit, Action, ActionOk) from the Server object, with the
-  interlock object as SourceNode, after its state variables are updated.
+* No value reads Good without being one: a NaN in the document (no sample yet, not
+  tripped) and a value the document dropped (None) read BadNoData.
+* One name per thing: an interlock's state is the status document's ``InterlockStatus``
+  fields (``trips``, ``last_trip_ns``, ``trip_value``, ...; pinned by test_statusdoc); a
+  trip record adds only what the document lacks (``LastAction``, the stop's outcome) and
+  asks for the document at once. An SPC chart is one object, ``SPC/<chart name>``, for
+  its status and its violations alike.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
 
 import structlog
 from asyncua import Node, Server, ua
-from asyncua.server.event_generator import EventGenerator
 
 from edge.model import HealthAlert, InterlockTrip, Measurement, SpcViolation
 from edge.runtime.statusdoc import StatusDoc, as_tree, diagnostics
@@ -31,6 +34,8 @@ from edge.runtime.statusdoc import StatusDoc, as_tree, diagnostics
 log = structlog.get_logger("edge.opcua")
 
 Scalar = bool | int | float | str | datetime
+_GOOD = ua.StatusCode(ua.StatusCodes.Good)
+_NO_DATA = ua.StatusCode(ua.StatusCodes.BadNoData)
 
 
 def _ts(ts_ns: int) -> datetime:
@@ -118,10 +123,24 @@ class Mirror:
                         error=str(exc))
             return
         now = datetime.now(UTC)
+        # A NaN in the document means "no value" (no sample yet, not tripped): a client
+        # must not read it as a Good number.
+        status = _NO_DATA if isinstance(v, float) and v != v else _GOOD
         await self.server.write_attribute_value(
-            nodeid, ua.DataValue(ua.Variant(v, vt), SourceTimestamp=ts or now,
-                                 ServerTimestamp=now),
+            nodeid, ua.DataValue(ua.Variant(v, vt), StatusCode=status,
+                                 SourceTimestamp=ts or now, ServerTimestamp=now),
         )
+
+    async def no_data(self, obj: str, name: str) -> None:
+        """A value the document no longer has (None): BadNoData, not the old value."""
+        known = self._vars.get(f"{obj}/{name}")
+        if known is None:
+            return
+        nodeid, _ = known
+        dv = self.server.read_attribute_value(nodeid)
+        now = datetime.now(UTC)
+        await self.server.write_attribute_value(nodeid, ua.DataValue(
+            dv.Value, StatusCode=_NO_DATA, SourceTimestamp=now, ServerTimestamp=now))
 
     async def set_tree(self, obj: str, doc: Mapping[str, object]) -> None:
         """Mirror a status dict: scalars become variables, dicts child objects."""
@@ -133,22 +152,22 @@ class Mirror:
                 await self.set(obj, str(key), value)
             elif value is not None:
                 await self.set(obj, str(key), json.dumps(value, default=str))
+            else:
+                await self.no_data(obj, str(key))
 
 
 class GatewayObjects:
     """Interlocks, Health, SPC, Measurements and Diagnostics, fed by status and records."""
 
     def __init__(
-        self, server: Server, idx: int, reset: Callable[[str], bool],
-        on_reset: Callable[[], None],
+        self, server: Server, idx: int, reset: Callable[[str], Awaitable[bool]],
+        refresh_status: Callable[[], None],
     ) -> None:
         self.mirror = Mirror(server, idx)
         self.server = server
         self.idx = idx
         self._reset = reset
-        self._on_reset = on_reset
-        self._event: EventGenerator | None = None
-        self._trip_counts: dict[str, int] = {}
+        self._refresh_status = refresh_status
         self._counts: dict[str, int] = {}
 
     async def create(self) -> None:
@@ -156,27 +175,17 @@ class GatewayObjects:
         for path, name in (("interlocks", "Interlocks"), ("health", "Health"), ("spc", "SPC"),
                            ("measurements", "Measurements"), ("diagnostics", "Diagnostics")):
             await m.folder(path, name)
-        etype = await self.server.create_custom_event_type(
-            self.idx, "InterlockTripEventType", ua.ObjectIds.BaseEventType,
-            [("Interlock", ua.VariantType.String), ("Tag", ua.VariantType.String),
-             ("Value", ua.VariantType.Double), ("Limit", ua.VariantType.Double),
-             ("Action", ua.VariantType.String), ("ActionOk", ua.VariantType.Boolean)],
-        )
-        self._event = await self.server.get_event_generator(etype, ua.ObjectIds.Server)
 
     async def interlock(self, name: str) -> str:
         obj = f"interlocks/{name}"
         if self.mirror.has(obj):
             return obj
         node = await self.mirror.child("interlocks", name)
-        await self.mirror.set(obj, "TripCount", 0, vtype=ua.VariantType.UInt32)
-        await self.mirror.set(obj, "LastTripValue", float("nan"))
-        await self.mirror.set(obj, "LastTripTime", datetime(1601, 1, 1, tzinfo=UTC))
 
         async def reset(parent: ua.NodeId) -> list[ua.Variant]:
-            ok = bool(self._reset(name))
+            ok = bool(await self._reset(name))
             log.info("opcua interlock reset called", interlock=name, accepted=ok)
-            self._on_reset()
+            self._refresh_status()
             return [ua.Variant(ok, ua.VariantType.Boolean)]
 
         await node.add_method(
@@ -214,7 +223,8 @@ class GatewayObjects:
             await m.set(obj, "LastAlertTtfS", record.ttf_s, ts=ts)
             await m.set(obj, "LastAlertTime", ts)
         elif isinstance(record, SpcViolation):
-            obj = await self._child("spc", record.tag.replace("/", "."))
+            # spc.py starts every detail with the chart's name: the status's object
+            obj = await self._child("spc", record.detail.split(":", 1)[0] or record.tag)
             ts = _ts(record.ts_ns)
             n = self._counts[f"spc:{record.tag}"] = self._counts.get(f"spc:{record.tag}", 0) + 1
             await m.set(obj, "ViolationCount", n, vtype=ua.VariantType.UInt32, ts=ts)
@@ -235,32 +245,11 @@ class GatewayObjects:
         return f"{root}/{name}"
 
     async def _trip(self, trip: InterlockTrip) -> None:
-        m = self.mirror
         obj = await self.interlock(trip.interlock)
         ts = _ts(trip.ts_ns)
-        n = self._trip_counts[trip.interlock] = self._trip_counts.get(trip.interlock, 0) + 1
-        await m.set(obj, "TripCount", n, vtype=ua.VariantType.UInt32, ts=ts)
-        await m.set(obj, "LastTripTime", ts, ts=ts)
-        await m.set(obj, "LastTripValue", trip.value, ts=ts)
-        await m.set(obj, "LastAction", f"{trip.action} ({'sent' if trip.action_ok else 'FAILED'})",
-                    ts=ts)
-        if self._event is None:
-            return
-        ev: Any = self._event.event
-        ev.SourceNode = m.nodeid(obj)
-        ev.SourceName = trip.interlock
-        ev.Severity = 900
-        ev.Interlock = trip.interlock
-        ev.Tag = trip.tag
-        ev.Value = float(trip.value)
-        ev.Limit = float(trip.limit)
-        ev.Action = trip.action
-        ev.ActionOk = trip.action_ok
-        await self._event.trigger(
-            time_attr=ts,
-            message=(f"interlock {trip.interlock} tripped: {trip.tag} {trip.condition} "
-                     f"(value {trip.value:g}, limit {trip.limit:g}), action {trip.action}"),
-        )
+        await self.mirror.set(obj, "LastAction",
+                              f"{trip.action} ({'sent' if trip.action_ok else 'FAILED'})", ts=ts)
+        self._refresh_status()  # the status document has the trip now: mirror it at once
 
 
 def _mapping(value: object) -> Mapping[str, object]:

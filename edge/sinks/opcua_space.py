@@ -12,9 +12,12 @@ Invariants:
 * With ``[asset]``, each device object sits in a folder chain of its asset path under
   the root (``Devices/acme/dresden/etch/line1/cell3/etch1``); the folders' ids are
   ``_asset/<path>``. Only the browse path changes: tag and device ids stay as above.
-* Numeric tags are ``AnalogItemType`` with ``EngineeringUnits`` (UNECE code where the
-  unit is known) and ``EURange`` (the tag's limits, else the range of its data type);
-  booleans are plain ``BaseDataVariableType`` (no unit, no range).
+* A numeric tag with both limits configured is an ``AnalogItemType`` with ``EURange``
+  (its limits); one without is a ``BaseAnalogType`` with no EURange (never the range
+  of its data type: a SCADA scales its trend to EURange, and +-3.4e38 is no range). A tag
+  with a unit has ``EngineeringUnits`` (the UNECE code where the unit has one); one
+  without has none (an empty EngineeringUnits says nothing and misleads). Booleans are
+  plain ``BaseDataVariableType`` (no unit, no range).
 
 The nodes go in through ``opcua_insert.insert_nodes`` (the bulk inserter).
 """
@@ -47,6 +50,7 @@ ORGANIZES = ua.NodeId(ua.ObjectIds.Organizes)
 FOLDER_TYPE = ua.NodeId(ua.ObjectIds.FolderType)
 BASE_OBJECT_TYPE = ua.NodeId(ua.ObjectIds.BaseObjectType)
 ANALOG_ITEM_TYPE = ua.NodeId(ua.ObjectIds.AnalogItemType)
+BASE_ANALOG_TYPE = ua.NodeId(ua.ObjectIds.BaseAnalogType)
 BASE_VARIABLE_TYPE = ua.NodeId(ua.ObjectIds.BaseDataVariableType)
 PROPERTY_TYPE = ua.NodeId(ua.ObjectIds.PropertyType)
 
@@ -143,6 +147,7 @@ def tag_items(tags: Iterable[TagSpec], idx: int, root: ua.NodeId,
         t = DTYPES[tag.dtype]
         nodeid = tag_nodeid(tag, idx)
         analog = t.variant != ua.VariantType.Boolean
+        ranged = analog and tag.low is not None and tag.high is not None
         initial: object = (0 if t.integer else 0.0) if analog else False
         attrs = ua.VariableAttributes(
             DisplayName=ua.LocalizedText(tag.name),
@@ -159,19 +164,20 @@ def tag_items(tags: Iterable[TagSpec], idx: int, root: ua.NodeId,
             BrowseName=ua.QualifiedName(tag.name, idx),
             NodeClass=ua.NodeClass.Variable,
             NodeAttributes=attrs,
-            TypeDefinition=ANALOG_ITEM_TYPE if analog else BASE_VARIABLE_TYPE,
+            TypeDefinition=(ANALOG_ITEM_TYPE if ranged else BASE_ANALOG_TYPE) if analog
+            else BASE_VARIABLE_TYPE,
         ))
-        if analog:
+        if analog and tag.unit:
             eu = units.get(tag.unit)
             if eu is None:
                 eu = units[tag.unit] = _property_attributes(
                     "EngineeringUnits", eu_information(tag.unit), ua.ObjectIds.EUInformation)
-            limits = (float(t.low if tag.low is None else tag.low),
-                      float(t.high if tag.high is None else tag.high))
+            items.append(_property_item(nodeid, "EngineeringUnits", eu))
+        if ranged:
+            limits = (float(tag.low), float(tag.high))  # type: ignore[arg-type]
             rng = ranges.get(limits)
             if rng is None:
                 rng = ranges[limits] = _property_attributes(
                     "EURange", ua.Range(Low=limits[0], High=limits[1]), ua.ObjectIds.Range)
-            items.append(_property_item(nodeid, "EngineeringUnits", eu))
             items.append(_property_item(nodeid, "EURange", rng))
     return items

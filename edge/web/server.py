@@ -6,8 +6,12 @@ Routes (``docs/web.md`` is the reference):
 * ``GET /api/status``: the typed status document (``edge.runtime.statusdoc``), the same
   one ``edge-gateway status`` and the OPC-UA Diagnostics read; strict JSON.
 * ``GET /api/tags?q=&limit=``: latest value, quality and age of the tags matching ``q``.
-* ``POST /api/interlocks/{name}/reset``: the CLI's reset (``Hooks.reset_interlock``);
-  409 with the reason while the condition is active, 404 for an unknown interlock.
+* ``GET /api/conditions``: the condition board (``edge.runtime.conditions``): every
+  interlock, SPC and motor health condition with its alarm state.
+* ``POST /api/interlocks/{name}/reset``, ``POST /api/conditions/{id}/acknowledge`` and
+  ``/confirm`` (JSON body ``{"comment": ...}`` optional): through the condition board, the
+  same one the CLI and OPC-UA use, with the same refusals: 409 with the reason (condition
+  still active, already acknowledged, ...), 404 for an unknown name.
 
 Invariants:
 
@@ -20,7 +24,9 @@ Invariants:
   this server never grants).
 * Without users (loopback only), a request must name a loopback host (``Host``): a web
   site that rebinds its DNS name to 127.0.0.1 cannot read or reset through the page.
-* Every reset attempt is audited: one log line with the interlock, user, peer and result.
+* Every reset, acknowledge and confirm, taken or refused, is audited by the board: an
+  ``OperatorAction`` record (origin "web", the logged-in user, or "anonymous" on a
+  loopback page without users) and one log line with the peer.
 """
 
 from __future__ import annotations
@@ -106,7 +112,10 @@ class WebSink:
         app.router.add_get("/", self._index)
         app.router.add_get("/api/status", self._status)
         app.router.add_get("/api/tags", self._tags)
+        app.router.add_get("/api/conditions", self._conditions)
         app.router.add_post("/api/interlocks/{name}/reset", self._reset)
+        app.router.add_post("/api/conditions/{id}/acknowledge", self._acknowledge)
+        app.router.add_post("/api/conditions/{id}/confirm", self._confirm)
         return app
 
     @web.middleware
@@ -155,27 +164,53 @@ class WebSink:
             return _json({"error": f"limit must be a whole number from 1 to {MAX_ROWS}"}, 400)
         return _json(self.latest.search(request.query.get("q", ""), int(raw)))
 
-    async def _reset(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        # The middleware checked the login already: here only its name, for the audit line.
+    async def _conditions(self, request: web.Request) -> web.Response:
+        board = self.ctx.hooks.conditions
+        return _json([] if board is None else board.conditions())
+
+    def _user(self, request: web.Request) -> str:
+        # The middleware checked the login already: here only its name, for the audit.
         creds = parse_basic(request.headers.get("Authorization", "")) if self.auth else None
-        user = creds[0] if creds else ""
-        peer = request.remote or "?"
+        return creds[0] if creds else "anonymous"
+
+    async def _comment(self, request: web.Request) -> str:
+        if not request.can_read_body:
+            return ""
         try:
-            took = self.ctx.hooks.reset_interlock(name)
-        except KeyError as exc:
-            log.warning("interlock reset from the web refused: unknown interlock",
-                        interlock=name, user=user, peer=peer)
-            return _json({"ok": False, "error": str(exc.args[0])}, 404)
-        if took:
-            log.warning("interlock reset from the web", interlock=name, user=user, peer=peer)
-            return _json({"ok": True, "interlock": name})
-        reason = f"interlock '{name}' not reset: its condition is still active"
-        doc = self.ctx.hooks.status()
-        state = doc.interlocks.get(name) if doc is not None else None
-        if state is not None:
-            reason += f" ({state.condition}: {state.tag} = {state.last_value:g}, " \
-                      f"limit {state.limit:g})"
-        log.warning("interlock reset from the web refused: condition still active",
-                    interlock=name, user=user, peer=peer)
-        return _json({"ok": False, "error": reason}, 409)
+            body = await request.json()
+        except ValueError:
+            return ""
+        comment = body.get("comment", "") if isinstance(body, dict) else ""
+        return str(comment)[:1000]
+
+    async def _act(self, request: web.Request, action: str, target: str) -> web.Response:
+        board = self.ctx.hooks.conditions
+        user, peer = self._user(request), request.remote or "?"
+        if board is None:
+            return _json({"ok": False, "error": "the gateway has no condition board"}, 503)
+        comment = await self._comment(request)
+        if action == "reset":
+            out = await board.reset(target, origin="web", user=user, comment=comment)
+        elif action == "acknowledge":
+            out = await board.acknowledge(target, origin="web", user=user, comment=comment)
+        else:
+            out = await board.confirm(target, origin="web", user=user, comment=comment)
+        what = "interlock reset" if action == "reset" else action
+        log.warning(f"{what} from the web" + ("" if out.ok else f" refused: {out.refusal}"),
+                    **{"interlock" if action == "reset" else "condition": target},
+                    user=user, peer=peer, detail=out.detail)
+        if out.ok:
+            key = "interlock" if action == "reset" else "condition"
+            return _json({"ok": True, key: target, "detail": out.detail})
+        status = 404 if out.refusal == "unknown" else 502 if \
+            out.refusal == "command_failed" else 409
+        return _json({"ok": False, "error": out.detail, "refusal": out.refusal}, status)
+
+    async def _reset(self, request: web.Request) -> web.Response:
+        return await self._act(request, "reset", request.match_info["name"])
+
+    async def _acknowledge(self, request: web.Request) -> web.Response:
+        return await self._act(request, "acknowledge", request.match_info["id"])
+
+    async def _confirm(self, request: web.Request) -> web.Response:
+        return await self._act(request, "confirm", request.match_info["id"])

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edge.components import BuildContext, Hooks
-from edge.model import TagRegistry
+from edge.model import OperatorAction, Record, TagRegistry
+from edge.runtime.conditions import ConditionBoard, Declared
 from edge.runtime.metrics import Metrics
 from edge.runtime.statusdoc import (
     HealthStatus,
@@ -52,13 +53,39 @@ def sample_status() -> StatusDoc:
 
 @dataclass
 class FakeGateway:
+    """The status document, and a real condition board with one limit interlock
+    (``etch_overtemp``) whose latch and activity the test sets; operator actions land in
+    ``actions`` (the journal's stand-in)."""
+
     status: StatusDoc = field(default_factory=sample_status)
     resets: list[str] = field(default_factory=list)
     reset_result: bool = True
+    latched: bool = True
+    active: bool = False
+    actions: list[OperatorAction] = field(default_factory=list)
+    board: ConditionBoard = field(init=False)
 
-    def reset(self, name: str) -> bool:
+    def __post_init__(self) -> None:
+        self.board = ConditionBoard(
+            [Declared("interlock", "etch_overtemp", "limit", "etch1/chamber_temp", 900,
+                      high=188.0),
+             Declared("health", "stf/motor1", "off_normal", "stf/motor1/current", 600)],
+            journal=self._journal)
+        self.board.bind(probes={"interlock": self._probe}, reset_latch=self._latch,
+                        send_reset=None)
+
+    async def _journal(self, records: Sequence[Record]) -> None:
+        self.actions += [r for r in records if isinstance(r, OperatorAction)]
+
+    def _probe(self, now_ns: int) -> dict[str, tuple[bool, bool]]:
+        return {"etch_overtemp": (self.latched, self.active)}
+
+    def _latch(self, name: str, now_ns: int) -> bool:
         self.resets.append(name)
-        return self.reset_result
+        if self.reset_result and not self.active:
+            self.latched = False
+            return True
+        return False
 
 
 def demo_registry() -> TagRegistry:
@@ -81,7 +108,7 @@ async def running_sink(
     ctx = BuildContext(
         gateway_id="gw-test", tags=tags, metrics=Metrics(), state_dir=tmp / "state",
         secrets=(secrets or {}).__getitem__,
-        hooks=Hooks(status=lambda: gw.status, reset_interlock=gw.reset),
+        hooks=Hooks(status=lambda: gw.status, conditions=gw.board),
     )
     sink = config.build(ctx)
     assert isinstance(sink, OpcUaSink)

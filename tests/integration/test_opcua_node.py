@@ -6,6 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 from asyncua import ua
@@ -89,9 +90,11 @@ async def test_subscription_receives_coalesced_updates(tmp_path: Path) -> None:
     assert last[cur_key]["status"] == "BadCommunicationError"
 
 
-async def test_reset_method_and_trip_event(tmp_path: Path) -> None:
-    """Reset on an interlock object calls the gateway and returns its answer; a trip
-    record updates the interlock's state variables and fires an event to subscribers."""
+async def test_reset_method_and_state_after_a_trip(tmp_path: Path) -> None:
+    """Reset on an interlock object goes to the condition board and returns its answer; a
+    trip record re-reads the status document at once: the interlock's status fields (one
+    name each: ``trips``, no ``TripCount``) and its LastAction show the trip. Trips as
+    alarm conditions: test_opcua_alarms.py."""
     gw = FakeGateway()
     async with running_sink(tmp_path, demo_registry(), gw) as sink:
         out = await run_node_client("opcua_client.js", spec(sink.endpoint, tmp_path, [
@@ -106,28 +109,31 @@ async def test_reset_method_and_trip_event(tmp_path: Path) -> None:
         assert out["ok"], out
         assert out["results"][0]["call"] == {"status": "Good", "outputs": [True]}
         assert gw.resets == ["etch_overtemp"]
+        assert [(a.origin, a.user, a.action, a.ok) for a in gw.actions] == [
+            ("opcua", "anonymous", "reset", True)]
         read = [r["value"] for r in out["results"][1]["read"]]
         assert read == ["ok", 12.0, False, 1234.5, 0.93]
 
-        proc = await spawn_node_client("opcua_client.js", spec(sink.endpoint, tmp_path, [
-            {"events": 10000, "then_wait_for": 1}]))
-        await wait_stderr_line(proc, "SUBSCRIBED", 30)
-        sink.publish(SampleBatch.empty(), [InterlockTrip(
-            ts_ns=time.time_ns(), interlock="etch_overtemp", tag="etch1/chamber_temp",
-            condition="> 188", value=191.25, limit=188.0, action="stop", action_ok=True,
-            reaction_ns=800_000,
-        )])
-        events = await node_client_result(proc, 30)
-        assert events["ok"], events
-        (event,) = events["results"][0]["events"]
-        assert event["SourceName"] == "etch_overtemp"
-        assert "191.25" in event["Message"]["text"]
-        assert event["Severity"] == 900
         server = sink.server
         assert server is not None
-        count = server.read_attribute_value(
-            ua.NodeId("_interlocks/etch_overtemp/TripCount", sink.idx))
-        assert count.Value.Value == 1
+        il = gw.status.interlocks["etch_overtemp"]
+        gw.status = msgspec.structs.replace(gw.status, interlocks={
+            "etch_overtemp": msgspec.structs.replace(il, state="tripped", trips=1,
+                                                     trip_value=191.25)})
+        sink.publish(SampleBatch.empty(), [InterlockTrip(
+            ts_ns=time.time_ns(), interlock="etch_overtemp", tag="etch1/chamber_temp",
+            condition="high", value=191.25, limit=188.0, action="etch1:stop",
+            action_ok=True, reaction_ns=800_000)])
+
+        def value(name: str) -> object:
+            dv = server.read_attribute_value(
+                ua.NodeId(f"_interlocks/etch_overtemp/{name}", sink.idx))
+            return None if dv.Value is None else dv.Value.Value
+
+        await until(lambda: value("trips") == 1 and value("state") == "tripped", 5.0)
+        assert value("LastAction") == "etch1:stop (sent)"
+        assert ua.NodeId("_interlocks/etch_overtemp/TripCount", sink.idx) \
+            not in server.iserver.aspace
 
 
 async def test_five_thousand_tags_have_their_data_types(tmp_path: Path) -> None:

@@ -1,6 +1,8 @@
 """The web page in a real headless Chromium (Debian's, driven by Selenium through its
 chromedriver) against a running gateway: it loads, shows a trip within a second, and a
-Reset pressed on the page is refused while the condition is active, then taken."""
+Reset pressed on the page is refused while the condition is active, then taken; the trip's
+alarm is acknowledged (with a comment) and confirmed on the page through the condition
+board, with the board's refusals."""
 
 from __future__ import annotations
 
@@ -110,11 +112,40 @@ async def test_page_shows_a_trip_within_a_second_and_refuses_an_early_reset(
         assert g.state() == "tripped"
         assert (await asyncio.to_thread(state)).startswith("tripped")
 
+        alarm = f'#alarms tr[data-name="interlock:{INTERLOCK}"]'
+        shown = await poll_page(lambda: text(f"{alarm} .state"), lambda s: "unacked" in s,
+                                "the alarm, active and unacknowledged")
+        assert shown.startswith("active, latched"), shown
+
+        def press(selector: str, comment: str = "") -> None:
+            field = browser.find_element(By.CSS_SELECTOR, "#comment")
+            field.clear()
+            field.send_keys(comment)
+            browser.find_element(By.CSS_SELECTOR, selector).click()
+
+        def alarm_msg() -> str:
+            return text(f"{alarm} .amsg")
+
+        await asyncio.to_thread(press, f"{alarm} button.confirm")
+        await poll_page(alarm_msg, lambda m: "acknowledge it first" in m,
+                        "confirm refused before acknowledge")
+        await asyncio.to_thread(press, f"{alarm} button.ack", "checked the chiller")
+        await poll_page(lambda: text(f"{alarm} .state"), lambda s: "acked, unconfirmed" in s,
+                        "the alarm acknowledged")
+        cond = g.gw.conditions.get(f"interlock:{INTERLOCK}")
+        assert cond is not None and (cond.user, cond.comment) == \
+            ("anonymous", "checked the chiller")
+        await asyncio.to_thread(press, f"{alarm} button.ack")
+        await poll_page(alarm_msg, lambda m: "already acknowledged" in m,
+                        "a second acknowledge refused")
+
         await g.feed(180.0)
         await asyncio.to_thread(press_reset)
         await poll_page(message, lambda m: m == "reset", "the reset taken")
         await poll_page(state, lambda s: s == "ok", "the interlock ok again")
         assert g.state() == "ok"
+        await asyncio.to_thread(press, f"{alarm} button.confirm", "tool restarted")
+        await poll_page(lambda: text(alarm), lambda s: s == "", "the alarm gone once confirmed")
         logs = await asyncio.to_thread(browser.get_log, "browser")
         # network: the 409 above is expected; anything else severe is a script error.
         assert not [e for e in logs if e.get("level") == "SEVERE"
