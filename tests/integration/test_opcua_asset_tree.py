@@ -34,7 +34,7 @@ async def test_a_client_browses_devices_under_their_asset_folders(tmp_path: Path
     gw = FakeGateway()
     ctx = BuildContext(gateway_id="gw-test", tags=demo_registry(), metrics=Metrics(),
                        state_dir=tmp_path / "state", secrets=lambda n: "",
-                       hooks=Hooks(status=lambda: gw.status, reset_interlock=gw.reset),
+                       hooks=Hooks(status=lambda: gw.status, conditions=gw.board),
                        asset=asset)
     sink = OpcUaConfig(endpoint=f"opc.tcp://127.0.0.1:{port}/edge").build(ctx)
     assert isinstance(sink, OpcUaSink)
