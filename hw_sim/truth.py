@@ -8,7 +8,8 @@ file is fsynced on close. The same events are kept in memory (`records`) when
 
 Kinds written by the parts: `run_start`; cmm `part`; etch `excursion_start`,
 `excursion_end`, `limit_exceeded`, `limit_cleared`, `stop`, `reset`, `fault`;
-motors `motor_health`, `micro_stoppage`, `motor_failed`, `command`; mes `fault`;
+motors `motor_health`, `motor_energy`, `micro_stoppage`, `motor_failed`,
+`command`; mes `fault`;
 link `mode`; and `bad_data` from any part (with `defect` naming the kind).
 """
 
