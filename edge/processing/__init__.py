@@ -47,6 +47,7 @@ STAGES: tuple[StageKind, ...] = (
               "edge.processing.health:Health", status="health"),
     StageKind("spc", "spc", "edge.processing.spc:SpcConfig", "edge.processing.spc:Spc",
               status="spc"),
+    StageKind("oee", "oee", "edge.processing.oee:OeeConfig", "edge.processing.oee:Oee"),
     StageKind("energy", "energy", "edge.processing.energy:EnergyConfig",
               "edge.processing.energy:Energy"),
 )

@@ -141,6 +141,16 @@ class Calendar:
         start = minute - self._since[m]
         return Shift(self.cfg.shifts[i].name, start, start + self._lengths[i])
 
+    def next_shift(self, ts_ns: int) -> Shift | None:
+        """The shift that holds ``ts_ns`` or, outside every shift, the next one to start
+        (None: the calendar has no shift)."""
+        m = ts_ns // MINUTE_NS
+        for k in range(DAY_MIN + 1):
+            sh = self.shift_of(m + k)
+            if sh is not None:
+                return sh
+        return None
+
     def planned_minutes(self, start_min: int, end_min: int) -> int:
         """Planned minutes in ``[start_min, end_min)``."""
         return sum(self.planned(m) for m in range(start_min, end_min))

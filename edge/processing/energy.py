@@ -266,14 +266,14 @@ class Energy:
         if now < 0:
             return
         if line.open_shift is None:
-            line.open_shift = cal.shift_of(now // MINUTE_NS) or _next_shift(cal, now)
+            line.open_shift = cal.next_shift(now)
         close_ns = round(line.cfg.close_after_s * 1e9)
         while line.open_shift is not None and now >= line.open_shift.end_ns + close_ns:
             sh = line.open_shift
             totals = {m.cfg.name: _sum(m.minutes, sh.start_min, sh.end_min) for m in line.motors}
             line.pending.append(_Pending(sh, totals))
             line.reported_until_min = sh.end_min
-            line.open_shift = _next_shift(cal, sh.end_ns)
+            line.open_shift = cal.next_shift(sh.end_ns)
         keep_from = min(line.reported_until_min,
                         now // MINUTE_NS - math.ceil(line.cfg.window_s / 60) - 1)
         for m in line.motors:
@@ -363,13 +363,3 @@ def _as_dict(c: npt.NDArray[np.float64]) -> dict[str, float]:
     return {"kwh": _kwh(c), "measured_kwh": float(c[0]) / WS_PER_KWH,
             "estimated_kwh": float(c[1]) / WS_PER_KWH, "gap_s": float(c[2]),
             "bridged_s": float(c[3])}
-
-
-def _next_shift(cal: Calendar, ts_ns: int) -> Shift | None:
-    """The shift that holds ``ts_ns``'s minute or, if none, the next one within a day."""
-    m = ts_ns // MINUTE_NS
-    for k in range(1441):
-        sh = cal.shift_of(m + k)
-        if sh is not None:
-            return sh
-    return None
