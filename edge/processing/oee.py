@@ -6,7 +6,9 @@ Invariants:
 * Computed only from what the gateway sees: a tool's state tag (a status word, running
   while ``running_mask`` bits are set, an interlock trip while ``trip_mask`` bits are),
   its part counter, its interlocks' ``InterlockTrip`` records and, for quality, a CMM's
-  ``Measurement`` verdicts. Per-tool bookkeeping is in ``oee_tally`` (its docstring
+  ``Measurement`` verdicts. A tool without a state tag (an inspection cell that only
+  reports verdicts) is taken as running through planned time; one without a counter
+  counts the parts its CMM judged. Per-tool bookkeeping is in ``oee_tally`` (its docstring
   says how gaps, stops and parts are counted).
 * Planned time is the calendar's (shifts less planned breaks), by the minute; time and
   parts outside it are not judged. Planned time with no usable state (before the first
@@ -67,7 +69,7 @@ class OeeToolConfig(ConfigStruct, frozen=True):
 
     name: str
     ideal_cycle_s: float
-    state_tag: str
+    state_tag: str = ""
     running_mask: int = 1
     trip_mask: int = 0
     count_tag: str = ""
@@ -81,7 +83,7 @@ class OeeToolConfig(ConfigStruct, frozen=True):
     def __post_init__(self) -> None:
         for key in ("state_tag", "count_tag"):
             v = getattr(self, key)
-            if (v or key == "state_tag") and v.count("/") < 1:
+            if v and v.count("/") < 1:
                 raise ValueError(f"{key} must be 'device/name', got {v!r}")
         if not self.count_tag and not self.quality_device:
             raise ValueError("count_tag or quality_device must say how parts are counted")
@@ -106,6 +108,8 @@ class OeeConfig(ConfigStruct, frozen=True):
     def __post_init__(self) -> None:
         if not self.tools:
             raise ValueError("tools must list at least one tool")
+        if not any(t.state_tag for t in self.tools):
+            raise ValueError("tools: at least one tool needs a state_tag (the line's clock)")
         names = [t.name for t in self.tools]
         if len(set(names)) != len(names) or self.name in names:
             raise ValueError("tools: a name is used twice (or is the line's name)")
@@ -159,8 +163,9 @@ class Oee:
             tools = []
             for t in cfg.tools:
                 tally = ToolTally(round(t.max_gap_s * 1e9), round(t.microstop_max_s * 1e9),
-                                  t.count_wrap, t.scrap_on_trip, bool(t.quality_device))
-                tools.append(_Tool(t, _id(tags, t.state_tag, cfg.name),
+                                  t.count_wrap, t.scrap_on_trip, bool(t.quality_device),
+                                  count_by_cmm=not t.count_tag)
+                tools.append(_Tool(t, _id(tags, t.state_tag, cfg.name) if t.state_tag else -1,
                                    _id(tags, t.count_tag, cfg.name) if t.count_tag else -1,
                                    tally))
             line = _Line(cfg, Calendar(cfg.calendar), tools)
@@ -210,8 +215,8 @@ class Oee:
         tag_ids = batch.tag_id
         for tool in line.tools:
             cfg = tool.cfg
-            idx = np.flatnonzero(tag_ids == tool.state_tag)
-            if idx.shape[0]:
+            idx = np.flatnonzero(tag_ids == tool.state_tag) if tool.state_tag >= 0 else ()
+            if len(idx):
                 idx = idx[(batch.quality[idx] & 0x80) == 0]
                 t = batch.ts_ns[idx]
                 word = np.nan_to_num(batch.value[idx]).astype(np.int64)
@@ -284,6 +289,9 @@ def _reports(line: _Line, a: int, b: int, shift: str, rolling: bool = False,
     else:
         planned_s = 60.0 * cal.planned_minutes(a, b)
     per_tool = [(t, _sums(line, t, a, b)) for t in line.tools]
+    for t, c in per_tool:
+        if t.state_tag < 0:  # no state reported: running through planned time
+            c[RUN] = planned_s * 1e9
     reports = [_report(line, "tool", t.cfg.name, c, planned_s, t.cfg.ideal_cycle_s, a, b,
                        shift) for t, c in per_tool]
     pooled = sum((c for _, c in per_tool), np.zeros(N_COLS))

@@ -51,6 +51,7 @@ class ToolTally:
     count_wrap: int
     scrap_on_trip: bool
     judged_by_cmm: bool
+    count_by_cmm: bool = False  # no counter: each part the CMM judges is one part made
     minutes: dict[int, npt.NDArray[np.float64]] = field(default_factory=dict)
     last_ts: int = -1
     last_up: bool = True
@@ -205,6 +206,8 @@ class ToolTally:
         if seen is None:
             m = ts_ns // MINUTE_NS
             self.row(m)[col] += 1
+            if self.count_by_cmm:
+                self.row(m)[COUNT] += 1
             self.parts[part_id] = (m, col)
         elif _VERDICT_RANK[col] > _VERDICT_RANK[seen[1]]:
             r = self.row(seen[0])

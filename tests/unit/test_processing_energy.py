@@ -112,6 +112,7 @@ def test_shift_report_per_motor_station_line_and_per_good_part() -> None:
     shift_a_end = day0 + 12 * 3600 * 10**9
     t = shift_a_end - 600 * 10**9
     reports: list[EnergyReport] = []
+    published: dict[str, list[float]] = {}
     oee = OeeReport(ts_ns=shift_a_end, start_ns=day0, scope="tool", name="etch1", line="fab",
                     shift="a", planned_s=1.0, run_s=1.0, no_data_s=0.0, down_interlock_s=0.0,
                     down_fault_s=0.0, down_microstop_s=0.0, speed_loss_s=0.0,
@@ -123,8 +124,12 @@ def test_shift_report_per_motor_station_line_and_per_good_part() -> None:
         batch = SampleBatch(np.repeat(ids, 10), np.tile(ts, 3),
                             np.repeat(np.array([1.0, 2.0, 0.5]), 10))
         recs = [oee] if t >= shift_a_end + 40 * 10**9 and not reports else []
-        reports += [r for r in stage.process(batch, recs, 0).records
-                    if isinstance(r, EnergyReport)]
+        out = stage.process(batch, recs, 0)
+        reports += [r for r in out.records if isinstance(r, EnergyReport)]
+        for i, v in zip(out.batch.tag_id.tolist(), out.batch.value.tolist(), strict=True):
+            spec = tags[i]
+            if spec.name != "current_a":
+                published.setdefault(f"{spec.device}/{spec.name}", []).append(v)
         t += 10 * 10**9
     assert {(r.scope, r.name) for r in reports} == {
         ("motor", "hbw_belt"), ("motor", "conv_belt"), ("motor", "conv_infeed"),
@@ -137,6 +142,11 @@ def test_shift_report_per_motor_station_line_and_per_good_part() -> None:
     assert by["stf"].kwh_per_good_part == pytest.approx(by["stf"].kwh / 10)
     assert all(r.shift == "a" and r.start_ns == day0 and r.ts_ns == shift_a_end
                for r in reports)
+    # rolling values as tag samples (OPC-UA, InfluxDB): the last hour holds all 659 s
+    assert published["stf/energy_kwh"][-1] == pytest.approx(24 * 3.5 * 659 / 3.6e6)
+    assert published["conv/energy_kwh"][-1] == pytest.approx(24 * 2.5 * 659 / 3.6e6)
+    assert published["stf/kwh_per_good_part"] == [pytest.approx(by["stf"].kwh / 10)]
+    assert published["stf/energy_shift_kwh"][-1] == pytest.approx(24 * 3.5 * 60 / 3.6e6)
 
 
 def _day(tick_s: float, ticks: int, bad_rate: float, outage_s: tuple[float, float] | None,

@@ -225,3 +225,33 @@ def test_oee_of_the_etch_tool_within_half_a_point_of_truth(shift: Run, bad: bool
     for f, v in got.items():
         assert v == pytest.approx(truth[f], abs=GOAL), f
     assert rep.total_count == pytest.approx(truth["count"], abs=1)
+
+
+def test_inspection_cell_without_state_or_counter_counts_cmm_parts() -> None:
+    """A tool with only a quality device runs through planned time, its parts are the parts
+    its CMM judged; the rolling factors of tools and line are published as tag samples."""
+    tags = TagRegistry()
+    tags.add("etch1", "status", dtype="uint16")
+    cfg = OeeConfig(name="fab", calendar=CAL, publish_interval_s=1.0, tools=[
+        OeeToolConfig(name="etch1", ideal_cycle_s=45.0, state_tag="etch1/status",
+                      quality_device="cmm1"),
+        OeeToolConfig(name="cell", ideal_cycle_s=30.0, quality_device="cmm1")])
+    stage = Oee([cfg], tags)
+    t0 = DAY0 + 7 * 3600 * S
+    recs: list[Record] = [Measurement(
+        ts_ns=t0 + p * 60 * S, device="cmm1", part_id=f"P{p}", lot="L", feature="f",
+        nominal_mm=1, tol_mm=1, raw_mm=1, part_temp_c=20, air_temp_c=20, scale_temp_c=20,
+        l20_mm=1, u_mm=0.001, verdict="conforming" if p % 4 else "nonconforming")
+        for p in range(60)]
+    ts = t0 + np.arange(36_000, dtype=np.int64) * S // 10
+    out = stage.process(SampleBatch(np.full(len(ts), tags.id_of("etch1/status")), ts,
+                                    np.ones(len(ts))), recs, 0)
+    cell = stage.report("fab", t0, t0 + 3600 * S)[1]
+    assert cell.total_count == 60 and cell.good_count == 45
+    assert cell.availability == 1.0 and cell.run_s == 3600.0
+    assert cell.performance == pytest.approx(30.0 * 60 / 3600)
+    published = {tags[int(i)].device + "/" + tags[int(i)].name
+                 for i in out.batch.tag_id.tolist()}
+    assert {"etch1/oee", "cell/quality", "fab/availability", "fab/performance"} <= published
+    q = out.batch.value[out.batch.tag_id == tags.id_of("cell/quality")]
+    assert q[-1] == pytest.approx(0.75)
