@@ -4,9 +4,13 @@ split by cause, per shift (``OeeReport``) and over a rolling window (tags).
 Invariants:
 
 * Computed only from what the gateway sees: a tool's state tag (a status word, running
-  while ``running_mask`` bits are set, an interlock trip while ``trip_mask`` bits are),
-  its part counter, its interlocks' ``InterlockTrip`` records and, for quality, a CMM's
-  ``Measurement`` verdicts. A tool without a state tag (an inspection cell that only
+  while ``running_mask`` bits are set, an interlock trip while ``trip_mask`` bits are;
+  or a motor current, stopped below ``stopped_below``: idle is available, a motor's
+  micro-stoppages and failures are downtime), its part counter (or a light barrier,
+  a part per rise; or a motor's starts: a current above ``start_above`` right after an
+  idle one, so a spike or a restart after a micro-stoppage is no part), its
+  interlocks' ``InterlockTrip`` records and, for quality, a CMM's ``Measurement``
+  verdicts. A tool without a state tag (an inspection cell that only
   reports verdicts) is taken as running through planned time; one without a counter
   counts the parts its CMM judged. Per-tool bookkeeping is in ``oee_tally`` (its docstring
   says how gaps, stops and parts are counted).
@@ -27,6 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import msgspec
 import numpy as np
@@ -70,10 +75,15 @@ class OeeToolConfig(ConfigStruct, frozen=True):
     name: str
     ideal_cycle_s: float
     state_tag: str = ""
+    state_kind: Literal["status_word", "current"] = "status_word"
     running_mask: int = 1
     trip_mask: int = 0
+    stopped_below: float = 0.025
     count_tag: str = ""
+    count_kind: Literal["counter", "rising", "starts"] = "counter"
     count_wrap: int = 0
+    start_above: float = 2.0
+    idle_below: float = 0.6
     scrap_on_trip: bool = False
     interlocks: list[str] = msgspec.field(default_factory=list)
     quality_device: str = ""
@@ -219,15 +229,27 @@ class Oee:
             if len(idx):
                 idx = idx[(batch.quality[idx] & 0x80) == 0]
                 t = batch.ts_ns[idx]
-                word = np.nan_to_num(batch.value[idx]).astype(np.int64)
-                tool.tally.states(t, (word & cfg.running_mask) != 0, (word & cfg.trip_mask) != 0)
+                v = batch.value[idx]
+                if cfg.state_kind == "current":
+                    up = v >= cfg.stopped_below
+                    tool.tally.states(t, up, np.zeros(len(t), np.bool_))
+                else:
+                    word = np.nan_to_num(v).astype(np.int64)
+                    tool.tally.states(t, (word & cfg.running_mask) != 0,
+                                      (word & cfg.trip_mask) != 0)
                 if t.shape[0]:
                     line.now_ns = max(line.now_ns, int(t.max()))
             if tool.count_tag >= 0:
                 j = np.flatnonzero(tag_ids == tool.count_tag)
                 j = j[(batch.quality[j] & 0x80) == 0]
                 if j.shape[0]:
-                    tool.tally.counts(batch.ts_ns[j], batch.value[j])
+                    if cfg.count_kind == "rising":
+                        tool.tally.rising(batch.ts_ns[j], batch.value[j] > 0.5)
+                    elif cfg.count_kind == "starts":
+                        tool.tally.starts(batch.ts_ns[j], batch.value[j], cfg.stopped_below,
+                                          cfg.idle_below, cfg.start_above)
+                    else:
+                        tool.tally.counts(batch.ts_ns[j], batch.value[j])
 
     def _close(self, line: _Line) -> list[OeeReport]:
         cal, now = line.calendar, line.now_ns

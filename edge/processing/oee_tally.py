@@ -63,6 +63,7 @@ class ToolTally:
     il_trips: list[int] = field(default_factory=list)  # InterlockTrip records (the gateway's)
     last_count: float = float("nan")
     last_count_ts: int = -1
+    last_high: bool = True
     last_part_ts: int = -(2**62)
     parts: dict[str, tuple[int, int]] = field(default_factory=dict)  # part -> (minute, col)
 
@@ -185,6 +186,33 @@ class ToolTally:
         for i in np.flatnonzero(step).tolist():
             self.part(int(ts[i]), int(step[i]))
         self.last_count, self.last_count_ts = float(value[-1]), int(ts[-1])
+
+    def rising(self, ts: npt.NDArray[np.int64], high: npt.NDArray[np.bool_]) -> None:
+        """Take the good samples of a part signal (a light barrier): each rise is a part.
+        A signal already high when first seen is not a part."""
+        keep = ts > self.last_count_ts
+        ts, high = ts[keep], high[keep]
+        if not ts.shape[0]:
+            return
+        prev = np.concatenate(([self.last_high], high[:-1]))
+        for i in np.flatnonzero(high & ~prev).tolist():
+            self.part(int(ts[i]), 1)
+        self.last_high, self.last_count_ts = bool(high[-1]), int(ts[-1])
+
+    def starts(self, ts: npt.NDArray[np.int64], current: npt.NDArray[np.float64],
+               stopped_below: float, idle_below: float, start_above: float) -> None:
+        """Take the good samples of a motor's current: each start from idle (a sample above
+        ``start_above`` whose previous one was idle: at least ``stopped_below`` and below
+        ``idle_below``) is a part."""
+        keep = ts > self.last_count_ts
+        ts, current = ts[keep], current[keep]
+        if not ts.shape[0]:
+            return
+        prev = np.concatenate(([self.last_count], current[:-1]))
+        start = (current >= start_above) & (prev >= stopped_below) & (prev < idle_below)
+        for i in np.flatnonzero(start).tolist():
+            self.part(int(ts[i]), 1)
+        self.last_count, self.last_count_ts = float(current[-1]), int(ts[-1])
 
     def part(self, t: int, n: int) -> None:
         r = self.row(t // MINUTE_NS)
