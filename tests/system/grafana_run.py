@@ -257,8 +257,10 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str,
 
 
 @contextmanager
-def gateway_run(tmp: Path, ready: Callable[[Run], bool], timeout: float = 45.0) -> Iterator[Run]:
-    """Everything running until ``ready(run)`` holds (polled), then yields the run."""
+def gateway_run(tmp: Path, ready: Callable[[Run], bool], timeout: float = 45.0,
+                extra_toml: str = "") -> Iterator[Run]:
+    """Everything running until ``ready(run)`` holds (polled), then yields the run.
+    ``extra_toml`` is appended to the gateway's config (another sink, say)."""
     state = tmp / "run"
     (state / "cmm").mkdir(parents=True)
     with ExitStack() as stack:
@@ -275,7 +277,7 @@ def gateway_run(tmp: Path, ready: Callable[[Run], bool], timeout: float = 45.0) 
                        state / "plant.log", env)
         stack.callback(_stop, plant)
         gw_cfg = state / "edge.toml"
-        gw_cfg.write_text(gateway_toml(state, influx.url, etch, broker.port, mes))
+        gw_cfg.write_text(gateway_toml(state, influx.url, etch, broker.port, mes) + extra_toml)
         log = state / "gateway.log"
         gateway = _spawn([str(BIN / "edge-gateway"), "run", "--config", str(gw_cfg)], log, env)
         stack.callback(_stop, gateway)
