@@ -25,6 +25,12 @@ MINUTE_NS = 60_000_000_000
 DAY_MIN = 1440
 
 
+def _span(start: str, end: str) -> tuple[int, int]:
+    """First minute of day and length in minutes ("00:00"-"24:00" is the whole day)."""
+    a, b = _minute_of_day(start, "start"), _minute_of_day(end, "end")
+    return a % DAY_MIN, (b - a) % DAY_MIN or (DAY_MIN if a != b else 0)
+
+
 def _minute_of_day(text: str, key: str) -> int:
     hh, sep, mm = text.partition(":")
     if not sep or not hh.isdigit() or not mm.isdigit() or len(mm) != 2:
@@ -44,7 +50,7 @@ class ShiftConfig(ConfigStruct, frozen=True):
 
     def __post_init__(self) -> None:
         a, b = _minute_of_day(self.start, "start"), _minute_of_day(self.end, "end")
-        if a % DAY_MIN == b % DAY_MIN:
+        if a == b:
             raise ValueError(f"shift '{self.name}': start and end must differ")
 
 
@@ -100,8 +106,7 @@ def _table(cfg: CalendarConfig) -> tuple[list[int], list[int], list[bool]]:
     shift = [-1] * DAY_MIN
     since = [0] * DAY_MIN
     for i, s in enumerate(cfg.shifts):
-        a, b = _minute_of_day(s.start, "start") % DAY_MIN, _minute_of_day(s.end, "end") % DAY_MIN
-        length = (b - a) % DAY_MIN
+        a, length = _span(s.start, s.end)
         for k in range(length):
             m = (a + k) % DAY_MIN
             if shift[m] >= 0:
@@ -109,8 +114,8 @@ def _table(cfg: CalendarConfig) -> tuple[list[int], list[int], list[bool]]:
             shift[m], since[m] = i, k
     planned = [s >= 0 for s in shift]
     for br in cfg.breaks:
-        a, b = _minute_of_day(br.start, "start") % DAY_MIN, _minute_of_day(br.end, "end") % DAY_MIN
-        for k in range((b - a) % DAY_MIN):
+        a, length = _span(br.start, br.end)
+        for k in range(length):
             planned[(a + k) % DAY_MIN] = False
     return shift, since, planned
 
@@ -121,9 +126,7 @@ class Calendar:
     def __init__(self, cfg: CalendarConfig) -> None:
         self.cfg = cfg
         self._shift, self._since, self._planned = _table(cfg)
-        self._lengths = [
-            (_minute_of_day(s.end, "end") - _minute_of_day(s.start, "start")) % DAY_MIN
-            for s in cfg.shifts]
+        self._lengths = [_span(s.start, s.end)[1] for s in cfg.shifts]
 
     def _local(self, minute: int) -> int:
         return (minute + self.cfg.utc_offset_min) % DAY_MIN

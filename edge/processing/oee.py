@@ -185,6 +185,12 @@ class Oee:
                 if tool.cfg.quality_device:
                     line.cmm_owner.setdefault(tool.cfg.quality_device, []).append(tool)
             self.lines.append(line)
+        self._m_gap = None
+        if ctx is not None:
+            self._m_gap = ctx.metrics.counter(
+                "edge_oee_no_data_seconds_total",
+                "Seconds of a tool's state left out of OEE: gaps longer than max_gap_s",
+                ["tool"])
 
     def process(self, batch: SampleBatch, records: Sequence[Record], now_ns: int) -> StageOutput:
         out = StageOutput(batch, list(records))
@@ -230,6 +236,7 @@ class Oee:
                 idx = idx[(batch.quality[idx] & 0x80) == 0]
                 t = batch.ts_ns[idx]
                 v = batch.value[idx]
+                gap_before = tool.tally.no_data_ns
                 if cfg.state_kind == "current":
                     up = v >= cfg.stopped_below
                     tool.tally.states(t, up, np.zeros(len(t), np.bool_))
@@ -239,6 +246,8 @@ class Oee:
                                       (word & cfg.trip_mask) != 0)
                 if t.shape[0]:
                     line.now_ns = max(line.now_ns, int(t.max()))
+                if self._m_gap is not None and tool.tally.no_data_ns > gap_before:
+                    self._m_gap.labels(cfg.name).inc((tool.tally.no_data_ns - gap_before) / 1e9)
             if tool.count_tag >= 0:
                 j = np.flatnonzero(tag_ids == tool.count_tag)
                 j = j[(batch.quality[j] & 0x80) == 0]

@@ -64,6 +64,7 @@ class ToolTally:
     last_count: float = float("nan")
     last_count_ts: int = -1
     last_high: bool = True
+    no_data_ns: int = 0  # every gap counted, for the metric
     last_part_ts: int = -(2**62)
     parts: dict[str, tuple[int, int]] = field(default_factory=dict)  # part -> (minute, col)
 
@@ -117,6 +118,7 @@ class ToolTally:
             t0, t1 = int(prev_t[a]), int(ts[b - 1])
             if gap[a]:
                 self.spread(t0, t1, NO_DATA)
+                self.no_data_ns += t1 - t0
             elif prev_up[a]:
                 self.spread(t0, t1, RUN)
             else:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from edge.components import BuildContext
 from edge.model import (
     InterlockTrip,
     Measurement,
@@ -20,6 +22,7 @@ from edge.model import (
 )
 from edge.processing.calendar import BreakConfig, CalendarConfig, ShiftConfig
 from edge.processing.oee import Oee, OeeConfig, OeeToolConfig
+from edge.runtime.metrics import Metrics
 from hw_sim.etch import STATUS_ALARM, EtchConfig, EtchModel
 
 S = 1_000_000_000
@@ -29,7 +32,7 @@ CAL = CalendarConfig(shifts=[ShiftConfig(name="early", start="06:00", end="14:00
 GOAL = 0.005  # 0.5 percentage points
 
 
-def _stage(**tool: object) -> tuple[Oee, TagRegistry]:
+def _stage(ctx: BuildContext | None = None, **tool: object) -> tuple[Oee, TagRegistry]:
     tags = TagRegistry()
     tags.add("etch1", "status", dtype="uint16")
     tags.add("etch1", "wafer", dtype="uint16")
@@ -38,7 +41,7 @@ def _stage(**tool: object) -> tuple[Oee, TagRegistry]:
         "trip_mask": STATUS_ALARM, "count_tag": "etch1/wafer", "count_wrap": 25,
         "scrap_on_trip": True, "interlocks": ["etch1_overtemp"], **tool}
     cfg = OeeConfig(name="fab", calendar=CAL, tools=[OeeToolConfig(**opts)])  # type: ignore[arg-type]
-    return Oee([cfg], tags), tags
+    return Oee([cfg], tags, ctx), tags
 
 
 def _trip(t: int) -> InterlockTrip:
@@ -49,8 +52,10 @@ def _trip(t: int) -> InterlockTrip:
 
 def test_stops_are_split_by_cause_and_gaps_are_no_data() -> None:
     """A 3 s stop is a micro-stoppage, a 10 min stop with the alarm bit an interlock trip, a
-    5 min stop without it a fault; a 2 min silence is no data, out of availability."""
-    stage, tags = _stage()
+    5 min stop without it a fault; a 2 min silence is no data, out of availability, and
+    counted in a metric."""
+    metrics = Metrics()
+    stage, tags = _stage(BuildContext("gw", TagRegistry(), metrics, Path(), str))
     st, wf = tags.id_of("etch1/status"), tags.id_of("etch1/wafer")
     t0 = DAY0 + 6 * 3600 * S
     # (from s, to s, status word): running 1, stopped 2, stopped with alarm 2 | 8
@@ -78,6 +83,8 @@ def test_stops_are_split_by_cause_and_gaps_are_no_data() -> None:
     assert tool.down_interlock_s == pytest.approx(600.0, abs=0.2)
     assert tool.down_fault_s == pytest.approx(300.0, abs=0.2)
     assert tool.no_data_s == pytest.approx(120.0, abs=0.2)
+    assert metrics.registry.get_sample_value(
+        "edge_oee_no_data_seconds_total", {"tool": "etch1"}) == pytest.approx(120.1)
     assert (tool.trips, tool.micro_stoppages, tool.stops) == (1, 1, 3)
     known = tool.planned_s - tool.no_data_s
     assert tool.availability == pytest.approx(tool.run_s / known)
