@@ -25,7 +25,9 @@ Invariants:
   ``edge_energy_late_samples_total``.
 * kWh per good part waits up to ``report_wait_s`` (sample time) after the close for the
   ``OeeReport``s of ``parts_tools`` for the same shift (the oee stage runs before this
-  one); without them the report says ``good_parts = -1``.
+  one; give both the same calendar); without them the report says ``good_parts = -1``.
+* Publishing the rolling values looks up only the window's minutes, and the shift so
+  far is kept as samples come: no per-publish pass over every kept minute.
 """
 
 from __future__ import annotations
@@ -149,6 +151,8 @@ class _Line:
     pending: list[_Pending] = field(default_factory=list)
     good_seen: dict[tuple[str, int], int] = field(default_factory=dict)
     per_part: tuple[int, int, float] | None = None  # (tag, ts, value) to publish next
+    shift_ws: float = 0.0  # energy of the open shift so far (kept as samples come)
+    shift_key: int = -1  # the start minute of the shift shift_ws is for
 
 
 class Energy:
@@ -252,6 +256,10 @@ class Energy:
                 if m0 + k < line.reported_until_min:
                     late += int(np.count_nonzero(sel))
             line.now_ns = max(line.now_ns, int(t.max()))
+            sh = line.open_shift
+            if sh is not None and line.shift_key == sh.start_min:
+                inside = (minute >= sh.start_min) & (minute < sh.end_min)
+                line.shift_ws += float((cols[0] + cols[1])[inside].sum())
             if self._m_gap is not None and self._m_est is not None:
                 gap = float(cols[2].sum())
                 if gap:
@@ -326,7 +334,7 @@ class Energy:
         line.next_pub_ns = line.now_ns + round(cfg.publish_interval_s * 1e9)
         now_min = line.now_ns // MINUTE_NS
         a = now_min + 1 - round(cfg.window_s / 60)
-        window = {m.cfg.name: _kwh(_sum(m.minutes, a, now_min + 1)) for m in line.motors}
+        window = {m.cfg.name: _window_kwh(m.minutes, a, now_min + 1) for m in line.motors}
         stations = {s: sum(window[m.cfg.name] for m in line.motors if m.cfg.station_name == s)
                     for s in cfg.stations()}
         for device, v in [*window.items(), *stations.items(),
@@ -336,10 +344,13 @@ class Energy:
             vals.append(v)
         sh = line.open_shift
         if sh is not None:
+            if line.shift_key != sh.start_min:  # a new shift: sum its minutes once
+                line.shift_key = sh.start_min
+                line.shift_ws = sum(float(c[0] + c[1]) for m in line.motors
+                                    for k, c in m.minutes.items() if k >= sh.start_min)
             ids.append(self._tags.id_of(f"{cfg.name}/energy_shift_kwh"))
             ts.append(line.now_ns)
-            vals.append(sum(_kwh(_sum(m.minutes, sh.start_min, now_min + 1))
-                            for m in line.motors))
+            vals.append(line.shift_ws / WS_PER_KWH)
         if line.per_part is not None:
             ids.append(line.per_part[0])
             ts.append(line.per_part[1])
@@ -353,6 +364,16 @@ def _sum(minutes: dict[int, npt.NDArray[np.float64]], a: int, b: int) -> npt.NDA
         if a <= k < b:
             total += v
     return total
+
+
+def _window_kwh(minutes: dict[int, npt.NDArray[np.float64]], a: int, b: int) -> float:
+    """kWh of the minutes ``[a, b)`` (a window: looks up its minutes, not all kept)."""
+    ws = 0.0
+    for k in range(a, b):
+        c = minutes.get(k)
+        if c is not None:
+            ws += c[0] + c[1]
+    return float(ws) / WS_PER_KWH
 
 
 def _kwh(cols: npt.NDArray[np.float64]) -> float:
