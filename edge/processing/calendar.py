@@ -80,6 +80,8 @@ class CalendarConfig(ConfigStruct, frozen=True):
     utc_offset_min: int = 0
 
     def __post_init__(self) -> None:
+        if not self.shifts:
+            raise ValueError("shifts must list at least one shift (no shift: nothing is planned)")
         _table(self)
 
 

@@ -46,6 +46,7 @@ def test_utc_offset_moves_the_shifts() -> None:
 
 
 @pytest.mark.parametrize(("shifts", "message"), [
+    ([], "shifts must list at least one shift"),
     ([{"name": "a", "start": "6:00", "end": "25:00"}], "end must be a time of day"),
     ([{"name": "a", "start": "06:00", "end": "6:0"}], "end must be 'HH:MM'"),
     ([{"name": "a", "start": "06:00", "end": "06:00"}], "start and end must differ"),
