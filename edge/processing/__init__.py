@@ -80,6 +80,18 @@ def build_stages(config: Config, ctx: BuildContext,
             check_actions(rules, {src.name: src.actions() for src in config.sources})
         except ConfigError as exc:
             failed(exc)
+    if config.section("oee") or config.section("energy"):
+        from edge.processing.energy import EnergyConfig
+        from edge.processing.oee import OeeConfig, check_references
+
+        try:
+            check_references(
+                cast("list[OeeConfig]", config.section("oee")),
+                [c.name for c in config.section("interlocks")],
+                [(e.name, e.parts_tools)
+                 for e in cast("list[EnergyConfig]", config.section("energy"))])
+        except ConfigError as exc:
+            failed(exc)
     stages: list[Stage] = []
     for kind in STAGES:
         items: Sequence[object] = config.section(kind.section)

@@ -363,6 +363,23 @@ def _report(line: _Line, scope: str, name: str, c: npt.NDArray[np.float64],
 
 
 
+def check_references(oee: Sequence[OeeConfig], interlocks: Sequence[str],
+                     energy: Sequence[tuple[str, Sequence[str]]]) -> None:
+    """ConfigError naming each tool's interlock that no ``[[interlocks]]`` defines and each
+    energy line's ``parts_tools`` entry that no ``[[oee]]`` tool is (either would silently
+    judge nothing)."""
+    known = set(interlocks)
+    tools = {t.name for c in oee for t in c.tools}
+    problems = [f"oee '{c.name}': tool '{t.name}': interlocks: no interlock named '{il}'"
+                f" (interlocks: {', '.join(sorted(known)) or 'none'})"
+                for c in oee for t in c.tools for il in t.interlocks if il not in known]
+    problems += [f"energy '{line}': parts_tools: no oee tool named '{name}'"
+                 f" (tools: {', '.join(sorted(tools)) or 'none'})"
+                 for line, names in energy for name in names if name not in tools]
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
 def _id(tags: TagRegistry, key: str, line: str) -> int:
     try:
         return tags.id_of(key)

@@ -262,3 +262,45 @@ def test_inspection_cell_without_state_or_counter_counts_cmm_parts() -> None:
     assert {"etch1/oee", "cell/quality", "fab/availability", "fab/performance"} <= published
     q = out.batch.value[out.batch.tag_id == tags.id_of("cell/quality")]
     assert q[-1] == pytest.approx(0.75)
+
+
+def test_check_config_names_unknown_interlocks_and_parts_tools(tmp_path: Path) -> None:
+    """A tool's interlock that no [[interlocks]] defines, or an energy parts tool that no
+    OEE tool is, fails check-config naming the section, the tool and the key."""
+    from edge.config import loads
+    from edge.errors import ConfigError
+    from edge.processing import build_stages
+
+    cfg = loads("""
+[[sources]]
+type = "modbus"
+name = "etch1"
+host = "127.0.0.1"
+registers = [{name = "status", address = 11, type = "uint16"},
+             {name = "current_a", address = 0, type = "float32"}]
+
+[[oee]]
+name = "fab"
+[[oee.tools]]
+name = "etch1"
+state_tag = "etch1/status"
+count_tag = "etch1/status"
+ideal_cycle_s = 45.0
+interlocks = ["etch1_overtmp"]
+
+[[energy]]
+name = "stf"
+parts_tools = ["etch"]
+motors = [{name = "m1", current_tag = "etch1/current_a"}]
+""")
+    tags = TagRegistry()
+    for src in cfg.sources:
+        src.declare_tags(tags)
+    problems: list[str] = []
+    build_stages(cfg, BuildContext("gw", tags, Metrics(), tmp_path, str), problems)
+    assert problems == [
+        "oee 'fab': tool 'etch1': interlocks: no interlock named 'etch1_overtmp' "
+        "(interlocks: none)",
+        "energy 'stf': parts_tools: no oee tool named 'etch' (tools: etch1)"]
+    with pytest.raises(ConfigError):
+        build_stages(cfg, BuildContext("gw", tags, Metrics(), tmp_path, str))
