@@ -62,8 +62,10 @@ def _default(field: msgspec.structs.FieldInfo) -> str:
         return f"`{str(value).lower()}`"
     if value is None:
         return "unset"
-    if isinstance(value, list | tuple | dict):
-        return f"`{json.dumps(list(value) if isinstance(value, tuple) else value)}`"
+    if isinstance(value, msgspec.Struct):
+        return "its defaults"
+    if isinstance(value, list | tuple | dict):  # of plain values or of structs
+        return f"`{json.dumps(msgspec.to_builtins(value), separators=(', ', ':'))}`"
     return f"`{value}`"
 
 

@@ -15,6 +15,7 @@ Invariants:
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -371,13 +372,70 @@ class OperatorAction(msgspec.Struct, frozen=True, tag="operator_action", tag_fie
     detail: str = ""  # the refusal reason, or what the action changed
 
 
+class OeeReport(msgspec.Struct, frozen=True, tag="oee_report", tag_field="type"):
+    """OEE of a tool (or of a line, its tools together) over one shift, and why it was
+    lost. Times are seconds of planned production time (shift less planned breaks);
+    ``no_data_s`` of it had no usable state (a gap) and is left out of availability.
+    The losses add up: planned - no_data = run + the downtime causes, and
+    run = fully productive (oee x known planned time) + speed loss + scrap and rework."""
+
+    ts_ns: int  # the shift's end
+    start_ns: int  # the shift's start
+    scope: Literal["tool", "line"]
+    name: str
+    line: str
+    shift: str
+    planned_s: float
+    run_s: float
+    no_data_s: float
+    down_interlock_s: float  # stopped by an interlock trip until reset
+    down_fault_s: float  # stopped longer than a micro-stoppage, no trip
+    down_microstop_s: float  # stops shorter than the tool's micro-stoppage limit
+    speed_loss_s: float  # run time less the ideal time of the parts made
+    scrap_loss_s: float  # ideal time of the scrapped parts
+    rework_loss_s: float  # ideal time of the parts sent to rework
+    availability: float
+    performance: float
+    quality: float
+    oee: float
+    ideal_cycle_s: float
+    total_count: int
+    good_count: int
+    scrap_count: int
+    rework_count: int
+    trips: int = 0
+    stops: int = 0
+    micro_stoppages: int = 0
+
+
+class EnergyReport(msgspec.Struct, frozen=True, tag="energy_report", tag_field="type"):
+    """Electrical energy of a motor, a station or a line over one shift. ``kwh`` =
+    ``measured_kwh`` (integrated samples, Bad ones bridged when the span around them is
+    short) + ``estimated_kwh`` (gaps longer than the limit, at the motor's mean power so
+    far); ``gap_s`` and ``bridged_s`` say how much time each covers."""
+
+    ts_ns: int  # the shift's end
+    start_ns: int  # the shift's start
+    scope: Literal["motor", "station", "line"]
+    name: str
+    line: str
+    shift: str
+    kwh: float
+    measured_kwh: float
+    estimated_kwh: float
+    gap_s: float
+    bridged_s: float
+    good_parts: int = -1  # -1: no OEE report of the line's tools was seen for the shift
+    kwh_per_good_part: float = math.nan
+
+
 Record = (
     CmmReading | Measurement | InterlockTrip | Quarantine | HealthAlert | SpcViolation
-    | TextValue | OperatorAction
+    | TextValue | OperatorAction | OeeReport | EnergyReport
 )
 RECORD_TYPES: tuple[type[Record], ...] = (
     CmmReading, Measurement, InterlockTrip, Quarantine, HealthAlert, SpcViolation,
-    TextValue, OperatorAction,
+    TextValue, OperatorAction, OeeReport, EnergyReport,
 )
 # The names a config uses for them (``record_types`` of a sink), as ``record_type`` gives.
 RECORD_TYPE_NAMES: tuple[str, ...] = tuple(str(t.__struct_config__.tag) for t in RECORD_TYPES)

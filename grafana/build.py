@@ -8,7 +8,8 @@ against the schema of ``edge/sinks/lineproto.py``:
 * samples: measurement = the tag's device (``etch1``, ``cmm1``, ``conveyor_belt``),
   field = the tag's name (``chamber_temp``, ``health``, ``ttf_s``), tag ``gateway``;
 * records: measurement = the record type (``measurement``, ``interlock_trip``,
-  ``spc_violation``, ``quarantine``, ``health_alert``) with the tags of ``RECORD_TAGS``;
+  ``spc_violation``, ``quarantine``, ``health_alert``, ``oee_report``,
+  ``energy_report``) with the tags of ``RECORD_TAGS``;
 * the gateway's own metrics: measurement ``gateway``, one field per figure and per
   sink/source/interlock/SPC chart (``journal_depth_<sink>``, ``link_up_<name>``,
   ``interlock_limit_<interlock>``, ``spc_ucl_<chart>``; ``edge/runtime/status.py``).
@@ -29,7 +30,8 @@ DS: dict[str, str] = {"type": "influxdb", "uid": "edge-influxdb"}
 OUT = Path(__file__).resolve().parent / "dashboards"
 SCHEMA_VERSION = 39
 RECORD_MEASUREMENTS = ("measurement", "cmm_reading", "interlock_trip", "quarantine",
-                       "health_alert", "spc_violation", "gateway")
+                       "health_alert", "spc_violation", "oee_report", "energy_report",
+                       "gateway")
 # Devices only: every measurement that is not a record type or the gateway itself.
 DEVICE_REGEX = "/^(?!(?:" + "|".join(RECORD_MEASUREMENTS) + ")$).*/"
 GW = "\"gateway\" = '${gateway:raw}'"
@@ -405,6 +407,82 @@ def gateway() -> Json:
                      "10 s) and the input it quarantined.", [], panels)
 
 
+def oee() -> Json:
+    variables = [var("tool", "Tool or line", 'SHOW TAG VALUES FROM "oee_report" WITH KEY = "name"',
+                     current="etch1")]
+    rep = f"\"name\" = '${{tool:raw}}' AND {GW}"
+    every = f"WHERE $timeFilter AND {GW} GROUP BY time($__interval) fill(none)"
+    waterfall = ", ".join([
+        'last("planned_s") AS "planned"', 'last("no_data_s") AS "no data"',
+        'last("down_interlock_s") AS "interlock trips"', 'last("down_fault_s") AS "faults"',
+        'last("down_microstop_s") AS "micro-stoppages"', 'last("speed_loss_s") AS "speed loss"',
+        'last("scrap_loss_s") AS "scrap"', 'last("rework_loss_s") AS "rework"',
+        'last("run_s") - last("speed_loss_s") - last("scrap_loss_s") - last("rework_loss_s") '
+        'AS "fully productive"'])
+    panels = [
+        panel("timeseries", "${tool}: OEE and its factors (rolling window)", [
+            target('SELECT last("oee") AS "OEE", last("availability") AS "availability", '
+                   'last("performance") AS "performance", last("quality") AS "quality" '
+                   f'FROM "${{tool:raw}}" {every}'),
+        ], unit="percentunit", w=24, custom={"axisSoftMin": 0, "axisSoftMax": 1},
+            description="Published by the gateway every few seconds over its rolling "
+                        "window (window_s): the tags <tool>/oee, /availability, "
+                        "/performance, /quality, also on OPC-UA."),
+        panel("barchart", "${tool}: OEE loss waterfall (last shift)", [
+            target(f'SELECT {waterfall} FROM "oee_report" WHERE $timeFilter AND {rep}',
+                   fmt="table"),
+        ], unit="s", w=12, h=9, options={"orientation": "vertical", "showValue": "always"},
+            description="From planned time (shift less planned breaks) down to fully "
+                        "productive time: time without data, downtime by cause (interlock "
+                        "trip until reset, fault, micro-stoppage), speed loss against the "
+                        "ideal cycle, and the ideal time of scrapped and reworked parts."),
+        panel("timeseries", "${tool}: downtime by cause per shift", [
+            target('SELECT "down_interlock_s" AS "interlock trips", "down_fault_s" AS '
+                   '"faults", "down_microstop_s" AS "micro-stoppages", "no_data_s" AS '
+                   f'"no data" FROM "oee_report" WHERE $timeFilter AND {rep}'),
+        ], unit="s", w=12, h=9, custom={"drawStyle": "bars", "stacking": {"mode": "normal"},
+                                        "fillOpacity": 80}),
+        panel("table", "${tool}: shifts", [
+            target('SELECT "shift", "oee", "availability", "performance", "quality", '
+                   '"total_count", "good_count", "scrap_count", "rework_count", "trips", '
+                   '"stops", "micro_stoppages" FROM "oee_report" '
+                   f"WHERE $timeFilter AND {rep} ORDER BY time DESC", fmt="table"),
+        ], w=24),
+    ]
+    return dashboard("edge-oee", "Edge gateway · OEE",
+                     "Availability x performance x quality per tool and line, per shift and "
+                     "rolling, and why it was lost.", variables, panels)
+
+
+def energy() -> Json:
+    variables = [var("line", "Line", 'SHOW TAG VALUES FROM "energy_report" WITH KEY = "line"')]
+    rep = f"\"line\" = '${{line:raw}}' AND {GW}"
+    every = f"WHERE $timeFilter AND {GW} GROUP BY time($__interval) fill(none)"
+    panels = [
+        panel("timeseries", "Energy over the rolling window, per motor, station and line", [
+            target(f'SELECT last("energy_kwh") FROM /.*/ {every}', alias="$m"),
+        ], unit="kwatth", w=24),
+        panel("barchart", "Energy per motor (last shift)", [
+            target('SELECT last("kwh") AS "kWh" FROM "energy_report" WHERE $timeFilter AND '
+                   f"\"scope\" = 'motor' AND {rep} GROUP BY \"name\"", fmt="table"),
+        ], unit="kwatth", w=12, options={"xField": "name", "showValue": "auto"}),
+        panel("timeseries", "${line}: energy per good part, per shift", [
+            target('SELECT "kwh_per_good_part" AS "kWh per good part" FROM "energy_report" '
+                   f"WHERE $timeFilter AND \"scope\" = 'line' AND {rep}"),
+        ], unit="kwatth", w=12, custom={"drawStyle": "bars", "fillOpacity": 80}),
+        panel("table", "${line}: shifts, with the time integrated across gaps", [
+            target('SELECT "shift", "scope", "name", "kwh", "measured_kwh", "estimated_kwh", '
+                   '"gap_s", "bridged_s", "good_parts" FROM "energy_report" '
+                   f"WHERE $timeFilter AND {rep} ORDER BY time DESC", fmt="table"),
+        ], w=24, description="estimated_kwh covers gaps longer than max_gap_s, at the "
+                             "motor's recent mean power (gap_s); bridged_s is time across "
+                             "Bad samples, integrated between the good ones around them."),
+    ]
+    return dashboard("edge-energy", "Edge gateway · Energy",
+                     "kWh per motor, station and line from the motors' currents, per "
+                     "shift and rolling, and per good part.", variables, panels)
+
+
 DASHBOARDS = {
     "thermal-compensation.json": thermal,
     "store-and-forward.json": store_and_forward,
@@ -412,6 +490,8 @@ DASHBOARDS = {
     "motor-health.json": motors,
     "spc.json": spc,
     "gateway.json": gateway,
+    "oee.json": oee,
+    "energy.json": energy,
 }
 
 

@@ -26,6 +26,11 @@ Invariants: in normal operation the reading stays within setpoint +- noise_clip
 temperature decays to ambient with `cool_tau_s` and the process holds until a
 reset. The model draws the same random numbers per tick in every state, so the
 same seed and the same tick sequence give the same values.
+
+OEE truth: `timeline` holds every change between running and stopped, `parts` every
+finished wafer with whether it is scrap (the chamber went above `limit_c` while it
+was in it; `wafer_done` truth lines say the same), and `ideal_cycle_s` is the rated
+cycle the tool is judged against (it runs at 5 x `step_s`).
 """
 
 from __future__ import annotations
@@ -74,6 +79,8 @@ class EtchConfig:
     step_s: float = 10.0
     wafers_per_lot: int = 25
     first_lot: int = 4711
+    # the tool's rated cycle (OEE's ideal cycle time); a wafer takes 5 x step_s
+    ideal_cycle_s: float = 45.0
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,10 @@ class EtchModel:
         self.heartbeat = 0
         self._due = sorted(self.cfg.excursion_at_s)
         self._next_periodic = self.cfg.excursion_every_s
+        # OEE truth: (t_ns, stopped) at every change, and (t_ns, scrap) per finished wafer
+        self.timeline: list[tuple[int, bool]] = [(start_ns, False)]
+        self.parts: list[tuple[int, bool]] = []
+        self._scrap = False
         self.snap = self._snapshot(0.0, 0.0, 0.0, 0.0)
 
     # -- commands ---------------------------------------------------------
@@ -149,6 +160,7 @@ class EtchModel:
         if self.stopped:
             return
         self.stopped = True
+        self.timeline.append((self.start_ns + round(self.t_s * 1e9), True))
         self._emit("stop", cause=cause, chamber_temp_c=round(self.base_c + self.offset_c, 4))
         if self.excursion_until is not None:
             self.excursion_until = None
@@ -160,6 +172,7 @@ class EtchModel:
             return
         self.stopped = False
         self.alarm = self.over_limit
+        self.timeline.append((self.start_ns + round(self.t_s * 1e9), False))
         self._emit("reset", cause=cause)
 
     # -- physics ----------------------------------------------------------
@@ -184,6 +197,7 @@ class EtchModel:
         true_c = self.base_c + self.offset_c
         if true_c > c.limit_c and not self.over_limit:
             self.over_limit = self.alarm = True
+            self._scrap = True  # the wafer in the chamber is lost
             self._emit("limit_exceeded", chamber_temp_c=round(true_c, 4))
         elif true_c <= c.limit_c and self.over_limit:
             self.over_limit = False
@@ -218,6 +232,11 @@ class EtchModel:
         before = int(self._step_t // (self.cfg.step_s * len(RECIPE)))
         self._step_t += dt
         if int(self._step_t // (self.cfg.step_s * len(RECIPE))) > before:
+            t_ns = self.start_ns + round(self.t_s * 1e9)
+            self.parts.append((t_ns, self._scrap))
+            self._emit("wafer_done", lot=self.lot_id, wafer=self.wafer, scrap=self._scrap,
+                       ideal_cycle_s=self.cfg.ideal_cycle_s)
+            self._scrap = False
             self.wafer += 1
             if self.wafer > self.cfg.wafers_per_lot:
                 self.wafer = 1

@@ -3,9 +3,9 @@
 API port:
   POST /api/v1/records   {"gateway_id": str, "records": [{"id": str, "type": T, ..}]}
                          T in measurement|quarantine|interlock_trip|health_alert|
-                         spc_violation|operator_action|text_value; headers
-                         Idempotency-Key, Authorization: Bearer <token> (checked
-                         only when a token is set: 401)
+                         spc_violation|operator_action|text_value|oee_report|
+                         energy_report; headers Idempotency-Key, Authorization:
+                         Bearer <token> (checked only when a token is set: 401)
                          -> 201 {"accepted": n, "duplicates": m} (200 on a replayed key)
                          -> 400 not JSON / 422 a bad record: the whole batch refused
   GET  /api/v1/counts    {"records", "by_type", "batches", "duplicate_records",
@@ -42,7 +42,7 @@ from .truth import TruthLog
 
 RECORD_TYPES = (
     "measurement", "quarantine", "interlock_trip", "health_alert", "spc_violation",
-    "operator_action", "text_value",
+    "operator_action", "text_value", "oee_report", "energy_report",
 )
 FAULT_MODES = ("ok", "refuse", "blackhole", "error5xx", "ratelimit", "slow")
 

@@ -26,6 +26,10 @@ asking every few seconds costs about one extra tick per tick, not the horizon.
 Commands are the only way to change a line other than ticking it; writing its
 arrays directly would leave a kept forecast stale.
 
+True energy: each tick's current is taken as held over that tick, so a motor's energy
+is the sum of its currents times `tick_s`, `voltage_v` and `power_factor`
+(`true_energy_kwh`, `motor_energy` truth lines written with the health truth).
+
 Cost: one tick is a fixed number of numpy operations over the 14 motors (plus a
 Python step for the few motors changing phase), with no per-motor Python loop.
 """
@@ -120,9 +124,14 @@ class MotorLine:
         start_ns: int = DEFAULT_START_NS,
         tick_s: float = 0.1,
         truth: TruthLog | None = None,
+        voltage_v: float = 24.0,
+        power_factor: float = 1.0,
     ) -> None:
         n = len(MOTOR_IDS)
         self.start_ns, self.tick_s, self.truth = start_ns, tick_s, truth
+        self.voltage_v, self.power_factor = voltage_v, power_factor
+        # true charge per motor (A s): each tick's current held over that tick
+        self.charge_as = np.zeros(n)
         self.rng = np.random.default_rng([seed, 3])
         if isinstance(initial_health, Mapping):
             unknown = set(initial_health) - set(MOTOR_IDS)
@@ -252,6 +261,7 @@ class MotorLine:
             spike &= u[0] < 0.02 + 0.2 * (SPIKE_BELOW - h)
             cur[spike] += (0.5 + u[2, spike]) * (1 + SPIKE_BELOW - h[spike])
         self.current = np.maximum(cur, 0.0)
+        self.charge_as += self.current * self.tick_s
         return any_failed
 
     def _transition(self, i: int, u_len: float, u_target: float) -> None:
@@ -311,6 +321,21 @@ class MotorLine:
     # -- ground truth -------------------------------------------------------
     def true_health(self) -> dict[str, float]:
         return {m: float(h) for m, h in zip(MOTOR_IDS, self.health, strict=True)}
+
+    def true_energy_kwh(self) -> dict[str, float]:
+        """Energy each motor drew since the line started: its current at every tick held
+        over that tick (``tick_s``), times ``voltage_v`` and ``power_factor``."""
+        k = self.voltage_v * self.power_factor / 3.6e6
+        return {m: float(q) * k for m, q in zip(MOTOR_IDS, self.charge_as, strict=True)}
+
+    def emit_energy(self) -> None:
+        """Write one `motor_energy` truth line per motor: the energy since the start."""
+        if self.truth is None:
+            return
+        for m, kwh in self.true_energy_kwh().items():
+            self.truth.emit("motor_energy", "motors", self.ts_ns(), motor=m, tick=self.tick,
+                            kwh=kwh, voltage_v=self.voltage_v,
+                            power_factor=self.power_factor)
 
     def twin(self) -> MotorLine:
         """An independent copy (same random state) that writes no ground truth."""

@@ -148,6 +148,7 @@ class MotorPublisher:
         forecast, tick = self.line.forecast(), self.line.tick
         ttf = await asyncio.to_thread(forecast.ttf, tick, self.horizon_ticks)
         self.line.emit_health(ttf, self.horizon_ticks)
+        self.line.emit_energy()
 
     def _ts(self, s: MotorSample, defect: str | None) -> float | str:
         ts = self.defects.drifted(s.ts_ns, self.line.start_ns)

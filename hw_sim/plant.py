@@ -55,6 +55,8 @@ _SECTIONS: dict[str, set[str]] = {
         "initial_health",
         "health_every_s",
         "horizon_ticks",
+        "voltage_v",
+        "power_factor",
     },
     "mes": {"enabled", "port", "admin_port", "db", "token_env", "fault"},
     "bad_data": {f.name for f in fields(BadData)},
@@ -184,7 +186,9 @@ class Plant:
             )
         if (c := self._on("motors")) is not None:
             line = MotorLine(
-                self.seed, c.get("initial_health", 1.0), self.clock.start_ns, truth=self.truth
+                self.seed, c.get("initial_health", 1.0), self.clock.start_ns, truth=self.truth,
+                voltage_v=float(c.get("voltage_v", 24.0)),
+                power_factor=float(c.get("power_factor", 1.0)),
             )
             self.motors = MotorPublisher(
                 line,

@@ -7,8 +7,10 @@ file is fsynced on close. The same events are kept in memory (`records`) when
 `keep` is true, for in-process tests.
 
 Kinds written by the parts: `run_start`; cmm `part`; etch `excursion_start`,
-`excursion_end`, `limit_exceeded`, `limit_cleared`, `stop`, `reset`, `fault`;
-motors `motor_health`, `micro_stoppage`, `motor_failed`, `command`; mes `fault`;
+`excursion_end`, `limit_exceeded`, `limit_cleared`, `stop`, `reset`, `fault`,
+`wafer_done`;
+motors `motor_health`, `motor_energy`, `micro_stoppage`, `motor_failed`,
+`command`; mes `fault`;
 link `mode`; and `bad_data` from any part (with `defect` naming the kind).
 """
 

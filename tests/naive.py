@@ -192,3 +192,35 @@ def spc_scan(values: Sequence[float], center: float, sigma: float, lam: float, b
                 out.append((i, 16))
             active = outside
     return out
+
+
+def energy_scan(ts: Sequence[int], current: Sequence[float], watts_per_amp: float,
+                max_gap_ns: float, tau_s: float,
+                ) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Per sample: measured Ws, estimated Ws, gap s, bridged s of the interval it ends."""
+    ws, est, gap, bridged = ([0.0] * len(ts) for _ in range(4))
+    last: tuple[int, float] | None = None
+    mean_w: float | None = None
+    bad_since = False
+    for i, (t, c) in enumerate(zip(ts, current, strict=True)):
+        if not math.isfinite(c):
+            bad_since = True
+            continue
+        if last is None:
+            last, bad_since = (t, c), False
+            continue
+        if t <= last[0]:
+            continue
+        dt_s = (t - last[0]) / 1e9
+        if t - last[0] <= max_gap_ns:
+            ws[i] = (last[1] + c) / 2 * watts_per_amp * dt_s
+            p = ws[i] / dt_s
+            w = 1 - math.exp(-dt_s / tau_s)
+            mean_w = p if mean_w is None else mean_w + (p - mean_w) * w
+            bridged[i] = dt_s if bad_since else 0.0
+        else:
+            mean = mean_w if mean_w is not None else (last[1] + c) / 2 * watts_per_amp
+            est[i] = mean * dt_s
+            gap[i] = dt_s
+        last, bad_since = (t, c), False
+    return ws, est, gap, bridged

@@ -1,4 +1,4 @@
-"""Judgement at the edge: compensate -> interlock -> health -> spc.
+"""Judgement at the edge: compensate -> interlock -> health -> spc -> oee -> energy.
 
 ``build_stages`` builds the configured stages in that order; ``warm_up`` loads and
 compiles the numba kernels of the configured stages (explicit signatures, on-disk cache
@@ -47,6 +47,9 @@ STAGES: tuple[StageKind, ...] = (
               "edge.processing.health:Health", status="health"),
     StageKind("spc", "spc", "edge.processing.spc:SpcConfig", "edge.processing.spc:Spc",
               status="spc"),
+    StageKind("oee", "oee", "edge.processing.oee:OeeConfig", "edge.processing.oee:Oee"),
+    StageKind("energy", "energy", "edge.processing.energy:EnergyConfig",
+              "edge.processing.energy:Energy"),
 )
 STAGE_SECTIONS: tuple[str, ...] = tuple(k.section for k in STAGES)
 STATUS_FIELD: dict[str, str] = {k.name: k.status for k in STAGES if k.status}
@@ -75,6 +78,18 @@ def build_stages(config: Config, ctx: BuildContext,
         rules = cast("list[InterlockRuleConfig]", config.section("interlocks"))
         try:
             check_actions(rules, {src.name: src.actions() for src in config.sources})
+        except ConfigError as exc:
+            failed(exc)
+    if config.section("oee") or config.section("energy"):
+        from edge.processing.energy import EnergyConfig
+        from edge.processing.oee import OeeConfig, check_references
+
+        try:
+            check_references(
+                cast("list[OeeConfig]", config.section("oee")),
+                [c.name for c in config.section("interlocks")],
+                [(e.name, e.parts_tools)
+                 for e in cast("list[EnergyConfig]", config.section("energy"))])
         except ConfigError as exc:
             failed(exc)
     stages: list[Stage] = []
@@ -172,7 +187,18 @@ def _warm_spc() -> None:
                np.empty(20, np.int64), np.empty(20, np.int64), np.empty(20))
 
 
+def _warm_energy() -> None:
+    import numpy as np
+
+    from edge.processing import kernels as K
+
+    f = np.ones(4)
+    K.energy_scan(np.arange(4, dtype=np.int64), f, np.array([24.0, 1e9, 600.0]),
+                  np.zeros(K.N_ENERGY_STATE), np.zeros(1, np.int64), np.empty(4), np.empty(4),
+                  np.empty(4), np.empty(4))
+
+
 _WARM: dict[str, Callable[[], None]] = {
     "compensate": _warm_compensate, "interlock": _warm_interlock, "health": _warm_health,
-    "spc": _warm_spc,
+    "spc": _warm_spc, "energy": _warm_energy,
 }

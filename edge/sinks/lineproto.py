@@ -59,6 +59,8 @@ RECORD_TAGS: dict[str, tuple[str, ...]] = {
     "text_value": ("source", "tag"),
     "operator_action": ("origin", "action", "target"),
     "spc_violation": ("tag", "rule"),
+    "oee_report": ("scope", "name", "line", "shift"),
+    "energy_report": ("scope", "name", "line", "shift"),
 }
 
 _SANITISE = str.maketrans({"\\": "/", "\n": " ", "\r": " ", "\t": " "})

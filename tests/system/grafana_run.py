@@ -3,7 +3,8 @@
 ``gateway_run(tmp)`` starts influxd and mosquitto (``tests/peers.py``), the hw_sim plant
 as ``hw-sim plant --config`` (the command ``hw-sim-plant.service`` runs) and the daemon
 as ``edge-gateway run --config`` (the command ``edge-gateway.service`` runs) with file,
-Modbus and MQTT sources, all four stages and InfluxDB + MES sinks. The plant settings
+Modbus and MQTT sources, every stage (OEE and energy with one-minute shifts) and
+InfluxDB + MES sinks. The plant settings
 make every kind of data appear within seconds: a part every 2 s, a chamber excursion
 above the 188 C interlock limit every 8 s, worn motors.
 """
@@ -33,6 +34,10 @@ BIN = Path(sys.executable).parent
 # Device names as in config/demo.toml: <station>_<component>.
 DEVICES = [m.replace("/", "_") for m in MOTOR_IDS]
 MOTORS = ("conveyor_belt", "hbw_horizontal", "vgr_rotate")
+# One-minute shifts, so that OEE and energy reports (per shift) appear within a short run.
+MINUTE_SHIFTS = "[" + ", ".join(
+    f'{{ name = "m{m:04d}", start = "{m // 60:02d}:{m % 60:02d}", '
+    f'end = "{(m + 1) // 60:02d}:{(m + 1) % 60:02d}" }}' for m in range(1440)) + "]"
 
 
 @dataclass
@@ -102,6 +107,9 @@ def gateway_toml(state: Path, influx_url: str, etch: int, mqtt: int, mes: int) -
     motors = "\n".join(
         f'[[health.motors]]\nname = "{m}"\ncurrent_tag = "{m}/current_a"' for m in MOTORS
     )
+    energy_motors = "\n".join(
+        f'[[energy.motors]]\nname = "{m}"\ncurrent_tag = "{m}/current_a"' for m in MOTORS
+    )
     return f"""
 [gateway]
 id = "gw-dash"
@@ -124,6 +132,14 @@ host = "127.0.0.1"
 port = {etch}
 poll_interval_s = 0.1
 {registers}
+[[sources.registers]]
+name = "wafer"
+address = 9
+type = "uint16"
+[[sources.registers]]
+name = "status"
+address = 11
+type = "uint16"
 [[sources.commands]]
 action = "stop"
 function = "coil"
@@ -171,6 +187,34 @@ name = "etch1_temp"
 tag = "etch1/chamber_temp"
 baseline_samples = 30
 
+[[oee]]
+name = "fab"
+close_after_s = 1.0
+publish_interval_s = 1.0
+calendar = {{ shifts = {MINUTE_SHIFTS} }}
+[[oee.tools]]
+name = "etch1"
+state_tag = "etch1/status"
+trip_mask = 8
+count_tag = "etch1/wafer"
+count_wrap = 25
+ideal_cycle_s = 45.0
+scrap_on_trip = true
+interlocks = ["etch1_overtemp"]
+[[oee.tools]]
+name = "cmm_cell"
+quality_device = "cmm1"
+ideal_cycle_s = 1.5
+
+[[energy]]
+name = "stf"
+close_after_s = 1.0
+report_wait_s = 5.0
+publish_interval_s = 1.0
+parts_tools = ["cmm_cell"]
+calendar = {{ shifts = {MINUTE_SHIFTS} }}
+{energy_motors}
+
 [[sinks]]
 type = "influx"
 name = "influx"
@@ -213,8 +257,10 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str,
 
 
 @contextmanager
-def gateway_run(tmp: Path, ready: Callable[[Run], bool], timeout: float = 45.0) -> Iterator[Run]:
-    """Everything running until ``ready(run)`` holds (polled), then yields the run."""
+def gateway_run(tmp: Path, ready: Callable[[Run], bool], timeout: float = 45.0,
+                extra_toml: str = "") -> Iterator[Run]:
+    """Everything running until ``ready(run)`` holds (polled), then yields the run.
+    ``extra_toml`` is appended to the gateway's config (another sink, say)."""
     state = tmp / "run"
     (state / "cmm").mkdir(parents=True)
     with ExitStack() as stack:
@@ -231,7 +277,7 @@ def gateway_run(tmp: Path, ready: Callable[[Run], bool], timeout: float = 45.0) 
                        state / "plant.log", env)
         stack.callback(_stop, plant)
         gw_cfg = state / "edge.toml"
-        gw_cfg.write_text(gateway_toml(state, influx.url, etch, broker.port, mes))
+        gw_cfg.write_text(gateway_toml(state, influx.url, etch, broker.port, mes) + extra_toml)
         log = state / "gateway.log"
         gateway = _spawn([str(BIN / "edge-gateway"), "run", "--config", str(gw_cfg)], log, env)
         stack.callback(_stop, gateway)

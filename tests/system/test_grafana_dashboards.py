@@ -35,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "grafana"
 TIME_FILTER = "time >= now() - 1h and time <= now()"
 INTERVAL = "5s"
-SETTLE_S = 70.0  # the run ends once every query has data (~30 s), or after this long
+SETTLE_S = 150.0  # the run ends once every query has data (~90 s: a shift report needs
+# a whole one-minute shift), or after this long
 
 
 def _load_build() -> ModuleType:

@@ -48,9 +48,10 @@ def test_excursion_crosses_limit_and_is_recorded() -> None:
     assert m.status & STATUS_ALARM
     temps = _run(m, 120)
     assert temps[-1] < 186.0 and not m.status & STATUS_EXCURSION
-    kinds = [r["kind"] for r in truth.records]
+    events = [r for r in truth.records if r["kind"] != "wafer_done"]
+    kinds = [r["kind"] for r in events]
     assert kinds == ["excursion_start", "limit_exceeded", "excursion_end", "limit_cleared"]
-    start, exceeded = truth.records[0]["t_ns"], truth.records[1]["t_ns"]
+    start, exceeded = events[0]["t_ns"], events[1]["t_ns"]
     assert 0 < exceeded - start < 10e9
 
 
@@ -93,3 +94,22 @@ def test_register_image_matches_the_documented_map() -> None:
     assert regs[8] == 4711 and regs[9] == 1 and regs[10] == 1
     assert regs[11] == STATUS_RUNNING and regs[12] == 1
     assert float_regs(1.0) == [0x3F80, 0x0000]
+
+
+def test_oee_truth_timeline_and_scrapped_wafer() -> None:
+    """The model keeps its OEE truth: every stop and reset in its timeline, a wafer per
+    5 x step_s, and the wafer in the chamber when the limit is passed marked scrap."""
+    truth = TruthLog()
+    m = EtchModel(4, truth=truth)
+    _run(m, 12)  # inside the first wafer (50 s)
+    m.trigger_excursion()
+    _run(m, 60)
+    m.stop("test")
+    _run(m, 1)
+    m.reset("test")
+    _run(m, 40)  # the second wafer
+    assert [s for _, s in m.timeline] == [False, True, False]
+    assert len(m.parts) == 2 and m.parts[0][1] and not m.parts[1][1]
+    done = truth.of_kind("wafer_done")
+    assert [d["scrap"] for d in done] == [True, False]
+    assert done[0]["ideal_cycle_s"] == m.cfg.ideal_cycle_s

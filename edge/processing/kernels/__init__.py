@@ -12,7 +12,7 @@ Invariants:
 * Each kernel has an obviously-correct twin in ``tests/naive.py``; the unit tests
   compare them on random data with NaN, inf and empty input.
 
-One module per stage (compensation, interlock, health, spc). ``from edge.processing import
+One module per stage (compensation, energy, interlock, health, spc). ``from edge.processing import
 kernels as K; K.spc_scan`` keeps working, but a module is imported (its kernels loaded)
 only when one of its names is first used: a daemon without compensation never loads
 those kernels. ``NAMES`` says which module holds which name (tests/unit/test_kernels_lazy.py
@@ -29,12 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from edge.processing.kernels.compensation import *  # noqa: F403
+    from edge.processing.kernels.energy import *  # noqa: F403
     from edge.processing.kernels.health import *  # noqa: F403
     from edge.processing.kernels.interlock import *  # noqa: F403
     from edge.processing.kernels.spc import *  # noqa: F403
 
 NAMES: dict[str, tuple[str, ...]] = {
     "compensation": ("compensate_l20", "compensate_with_uncertainty", "lag_estimate"),
+    "energy": ("N_ENERGY_PARAMS", "N_ENERGY_STATE", "energy_scan"),
     "health": ("N_MOTOR_PARAMS", "N_MOTOR_STATE", "level_track", "motor_scan", "theil_sen"),
     "interlock": ("COND_BAD", "COND_HIGH", "COND_LOW", "COND_NONE", "COND_RATE", "COND_STALE",
                   "N_IL_F", "N_IL_I", "N_IL_PARAMS", "RATE_RING", "interlock_scan"),

@@ -1,0 +1,386 @@
+"""Energy: each motor's current integrated into kWh per motor, station and line, per
+shift and over a rolling window, and kWh per good part.
+
+Invariants:
+
+* Power is ``voltage_v x current x power_factor`` (the motors' electrical model: a
+  current sample is the only measurement; voltage and power factor come from config).
+  Energy between two consecutive good samples is the trapezoid of their powers
+  (``kernels.energy_scan``), so feeding a series in one batch or in many gives the same
+  kWh.
+* How a gap is counted: Bad samples add nothing; the interval across them, from the
+  good sample before to the good sample after, is integrated as usual when it is at
+  most ``max_gap_s`` long (bridged: counted in ``bridged_s``), and otherwise estimated
+  at the motor's mean power before it (weighted by time, older intervals fading with
+  the time constant ``gap_mean_s``: a motor that failed an hour ago is not assumed to
+  run through the gap) (a gap: counted in ``gap_s`` and
+  ``estimated_kwh``, and in the metrics ``edge_energy_gap_seconds_total`` and
+  ``edge_energy_estimated_kwh_total``). ``kwh`` is measured + estimated; the record
+  keeps both. Duplicates and samples out of order add nothing.
+* Energy is kept per minute of sample time (the interval goes to the minute of the
+  sample that ends it) and a shift is the sum of its minutes (``calendar``), so shift
+  totals add up exactly to what was integrated. A shift's report is made once sample
+  time is ``close_after_s`` past its end (a slower source's samples still count); a
+  sample for a shift already reported counts only in the rolling window and in
+  ``edge_energy_late_samples_total``.
+* kWh per good part waits up to ``report_wait_s`` (sample time) after the close for the
+  ``OeeReport``s of ``parts_tools`` for the same shift (the oee stage runs before this
+  one; give both the same calendar); without them the report says ``good_parts = -1``.
+* Publishing the rolling values looks up only the window's minutes, and the shift so
+  far is kept as samples come: no per-publish pass over every kept minute.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from edge.components import BuildContext, StageOutput
+from edge.config import ConfigStruct
+from edge.errors import ConfigError
+from edge.model import EnergyReport, OeeReport, Quality, Record, SampleBatch, TagRegistry
+from edge.processing.calendar import MINUTE_NS, Calendar, CalendarConfig, Shift
+
+WS_PER_KWH = 3.6e6
+
+
+class EnergyMotorConfig(ConfigStruct, frozen=True):
+    """One motor: its name (tag device of ``<name>/energy_kwh``), its current tag and its
+    station (default: the name up to its first ``_``)."""
+
+    name: str
+    current_tag: str
+    station: str = ""
+
+    def __post_init__(self) -> None:
+        if self.current_tag.count("/") < 1:
+            raise ValueError(f"current_tag must be 'device/name', got {self.current_tag!r}")
+
+    @property
+    def station_name(self) -> str:
+        return self.station or self.name.split("_", 1)[0]
+
+
+class EnergyConfig(ConfigStruct, frozen=True):
+    """``[[energy]]``: one line's motors, their electrical model and the shift calendar."""
+
+    name: str
+    motors: list[EnergyMotorConfig]
+    voltage_v: float = 24.0
+    power_factor: float = 1.0
+    max_gap_s: float = 2.0
+    gap_mean_s: float = 600.0
+    window_s: float = 3600.0
+    publish_interval_s: float = 10.0
+    close_after_s: float = 30.0
+    parts_tools: list[str] = msgspec.field(default_factory=list)
+    report_wait_s: float = 300.0
+    calendar: CalendarConfig = msgspec.field(default_factory=CalendarConfig)
+    emit_samples: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.motors:
+            raise ValueError("motors must list at least one motor")
+        names = [m.name for m in self.motors]
+        if len(set(names)) != len(names):
+            raise ValueError("motors: a motor name is used twice")
+        for key in ("voltage_v", "max_gap_s", "gap_mean_s", "window_s", "publish_interval_s"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key} must be > 0")
+        if not 0 < self.power_factor <= 1:
+            raise ValueError("power_factor must be in (0, 1]")
+        if self.close_after_s < 0 or self.report_wait_s < 0:
+            raise ValueError("close_after_s and report_wait_s must be >= 0")
+        if self.window_s < 60:
+            raise ValueError("window_s must be >= 60 (energy is kept per minute)")
+
+    def stations(self) -> list[str]:
+        return sorted({m.station_name for m in self.motors})
+
+    def declare_tags(self, tags: TagRegistry) -> None:
+        """``<motor|station|line>/energy_kwh`` (rolling window), ``<line>/energy_shift_kwh``
+        and ``<line>/kwh_per_good_part``."""
+        if not self.emit_samples:
+            return
+        window = f"energy over the last {self.window_s:g} s"
+        for device in [m.name for m in self.motors] + self.stations() + [self.name]:
+            tags.add(device, "energy_kwh", unit="kWh", low=0.0, description=window)
+        tags.add(self.name, "energy_shift_kwh", unit="kWh", low=0.0,
+                 description="energy of the shift so far")
+        tags.add(self.name, "kwh_per_good_part", unit="kWh", low=0.0,
+                 description="energy per good part of the last shift")
+
+
+# per minute: measured Ws, estimated Ws, gap s, bridged s
+_COLS = 4
+
+
+@dataclass(slots=True)
+class _Motor:
+    cfg: EnergyMotorConfig
+    tag: int
+    out_tag: int
+    state: npt.NDArray[np.float64]
+    last_ts: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(1, np.int64))
+    total: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(_COLS))
+    minutes: dict[int, npt.NDArray[np.float64]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Pending:
+    shift: Shift
+    totals: dict[str, npt.NDArray[np.float64]]  # motor -> summed columns
+    good: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Line:
+    cfg: EnergyConfig
+    calendar: Calendar
+    params: npt.NDArray[np.float64]
+    motors: list[_Motor]
+    now_ns: int = -1
+    next_pub_ns: int = -1
+    open_shift: Shift | None = None
+    reported_until_min: int = -(2**62)
+    pending: list[_Pending] = field(default_factory=list)
+    good_seen: dict[tuple[str, int], int] = field(default_factory=dict)
+    per_part: tuple[int, int, float] | None = None  # (tag, ts, value) to publish next
+    shift_ws: float = 0.0  # energy of the open shift so far (kept as samples come)
+    shift_key: int = -1  # the start minute of the shift shift_ws is for
+
+
+class Energy:
+    """The energy stage for every configured line."""
+
+    name = "energy"
+
+    def __init__(self, configs: Sequence[EnergyConfig], tags: TagRegistry,
+                 ctx: BuildContext | None = None) -> None:
+        from edge.processing import kernels as K
+
+        self._k = K
+        self.lines: list[_Line] = []
+        seen: set[str] = set()
+        for cfg in configs:
+            cfg.declare_tags(tags)
+            motors = []
+            for m in cfg.motors:
+                if m.name in seen:
+                    raise ConfigError(f"energy '{cfg.name}': motor '{m.name}' is counted twice")
+                seen.add(m.name)
+                try:
+                    tag = tags.id_of(m.current_tag)
+                except KeyError:
+                    raise ConfigError(f"energy '{cfg.name}': tag '{m.current_tag}' is not "
+                                      "declared by any source") from None
+                state = np.zeros(K.N_ENERGY_STATE)
+                out = tags.id_of(f"{m.name}/energy_kwh") if cfg.emit_samples else -1
+                motors.append(_Motor(m, tag, out, state))
+            params = np.array([cfg.voltage_v * cfg.power_factor, cfg.max_gap_s * 1e9,
+                               cfg.gap_mean_s])
+            self.lines.append(_Line(cfg, Calendar(cfg.calendar), params, motors))
+        self._tags = tags
+        self._m_gap = self._m_est = self._m_late = None
+        if ctx is not None:
+            met = ctx.metrics
+            self._m_gap = met.counter("edge_energy_gap_seconds_total",
+                                    "Seconds of motor current estimated over gaps", ["motor"])
+            self._m_est = met.counter("edge_energy_estimated_kwh_total",
+                                    "kWh estimated over gaps at the mean power", ["motor"])
+            self._m_late = met.counter("edge_energy_late_samples_total",
+                                     "Samples of a shift already reported", ["line"])
+
+    def process(self, batch: SampleBatch, records: Sequence[Record], now_ns: int) -> StageOutput:
+        out = StageOutput(batch, list(records))
+        for line in self.lines:
+            for rec in records:
+                if (isinstance(rec, OeeReport) and rec.scope == "tool"
+                        and rec.name in line.cfg.parts_tools):
+                    line.good_seen[(rec.name, rec.start_ns)] = rec.good_count
+        if len(batch):
+            ids: list[int] = []
+            ts: list[int] = []
+            vals: list[float] = []
+            for line in self.lines:
+                self._integrate(line, batch)
+                self._close(line, out)
+                self._publish(line, ids, ts, vals)
+            if ids:
+                extra = SampleBatch(ids, ts, vals, [int(Quality.GOOD)] * len(ids))
+                out.batch = SampleBatch.concat([out.batch, extra])
+        for line in self.lines:
+            self._flush(line, out)
+        return out
+
+    def tick(self, now_ns: int) -> StageOutput:
+        return StageOutput(SampleBatch.empty())
+
+    def totals(self, line_name: str) -> dict[str, dict[str, float]]:
+        """Per motor of a line since the stage started: kwh, measured_kwh, estimated_kwh,
+        gap_s, bridged_s."""
+        line = next(x for x in self.lines if x.cfg.name == line_name)
+        return {m.cfg.name: _as_dict(m.total) for m in line.motors}
+
+    # ------------------------------------------------------------------ internals
+
+    def _integrate(self, line: _Line, batch: SampleBatch) -> None:
+        tag_ids = batch.tag_id
+        for motor in line.motors:
+            idx = np.flatnonzero(tag_ids == motor.tag)
+            n = idx.shape[0]
+            if not n:
+                continue
+            t = np.ascontiguousarray(batch.ts_ns[idx])
+            cur = np.where(batch.quality[idx] & 0x80, np.nan, batch.value[idx])
+            cols = np.empty((_COLS, n))
+            self._k.energy_scan(t, np.ascontiguousarray(cur), line.params, motor.state,
+                                motor.last_ts, cols[0], cols[1], cols[2], cols[3])
+            motor.total += cols.sum(axis=1)
+            minute = t // MINUTE_NS
+            m0 = int(minute.min())
+            rel = minute - m0
+            span = int(rel.max()) + 1
+            late = 0
+            for k in np.flatnonzero(np.bincount(rel, minlength=span)).tolist():
+                sel = rel == k
+                acc = motor.minutes.get(m0 + k)
+                if acc is None:
+                    acc = motor.minutes[m0 + k] = np.zeros(_COLS)
+                acc += cols[:, sel].sum(axis=1)
+                if m0 + k < line.reported_until_min:
+                    late += int(np.count_nonzero(sel))
+            line.now_ns = max(line.now_ns, int(t.max()))
+            sh = line.open_shift
+            if sh is not None and line.shift_key == sh.start_min:
+                inside = (minute >= sh.start_min) & (minute < sh.end_min)
+                line.shift_ws += float((cols[0] + cols[1])[inside].sum())
+            if self._m_gap is not None and self._m_est is not None:
+                gap = float(cols[2].sum())
+                if gap:
+                    self._m_gap.labels(motor.cfg.name).inc(gap)
+                    self._m_est.labels(motor.cfg.name).inc(float(cols[1].sum()) / WS_PER_KWH)
+            if late and self._m_late is not None:
+                self._m_late.labels(line.cfg.name).inc(late)
+
+    def _close(self, line: _Line, out: StageOutput) -> None:
+        """Report every shift whose end is ``close_after_s`` behind the newest sample."""
+        cal, now = line.calendar, line.now_ns
+        if now < 0:
+            return
+        if line.open_shift is None:
+            line.open_shift = cal.next_shift(now)
+        close_ns = round(line.cfg.close_after_s * 1e9)
+        while line.open_shift is not None and now >= line.open_shift.end_ns + close_ns:
+            sh = line.open_shift
+            totals = {m.cfg.name: _sum(m.minutes, sh.start_min, sh.end_min) for m in line.motors}
+            line.pending.append(_Pending(sh, totals))
+            line.reported_until_min = sh.end_min
+            line.open_shift = cal.next_shift(sh.end_ns)
+        keep_from = min(line.reported_until_min,
+                        now // MINUTE_NS - math.ceil(line.cfg.window_s / 60) - 1)
+        for m in line.motors:
+            for k in [k for k in m.minutes if k < keep_from]:
+                del m.minutes[k]
+
+    def _flush(self, line: _Line, out: StageOutput) -> None:
+        wait_ns = round(line.cfg.report_wait_s * 1e9)
+        tools = line.cfg.parts_tools
+        while line.pending:
+            p = line.pending[0]
+            have = {t: line.good_seen[(t, p.shift.start_ns)] for t in tools
+                    if (t, p.shift.start_ns) in line.good_seen}
+            if len(have) < len(tools) and line.now_ns < p.shift.end_ns + wait_ns:
+                return
+            line.pending.pop(0)
+            good = sum(have.values()) if have else -1
+            out.records.extend(self._reports(line, p, good))
+            for t in tools:
+                line.good_seen.pop((t, p.shift.start_ns), None)
+
+    def _reports(self, line: _Line, p: _Pending, good: int) -> list[EnergyReport]:
+        cfg, sh = line.cfg, p.shift
+        groups: list[tuple[str, str, list[str]]] = [
+            ("motor", m.cfg.name, [m.cfg.name]) for m in line.motors]
+        groups += [("station", s, [m.cfg.name for m in line.motors
+                                   if m.cfg.station_name == s]) for s in cfg.stations()]
+        groups.append(("line", cfg.name, [m.cfg.name for m in line.motors]))
+        reports = []
+        for scope, name, members in groups:
+            c = sum((p.totals[x] for x in members), np.zeros(_COLS))
+            kwh = (c[0] + c[1]) / WS_PER_KWH
+            per_part = kwh / good if scope == "line" and good > 0 else math.nan
+            reports.append(EnergyReport(
+                ts_ns=sh.end_ns, start_ns=sh.start_ns, scope=scope,  # type: ignore[arg-type]
+                name=name, line=cfg.name, shift=sh.name, kwh=float(kwh),
+                measured_kwh=float(c[0] / WS_PER_KWH), estimated_kwh=float(c[1] / WS_PER_KWH),
+                gap_s=float(c[2]), bridged_s=float(c[3]),
+                good_parts=good if scope == "line" else -1, kwh_per_good_part=per_part))
+        if cfg.emit_samples and good > 0:
+            line.next_pub_ns = -1  # publish the new per-part figure with the next samples
+            line.per_part = (self._tags.id_of(f"{cfg.name}/kwh_per_good_part"),
+                             sh.end_ns, reports[-1].kwh_per_good_part)
+        return reports
+
+    def _publish(self, line: _Line, ids: list[int], ts: list[int], vals: list[float]) -> None:
+        cfg = line.cfg
+        if not cfg.emit_samples or line.now_ns < 0 or line.now_ns < line.next_pub_ns:
+            return
+        line.next_pub_ns = line.now_ns + round(cfg.publish_interval_s * 1e9)
+        now_min = line.now_ns // MINUTE_NS
+        a = now_min + 1 - round(cfg.window_s / 60)
+        window = {m.cfg.name: _window_kwh(m.minutes, a, now_min + 1) for m in line.motors}
+        stations = {s: sum(window[m.cfg.name] for m in line.motors if m.cfg.station_name == s)
+                    for s in cfg.stations()}
+        for device, v in [*window.items(), *stations.items(),
+                          (cfg.name, sum(window.values()))]:
+            ids.append(self._tags.id_of(f"{device}/energy_kwh"))
+            ts.append(line.now_ns)
+            vals.append(v)
+        sh = line.open_shift
+        if sh is not None:
+            if line.shift_key != sh.start_min:  # a new shift: sum its minutes once
+                line.shift_key = sh.start_min
+                line.shift_ws = sum(float(c[0] + c[1]) for m in line.motors
+                                    for k, c in m.minutes.items() if k >= sh.start_min)
+            ids.append(self._tags.id_of(f"{cfg.name}/energy_shift_kwh"))
+            ts.append(line.now_ns)
+            vals.append(line.shift_ws / WS_PER_KWH)
+        if line.per_part is not None:
+            ids.append(line.per_part[0])
+            ts.append(line.per_part[1])
+            vals.append(line.per_part[2])
+            line.per_part = None
+
+
+def _sum(minutes: dict[int, npt.NDArray[np.float64]], a: int, b: int) -> npt.NDArray[np.float64]:
+    total = np.zeros(_COLS)
+    for k, v in minutes.items():
+        if a <= k < b:
+            total += v
+    return total
+
+
+def _window_kwh(minutes: dict[int, npt.NDArray[np.float64]], a: int, b: int) -> float:
+    """kWh of the minutes ``[a, b)`` (a window: looks up its minutes, not all kept)."""
+    ws = 0.0
+    for k in range(a, b):
+        c = minutes.get(k)
+        if c is not None:
+            ws += c[0] + c[1]
+    return float(ws) / WS_PER_KWH
+
+
+def _kwh(cols: npt.NDArray[np.float64]) -> float:
+    return float(cols[0] + cols[1]) / WS_PER_KWH
+
+
+def _as_dict(c: npt.NDArray[np.float64]) -> dict[str, float]:
+    return {"kwh": _kwh(c), "measured_kwh": float(c[0]) / WS_PER_KWH,
+            "estimated_kwh": float(c[1]) / WS_PER_KWH, "gap_s": float(c[2]),
+            "bridged_s": float(c[3])}
