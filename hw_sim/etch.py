@@ -11,11 +11,14 @@ in the gateway's form). Holding registers (FC3; FC4 input registers mirror them)
     11    status   uint16 bit0 running, bit1 stopped by coil, bit2 excursion
                           active, bit3 alarm (latched: temperature was > limit)
     12    heartbeat uint16, +1 per model tick (wraps)
+    13-14 wafer_elapsed_s  float32: seconds since the wafer in the chamber entered it
+          (the tool's clock; keeps counting while stopped)
+    15    recipe   uint16 (the recipe number the tool runs, `recipe_id`)
     20    admin: write 1 = start an excursion now (reads 1 while one is active)
     21    admin: fault mode, 0 ok, 1 exception DEVICE_BUSY, 2 exception
           DEVICE_FAILURE, 3 hang (never answer)
 Float32: IEEE 754, big-endian bytes in each register, high word first (ABCD,
-pymodbus word_order="big"). Addresses 0-12 are read-only; 13-19 read as 0.
+pymodbus word_order="big"). Addresses 0-15 are read-only; 16-19 read as 0.
 
 Coils: 0 stop (write 1 = stop; write 0 after a stop = reset and resume),
 1 reset (write 1 = clear the stop and the alarm and resume; reads back 0).
@@ -26,6 +29,10 @@ Invariants: in normal operation the reading stays within setpoint +- noise_clip
 temperature decays to ambient with `cool_tau_s` and the process holds until a
 reset. The model draws the same random numbers per tick in every state, so the
 same seed and the same tick sequence give the same values.
+
+A wafer leaves the chamber when its five recipe steps are done (never while stopped);
+the truth gets `wafer_end` (lot, wafer, start_ns, end_ns, the stops and limit
+excursions during it) and `wafer_start` for the next one, at the tick of the change.
 """
 
 from __future__ import annotations
@@ -74,6 +81,7 @@ class EtchConfig:
     step_s: float = 10.0
     wafers_per_lot: int = 25
     first_lot: int = 4711
+    recipe_id: int = 1
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,7 @@ class EtchSnapshot:
     step: int
     status: int
     heartbeat: int
+    wafer_elapsed_s: float = 0.0
 
 
 def float_regs(value: float) -> list[int]:
@@ -124,11 +133,14 @@ class EtchModel:
         self.over_limit = False
         self.lot_id = self.cfg.first_lot
         self.wafer = 1
+        self.wafer_t0 = 0.0
+        self.wafer_stops = self.wafer_limits = 0
         self._step_t = 0.0
         self.heartbeat = 0
         self._due = sorted(self.cfg.excursion_at_s)
         self._next_periodic = self.cfg.excursion_every_s
         self.snap = self._snapshot(0.0, 0.0, 0.0, 0.0)
+        self._emit("wafer_start", lot=self.lot_id, wafer=self.wafer)
 
     # -- commands ---------------------------------------------------------
     def _emit(self, kind: str, **fields: object) -> None:
@@ -149,6 +161,7 @@ class EtchModel:
         if self.stopped:
             return
         self.stopped = True
+        self.wafer_stops += 1
         self._emit("stop", cause=cause, chamber_temp_c=round(self.base_c + self.offset_c, 4))
         if self.excursion_until is not None:
             self.excursion_until = None
@@ -184,6 +197,7 @@ class EtchModel:
         true_c = self.base_c + self.offset_c
         if true_c > c.limit_c and not self.over_limit:
             self.over_limit = self.alarm = True
+            self.wafer_limits += 1
             self._emit("limit_exceeded", chamber_temp_c=round(true_c, 4))
         elif true_c <= c.limit_c and self.over_limit:
             self.over_limit = False
@@ -218,10 +232,16 @@ class EtchModel:
         before = int(self._step_t // (self.cfg.step_s * len(RECIPE)))
         self._step_t += dt
         if int(self._step_t // (self.cfg.step_s * len(RECIPE))) > before:
+            self._emit("wafer_end", lot=self.lot_id, wafer=self.wafer,
+                       start_ns=self.start_ns + round(self.wafer_t0 * 1e9),
+                       end_ns=self.start_ns + round(self.t_s * 1e9),
+                       stops=self.wafer_stops, limits_exceeded=self.wafer_limits)
             self.wafer += 1
             if self.wafer > self.cfg.wafers_per_lot:
                 self.wafer = 1
                 self.lot_id = (self.lot_id + 1) & 0xFFFF
+            self.wafer_t0, self.wafer_stops, self.wafer_limits = self.t_s, 0, 0
+            self._emit("wafer_start", lot=self.lot_id, wafer=self.wafer)
 
     @property
     def status(self) -> int:
@@ -244,6 +264,7 @@ class EtchModel:
             0 if self.stopped else self.recipe_step,
             self.status,
             self.heartbeat,
+            self.t_s - self.wafer_t0,
         )
 
     def registers(self) -> list[int]:
@@ -259,6 +280,8 @@ class EtchModel:
             s.step,
             self.status,
             s.heartbeat,
+            *float_regs(s.wafer_elapsed_s),
+            self.cfg.recipe_id,
         ]
         regs += [0] * (REG_COUNT - len(regs))
         regs[REG_EXCURSION] = 1 if self.excursion_until is not None else 0

@@ -1,4 +1,4 @@
-"""Judgement at the edge: compensate -> interlock -> health -> spc.
+"""Judgement at the edge: compensate -> interlock -> health -> spc -> trace.
 
 ``build_stages`` builds the configured stages in that order; ``warm_up`` loads and
 compiles the numba kernels of the configured stages (explicit signatures, on-disk cache
@@ -47,6 +47,9 @@ STAGES: tuple[StageKind, ...] = (
               "edge.processing.health:Health", status="health"),
     StageKind("spc", "spc", "edge.processing.spc:SpcConfig", "edge.processing.spc:Spc",
               status="spc"),
+    # last: a wafer's step record carries the trips, quarantines and alarms made above
+    StageKind("wafer_steps", "trace", "edge.processing.trace:WaferTraceConfig",
+              "edge.processing.trace:Trace"),
 )
 STAGE_SECTIONS: tuple[str, ...] = tuple(k.section for k in STAGES)
 STATUS_FIELD: dict[str, str] = {k.name: k.status for k in STAGES if k.status}

@@ -49,6 +49,7 @@ RECORD_TAGS: dict[str, tuple[str, ...]] = {
     "text_value": ("source", "tag"),
     "operator_action": ("origin", "action", "target"),
     "spc_violation": ("tag", "rule"),
+    "wafer_step": ("tool", "recipe"),
 }
 
 _SANITISE = str.maketrans({"\\": "/", "\n": " ", "\r": " ", "\t": " "})
