@@ -1,4 +1,4 @@
-"""Judgement at the edge: compensate -> interlock -> health -> spc -> trace.
+"""Judgement at the edge: clock -> compensate -> interlock -> health -> spc -> trace.
 
 ``build_stages`` builds the configured stages in that order; ``warm_up`` loads and
 compiles the numba kernels of the configured stages (explicit signatures, on-disk cache
@@ -39,6 +39,9 @@ class StageKind:
 # THE stage table, in data-flow order. Config sections, wiring, warm-up and the status
 # document all read it; adding a stage is one line here.
 STAGES: tuple[StageKind, ...] = (
+    # first: later stages judge only samples whose device clock is believed
+    StageKind("clock_checks", "clock", "edge.processing.clock:ClockCheckConfig",
+              "edge.processing.clock:ClockCheck"),
     StageKind("compensation", "compensate", "edge.processing.compensate:CompensationConfig",
               "edge.processing.compensate:Compensate"),
     StageKind("interlocks", "interlock", "edge.processing.interlock:InterlockRuleConfig",
