@@ -35,6 +35,7 @@ import numpy as np
 
 from . import DEFAULT_START_NS
 from .baddata import BadData, Defects
+from .chaos import Chaos, iso_in_offset
 from .clock import SimClock, ticks
 from .truth import TruthLog, iso_ns
 
@@ -252,6 +253,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+# Chaos kinds of a message stream, not of a CSV row: a CMM row is never spoiled by them.
+_NOT_HERE = frozenset({"spelling", "late", "clock_jump"})
+
 class CmmWriter:
     """Writes measured parts as CSV file drops, per part or into a daily file."""
 
@@ -272,6 +276,7 @@ class CmmWriter:
         self.mode = mode
         self.bad = bad or BadData()
         self.defects = Defects(seed, 1, self.bad)
+        self.chaos = Chaos(seed, 1, self.bad)
         self.truth = truth
         self.start_ns = start_ns
 
@@ -282,10 +287,14 @@ class CmmWriter:
             ts = self.defects.drifted(row.ts_ns, self.start_ns)
             fields = row.fields(iso_ns(ts))
             defect = self.defects.pick()
+            if defect in _NOT_HERE:
+                defect = None
             if defect == "missing":
                 fields[int(self.defects.rng.integers(6, 10))] = ""
             elif defect == "naive_ts":
                 fields[0] = fields[0].removesuffix("+00:00")
+            elif defect == "mixed_tz":  # the same instant, in another offset, same file
+                fields[0] = iso_in_offset(ts, self.chaos.offset_min())
             elif defect == "garbage":
                 fields[6] = str(self.defects.rng.choice(["ERR", "#####", "1.2.3", "--"]))
             lines.append(",".join(fields))

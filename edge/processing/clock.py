@@ -12,8 +12,9 @@ samples it accepts). Per sample, against the baseline:
   ticking with the real time, a late burst arrives much faster than its timestamps
   advance (or out of order). Behind samples are held until that is clear: late data is
   then passed on whole, with its own timestamps (never dropped as "old"); a jump back
-  (``confirm_s`` of arrival time at real-time pace) is quarantined, held samples
-  included, until the device's samples are back at its baseline.
+  (samples arriving over at least half of ``confirm_s`` with timestamps that keep pace)
+  is quarantined, held samples included, while the device's samples stay at that
+  offset. Behind samples at another offset than the jumped clock's are late data.
 
 Invariants: every sample of a watched device leaves the stage exactly once, either in a
 batch (now, or later once judged late) or in a ``Quarantine`` record's evidence with
@@ -75,10 +76,12 @@ class _Device:
     max_hold: int
     base_ns: float = 0.0
     jumped_back: bool = False
+    jump_off_ns: float = 0.0
     held: list[SampleBatch] = field(default_factory=list)
-    held_off: list[float] = field(default_factory=list)  # mean offset of each at arrival
+    held_off: list[npt.NDArray[np.float64]] = field(default_factory=list)  # at arrival
     held_n: int = 0
     first_arrival_ns: int = 0
+    last_arrival_ns: int = 0
 
     def judge(self, rows: SampleBatch, now_ns: int, out: list[SampleBatch],
               records: list[Record]) -> None:
@@ -93,17 +96,19 @@ class _Device:
             if self.held:
                 self._release(out)
             out.append(rows.take(ok))
+        if self.jumped_back and behind.any():  # still at the jumped clock's offset
+            jumped = behind & (np.abs(d - self.jump_off_ns) <= self.jump_ns)
+            if jumped.any():
+                self._quarantine(rows.take(jumped), now_ns, float(d[jumped].mean()), records)
+                behind &= ~jumped
         if behind.any():
-            late = rows.take(behind)
-            if self.jumped_back:
-                self._quarantine(late, now_ns, float(d[behind].mean()), records)
-            else:
-                if not self.held:
-                    self.first_arrival_ns = now_ns
-                self.held.append(late)
-                self.held_off.append(float(d[behind].mean()))
-                self.held_n += len(late)
-                self.decide(now_ns, out, records, final=self.held_n >= self.max_hold)
+            if not self.held:
+                self.first_arrival_ns = now_ns
+            self.last_arrival_ns = now_ns
+            self.held.append(rows.take(behind))
+            self.held_off.append(np.asarray(d[behind], np.float64))
+            self.held_n += int(behind.sum())
+            self.decide(now_ns, out, records, final=self.held_n >= self.max_hold)
 
     def decide(self, now_ns: int, out: list[SampleBatch], records: list[Record], *,
                final: bool = False) -> None:
@@ -111,18 +116,25 @@ class _Device:
         if not self.held:
             return
         held = SampleBatch.concat(self.held)
-        ts = held.ts_ns
-        waited = now_ns - self.first_arrival_ns
+        off = np.concatenate(self.held_off)
+        bins = np.floor(off / self.jump_ns)  # the biggest group shares one clock; the
+        keys, counts = np.unique(bins, return_counts=True)  # rest is late data aside
+        mid = float(np.median(off[bins == keys[np.argmax(counts)]]))
+        core = np.abs(off - mid) <= self.jump_ns
+        ts = held.ts_ns[core]
+        arrived = self.last_arrival_ns - self.first_arrival_ns  # over how long they came
         span = int(ts.max() - ts.min())
-        burst = span > 2 * waited + self.confirm_ns or bool((np.diff(ts) < 0).any())
+        burst = span > 2 * arrived + self.confirm_ns or bool((np.diff(ts) < 0).any())
         if burst:
             self._release(out)
-        elif waited >= self.confirm_ns or final:
-            if span >= waited // 2 and len(held) > 1:  # kept pace with the real time
-                self.jumped_back = True
-                d = float(np.mean(self.held_off))
+        elif now_ns - self.first_arrival_ns >= self.confirm_ns or final:
+            # kept pace with the real time over at least half of confirm_s: a clock
+            if 2 * arrived >= self.confirm_ns and 2 * span >= arrived and ts.shape[0] > 1:
+                self.jumped_back, self.jump_off_ns = True, mid
                 self.held, self.held_off, self.held_n = [], [], 0
-                self._quarantine(held, now_ns, d, records)
+                self._quarantine(held.take(core), now_ns, float(off[core].mean()), records)
+                if not core.all():
+                    out.append(held.take(~core))
             else:
                 self._release(out)
 
