@@ -16,9 +16,11 @@ from edge.config import loads
 from edge.model import Quarantine, SampleBatch, TagRegistry
 from edge.processing.clock import ClockCheck, ClockCheckConfig
 from edge.runtime.metrics import Metrics
+from edge.sources.csv_parse import CmmParser
 from edge.sources.mqtt import MqttSource, MqttSourceConfig
 from hw_sim.baddata import CHAOS, BadData
 from hw_sim.clock import SimClock
+from hw_sim.cmm import CmmModel, CmmWriter
 from hw_sim.motors import MOTOR_IDS, MotorLine
 from hw_sim.motors_mqtt import MotorPublisher
 from hw_sim.truth import TruthLog
@@ -127,3 +129,26 @@ def test_every_good_value_kept_once_every_spoiled_one_quarantined(tmp_path: Path
     print(f"SCORE data_chaos: good={sum(want_kept.values())} kept_once="
           f"{sum(kept.values())} spoiled={sum(want_quarantined.values())} quarantined="
           f"{sum(quarantined.values())} by_kind={dict(by_kind)}")
+
+
+def test_cmm_file_with_mixed_time_zones_parses_to_the_true_instants(tmp_path: Path) -> None:
+    """hw_sim writes half of a daily CMM file's rows in other UTC offsets (New York to
+    Tokyo); the file source's parser gives every row its true instant, none refused."""
+    truth = TruthLog()
+    model = CmmModel(5)
+    writer = CmmWriter(tmp_path, "daily", seed=5, bad=BadData(rate=0.5, kinds=("mixed_tz",)),
+                       truth=truth)
+    parts = [model.measure_part(60.0 * k) for k in range(1, 21)]
+    for part in parts:
+        writer.write(part)
+    [path] = tmp_path.glob("cmm-*.csv")
+    lines = path.read_bytes().splitlines()
+    parser = CmmParser({}, None)
+    assert parser.set_header(lines[0]) is None
+    got = parser.parse(list(enumerate(lines[1:], start=2)), set())
+    assert not got.errors
+    want = [(r.part_id, r.feature, r.ts_ns) for p in parts for r in p.rows]
+    assert [(r.part_id, r.feature, r.ts_ns) for r in got.rows] == want
+    offsets = {line.split(b",")[0][-6:] for line in lines[1:]}
+    mixed = len(truth.of_kind("bad_data", "cmm"))
+    assert len(offsets) >= 4 and 10 < mixed < 50, (offsets, mixed)
