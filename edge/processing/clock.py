@@ -12,9 +12,14 @@ samples it accepts). Per sample, against the baseline:
   ticking with the real time, a late burst arrives much faster than its timestamps
   advance (or out of order). Behind samples are held until that is clear: late data is
   then passed on whole, with its own timestamps (never dropped as "old"); a jump back
-  (samples arriving over at least half of ``confirm_s`` with timestamps that keep pace)
-  is quarantined, held samples included, while the device's samples stay at that
-  offset. Behind samples at another offset than the jumped clock's are late data.
+  (judged ``confirm_s`` after the first held sample came, or when the device's clock is
+  back: at least ``MIN_PACED`` samples in order, covering half of ``confirm_s`` or more
+  of device time and not more than twice the real time since the first came plus
+  2 x ``confirm_s`` of slack for a gateway that stalled) is quarantined, held samples
+  included, while the device's samples stay at that offset. Behind samples at another
+  offset than the jumped clock's are late data. Limit: a late burst of one device that
+  is in order and covers less than about 2 x ``confirm_s`` of device time is taken for
+  a jump back (a real flush after an outage covers the outage, far longer).
 
 Invariants: every sample of a watched device leaves the stage exactly once, either in a
 batch (now, or later once judged late) or in a ``Quarantine`` record's evidence with
@@ -38,6 +43,7 @@ from edge.errors import ConfigError
 from edge.model import Quarantine, Record, Sample, SampleBatch, TagRegistry
 
 REASON = "clock_jump"
+MIN_PACED = 3  # fewer held samples than this are never taken for a jumped clock
 
 
 class ClockCheckConfig(ConfigStruct, frozen=True):
@@ -79,9 +85,8 @@ class _Device:
     jump_off_ns: float = 0.0
     held: list[SampleBatch] = field(default_factory=list)
     held_off: list[npt.NDArray[np.float64]] = field(default_factory=list)  # at arrival
+    held_at: list[int] = field(default_factory=list)  # when each held batch came
     held_n: int = 0
-    first_arrival_ns: int = 0
-    last_arrival_ns: int = 0
 
     def judge(self, rows: SampleBatch, now_ns: int, out: list[SampleBatch],
               records: list[Record]) -> None:
@@ -93,8 +98,8 @@ class _Device:
         if ok.any():
             self.base_ns += 0.2 * float(d[ok].mean())  # follows latency and slow drift
             self.jumped_back = False
-            if self.held:
-                self._release(out)
+            if self.held:  # the clock is back (or never left): judge what was held now
+                self.decide(now_ns, out, records, final=True)
             out.append(rows.take(ok))
         if self.jumped_back and behind.any():  # still at the jumped clock's offset
             jumped = behind & (np.abs(d - self.jump_off_ns) <= self.jump_ns)
@@ -102,11 +107,9 @@ class _Device:
                 self._quarantine(rows.take(jumped), now_ns, float(d[jumped].mean()), records)
                 behind &= ~jumped
         if behind.any():
-            if not self.held:
-                self.first_arrival_ns = now_ns
-            self.last_arrival_ns = now_ns
             self.held.append(rows.take(behind))
             self.held_off.append(np.asarray(d[behind], np.float64))
+            self.held_at.append(now_ns)
             self.held_n += int(behind.sum())
             self.decide(now_ns, out, records, final=self.held_n >= self.max_hold)
 
@@ -117,30 +120,42 @@ class _Device:
             return
         held = SampleBatch.concat(self.held)
         off = np.concatenate(self.held_off)
+        came = np.repeat(np.array(self.held_at, np.int64), [len(b) for b in self.held])
         bins = np.floor(off / self.jump_ns)  # the biggest group shares one clock; the
         keys, counts = np.unique(bins, return_counts=True)  # rest is late data aside
         mid = float(np.median(off[bins == keys[np.argmax(counts)]]))
         core = np.abs(off - mid) <= self.jump_ns
         ts = held.ts_ns[core]
-        arrived = self.last_arrival_ns - self.first_arrival_ns  # over how long they came
+        waited = now_ns - int(came[core].min())
         span = int(ts.max() - ts.min())
-        burst = span > 2 * arrived + self.confirm_ns or bool((np.diff(ts) < 0).any())
-        if burst:
+        # Device time running far ahead of the time they took to come: a burst. The
+        # slack (2 x confirm_s) covers a gateway that stalled and took seconds at once.
+        if span > 2 * waited + 2 * self.confirm_ns or bool((np.diff(ts) < 0).any()):
             self._release(out)
-        elif now_ns - self.first_arrival_ns >= self.confirm_ns or final:
-            # kept pace with the real time over at least half of confirm_s: a clock
-            if 2 * arrived >= self.confirm_ns and 2 * span >= arrived and ts.shape[0] > 1:
+        elif waited >= self.confirm_ns or final:
+            # a clock: in order, covering half of confirm_s or more, at about real time
+            if ts.shape[0] >= MIN_PACED and 2 * span >= self.confirm_ns:
                 self.jumped_back, self.jump_off_ns = True, mid
-                self.held, self.held_off, self.held_n = [], [], 0
+                self._clear()
                 self._quarantine(held.take(core), now_ns, float(off[core].mean()), records)
                 if not core.all():
                     out.append(held.take(~core))
             else:
                 self._release(out)
+        elif not core.all() and now_ns - int(came[~core].min()) >= self.confirm_ns:
+            # samples at other offsets than the group still being judged: late data
+            out.append(held.take(~core))
+            self._clear()
+            self.held, self.held_off, self.held_at = [held.take(core)], [off[core]], \
+                [int(came[core].min())]
+            self.held_n = len(self.held[0])
 
     def _release(self, out: list[SampleBatch]) -> None:
         out.extend(self.held)
-        self.held, self.held_off, self.held_n = [], [], 0
+        self._clear()
+
+    def _clear(self) -> None:
+        self.held, self.held_off, self.held_at, self.held_n = [], [], [], 0
 
     def _quarantine(self, rows: SampleBatch, now_ns: int, off_ns: float,
                     records: list[Record]) -> None:

@@ -124,3 +124,32 @@ def test_other_devices_pass_untouched_and_config_errors_name_the_check() -> None
     two = msgspec.convert({"name": "b", "devices": ["smelter_1"]}, ClockCheckConfig)
     with pytest.raises(ConfigError, match="already watched by clock_checks 'a'"):
         ClockCheck([one, two], tags)
+
+
+def test_a_late_sample_held_when_a_jump_back_starts_is_kept_and_the_jump_quarantined() -> None:
+    """A sample from 3 h ago arrives just before the clock jumps an hour back: the late
+    one is kept, every jumped one quarantined (the two are judged apart)."""
+    stage, _ = _stage(confirm_s=1.0)
+    run = Run(stage)
+    for k in range(40):
+        now = T0 + k * TICK
+        if k == 9:
+            run.feed(now, [now - 3 * H], [-1.0])
+        shift = -H if 10 <= k < 30 else 0
+        run.feed(now, [now + shift], [float(k)])
+    assert (T0 + 9 * TICK - 3 * H, -1.0) in run.kept
+    assert sorted(v for _, v, _ in run.quarantined) == [float(k) for k in range(10, 30)]
+    assert len(run.kept) == 21
+
+
+def test_a_jump_that_arrives_all_at_once_after_a_stall_is_still_quarantined() -> None:
+    """The gateway stalled: 2 s of an hour-back clock and the samples after it (clock
+    fixed) arrive in one batch; the jumped ones are quarantined, the rest kept."""
+    stage, _ = _stage(confirm_s=1.0)
+    run = Run(stage)
+    run.feed(T0, [T0], [0.0])
+    ts = [T0 + k * TICK - (H if k <= 20 else 0) for k in range(1, 26)]
+    run.feed(T0 + 26 * TICK, ts, [float(k) for k in range(1, 26)])
+    run._take(*run._tick(T0 + 26 * TICK + 2 * S))  # the stage's ticks go on
+    assert sorted(v for _, v, _ in run.quarantined) == [float(k) for k in range(1, 21)]
+    assert [v for _, v in run.kept] == [0.0, 21.0, 22.0, 23.0, 24.0, 25.0]
