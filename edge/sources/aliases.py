@@ -1,5 +1,6 @@
-"""Spellings: the same device under several names (``Smelter #1``, ``smelter_1``,
-``SMELTER-1``) mapped to the one canonical name its tags are declared under.
+"""Spellings: the same device or column under several names (``Smelter #1``,
+``smelter_1``, ``SMELTER-1``) mapped to the one canonical name its tags are declared
+under (MQTT topic devices, CSV value column headers).
 
 Invariants:
 
@@ -25,16 +26,16 @@ def loose(name: str) -> str:
 
 
 def problems(canonical: Iterable[str], aliases: Mapping[str, str], *,
-             loose_match: bool) -> list[str]:
+             loose_match: bool, what: str = "device") -> list[str]:
     """Every way the table is ambiguous or points nowhere, one line each."""
     known = list(dict.fromkeys(canonical))
     out: list[str] = []
     for alias, target in aliases.items():
         if target not in known:
             out.append(f"aliases: '{alias}' maps to '{target}', which is not one of the "
-                       f"devices ({', '.join(known) or 'none'})")
+                       f"{what}s ({', '.join(known) or 'none'})")
         elif alias in known and alias != target:
-            out.append(f"aliases: '{alias}' is a device itself and cannot also be a "
+            out.append(f"aliases: '{alias}' is a {what} itself and cannot also be a "
                        f"spelling of '{target}'")
     if loose_match:
         owner: dict[str, tuple[str, str]] = {}  # loose key -> (name, canonical)

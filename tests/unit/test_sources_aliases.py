@@ -89,3 +89,43 @@ def test_loose_key_and_resolution() -> None:
     assert loose("Smelter #1") == loose("SMELTER-1") == loose("smelter_1") == "smelter1"
     s = Spellings(["smelter_1"], {}, loose_match=True)
     assert s.resolve("Smelter #1") == "smelter_1" and s.resolve("smelter_11") is None
+
+
+def test_csv_headers_under_other_spellings_map_to_the_configured_column() -> None:
+    """A file source's value column found under an alias or, loosely, under any case and
+    punctuation; a header that spells one column twice is refused with both names."""
+    from edge.sources.csv_parse import SamplesParser
+
+    def parser(loose: bool) -> SamplesParser:
+        return SamplesParser("ts", ["smelter_1", "smelter_2"], None, "s",
+                             aliases=[["Smelter #1"], []], loose=loose)
+
+    for header, loose_match in ((b"ts,Smelter #1,smelter_2", False),
+                                (b"ts,SMELTER-2,SMELTER 1", True)):
+        p = parser(loose_match)
+        assert p.set_header(header) is None, header
+        got = p.parse([(2, b"1795255200," + (b"700.5,800.5" if not loose_match
+                                             else b"800.5,700.5"))], set())
+        assert got.rows[0].values == [700.5, 800.5]
+    assert parser(False).set_header(b"ts,SMELTER-1,smelter_2") == "header lacks column " \
+        "'smelter_1'"
+    assert parser(True).set_header(b"ts,Smelter #1,smelter_1,smelter_2") == (
+        "header spells column 'smelter_1' twice: 'Smelter #1' and 'smelter_1'")
+
+
+def test_file_source_alias_conflicts_are_config_errors() -> None:
+    """An alias listed for two columns, or equal to another column, is refused at load."""
+    base = """
+[[sources]]
+type = "file"
+name = "hist"
+paths = ["/tmp/x"]
+mode = "samples"
+timestamp_column = "ts"
+"""
+    with pytest.raises(ConfigError, match="'S1' is listed for two columns"):
+        loads(base + 'values = [{ column = "a", tag = "a", aliases = ["S1"] },'
+                     ' { column = "b", tag = "b", aliases = ["S1"] }]\n')
+    with pytest.raises(ConfigError, match="'b' is a column itself"):
+        loads(base + 'values = [{ column = "a", tag = "a", aliases = ["b"] },'
+                     ' { column = "b", tag = "b" }]\n')
