@@ -19,7 +19,8 @@ DEFECTS: tuple[str, ...] = ("missing", "duplicate", "naive_ts", "garbage")
 #: The rest of a plant's chaos, chosen only when named in `kinds`. Good data in an odd
 #: shape: spelling (the device under another spelling, `Conveyor/Pusher 1`,
 #: `CONVEYOR/PUSHER-1`), mixed_tz (the same instant written in another UTC offset), late
-#: (held back and sent `late_s` older, in an out-of-order burst of `late_burst`). Spoiled:
+#: (held back and sent `late_s` older, in an out-of-order burst of `late_burst`: MQTT
+#: messages, or CMM rows in a late-<part>.csv file). Spoiled:
 #: clock_jump (the device clock `clock_jump_s` ahead or behind for `clock_jump_ticks`
 #: messages). The truth says which with `good`.
 CHAOS: tuple[str, ...] = ("spelling", "mixed_tz", "late", "clock_jump")

@@ -20,7 +20,7 @@ from edge.sources.csv_parse import CmmParser
 from edge.sources.mqtt import MqttSource, MqttSourceConfig
 from hw_sim.baddata import CHAOS, BadData
 from hw_sim.clock import SimClock
-from hw_sim.cmm import CmmModel, CmmWriter
+from hw_sim.cmm import CSV_HEADER, CmmModel, CmmWriter
 from hw_sim.motors import MOTOR_IDS, MotorLine
 from hw_sim.motors_mqtt import MotorPublisher
 from hw_sim.truth import TruthLog
@@ -152,3 +152,37 @@ def test_cmm_file_with_mixed_time_zones_parses_to_the_true_instants(tmp_path: Pa
     offsets = {line.split(b",")[0][-6:] for line in lines[1:]}
     mixed = len(truth.of_kind("bad_data", "cmm"))
     assert len(offsets) >= 4 and 10 < mixed < 50, (offsets, mixed)
+
+
+def test_cmm_late_file_holds_rows_from_hours_ago_out_of_order(tmp_path: Path) -> None:
+    """hw_sim holds a share of the CMM rows back and drops them later as late-*.csv,
+    measured 3 h earlier and shuffled: parsed, the part files and the late files hold
+    every row exactly once, the late ones at their own (old) instants."""
+    truth = TruthLog()
+    model = CmmModel(6)
+    writer = CmmWriter(tmp_path, "part", seed=6, truth=truth,
+                       bad=BadData(rate=0.3, kinds=("late",), late_burst=6))
+    parts = [model.measure_part(60.0 * k) for k in range(1, 31)]
+    for part in parts:
+        writer.write(part)
+    got: list[tuple[str, str, int]] = []
+    late_files = sorted(tmp_path.glob("late-*.csv"))
+    for path in sorted(tmp_path.glob("*.csv")):
+        lines = path.read_bytes().splitlines()
+        parser = CmmParser({}, None)
+        assert parser.set_header(lines[0]) is None
+        result = parser.parse(list(enumerate(lines[1:], start=2)), set())
+        assert not result.errors, (path, result.errors[:2])
+        got += [(r.part_id, r.feature, r.ts_ns) for r in result.rows]
+    late = {(e["part_id"], e["feature"]): e["sent_ts_ns"]
+            for e in truth.of_kind("bad_data", "cmm") if e["defect"] == "late"}
+    parser = CmmParser({}, None)  # rows still held for the next late file: in no file yet
+    assert parser.set_header(CSV_HEADER.encode()) is None
+    unsent = parser.parse([(2, r.encode()) for r in writer._late], set()).rows
+    got += [(r.part_id, r.feature, r.ts_ns) for r in unsent]
+    want = [(r.part_id, r.feature, late.get((r.part_id, r.feature), r.ts_ns))
+            for p in parts for r in p.rows]
+    assert len(late_files) >= 3 and len(late) > 18
+    assert Counter(got) == Counter(want)
+    measured = {(r.part_id, r.feature): r.ts_ns for p in parts for r in p.rows}
+    assert all(measured[k] - ts == 3 * 3600 * 10**9 for k, ts in late.items())  # 3 h older
