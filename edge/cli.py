@@ -1,4 +1,4 @@
-"""``edge-gateway``: run, check-config, status, journal, interlock, demo.
+"""``edge-gateway``: run, check-config, status, journal, interlock, wafer-history, demo.
 
 Exit status: 0 fine, 1 runtime failure, 2 configuration error (one line per mistake,
 each naming the component and key), 3 the daemon is not running (for commands that need
@@ -106,6 +106,15 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--comment", "-m", default="")
         _target(sp)
         sp.set_defaults(func=cmd_alarm_act, cmd=what)
+    wh = sub.add_parser("wafer-history",
+                        help="a wafer's steps through the tools, as the MES holds them")
+    wh.add_argument("wafer", help="the wafer id, e.g. 4711.03 (<lot>.<slot>)")
+    wh.add_argument("--config", "-c", default=DEFAULT_CONFIG,
+                    help="read the MES URL and token from this config's MES sink")
+    wh.add_argument("--mes", default="", help="the MES base URL (instead of --config)")
+    wh.add_argument("--sink", default="", help="which MES sink when the config has several")
+    wh.add_argument("--json", action="store_true")
+    wh.set_defaults(func=cmd_wafer_history)
     return p
 
 
@@ -274,6 +283,25 @@ def cmd_alarm_act(args: argparse.Namespace) -> int:
         return 0
     print(f"edge-gateway: {answer.get('error')}", file=sys.stderr)
     return 1
+
+
+def cmd_wafer_history(args: argparse.Namespace) -> int:
+    from edge.wafer_history import HistoryError, MesTarget, fetch, render, target_from_config
+
+    if args.mes:
+        target = MesTarget(args.mes.rstrip("/"))
+    else:
+        target = target_from_config(load(args.config), args.sink)
+    try:
+        doc = fetch(target, args.wafer)
+    except HistoryError as exc:
+        print(f"edge-gateway: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        sys.stdout.write(render(doc, target.url))
+    return 0
 
 
 def cmd_journal(args: argparse.Namespace) -> int:

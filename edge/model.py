@@ -427,15 +427,49 @@ class EnergyReport(msgspec.Struct, frozen=True, tag="energy_report", tag_field="
     bridged_s: float
     good_parts: int = -1  # -1: no OEE report of the line's tools was seen for the shift
     kwh_per_good_part: float = math.nan
+class TagSummary(msgspec.Struct, frozen=True):
+    """One tag's telemetry over a span: min/mean/max over its Good and Uncertain samples
+    (NaN when it had none), the last such value, and how many samples were Bad."""
+
+    tag: str
+    n: int
+    min: float
+    mean: float
+    max: float
+    last: float
+    bad: int
+
+
+class WaferStep(msgspec.Struct, frozen=True, tag="wafer_step", tag_field="type"):
+    """One wafer's step through one tool, made when the wafer leaves it: the digital
+    thread's unit. ``start_ns``/``end_ns`` are when it entered and left (from the tool's
+    own elapsed-time register where configured, else the first reading that showed it);
+    ``first_seen_ns`` is the first reading the gateway saw, later than ``start_ns`` when
+    the gateway (re)started mid-step: the telemetry summary covers from there. The
+    trips, quarantines and SPC alarms are those of the tool during the step."""
+
+    ts_ns: int  # = end_ns: when the wafer left
+    tool: str
+    lot: str
+    wafer: str
+    recipe: str
+    start_ns: int
+    end_ns: int
+    first_seen_ns: int
+    telemetry: list[TagSummary] = []
+    trips: list[InterlockTrip] = []
+    quarantines: list[Quarantine] = []
+    spc_alarms: list[SpcViolation] = []
+    dropped: int = 0  # trips/quarantines/alarms over the per-step cap, counted not kept
 
 
 Record = (
     CmmReading | Measurement | InterlockTrip | Quarantine | HealthAlert | SpcViolation
-    | TextValue | OperatorAction | OeeReport | EnergyReport
+    | TextValue | OperatorAction | OeeReport | EnergyReport | WaferStep
 )
 RECORD_TYPES: tuple[type[Record], ...] = (
     CmmReading, Measurement, InterlockTrip, Quarantine, HealthAlert, SpcViolation,
-    TextValue, OperatorAction, OeeReport, EnergyReport,
+    TextValue, OperatorAction, OeeReport, EnergyReport, WaferStep,
 )
 # The names a config uses for them (``record_types`` of a sink), as ``record_type`` gives.
 RECORD_TYPE_NAMES: tuple[str, ...] = tuple(str(t.__struct_config__.tag) for t in RECORD_TYPES)

@@ -35,6 +35,7 @@ import numpy as np
 
 from . import DEFAULT_START_NS
 from .baddata import BadData, Defects
+from .chaos import Chaos, iso_in_offset
 from .clock import SimClock, ticks
 from .truth import TruthLog, iso_ns
 
@@ -252,6 +253,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+# Chaos kinds of a message stream, not of a CSV row: a CMM row is never spoiled by them.
+_NOT_HERE = frozenset({"spelling", "clock_jump"})
+
 class CmmWriter:
     """Writes measured parts as CSV file drops, per part or into a daily file."""
 
@@ -272,6 +276,8 @@ class CmmWriter:
         self.mode = mode
         self.bad = bad or BadData()
         self.defects = Defects(seed, 1, self.bad)
+        self.chaos = Chaos(seed, 1, self.bad)
+        self._late: list[str] = []  # rows held for a late file
         self.truth = truth
         self.start_ns = start_ns
 
@@ -280,27 +286,47 @@ class CmmWriter:
         lines: list[str] = []
         for row in part.rows:
             ts = self.defects.drifted(row.ts_ns, self.start_ns)
-            fields = row.fields(iso_ns(ts))
             defect = self.defects.pick()
+            if defect in _NOT_HERE:
+                defect = None
+            if defect == "late":  # measured late_s earlier, in a file that comes later
+                ts -= round(self.bad.late_s * 1e9)
+            fields = row.fields(iso_ns(ts))
             if defect == "missing":
                 fields[int(self.defects.rng.integers(6, 10))] = ""
             elif defect == "naive_ts":
                 fields[0] = fields[0].removesuffix("+00:00")
+            elif defect == "mixed_tz":  # the same instant, in another offset, same file
+                fields[0] = iso_in_offset(ts, self.chaos.offset_min())
             elif defect == "garbage":
                 fields[6] = str(self.defects.rng.choice(["ERR", "#####", "1.2.3", "--"]))
-            lines.append(",".join(fields))
+            if defect == "late":
+                self._late.append(",".join(fields))
+            else:
+                lines.append(",".join(fields))
             if defect == "duplicate":
                 lines.append(lines[-1])
             if defect is not None and self.truth is not None:
-                self.truth.emit(
-                    "bad_data",
-                    "cmm",
-                    part.ts_ns,
-                    defect=defect,
-                    part_id=part.part_id,
-                    feature=row.feature,
-                )
+                extra = {"good": True, "sent_ts_ns": ts} if defect in ("late", "mixed_tz") \
+                    else {}
+                self.truth.emit("bad_data", "cmm", part.ts_ns, defect=defect,
+                                part_id=part.part_id, feature=row.feature, **extra)
         return lines
+
+    def _late_file(self, part: CmmPart) -> None:
+        """Once `late_burst` rows are held: one file of them, shuffled (out of order)."""
+        if len(self._late) < self.bad.late_burst:
+            return
+        rows, self._late = self._late, []
+        order = self.chaos.rng.permutation(len(rows))
+        body = CSV_HEADER + "\n" + "".join(rows[int(i)] + "\n" for i in order)
+        target = self.dir / f"late-{part.part_id}.csv"
+        tmp = self.dir / f".late-{part.part_id}.csv.tmp"
+        with tmp.open("w", encoding="utf-8", newline="") as fh:
+            fh.write(body)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
 
     def write(self, part: CmmPart) -> Path:
         """Write one part; returns the file written or appended to."""
@@ -322,6 +348,7 @@ class CmmWriter:
                 fh.write("".join(line + "\n" for line in lines))
                 fh.flush()
                 os.fsync(fh.fileno())
+        self._late_file(part)
         _fsync_dir(self.dir)
         return target
 

@@ -11,11 +11,14 @@ in the gateway's form). Holding registers (FC3; FC4 input registers mirror them)
     11    status   uint16 bit0 running, bit1 stopped by coil, bit2 excursion
                           active, bit3 alarm (latched: temperature was > limit)
     12    heartbeat uint16, +1 per model tick (wraps)
+    13-14 wafer_elapsed_s  float32: seconds since the wafer in the chamber entered it
+          (the tool's clock; keeps counting while stopped)
+    15    recipe   uint16 (the recipe number the tool runs, `recipe_id`)
     20    admin: write 1 = start an excursion now (reads 1 while one is active)
     21    admin: fault mode, 0 ok, 1 exception DEVICE_BUSY, 2 exception
           DEVICE_FAILURE, 3 hang (never answer)
 Float32: IEEE 754, big-endian bytes in each register, high word first (ABCD,
-pymodbus word_order="big"). Addresses 0-12 are read-only; 13-19 read as 0.
+pymodbus word_order="big"). Addresses 0-15 are read-only; 16-19 read as 0.
 
 Coils: 0 stop (write 1 = stop; write 0 after a stop = reset and resume),
 1 reset (write 1 = clear the stop and the alarm and resume; reads back 0).
@@ -31,6 +34,10 @@ OEE truth: `timeline` holds every change between running and stopped, `parts` ev
 finished wafer with whether it is scrap (the chamber went above `limit_c` while it
 was in it; `wafer_done` truth lines say the same), and `ideal_cycle_s` is the rated
 cycle the tool is judged against (it runs at 5 x `step_s`).
+
+A wafer leaves the chamber when its five recipe steps are done (never while stopped);
+the truth gets `wafer_end` (lot, wafer, start_ns, end_ns, the stops and limit
+excursions during it) and `wafer_start` for the next one, at the tick of the change.
 """
 
 from __future__ import annotations
@@ -81,6 +88,7 @@ class EtchConfig:
     first_lot: int = 4711
     # the tool's rated cycle (OEE's ideal cycle time); a wafer takes 5 x step_s
     ideal_cycle_s: float = 45.0
+    recipe_id: int = 1
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,7 @@ class EtchSnapshot:
     step: int
     status: int
     heartbeat: int
+    wafer_elapsed_s: float = 0.0
 
 
 def float_regs(value: float) -> list[int]:
@@ -131,6 +140,8 @@ class EtchModel:
         self.over_limit = False
         self.lot_id = self.cfg.first_lot
         self.wafer = 1
+        self.wafer_t0 = 0.0
+        self.wafer_stops = self.wafer_limits = 0
         self._step_t = 0.0
         self.heartbeat = 0
         self._due = sorted(self.cfg.excursion_at_s)
@@ -140,6 +151,7 @@ class EtchModel:
         self.parts: list[tuple[int, bool]] = []
         self._scrap = False
         self.snap = self._snapshot(0.0, 0.0, 0.0, 0.0)
+        self._emit("wafer_start", lot=self.lot_id, wafer=self.wafer)
 
     # -- commands ---------------------------------------------------------
     def _emit(self, kind: str, **fields: object) -> None:
@@ -161,6 +173,7 @@ class EtchModel:
             return
         self.stopped = True
         self.timeline.append((self.start_ns + round(self.t_s * 1e9), True))
+        self.wafer_stops += 1
         self._emit("stop", cause=cause, chamber_temp_c=round(self.base_c + self.offset_c, 4))
         if self.excursion_until is not None:
             self.excursion_until = None
@@ -198,6 +211,7 @@ class EtchModel:
         if true_c > c.limit_c and not self.over_limit:
             self.over_limit = self.alarm = True
             self._scrap = True  # the wafer in the chamber is lost
+            self.wafer_limits += 1
             self._emit("limit_exceeded", chamber_temp_c=round(true_c, 4))
         elif true_c <= c.limit_c and self.over_limit:
             self.over_limit = False
@@ -237,10 +251,16 @@ class EtchModel:
             self._emit("wafer_done", lot=self.lot_id, wafer=self.wafer, scrap=self._scrap,
                        ideal_cycle_s=self.cfg.ideal_cycle_s)
             self._scrap = False
+            self._emit("wafer_end", lot=self.lot_id, wafer=self.wafer,
+                       start_ns=self.start_ns + round(self.wafer_t0 * 1e9),
+                       end_ns=self.start_ns + round(self.t_s * 1e9),
+                       stops=self.wafer_stops, limits_exceeded=self.wafer_limits)
             self.wafer += 1
             if self.wafer > self.cfg.wafers_per_lot:
                 self.wafer = 1
                 self.lot_id = (self.lot_id + 1) & 0xFFFF
+            self.wafer_t0, self.wafer_stops, self.wafer_limits = self.t_s, 0, 0
+            self._emit("wafer_start", lot=self.lot_id, wafer=self.wafer)
 
     @property
     def status(self) -> int:
@@ -263,6 +283,7 @@ class EtchModel:
             0 if self.stopped else self.recipe_step,
             self.status,
             self.heartbeat,
+            self.t_s - self.wafer_t0,
         )
 
     def registers(self) -> list[int]:
@@ -278,6 +299,8 @@ class EtchModel:
             s.step,
             self.status,
             s.heartbeat,
+            *float_regs(s.wafer_elapsed_s),
+            self.cfg.recipe_id,
         ]
         regs += [0] * (REG_COUNT - len(regs))
         regs[REG_EXCURSION] = 1 if self.excursion_until is not None else 0

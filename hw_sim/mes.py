@@ -4,13 +4,16 @@ API port:
   POST /api/v1/records   {"gateway_id": str, "records": [{"id": str, "type": T, ..}]}
                          T in measurement|quarantine|interlock_trip|health_alert|
                          spc_violation|operator_action|text_value|oee_report|
-                         energy_report; headers Idempotency-Key, Authorization:
-                         Bearer <token> (checked only when a token is set: 401)
+                         energy_report|wafer_step; headers Idempotency-Key,
+                         Authorization: Bearer <token> (checked only when a token
+                         is set: 401)
                          -> 201 {"accepted": n, "duplicates": m} (200 on a replayed key)
                          -> 400 not JSON / 422 a bad record: the whole batch refused
   GET  /api/v1/counts    {"records", "by_type", "batches", "duplicate_records",
                           "duplicate_keys"}
   GET  /api/v1/records?type=&limit=   stored records, oldest first
+  GET  /api/v1/wafers/<id>/history     {"wafer": id, "steps": [wafer_step records of that
+                         wafer, by start time]}; 404 when no step of it was received
 Admin port (always reachable, also serves the two GETs above):
   POST /admin/fault {"mode": ok|refuse|blackhole|error5xx|ratelimit|slow, "rate":
                      0.5, "retry_after_s": 2, "latency_s": 1.0};  GET /admin/fault
@@ -32,6 +35,7 @@ import asyncio
 import json
 import sqlite3
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +46,10 @@ from .truth import TruthLog
 
 RECORD_TYPES = (
     "measurement", "quarantine", "interlock_trip", "health_alert", "spc_violation",
-    "operator_action", "text_value", "oee_report", "energy_report",
+    "operator_action", "text_value", "oee_report", "energy_report", "wafer_step",
 )
 FAULT_MODES = ("ok", "refuse", "blackhole", "error5xx", "ratelimit", "slow")
+_WAFERS, _HISTORY = "/api/v1/wafers/", "/history"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -129,6 +134,14 @@ class MesStore:
         if rtype:
             sql, args = sql + " WHERE type = ?", [rtype]
         rows = self.db.execute(sql + " ORDER BY rowid LIMIT ?", [*args, limit])
+        return [json.loads(r[0]) for r in rows]
+
+    def wafer_history(self, wafer: str) -> list[dict[str, Any]]:
+        """The wafer_step records of ``wafer`` (its ``wafer`` field), by start time."""
+        rows = self.db.execute(
+            "SELECT body FROM records WHERE type = 'wafer_step' "
+            "AND json_extract(body, '$.wafer') = ? "
+            "ORDER BY json_extract(body, '$.start_ns'), rowid", (wafer,))
         return [json.loads(r[0]) for r in rows]
 
     def close(self) -> None:
@@ -273,9 +286,20 @@ class MesServer:
             except ValueError:
                 return Response(400, {"error": "limit must be an integer"})
             return Response(200, {"records": self.store.records(req.query.get("type"), limit)})
+        if req.path.startswith(_WAFERS) and req.path.endswith(_HISTORY):
+            return self._wafer_history(req.path[len(_WAFERS):-len(_HISTORY)])
         if req.path == "/healthz":
             return Response(200, {"ok": True})
         return Response(404, {"error": f"no route {req.path}"})
+
+    def _wafer_history(self, quoted: str) -> Response:
+        wafer = urllib.parse.unquote(quoted)
+        if not wafer or "/" in wafer:
+            return Response(400, {"error": f"bad wafer id {wafer!r}"})
+        steps = self.store.wafer_history(wafer)
+        if not steps:
+            return Response(404, {"error": f"no step of wafer {wafer!r} was received"})
+        return Response(200, {"wafer": wafer, "steps": steps})
 
     def _post_records(self, req: Request) -> Response:
         if self.token is not None and req.headers.get("authorization") != f"Bearer {self.token}":

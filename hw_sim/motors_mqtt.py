@@ -30,7 +30,8 @@ from typing import Any
 
 import aiomqtt
 
-from .baddata import BadData, Defects
+from .baddata import CHAOS, BadData, Defects
+from .chaos import Chaos, iso_in_offset
 from .clock import SimClock, ticks
 from .motors import MOTOR_IDS, MotorLine, MotorSample
 from .truth import TruthLog, iso_ns
@@ -71,6 +72,7 @@ class MotorPublisher:
         self.line, self.clock, self.host, self.port = line, clock, host, port
         self.mode, self.batch_ticks, self.qos = mode, max(1, batch_ticks), qos
         self.defects = Defects(seed, 3, bad or BadData())
+        self.chaos = Chaos(seed, 3, bad or BadData())
         self.truth = truth
         self.health_every_ticks = max(1, round(health_every_s / line.tick_s))
         self.horizon_ticks = horizon_ticks
@@ -130,19 +132,24 @@ class MotorPublisher:
             samples = self.line.step()
             if self.line.tick % self.health_every_ticks == 1:
                 await self._health()
-            out: list[tuple[str, bytes]] = []
-            if self.mode == "json":
-                for s in samples:
-                    out += self._telemetry(s)
-            else:
-                for s in samples:
-                    buf = self._batch[f"{s.station}/{s.component}"]
-                    buf.append(s)
-                    if len(buf) >= self.batch_ticks:
-                        out += self._batched(buf)
-                        buf.clear()
+            out = self.render(samples)
             if out:
                 await self._send(out)
+
+    def render(self, samples: list[MotorSample]) -> list[tuple[str, bytes]]:
+        """The messages of one tick, bad data applied (a late one comes in a later burst)."""
+        out: list[tuple[str, bytes]] = []
+        if self.mode == "json":
+            for s in samples:
+                out += self._telemetry(s)
+        else:
+            for s in samples:
+                buf = self._batch[f"{s.station}/{s.component}"]
+                buf.append(s)
+                if len(buf) >= self.batch_ticks:
+                    out += self._batched(buf)
+                    buf.clear()
+        return out
 
     async def _health(self) -> None:
         forecast, tick = self.line.forecast(), self.line.tick
@@ -150,39 +157,49 @@ class MotorPublisher:
         self.line.emit_health(ttf, self.horizon_ticks)
         self.line.emit_energy()
 
-    def _ts(self, s: MotorSample, defect: str | None) -> float | str:
-        ts = self.defects.drifted(s.ts_ns, self.line.start_ns)
+    def _ts(self, s: MotorSample, defect: str | None, shift_ns: int = 0,
+            offset_min: int = 0) -> float | str:
+        ts = self.defects.drifted(s.ts_ns, self.line.start_ns) + shift_ns
         if defect == "naive_ts":
             return iso_ns(ts).removesuffix("+00:00")
+        if defect == "mixed_tz":
+            return iso_in_offset(ts, offset_min)
         return round(ts / 1e9, 3)
 
+    def _pick(self, motor: str) -> tuple[str | None, int, int]:
+        """(defect, ns added to the timestamps, UTC offset in minutes) of a message."""
+        shift, defect = self.chaos.shift(motor, self.defects.pick())
+        return defect, shift, self.chaos.offset_min() if defect == "mixed_tz" else 0
+
     def _telemetry(self, s: MotorSample) -> list[tuple[str, bytes]]:
-        defect = self.defects.pick()
+        motor = f"{s.station}/{s.component}"
+        defect, shift, tz = self._pick(motor)
         body: dict[str, Any] = {
-            "ts": self._ts(s, defect),
+            "ts": self._ts(s, defect, shift, tz),
             "current_a": s.current_a,
             "state": s.state,
             "position_mm": s.position_mm,
         }
         if s.barriers is not None:
             body["barriers"] = s.barriers
-        return self._spoil(f"{s.station}/{s.component}", telemetry_topic, body, defect, s.ts_ns)
+        return self._spoil(motor, telemetry_topic, body, defect, s.ts_ns, shift)
 
     def _batched(self, buf: list[MotorSample]) -> list[tuple[str, bytes]]:
-        defect = self.defects.pick()
+        m = f"{buf[0].station}/{buf[0].component}"
+        defect, shift, tz = self._pick(m)
         body: dict[str, Any] = {
-            "ts": [self._ts(s, defect) for s in buf],
+            "ts": [self._ts(s, defect, shift, tz) for s in buf],
             "current_a": [s.current_a for s in buf],
             "state": [s.state for s in buf],
             "position_mm": [s.position_mm for s in buf],
         }
-        m = f"{buf[0].station}/{buf[0].component}"
-        return self._spoil(m, batch_topic, body, defect, buf[-1].ts_ns)
+        return self._spoil(m, batch_topic, body, defect, buf[-1].ts_ns, shift)
 
     def _spoil(
-        self, motor: str, topic_of: Any, body: dict[str, Any], defect: str | None, ts_ns: int
+        self, motor: str, topic_of: Any, body: dict[str, Any], defect: str | None, ts_ns: int,
+        shift_ns: int = 0,
     ) -> list[tuple[str, bytes]]:
-        topic = topic_of(motor)
+        topic = topic_of(self.chaos.spelled(motor) if defect == "spelling" else motor)
         if defect == "missing":
             if isinstance(body["current_a"], list):
                 body["current_a"][0] = None
@@ -192,8 +209,14 @@ class MotorPublisher:
         if defect == "garbage":
             payload = b"\x00\xffgarbage{" + payload[:7]
         if defect is not None and self.truth is not None:
-            self.truth.emit("bad_data", "motors", ts_ns, defect=defect, motor=motor, topic=topic)
+            extra: dict[str, Any] = {}
+            if defect in CHAOS:  # the sample as the gateway should keep it, or not
+                extra = {"good": defect != "clock_jump", "sent_ts_ns": ts_ns + shift_ns}
+            self.truth.emit("bad_data", "motors", ts_ns, defect=defect, motor=motor,
+                            topic=topic, **extra)
         out = [(topic, payload)]
+        if defect == "late":
+            return self.chaos.hold(out[0])
         return out * 2 if defect == "duplicate" else out
 
     async def _send(self, messages: list[tuple[str, bytes]]) -> None:

@@ -8,10 +8,12 @@ file is fsynced on close. The same events are kept in memory (`records`) when
 
 Kinds written by the parts: `run_start`; cmm `part`; etch `excursion_start`,
 `excursion_end`, `limit_exceeded`, `limit_cleared`, `stop`, `reset`, `fault`,
-`wafer_done`;
-motors `motor_health`, `motor_energy`, `micro_stoppage`, `motor_failed`,
-`command`; mes `fault`;
-link `mode`; and `bad_data` from any part (with `defect` naming the kind).
+`wafer_done` (OEE: lot, wafer, scrap), `wafer_start`, `wafer_end` (lot, wafer,
+start_ns, end_ns, stops, limits_exceeded); motors `motor_health`, `motor_energy`,
+`micro_stoppage`, `motor_failed`, `command`; mes `fault`;
+link `mode`; and `bad_data` from any part (with `defect` naming the kind; the chaos
+kinds of `baddata.CHAOS` add `good`, whether a right gateway keeps the value, and
+`sent_ts_ns`, the timestamp the data went out with).
 """
 
 from __future__ import annotations

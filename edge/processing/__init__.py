@@ -1,4 +1,5 @@
-"""Judgement at the edge: compensate -> interlock -> health -> spc -> oee -> energy.
+"""Judgement at the edge: clock -> compensate -> interlock -> health -> spc -> oee ->
+energy -> trace.
 
 ``build_stages`` builds the configured stages in that order; ``warm_up`` loads and
 compiles the numba kernels of the configured stages (explicit signatures, on-disk cache
@@ -39,6 +40,9 @@ class StageKind:
 # THE stage table, in data-flow order. Config sections, wiring, warm-up and the status
 # document all read it; adding a stage is one line here.
 STAGES: tuple[StageKind, ...] = (
+    # first: later stages judge only samples whose device clock is believed
+    StageKind("clock_checks", "clock", "edge.processing.clock:ClockCheckConfig",
+              "edge.processing.clock:ClockCheck"),
     StageKind("compensation", "compensate", "edge.processing.compensate:CompensationConfig",
               "edge.processing.compensate:Compensate"),
     StageKind("interlocks", "interlock", "edge.processing.interlock:InterlockRuleConfig",
@@ -50,6 +54,9 @@ STAGES: tuple[StageKind, ...] = (
     StageKind("oee", "oee", "edge.processing.oee:OeeConfig", "edge.processing.oee:Oee"),
     StageKind("energy", "energy", "edge.processing.energy:EnergyConfig",
               "edge.processing.energy:Energy"),
+    # last: a wafer's step record carries the trips, quarantines and alarms made above
+    StageKind("wafer_steps", "trace", "edge.processing.trace:WaferTraceConfig",
+              "edge.processing.trace:Trace"),
 )
 STAGE_SECTIONS: tuple[str, ...] = tuple(k.section for k in STAGES)
 STATUS_FIELD: dict[str, str] = {k.name: k.status for k in STAGES if k.status}

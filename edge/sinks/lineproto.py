@@ -61,6 +61,7 @@ RECORD_TAGS: dict[str, tuple[str, ...]] = {
     "spc_violation": ("tag", "rule"),
     "oee_report": ("scope", "name", "line", "shift"),
     "energy_report": ("scope", "name", "line", "shift"),
+    "wafer_step": ("tool", "recipe"),
 }
 
 _SANITISE = str.maketrans({"\\": "/", "\n": " ", "\r": " ", "\t": " "})

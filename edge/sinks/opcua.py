@@ -46,6 +46,7 @@ from edge.protocols.opcua import security as sec
 from edge.protocols.opcua.status import STATUS_OF_QUALITY
 from edge.protocols.opcua.variants import DTYPES
 from edge.sinks import opcua_standard
+from edge.sinks.latest import newest
 from edge.sinks.opcua_alarms import OpcUaConditions, caller
 from edge.sinks.opcua_insert import insert_nodes
 from edge.sinks.opcua_objects import GatewayObjects
@@ -198,12 +199,7 @@ class OpcUaSink:
     def publish(self, batch: SampleBatch, records: Sequence[Record]) -> None:
         n = len(batch)
         if n:
-            rev = batch.tag_id[::-1]
-            ids, first = np.unique(rev, return_index=True)
-            last = n - 1 - first
-            keep = (ids >= 0) & (ids < self._dirty.shape[0])
-            if not keep.all():
-                ids, last = ids[keep], last[keep]
+            ids, last = newest(batch, self._ts, time.time_ns())  # late data never goes back in time
             self._value[ids] = batch.value[last]
             self._ts[ids] = batch.ts_ns[last]
             self._quality[ids] = batch.quality[last]

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from edge.sources.aliases import loose as loose_key
 from edge.sources.rowset import SeenRows
 from edge.sources.timestamps import EpochUnit, TimestampError, parse_timestamp
 
@@ -219,21 +220,44 @@ class SamplesParser(_Parser[SampleRow]):
 
     def __init__(
         self, ts_column: str, value_columns: Sequence[str], tz: dt.tzinfo | None,
-        epoch_unit: EpochUnit = "s",
+        epoch_unit: EpochUnit = "s", *, aliases: Sequence[Sequence[str]] = (),
+        loose: bool = False,
     ) -> None:
         super().__init__(tz, epoch_unit)
         self.ts_column = ts_column
         self.value_columns = list(value_columns)
         self.ts_index = 0
         self.value_index: list[int] = []
+        spellings = list(aliases) or [()] * len(self.value_columns)
+        # a header name -> the configured column it spells (checked unambiguous at load)
+        self._spells = {a: c for c, names in zip(self.value_columns, spellings, strict=True)
+                        for a in (c, *names)}
+        self._loose = {loose_key(a): c for a, c in self._spells.items()} if loose else {}
+
+    def _column_of(self, name: str) -> str | None:
+        hit = self._spells.get(name)
+        if hit is None and self._loose:
+            hit = self._loose.get(loose_key(name))
+        return hit
 
     def _map(self, names: list[str]) -> str | None:
         where = {n: i for i, n in enumerate(names)}
-        for col in (self.ts_column, *self.value_columns):
-            if col not in where:
+        if self.ts_column not in where:
+            return f"header lacks column '{self.ts_column}'"
+        found: dict[str, int] = {}
+        for i, name in enumerate(names):
+            col = self._column_of(name) if name != self.ts_column else None
+            if col is None:
+                continue
+            if col in found:
+                return (f"header spells column '{col}' twice: '{names[found[col]]}' and "
+                        f"'{name}'")
+            found[col] = i
+        for col in self.value_columns:
+            if col not in found:
                 return f"header lacks column '{col}'"
         self.ts_index = where[self.ts_column]
-        self.value_index = [where[c] for c in self.value_columns]
+        self.value_index = [found[c] for c in self.value_columns]
         return None
 
     def _row(self, fields: list[str]) -> SampleRow:

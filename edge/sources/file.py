@@ -49,6 +49,7 @@ from edge.config import ConfigStruct
 from edge.model import CmmReading, Quarantine, Record, SampleBatch, TagRegistry
 from edge.runtime import progress
 from edge.sources import file_checkpoint, file_read
+from edge.sources.aliases import problems
 from edge.sources.csv_parse import (
     CMM_FIELDS,
     CmmParser,
@@ -74,6 +75,7 @@ CMM_TEMPS = ("air_temp_c", "scale_temp_c", "part_temp_c")
 class ValueColumnConfig(ConfigStruct, frozen=True):
     column: str
     tag: str
+    aliases: list[str] = msgspec.field(default_factory=list)  # other spellings of the header
     unit: str = ""
     low: float | None = None
     high: float | None = None
@@ -86,6 +88,7 @@ class FileSourceConfig(ConfigStruct, frozen=True):
     ignore: list[str] = msgspec.field(default_factory=lambda: ["*.tmp", ".*"])
     mode: Literal["cmm", "samples"] = "cmm"
     device: str = ""
+    spelling: Literal["exact", "loose"] = "exact"  # loose: headers match ignoring case/punctuation
     columns: dict[str, str] = msgspec.field(default_factory=dict)
     timestamp_column: str = "timestamp"
     values: list[ValueColumnConfig] = msgspec.field(default_factory=list)
@@ -121,6 +124,14 @@ class FileSourceConfig(ConfigStruct, frozen=True):
                 raise ValueError("columns is for mode = 'cmm'; use values in mode 'samples'")
             if len({v.column for v in self.values}) != len(self.values):
                 raise ValueError("values names a column twice")
+            wrong = problems([v.column for v in self.values],
+                             {a: v.column for v in self.values for a in v.aliases},
+                             loose_match=self.spelling == "loose", what="column")
+            twice = sorted({a for v in self.values for a in v.aliases
+                            if sum(a in w.aliases for w in self.values) > 1})
+            wrong += [f"aliases: '{a}' is listed for two columns" for a in twice]
+            if wrong:
+                raise ValueError("values: " + "\nvalues: ".join(wrong))
         if self.batch_rows < 1:
             raise ValueError("batch_rows must be >= 1")
         if self.poll_interval_ms < 10 or self.debounce_ms < 0 or self.rescan_s <= 0:
@@ -334,7 +345,8 @@ class FileSource:
             return CmmParser(self.cfg.columns, self.tz, self.cfg.epoch_unit)
         return SamplesParser(
             self.cfg.timestamp_column, [v.column for v in self.cfg.values], self.tz,
-            self.cfg.epoch_unit,
+            self.cfg.epoch_unit, aliases=[v.aliases for v in self.cfg.values],
+            loose=self.cfg.spelling == "loose",
         )
 
     async def _cursor(self, path: Path, emit: Emit) -> _Cursor | None:

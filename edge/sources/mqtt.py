@@ -54,6 +54,7 @@ from edge.errors import PermanentError, RetryableError
 from edge.model import CmmReading, Quarantine, Record, SampleBatch
 from edge.protocols.mqtt import BrokerConfig, Client, session
 from edge.runtime.links import Backoff
+from edge.sources.aliases import Spellings
 from edge.sources.metrics import QuarantineLog, SourceMetrics, link_name
 from edge.sources.mqtt_config import (
     MqttSourceConfig,
@@ -86,6 +87,7 @@ class _Sub:
     ids: dict[str, npt.NDArray[np.int32]]  # device -> tag id per field
     template: bool
     cmm: CmmSpec | None
+    spellings: Spellings | None = None
 
 
 class MqttSource:
@@ -106,7 +108,10 @@ class MqttSource:
             self.subs.append(_Sub(s, specs, tuple(s.ts_field.split(".")) if s.ts_field else None,
                                   tuple(s.id_field.split(".")) if s.id_field else None,
                                   zone(s.timezone), ids, "{" in s.device,
-                                  s.cmm.spec() if s.cmm is not None else None))
+                                  s.cmm.spec() if s.cmm is not None else None,
+                                  Spellings(s.devices, s.aliases,
+                                            loose_match=s.spelling == "loose")
+                                  if s.aliases or s.spelling == "loose" else None))
         self.limits = Limits(cfg.max_payload_bytes, cfg.max_depth)
         self.commands = {c.action: c for c in cfg.commands}
         # QoS > 0: acknowledge a message only once it is in the journal (see run)
@@ -260,6 +265,9 @@ class MqttSource:
             device = sub.cfg.device.format(*topic.split("/")) if sub.template else (
                 sub.cfg.device or self.name)
             ids = sub.ids.get(device)
+            if ids is None and sub.spellings is not None:
+                device = sub.spellings.resolve(device) or device
+                ids = sub.ids.get(device)
             if ids is None:
                 raise PayloadError("unknown_device", f"unknown device {device[:60]!r}")
             recent = self._recent.setdefault(

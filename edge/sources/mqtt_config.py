@@ -16,6 +16,7 @@ from edge.components import BuildContext
 from edge.config import ConfigStruct
 from edge.model import TagRegistry
 from edge.protocols.mqtt import TlsConfig
+from edge.sources.aliases import problems
 from edge.sources.mqtt_payload import CmmSpec
 from edge.sources.timestamps import EpochUnit, zone
 
@@ -89,6 +90,9 @@ class SubscriptionConfig(ConfigStruct, frozen=True):
     cmm: CmmFieldsConfig | None = None
     device: str = ""  # fixed name, or a template of topic levels like "{1}-{2}"
     devices: list[str] = msgspec.field(default_factory=list)
+    # other spellings of the devices a template gives: {"Smelter #1" = "smelter_1"}
+    aliases: dict[str, str] = msgspec.field(default_factory=dict)
+    spelling: Literal["exact", "loose"] = "exact"  # loose: ignore case and punctuation
     batched: bool = False
     ts_field: str = ""  # empty: arrival time
     id_field: str = ""  # a message id: a repeated id on a topic is a duplicate
@@ -126,6 +130,12 @@ class SubscriptionConfig(ConfigStruct, frozen=True):
                 raise ValueError(
                     f"device template {self.device!r} does not fit topic {self.topic!r}"
                 ) from None
+            wrong = problems(self.devices, self.aliases, loose_match=self.spelling == "loose")
+            if wrong:
+                raise ValueError("\n".join(wrong))
+        elif self.aliases or self.spelling != "exact":
+            raise ValueError("aliases and spelling are for a device template (device = "
+                             "\"{1}_{2}\"): a fixed device has one spelling")
 
 
 class MqttCommandConfig(ConfigStruct, frozen=True):

@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from edge.model import Quality, SampleBatch, TagRegistry, severity
+from edge.sinks.latest import newest
 
 MAX_ROWS = 1000
 
@@ -45,12 +46,7 @@ class LatestTags:
         n = len(batch)
         if not n:
             return
-        rev = batch.tag_id[::-1]
-        ids, first = np.unique(rev, return_index=True)
-        last = n - 1 - first
-        keep = (ids >= 0) & (ids < self._ts.shape[0])
-        if not keep.all():
-            ids, last = ids[keep], last[keep]
+        ids, last = newest(batch, self._ts, time.time_ns())  # late data never goes back in time
         self._value[ids] = batch.value[last]
         self._ts[ids] = batch.ts_ns[last]
         self._quality[ids] = batch.quality[last]

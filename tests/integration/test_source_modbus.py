@@ -103,8 +103,8 @@ async def test_reads_etch_tool_values(etch: EtchServer, tmp_path: Path) -> None:
     """The pasted etch register map reads plausible chamber values in one merged read."""
     src, tags, metrics = build(etch_config(etch.port, poll_interval_s=0.05), tmp_path)
     assert [(r.req.function, r.req.address, r.req.count) for r in src.reads] == [
-        ("holding", 0, 13)
-    ]
+        ("holding", 0, 16)  # 0-15: floats, lot, wafer, step, status, heartbeat, wafer
+    ]                       # time and recipe
     out = Collector()
     async with running(src, out):
         await until(lambda: len(out.batches) >= 5)
@@ -113,6 +113,8 @@ async def test_reads_etch_tool_values(etch: EtchServer, tmp_path: Path) -> None:
     assert all(170 < v < 190 for v, _ in temps)
     lot = values(out, tags, "etch1/lot_id")[-1][0]
     assert lot == 4711
+    assert values(out, tags, "etch1/recipe")[-1] == (1.0, Quality.GOOD)
+    assert 0 <= values(out, tags, "etch1/wafer_elapsed")[-1][0] < 50
     snap = metrics.snapshot()
     assert snap['edge_link_up{link="source:etch1"}'] == 1.0
     assert snap['edge_source_received_total{source="etch1"}'] >= 45
@@ -163,7 +165,7 @@ async def test_coils_and_input_registers_read_in_the_same_poll(
                         {"name": "stopped", "address": 0, "function": "coil"}]
     src, tags, _ = build(raw, tmp_path)
     assert [(r.req.function, r.req.address, r.req.count) for r in src.reads] == [
-        ("holding", 0, 13), ("input", 8, 1), ("coil", 0, 1)
+        ("holding", 0, 16), ("input", 8, 1), ("coil", 0, 1)
     ]
     out = Collector()
     async with running(src, out):

@@ -48,7 +48,7 @@ def test_excursion_crosses_limit_and_is_recorded() -> None:
     assert m.status & STATUS_ALARM
     temps = _run(m, 120)
     assert temps[-1] < 186.0 and not m.status & STATUS_EXCURSION
-    events = [r for r in truth.records if r["kind"] != "wafer_done"]
+    events = [r for r in truth.records if not r["kind"].startswith("wafer_")]
     kinds = [r["kind"] for r in events]
     assert kinds == ["excursion_start", "limit_exceeded", "excursion_end", "limit_cleared"]
     start, exceeded = events[0]["t_ns"], events[1]["t_ns"]
@@ -113,3 +113,23 @@ def test_oee_truth_timeline_and_scrapped_wafer() -> None:
     done = truth.of_kind("wafer_done")
     assert [d["scrap"] for d in done] == [True, False]
     assert done[0]["ideal_cycle_s"] == m.cfg.ideal_cycle_s
+def test_wafer_elapsed_and_recipe_registers_and_wafer_truth() -> None:
+    """Registers 13-14 give the seconds since the wafer entered, 15 the recipe; each wafer
+    change is in the truth as wafer_end (times, stops during it) then wafer_start."""
+    truth = TruthLog()
+    m = EtchModel(3, EtchConfig(step_s=1.0, recipe_id=7), truth=truth)
+    _run(m, 3.0)  # 3 s into the first wafer (5 steps of 1 s)
+    regs = m.registers()
+    assert abs(regs_float(regs[13:15]) - 3.0) < 1e-3 and regs[15] == 7
+    m.stop()
+    _run(m, 2.0)  # stopped: the wafer stays, its clock runs on
+    assert m.wafer == 1 and abs(regs_float(m.registers()[13:15]) - 5.0) < 1e-3
+    m.reset()
+    _run(m, 4.05)  # the 5 s of recipe are done at 7 s of wafer time
+    ends = truth.of_kind("wafer_end")
+    assert len(ends) == 1 and ends[0]["wafer"] == 1 and ends[0]["stops"] == 1
+    assert ends[0]["start_ns"] == m.start_ns
+    assert abs(ends[0]["end_ns"] - (m.start_ns + 7_000_000_000)) <= 100_000_000
+    starts = truth.of_kind("wafer_start")
+    assert [s["wafer"] for s in starts] == [1, 2] and starts[1]["t_ns"] == ends[0]["end_ns"]
+    assert m.wafer == 2 and abs(regs_float(m.registers()[13:15]) - 2.0) <= 0.11

@@ -18,7 +18,7 @@ HEAD = '[[sinks]]\ntype = "sparkplug"\nname = "sp"\n'
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ('edge_node_id = "n"', "sink 'sp': missing required key 'group_id'"),
+        ('edge_node_id = "n"', "sink 'sp': group_id and edge_node_id are given together"),
         ('group_id = "a/b"\nedge_node_id = "n"', "sink 'sp': group_id 'a/b' must be"),
         ('group_id = "g"\nedge_node_id = "n+"', "sink 'sp': edge_node_id 'n+' must be"),
         ('group_id = "g"\nedge_node_id = "n"\nprimary_host_id = "#"',
