@@ -14,8 +14,13 @@ Invariants:
   last one sent (report by exception), at QoS 0, and only while born. Every value still
   updates the latest-value table the births report.
 * DURABLE: the delivery loop gives us journal entries through our own cursor. A sample
-  the live path saw while born on the current connection is not sent again; every other
-  one is sent as DDATA with ``is_historical = true``. ``write`` returns (and the cursor
+  the live path already handled while born on the current connection (its timestamp
+  between the first and the last one the live path handled for that tag since the
+  births) is not sent again; every other one is sent as DDATA with ``is_historical =
+  true``. The first live timestamp is kept above every timestamp the live path saw
+  before the births, so a sample that never went out live is never taken for one that
+  did (this assumes a tag's samples reach the live path in timestamp order, and that the
+  clock does not step back across a restart). ``write`` returns (and the cursor
   moves) only when a QoS 1 publish on ``ack_topic`` sent after them on the same
   connection is acknowledged while the node is still born; otherwise it raises
   ``RetryableError`` and the same entries come again (repeats are marked historical;
@@ -53,6 +58,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("edge.sinks.sparkplug")
 MAX_METRICS = 500  # per DDATA message in a replay
+HOST_WAIT_S = 5.0  # no STATE from the primary host this long: subscribe to it again
 
 
 class SparkplugSinkConfig(ConfigStruct, frozen=True):
@@ -128,7 +134,10 @@ class SparkplugSink:
                                cfg.primary_host_id, bd_seq=_load_bdseq(self.bdseq_path))
         self.latest: dict[int, float] = {}
         self._sent: dict[int, float] = {}  # last value published live, this session
-        self._live_from: dict[int, int] = {}  # tag -> first ts_ns seen live while born
+        self._live_from: dict[int, int] = {}  # tag -> first ts_ns handled live since births
+        self._live_upto: dict[int, int] = {}  # tag -> last ts_ns handled live since births
+        self._seen: dict[int, int] = {}  # tag -> newest ts_ns the live path ever saw
+        self._floor: dict[int, int] = {}  # ``_seen`` when the births went out
         self._client: Client | None = None
         self._generation = 0
         self._born = asyncio.Event()
@@ -151,9 +160,15 @@ class SparkplugSink:
             if spec is None:
                 continue
             self.latest[tag] = value
+            if ts > self._seen.get(tag, -1):
+                self._seen[tag] = ts
             if not born:
                 continue
-            self._live_from.setdefault(tag, ts)
+            if tag not in self._live_from:
+                floor = self._floor.get(tag, -1)
+                self._live_from[tag] = ts if ts > floor else floor + 1
+            if ts > self._live_upto.get(tag, -1):
+                self._live_upto[tag] = ts
             last = self._sent.get(tag)
             if last is not None and (last == value or (math.isnan(last) and math.isnan(value))):
                 continue
@@ -179,9 +194,9 @@ class SparkplugSink:
             for tag, ts, value in zip(b.tag_id.tolist(), b.ts_ns.tolist(), b.value.tolist(),
                                       strict=True):
                 spec = self.tag.get(tag)
-                live_from = self._live_from.get(tag)
-                if spec is None or (live_from is not None and ts >= live_from):
-                    continue
+                if spec is None or self._live_from.get(tag, 1) <= ts <= self._live_upto.get(
+                        tag, 0):
+                    continue  # went out live on this connection before the mark below
                 points[spec.device].append((self.alias[tag], spec.dtype, ts // 1_000_000,
                                             value))
         for device, pts in points.items():
@@ -237,6 +252,7 @@ class SparkplugSink:
                 self._client = client
                 self._generation += 1
                 link.up(broker=where, bd_seq=self.state.bd_seq)
+                waiter = asyncio.create_task(self._wait_host(client))
                 try:
                     await self._carry(client, S.Connected())
                     async for message in client.messages:
@@ -244,6 +260,8 @@ class SparkplugSink:
                 except asyncio.CancelledError:
                     await self._stop(client)
                     raise
+                finally:
+                    waiter.cancel()
         except aiomqtt.MqttError as exc:
             self._next_broker += 1
             raise RetryableError(f"{where}: {exc}") from exc
@@ -251,6 +269,25 @@ class SparkplugSink:
             self._client = None
             self._born.clear()
             self.state, _ = S.step(self.state, S.Lost())
+
+    async def _wait_host(self, client: Client) -> None:
+        """While no STATE has come on this connection, subscribe to it again now and then
+        (a broker may acknowledge the subscription without sending the retained STATE)."""
+        if not self.cfg.primary_host_id:
+            return
+        waited = 0.0
+        while True:
+            await asyncio.sleep(HOST_WAIT_S)
+            waited += HOST_WAIT_S
+            if self.state.phase is not S.Phase.WAITING_HOST or self.state.host_heard:
+                continue
+            log.info("sparkplug no STATE from the primary host yet: subscribing to it again",
+                     sink=self.name, host=self.cfg.primary_host_id, waited_s=waited)
+            try:
+                await self._carry(client, S.HostWait())
+            except aiomqtt.MqttError as exc:  # the message loop sees a dead connection
+                log.warning("sparkplug STATE subscription failed", sink=self.name,
+                            error=str(exc))
 
     async def _stop(self, client: Client) -> None:
         """Clean shutdown: NDEATH (QoS 1, acknowledged or 2 s) before the DISCONNECT."""
@@ -298,6 +335,8 @@ class SparkplugSink:
                     self._born.clear()
                     self._sent.clear()
                     self._live_from.clear()
+                    self._live_upto.clear()
+                    self._floor = dict(self._seen)
                     body = P.node_birth(bd, now_ms(), [], {})
                     body.seq = seq
                     client.publish_nowait(self._topic("NBIRTH"), body.SerializeToString())

@@ -265,6 +265,11 @@ async def test_kill_9_delivers_the_will_with_the_births_bdseq(
         check_seq_rules(h.seen)
 
 
+def summary(seen: list[Msg]) -> str:
+    """What the host saw, for a failure message: kind:seq per message."""
+    return " ".join(f"{m.kind}:{m.payload.get('seq')}" for m in seen)
+
+
 def values_of(seen: list[Msg], alias: str) -> list[tuple[float, bool]]:
     """(value, historical) of every DDATA metric with this alias, in arrival order."""
     return [(float(m["value"]), bool(m.get("isHistorical")))
@@ -336,6 +341,32 @@ async def test_broker_outage_store_and_forward_loses_nothing(
     outage = set(sent[50:150])
     assert all(hist for v, hist in got if v in outage)  # the backlog came back historical
     check_seq_rules(seen)
+
+
+async def test_a_sample_journaled_before_its_live_publish_is_replayed_before_the_mark(
+        broker: Peer, codec: SparkplugCodec, tmp_path: Path) -> None:
+    """A journal entry the delivery loop reads before the live path has sent its sample
+    is not acknowledged as sent live: the replay sends it (historical) before the QoS 1
+    mark, so a connection lost right after the mark cannot lose it."""
+    sink = make_sink(broker.port, tmp_path, primary_host_id="scada")
+    async with host(broker.port, codec) as h:
+        await h.state(True, 1)
+        run = asyncio.create_task(sink.run())
+        try:
+            await h.next("NBIRTH")
+            await sink.connect()
+            now = time.time_ns()
+            sink.publish(SampleBatch([0], [now], [1.0]), [])  # live: the tag is on the wire
+            assert (await h.next("DDATA")).payload["metrics"][0]["value"] == 1.0
+            later = SampleBatch([0], [now + 1_000_000], [2.0])  # committed, not yet live
+            await sink.write([Entry(1, "samples", now, 1, later.to_bytes())])
+            # write returned: the cursor may move past 2.0, so it must be on its way now
+            (m,) = (await h.next("DDATA")).payload["metrics"]
+            assert (m["value"], m["isHistorical"]) == (2.0, True)
+        finally:
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
 
 
 async def test_walks_to_the_next_broker_url(broker: Peer, codec: SparkplugCodec,
@@ -429,7 +460,8 @@ async def test_nats_cluster_node_killed_mid_stream_loses_nothing(
                 while {v for v, _ in values_of(h.seen, "2")} != set(sent):
                     assert not pump.done(), "the host lost its own connection"
                     assert loop.time() < deadline, (
-                        f"missing {sorted(set(sent) - {v for v, _ in values_of(h.seen, '2')})}")
+                        f"missing {sorted(set(sent) - {v for v, _ in values_of(h.seen, '2')})}"
+                        f" seen {summary(h.seen)}")
                     await asyncio.sleep(0.1)
             finally:
                 for t in tasks[1:]:
