@@ -172,7 +172,8 @@ async def test_births_data_rebirth_replay_host_offline_and_shutdown(
             assert metric(nbirth.payload, "bdSeq") == {
                 "name": "bdSeq", "type": "Int64", "value": "0", "alias": "0",
                 "timestamp": nbirth.payload["timestamp"]}
-            assert metric(nbirth.payload, "Node Control/Rebirth")["value"] is False
+            rebirth = metric(nbirth.payload, "Node Control/Rebirth")
+            assert rebirth["value"] is False and "alias" not in rebirth  # no alias for it
             assert (tmp_path / "sparkplug" / "sp.bdseq").read_text().strip() == "0"
             d1, d2 = await h.next("DBIRTH"), await h.next("DBIRTH")
             assert {d1.topic, d2.topic} == {"spBv1.0/plant1/DBIRTH/gw1/etch1",

@@ -9,9 +9,11 @@ Invariants:
 * Signed integers travel as two's complement in the unsigned ``int_value`` (Int8..Int32)
   or ``long_value`` (Int64) fields, as the specification says; a NaN value (a Bad
   sample) is sent as ``is_null`` with no value.
-* The node's ``bdSeq`` metric (Int64) is alias 0 in births and deaths; ``Node
-  Control/Rebirth`` (Boolean) is alias 1; tags get aliases 2.. in tag id order, so one
-  config gives the same aliases on every birth.
+* The node's ``bdSeq`` metric (Int64) is alias 0 in births; ``Node Control/Rebirth``
+  (Boolean, false) has no alias, so any host can ask for a rebirth by name
+  (tck-id-operational-behavior-data-commands-rebirth-name-aliases); alias 1 stays unused
+  and tags get aliases 2.. in tag id order, so one config gives the same aliases on every
+  birth.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ NAMESPACE = "spBv1.0"
 BDSEQ = "bdSeq"
 REBIRTH = "Node Control/Rebirth"
 BDSEQ_ALIAS = 0
-REBIRTH_ALIAS = 1
 FIRST_TAG_ALIAS = 2
 
 Payload = pb.Payload
@@ -140,7 +141,7 @@ def node_birth(bd_seq: int, ts_ms: int, metrics: Sequence[BirthMetric],
     p = Payload(timestamp=ts_ms, seq=0)
     _bdseq_metric(p, bd_seq, ts_ms, alias=True)
     m = p.metrics.add()
-    m.name, m.alias, m.timestamp, m.datatype = REBIRTH, REBIRTH_ALIAS, ts_ms, pb.Boolean
+    m.name, m.timestamp, m.datatype = REBIRTH, ts_ms, pb.Boolean
     m.boolean_value = False
     _birth_metrics(p, metrics, values, ts_ms)
     return p
@@ -198,9 +199,9 @@ def data(seq: int, ts_ms: int, points: Iterable[tuple[int, DataType, int, float]
 
 
 def rebirth_requested(payload: Payload) -> bool:
-    """An NCMD asking for a rebirth (by name, or by the alias our birth gave it)."""
+    """An NCMD asking for a rebirth: ``Node Control/Rebirth`` = true, by name (it has no
+    alias)."""
     return any(
-        (m.name == REBIRTH or (not m.name and m.alias == REBIRTH_ALIAS))
-        and m.WhichOneof("value") == "boolean_value" and m.boolean_value
+        m.name == REBIRTH and m.WhichOneof("value") == "boolean_value" and m.boolean_value
         for m in payload.metrics
     )
