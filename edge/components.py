@@ -20,7 +20,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -175,6 +175,15 @@ class Preflight(Protocol):
     def preflight(self) -> list[str]: ...
 
 
+@runtime_checkable
+class UsesActions(Protocol):
+    """A config that names sources' commands (the Sparkplug DCMD allow-list): check-config
+    runs it with every source's ``actions()``; each string is one mistake, naming the key."""
+
+    def action_problems(self, actions: Mapping[str, frozenset[str]],
+                        tags: TagRegistry) -> list[str]: ...
+
+
 class SinkConfig(Protocol):
     """``[[sinks]]``: builds a live sink, a durable sink, or one object that is both."""
 
@@ -200,10 +209,15 @@ class Hooks:
 
     ``status()`` returns the live status document (``edge.runtime.statusdoc``);
     ``reset_interlock(name)`` returns True when the reset took (condition clear).
+    ``send_commands`` sends commands a remote system asked for (a Sparkplug DCMD) through
+    the sources' write-back ports: (answered, why not) each. ``journal`` keeps records
+    (an ``OperatorAction``) and returns once they are committed. None outside the daemon.
     """
 
     status: Callable[[], StatusDoc | None]
     reset_interlock: Callable[[str], bool]
+    send_commands: Callable[[Sequence[Command]], Awaitable[list[tuple[bool, str]]]] | None = None
+    journal: Callable[[Sequence[Record]], Awaitable[None]] | None = None
 
 
 def _no_status() -> StatusDoc | None:

@@ -244,6 +244,22 @@ class Flow:
                 patched.append(rec)
         return patched
 
+    async def send_commands(self, commands: Sequence[Command]) -> list[tuple[bool, str]]:
+        """Commands a person asked for (an interlock's reset command), each on the loop
+        of its source, one by one; (answered, why not) each, and one log line each."""
+        results = []
+        for cmd in commands:
+            ok, error = await self._send_one(cmd)
+            if ok:
+                log.warning("device command sent", source=cmd.source, action=cmd.action,
+                            target=cmd.target, reason=cmd.reason)
+            else:
+                log.error("device command failed", source=cmd.source, action=cmd.action,
+                          target=cmd.target, reason=cmd.reason, error=error)
+                self._m_cmd_fail.labels(cmd.source, cmd.action).inc()
+            results.append((ok, error))
+        return results
+
     async def _send_one(self, cmd: Command) -> tuple[bool, str]:
         """(answered, why not); logging waits until the reaction clock has stopped."""
         src = next((s for s in self.sources if s.name == cmd.source), None)

@@ -38,20 +38,21 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
 import aiomqtt
-import msgspec
 import structlog
 
-from edge.components import BuildContext, WriteResult
-from edge.config import ConfigStruct
+from edge.components import BuildContext, Command, Hooks, WriteResult
 from edge.errors import RetryableError
-from edge.model import DataType, Record, SampleBatch, TagSpec
-from edge.protocols.mqtt import BrokerConfig, Client, TlsConfig
+from edge.model import DataType, OperatorAction, Record, SampleBatch, TagSpec
+from edge.protocols.mqtt import BrokerConfig, Client
+from edge.protocols.sparkplug import commands as C
 from edge.protocols.sparkplug import payload as P
 from edge.protocols.sparkplug import session as S
 from edge.runtime.private import private_dir, write_private
+from edge.sinks.sparkplug_config import SparkplugSinkConfig, parse_broker
+
+__all__ = ["SparkplugSink", "SparkplugSinkConfig"]
 
 if TYPE_CHECKING:
     from edge.journal import Entry, Kind
@@ -59,47 +60,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("edge.sinks.sparkplug")
 MAX_METRICS = 500  # per DDATA message in a replay
 HOST_WAIT_S = 5.0  # no STATE from the primary host this long: subscribe to it again
-
-
-class SparkplugSinkConfig(ConfigStruct, frozen=True):
-    """``[[sinks]]`` with ``type = "sparkplug"``: a Sparkplug B edge node (live + durable)."""
-
-    group_id: str
-    edge_node_id: str
-    name: str = "sparkplug"
-    brokers: list[str] = msgspec.field(default_factory=lambda: ["mqtt://127.0.0.1:1883"])
-    primary_host_id: str = ""  # "" publishes births without waiting for a host's STATE
-    client_id: str = ""  # default "<group_id>-<edge_node_id>"
-    username: str = ""
-    password_secret: str = ""
-    tls: TlsConfig | None = None
-    keepalive_s: int = 30
-    ack_topic: str = ""  # QoS 1 marker; default "edge-gateway/<group>/<node>/ack"
-    ack_timeout_s: float = 10.0
-
-    def __post_init__(self) -> None:
-        for key in ("group_id", "edge_node_id"):
-            P.check_id(key, getattr(self, key))
-        if self.primary_host_id:
-            P.check_id("primary_host_id", self.primary_host_id)
-        if not self.brokers:
-            raise ValueError("brokers must list at least one mqtt://HOST:PORT")
-        for url in self.brokers:
-            _parse(url)
-            if url.startswith("mqtts:") and self.tls is None:
-                raise ValueError(f"brokers: {url!r} is mqtts:// but [tls] is not given")
-        if self.ack_timeout_s <= 0:
-            raise ValueError("ack_timeout_s must be > 0")
-
-    def build(self, ctx: BuildContext) -> SparkplugSink:
-        return SparkplugSink(self, ctx)
-
-
-def _parse(url: str) -> tuple[str, int]:
-    u = urlparse(url)
-    if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
-        raise ValueError(f"brokers: {url!r} must look like mqtt://HOST:PORT")
-    return u.hostname, u.port or (8883 if u.scheme == "mqtts" else 1883)
 
 
 def now_ms() -> int:
@@ -116,7 +76,7 @@ class SparkplugSink:
         self.cfg = cfg
         self._links = ctx.metrics.links
         self.password = ctx.secrets(cfg.password_secret) if cfg.password_secret else None
-        self.brokers = [_parse(u) for u in cfg.brokers]
+        self.brokers = [parse_broker(u) for u in cfg.brokers]
         self._next_broker = 0
         tags = sorted(ctx.tags, key=lambda t: t.id)
         self.alias = P.aliases(tags)
@@ -128,6 +88,17 @@ class SparkplugSink:
         self.device_metrics = dict(by_device)
         for device in self.device_metrics:
             P.check_id(f"device {device!r}", device)
+        # DCMD allow-list: (device, metric name) -> command; aliases after the tags'
+        self.allowed = {(c.device, c.metric): c for c in cfg.commands}
+        first = P.FIRST_TAG_ALIAS + len(tags)
+        self.command_metrics: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        for i, c in enumerate(cfg.commands):
+            self.command_metrics[c.device].append((first + i, c.metric))
+        self.metric_names: dict[str, dict[int, str]] = {
+            device: {bm.alias: bm.tag.name for bm in metrics}
+            | dict(self.command_metrics.get(device, ()))
+            for device, metrics in self.device_metrics.items()}
+        self.hooks: Hooks = ctx.hooks
         self.ack_topic = cfg.ack_topic or f"edge-gateway/{cfg.group_id}/{cfg.edge_node_id}/ack"
         self.bdseq_path = ctx.state_dir / "sparkplug" / f"{cfg.name}.bdseq"
         self.state = S.Session(cfg.group_id, cfg.edge_node_id, tuple(self.device_metrics),
@@ -318,8 +289,39 @@ class SparkplugSink:
                 log.info("sparkplug rebirth requested", sink=self.name)
                 await self._carry(client, S.Rebirth())
         elif "/DCMD/" in topic:
-            log.warning("sparkplug DCMD refused: device writes are not enabled on this sink",
-                        sink=self.name, topic=topic)
+            await self._dcmd(topic.rsplit("/", 1)[1], raw)
+
+    async def _dcmd(self, device: str, raw: bytes) -> None:
+        """Run the allowed commands of a DCMD, refuse the rest; log and journal each."""
+        try:
+            decisions = C.decide(device, P.Payload.FromString(raw), self.allowed,
+                                 self.metric_names)
+        except Exception as exc:  # protobuf's DecodeError; never restart for a payload
+            decisions = [C.Decision(device, "", None, f"not a Sparkplug B payload ({exc})")]
+        user = self.cfg.primary_host_id or "anonymous"
+        for d in decisions:
+            ok, detail = False, d.refusal
+            if d.command is not None:
+                c = d.command
+                if self.hooks.send_commands is None:
+                    detail = "no write-back port here (outside the daemon)"
+                else:
+                    (ok, error), = await self.hooks.send_commands(
+                        [Command(c.source, c.action, reason=f"sparkplug DCMD from {user}")])
+                    detail = f"sent {c.source}:{c.action}" if ok else \
+                        f"{c.source}:{c.action} failed: {error}"
+            (log.warning if ok else log.error)(
+                "sparkplug DCMD " + ("command sent" if ok else "refused"), sink=self.name,
+                device=device, metric=d.metric, user=user, detail=detail)
+            record = OperatorAction(ts_ns=time.time_ns(), origin="sparkplug", user=user,
+                                    action="command", target=f"{device}/{d.metric}",
+                                    ok=ok, detail=detail)
+            if self.hooks.journal is not None:
+                try:
+                    await self.hooks.journal([record])
+                except Exception as exc:  # the audit must not take the edge node down
+                    log.error("sparkplug DCMD not journaled", sink=self.name,
+                              error=str(exc) or type(exc).__name__)
 
     async def _carry(self, client: Client, event: S.Event) -> None:
         self.state, actions = S.step(self.state, event)
@@ -342,7 +344,8 @@ class SparkplugSink:
                     client.publish_nowait(self._topic("NBIRTH"), body.SerializeToString())
                 case S.PublishDeviceBirth(device=device, seq=seq):
                     metrics = self.device_metrics[device]
-                    body = P.device_birth(seq, now_ms(), metrics, self.latest)
+                    body = P.device_birth(seq, now_ms(), metrics, self.latest,
+                                          self.command_metrics.get(device, ()))
                     for m in metrics:
                         if m.tag.id in self.latest:
                             self._sent[m.tag.id] = self.latest[m.tag.id]

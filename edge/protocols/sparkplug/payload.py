@@ -148,10 +148,16 @@ def node_birth(bd_seq: int, ts_ms: int, metrics: Sequence[BirthMetric],
 
 
 def device_birth(seq: int, ts_ms: int, metrics: Sequence[BirthMetric],
-                 values: dict[int, float]) -> Payload:
-    """DBIRTH: every metric of one device, with its current value when known."""
+                 values: dict[int, float],
+                 commands: Sequence[tuple[int, str]] = ()) -> Payload:
+    """DBIRTH: every metric of one device, with its current value when known, then the
+    commands a host may run on it (``(alias, name)``: Boolean metrics, value false)."""
     p = Payload(timestamp=ts_ms, seq=seq)
     _birth_metrics(p, metrics, values, ts_ms)
+    for alias, name in commands:
+        m = p.metrics.add()
+        m.name, m.alias, m.timestamp, m.datatype = name, alias, ts_ms, pb.Boolean
+        m.boolean_value = False
     return p
 
 
