@@ -13,6 +13,9 @@ Invariants:
 * LIVE: ``publish`` (the fast path) sends a tag's value only when it changed since the
   last one sent (report by exception), at QoS 0, and only while born. Every value still
   updates the latest-value table the births report.
+* Judgements (interlock trips, quarantines, health alerts, SPC alarms) are node String
+  metrics ``Judgements/*`` (``edge.protocols.sparkplug.records``), one JSON record per
+  value, live as NDATA and replayed like samples (keys -1.. in the live bookkeeping).
 * DURABLE: the delivery loop gives us journal entries through our own cursor. A sample
   the live path already handled while born on the current connection (its timestamp
   between the first and the last one the live path handled for that tag since the
@@ -48,6 +51,7 @@ from edge.model import DataType, OperatorAction, Record, SampleBatch, TagSpec
 from edge.protocols.mqtt import BrokerConfig, Client
 from edge.protocols.sparkplug import commands as C
 from edge.protocols.sparkplug import payload as P
+from edge.protocols.sparkplug import records as R
 from edge.protocols.sparkplug import session as S
 from edge.runtime.private import private_dir, write_private
 from edge.sinks.sparkplug_config import SparkplugSinkConfig, parse_broker
@@ -69,7 +73,7 @@ def now_ms() -> int:
 class SparkplugSink:
     """The edge node: a live sink (``run``/``publish``) and a durable one (``write``)."""
 
-    kinds: tuple[Kind, ...] = ("samples",)
+    kinds: tuple[Kind, ...] = ("samples", "records")
 
     def __init__(self, cfg: SparkplugSinkConfig, ctx: BuildContext) -> None:
         self.name = cfg.name
@@ -99,6 +103,12 @@ class SparkplugSink:
             | dict(self.command_metrics.get(device, ()))
             for device, metrics in self.device_metrics.items()}
         self.hooks: Hooks = ctx.hooks
+        # judgements (records) as node String metrics, after the commands; their live
+        # and replay bookkeeping uses the keys -1, -2, ... beside the tag ids
+        first = P.FIRST_TAG_ALIAS + len(tags) + len(cfg.commands)
+        self.record_metrics = [(first + i, name) for i, name in enumerate(R.METRICS)]
+        self.record_key = {name: -1 - i for i, name in enumerate(R.METRICS)}
+        self.record_alias = {name: alias for alias, name in self.record_metrics}
         self.ack_topic = cfg.ack_topic or f"edge-gateway/{cfg.group_id}/{cfg.edge_node_id}/ack"
         self.bdseq_path = ctx.state_dir / "sparkplug" / f"{cfg.name}.bdseq"
         self.state = S.Session(cfg.group_id, cfg.edge_node_id, tuple(self.device_metrics),
@@ -131,15 +141,8 @@ class SparkplugSink:
             if spec is None:
                 continue
             self.latest[tag] = value
-            if ts > self._seen.get(tag, -1):
-                self._seen[tag] = ts
-            if not born:
+            if not self._handled_live(tag, ts, born):
                 continue
-            if tag not in self._live_from:
-                floor = self._floor.get(tag, -1)
-                self._live_from[tag] = ts if ts > floor else floor + 1
-            if ts > self._live_upto.get(tag, -1):
-                self._live_upto[tag] = ts
             last = self._sent.get(tag)
             if last is not None and (last == value or (math.isnan(last) and math.isnan(value))):
                 continue
@@ -147,6 +150,28 @@ class SparkplugSink:
             points[spec.device].append((self.alias[tag], spec.dtype, ts // 1_000_000, value))
         for device, pts in points.items():
             self._send(device, pts, historical=False)
+        texts = [(self.record_alias[name], r.ts_ns // 1_000_000, R.text(r))
+                 for r in records if (name := R.metric_of(r)) is not None
+                 and self._handled_live(self.record_key[name], r.ts_ns, born)]
+        if texts:
+            self._send("", [], historical=False, texts=texts)
+
+    def _handled_live(self, key: int, ts: int, born: bool) -> bool:
+        """Note a value the live path saw; True when it goes out live (born)."""
+        if ts > self._seen.get(key, -1):
+            self._seen[key] = ts
+        if not born:
+            return False
+        if key not in self._live_from:
+            floor = self._floor.get(key, -1)
+            self._live_from[key] = ts if ts > floor else floor + 1
+        if ts > self._live_upto.get(key, -1):
+            self._live_upto[key] = ts
+        return True
+
+    def _went_live(self, key: int, ts: int) -> bool:
+        """Went out live on this connection (before the mark ``write`` sends next)."""
+        return self._live_from.get(key, 1) <= ts <= self._live_upto.get(key, 0)
 
     # ---------------------------------------------------------- DurableSink
     async def connect(self) -> None:
@@ -160,20 +185,28 @@ class SparkplugSink:
         if client is None or not self._born.is_set():
             raise RetryableError("not born: broker or primary host away")
         points: dict[str, list[tuple[int, DataType, int, float]]] = defaultdict(list)
+        texts: list[tuple[int, int, str]] = []
         for entry in entries:
+            if entry.kind == "records":
+                texts += [(self.record_alias[name], r.ts_ns // 1_000_000, R.text(r))
+                          for r in entry.records() if (name := R.metric_of(r)) is not None
+                          and not self._went_live(self.record_key[name], r.ts_ns)]
+                continue
             b = entry.samples()
             for tag, ts, value in zip(b.tag_id.tolist(), b.ts_ns.tolist(), b.value.tolist(),
                                       strict=True):
                 spec = self.tag.get(tag)
-                if spec is None or self._live_from.get(tag, 1) <= ts <= self._live_upto.get(
-                        tag, 0):
-                    continue  # went out live on this connection before the mark below
+                if spec is None or self._went_live(tag, ts):
+                    continue
                 points[spec.device].append((self.alias[tag], spec.dtype, ts // 1_000_000,
                                             value))
         for device, pts in points.items():
             for i in range(0, len(pts), MAX_METRICS):
                 if not self._send(device, pts[i:i + MAX_METRICS], historical=True):
                     raise RetryableError("connection lost during the replay")
+        for i in range(0, len(texts), MAX_METRICS):
+            if not self._send("", [], historical=True, texts=texts[i:i + MAX_METRICS]):
+                raise RetryableError("connection lost during the replay")
         try:
             await client.publish(self.ack_topic, str(entries[-1].seq).encode(), qos=1,
                                  timeout=self.cfg.ack_timeout_s)
@@ -188,13 +221,14 @@ class SparkplugSink:
 
     # -------------------------------------------------------------- session
     def _send(self, device: str, pts: list[tuple[int, DataType, int, float]], *,
-              historical: bool) -> bool:
+              historical: bool, texts: Sequence[tuple[int, int, str]] = ()) -> bool:
         self.state, actions = S.step(self.state, S.Send(device))
         client = self._client
         for a in actions:
             if isinstance(a, S.PublishData) and client is not None:
                 kind = "DDATA" if device else "NDATA"
-                body = P.data(a.seq, now_ms(), pts, historical=historical).SerializeToString()
+                body = P.data(a.seq, now_ms(), pts, historical=historical,
+                              texts=texts).SerializeToString()
                 return client.publish_nowait(self._topic(kind, device), body)
         return False
 
@@ -339,7 +373,7 @@ class SparkplugSink:
                     self._live_from.clear()
                     self._live_upto.clear()
                     self._floor = dict(self._seen)
-                    body = P.node_birth(bd, now_ms(), [], {})
+                    body = P.node_birth(bd, now_ms(), [], {}, self.record_metrics)
                     body.seq = seq
                     client.publish_nowait(self._topic("NBIRTH"), body.SerializeToString())
                 case S.PublishDeviceBirth(device=device, seq=seq):

@@ -136,14 +136,18 @@ def _bdseq_metric(payload: Payload, bd_seq: int, ts_ms: int, *, alias: bool) -> 
 
 
 def node_birth(bd_seq: int, ts_ms: int, metrics: Sequence[BirthMetric],
-               values: dict[int, float]) -> Payload:
-    """NBIRTH: seq 0, bdSeq, the rebirth control, and every node-level metric."""
+               values: dict[int, float], texts: Sequence[tuple[int, str]] = ()) -> Payload:
+    """NBIRTH: seq 0, bdSeq, the rebirth control, and every node-level metric; ``texts``
+    (``(alias, name)``) are String metrics announced with a null value."""
     p = Payload(timestamp=ts_ms, seq=0)
     _bdseq_metric(p, bd_seq, ts_ms, alias=True)
     m = p.metrics.add()
     m.name, m.timestamp, m.datatype = REBIRTH, ts_ms, pb.Boolean
     m.boolean_value = False
     _birth_metrics(p, metrics, values, ts_ms)
+    for alias, name in texts:
+        m = p.metrics.add()
+        m.name, m.alias, m.timestamp, m.datatype, m.is_null = name, alias, ts_ms, pb.String, True
     return p
 
 
@@ -189,8 +193,10 @@ def death(bd_seq: int, ts_ms: int) -> Payload:
 
 
 def data(seq: int, ts_ms: int, points: Iterable[tuple[int, DataType, int, float]], *,
-         historical: bool = False) -> Payload:
-    """NDATA/DDATA from ``(alias, dtype, ts_ms, value)`` points."""
+         historical: bool = False,
+         texts: Iterable[tuple[int, int, str]] = ()) -> Payload:
+    """NDATA/DDATA from ``(alias, dtype, ts_ms, value)`` points and ``(alias, ts_ms,
+    text)`` String values."""
     p = Payload(timestamp=ts_ms, seq=seq)
     add = p.metrics.add
     for alias, dtype, point_ms, value in points:
@@ -201,6 +207,11 @@ def data(seq: int, ts_ms: int, points: Iterable[tuple[int, DataType, int, float]
         if historical:
             m.is_historical = True
         set_value(m, dtype, value)
+    for alias, point_ms, value_text in texts:
+        m = add()
+        m.alias, m.timestamp, m.datatype, m.string_value = alias, point_ms, pb.String, value_text
+        if historical:
+            m.is_historical = True
     return p
 
 
