@@ -115,8 +115,8 @@ class SparkplugSink:
                                cfg.primary_host_id, bd_seq=_load_bdseq(self.bdseq_path))
         self.latest: dict[int, float] = {}
         self._sent: dict[int, float] = {}  # last value published live, this session
-        self._live_from: dict[int, int] = {}  # tag -> first ts_ns handled live since births
-        self._live_upto: dict[int, int] = {}  # tag -> last ts_ns handled live since births
+        # tag -> [first, last] ts_ns the live path handled since the births
+        self._live: dict[int, list[int]] = {}
         self._seen: dict[int, int] = {}  # tag -> newest ts_ns the live path ever saw
         self._floor: dict[int, int] = {}  # ``_seen`` when the births went out
         self._client: Client | None = None
@@ -135,19 +135,30 @@ class SparkplugSink:
     def publish(self, batch: SampleBatch, records: Sequence[Record]) -> None:
         born = self._born.is_set()
         points: dict[str, list[tuple[int, DataType, int, float]]] = defaultdict(list)
+        # the fast path: _handled_live inlined, dicts bound once
+        specs, latest, sent, alias = self.tag, self.latest, self._sent, self.alias
+        seen, live = self._seen, self._live
         for tag, ts, value in zip(batch.tag_id.tolist(), batch.ts_ns.tolist(),
                                   batch.value.tolist(), strict=True):
-            spec = self.tag.get(tag)
+            spec = specs.get(tag)
             if spec is None:
                 continue
-            self.latest[tag] = value
-            if not self._handled_live(tag, ts, born):
+            latest[tag] = value
+            if not born:
+                if ts > seen.get(tag, -1):
+                    seen[tag] = ts
                 continue
-            last = self._sent.get(tag)
+            span = live.get(tag)
+            if span is None:
+                floor = self._floor.get(tag, -1)
+                live[tag] = [ts if ts > floor else floor + 1, ts]
+            elif ts > span[1]:
+                span[1] = ts
+            last = sent.get(tag)
             if last is not None and (last == value or (math.isnan(last) and math.isnan(value))):
                 continue
-            self._sent[tag] = value
-            points[spec.device].append((self.alias[tag], spec.dtype, ts // 1_000_000, value))
+            sent[tag] = value
+            points[spec.device].append((alias[tag], spec.dtype, ts // 1_000_000, value))
         for device, pts in points.items():
             self._send(device, pts, historical=False)
         texts = [(self.record_alias[name], r.ts_ns // 1_000_000, R.text(r))
@@ -157,21 +168,25 @@ class SparkplugSink:
             self._send("", [], historical=False, texts=texts)
 
     def _handled_live(self, key: int, ts: int, born: bool) -> bool:
-        """Note a value the live path saw; True when it goes out live (born)."""
-        if ts > self._seen.get(key, -1):
-            self._seen[key] = ts
+        """Note a value the live path saw; True when it goes out live (born). ``_seen``
+        holds the newest timestamp seen while not born; ``_live`` the span since the
+        births (both go into the floor at the next births)."""
         if not born:
+            if ts > self._seen.get(key, -1):
+                self._seen[key] = ts
             return False
-        if key not in self._live_from:
+        span = self._live.get(key)
+        if span is None:
             floor = self._floor.get(key, -1)
-            self._live_from[key] = ts if ts > floor else floor + 1
-        if ts > self._live_upto.get(key, -1):
-            self._live_upto[key] = ts
+            self._live[key] = [ts if ts > floor else floor + 1, ts]
+        elif ts > span[1]:
+            span[1] = ts
         return True
 
     def _went_live(self, key: int, ts: int) -> bool:
         """Went out live on this connection (before the mark ``write`` sends next)."""
-        return self._live_from.get(key, 1) <= ts <= self._live_upto.get(key, 0)
+        span = self._live.get(key)
+        return span is not None and span[0] <= ts <= span[1]
 
     # ---------------------------------------------------------- DurableSink
     async def connect(self) -> None:
@@ -370,9 +385,11 @@ class SparkplugSink:
                 case S.PublishNodeBirth(bd_seq=bd, seq=seq):
                     self._born.clear()
                     self._sent.clear()
-                    self._live_from.clear()
-                    self._live_upto.clear()
+                    for key, (_, last) in self._live.items():
+                        if last > self._seen.get(key, -1):
+                            self._seen[key] = last
                     self._floor = dict(self._seen)
+                    self._live.clear()
                     body = P.node_birth(bd, now_ms(), [], {}, self.record_metrics)
                     body.seq = seq
                     client.publish_nowait(self._topic("NBIRTH"), body.SerializeToString())
