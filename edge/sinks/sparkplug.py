@@ -45,16 +45,16 @@ from typing import TYPE_CHECKING
 import aiomqtt
 import structlog
 
-from edge.components import BuildContext, Command, Hooks, WriteResult
+from edge.components import BuildContext, Hooks, WriteResult
 from edge.errors import RetryableError
-from edge.model import DataType, OperatorAction, Record, SampleBatch, TagSpec
+from edge.model import DataType, Record, SampleBatch, TagSpec
 from edge.protocols.mqtt import BrokerConfig, Client
-from edge.protocols.sparkplug import commands as C
 from edge.protocols.sparkplug import payload as P
 from edge.protocols.sparkplug import records as R
 from edge.protocols.sparkplug import session as S
 from edge.runtime.private import private_dir, write_private
 from edge.sinks.sparkplug_config import SparkplugSinkConfig, parse_broker
+from edge.sinks.sparkplug_dcmd import handle_dcmd
 
 __all__ = ["SparkplugSink", "SparkplugSinkConfig"]
 
@@ -338,39 +338,9 @@ class SparkplugSink:
                 log.info("sparkplug rebirth requested", sink=self.name)
                 await self._carry(client, S.Rebirth())
         elif "/DCMD/" in topic:
-            await self._dcmd(topic.rsplit("/", 1)[1], raw)
-
-    async def _dcmd(self, device: str, raw: bytes) -> None:
-        """Run the allowed commands of a DCMD, refuse the rest; log and journal each."""
-        try:
-            decisions = C.decide(device, P.Payload.FromString(raw), self.allowed,
-                                 self.metric_names)
-        except Exception as exc:  # protobuf's DecodeError; never restart for a payload
-            decisions = [C.Decision(device, "", None, f"not a Sparkplug B payload ({exc})")]
-        user = self.cfg.primary_host_id or "anonymous"
-        for d in decisions:
-            ok, detail = False, d.refusal
-            if d.command is not None:
-                c = d.command
-                if self.hooks.send_commands is None:
-                    detail = "no write-back port here (outside the daemon)"
-                else:
-                    (ok, error), = await self.hooks.send_commands(
-                        [Command(c.source, c.action, reason=f"sparkplug DCMD from {user}")])
-                    detail = f"sent {c.source}:{c.action}" if ok else \
-                        f"{c.source}:{c.action} failed: {error}"
-            (log.warning if ok else log.error)(
-                "sparkplug DCMD " + ("command sent" if ok else "refused"), sink=self.name,
-                device=device, metric=d.metric, user=user, detail=detail)
-            record = OperatorAction(ts_ns=time.time_ns(), origin="sparkplug", user=user,
-                                    action="command", target=f"{device}/{d.metric}",
-                                    ok=ok, detail=detail)
-            if self.hooks.journal is not None:
-                try:
-                    await self.hooks.journal([record])
-                except Exception as exc:  # the audit must not take the edge node down
-                    log.error("sparkplug DCMD not journaled", sink=self.name,
-                              error=str(exc) or type(exc).__name__)
+            await handle_dcmd(self.name, self.hooks, self.allowed, self.metric_names,
+                              self.cfg.primary_host_id or "anonymous",
+                              topic.rsplit("/", 1)[1], raw)
 
     async def _carry(self, client: Client, event: S.Event) -> None:
         self.state, actions = S.step(self.state, event)
