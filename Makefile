@@ -64,7 +64,7 @@ bench: venv
 	$(BIN)/python bench/journal.py
 
 soak: venv peers node
-	EDGE_SOAK=1 $(BIN)/pytest -q -p no:cacheprovider tests/system tests/integration/test_sparkplug_sink.py
+	EDGE_SOAK=1 $(BIN)/pytest -q -p no:cacheprovider tests/system
 
 clean:
 	rm -rf $(VENV) $(NODE_DIR)/node_modules build *.egg-info

@@ -22,7 +22,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ import structlog
 from edge.components import (
     Armable,
     BuildContext,
+    Command,
     DurableSink,
     Hooks,
     LiveSink,
@@ -39,13 +40,14 @@ from edge.components import (
     SourceConfig,
     Stage,
     StageConfig,
+    UsesActions,
     UsesAsset,
 )
 from edge.config import Config, ConfigProblems, secret_reader
 from edge.errors import ConfigError
 from edge.flow import Flow
 from edge.journal import Journal, JournalWriter
-from edge.model import TagRegistry
+from edge.model import SampleBatch, TagRegistry
 from edge.processing import STAGE_SECTIONS, build_stages
 from edge.runtime import control, memory, operator
 from edge.runtime.conditions import ConditionBoard, Outcome, declared_conditions
@@ -123,9 +125,12 @@ class Gateway:
         ctx = self._declare(problems)
         self.stages = build_stages(self.cfg, ctx, problems)
         problems.extend(self._asset_problems())
+        actions = {src.name: src.actions() for src in self.cfg.sources}
         for sink in self.cfg.sinks:
             if isinstance(sink, Preflight):
                 problems.extend(sink.preflight())
+            if isinstance(sink, UsesActions):
+                problems.extend(sink.action_problems(actions, ctx.tags))
         if problems:
             raise ConfigProblems(problems)
         return len(self.tags)
@@ -155,7 +160,8 @@ class Gateway:
         return BuildContext(
             gateway_id=self.gateway_id, tags=self.tags, metrics=self.metrics,
             state_dir=cfg.state_dir, secrets=self._secrets,
-            hooks=Hooks(status=self.status, conditions=self.conditions),
+            hooks=Hooks(status=self.status, conditions=self.conditions,
+                        send_commands=self._send_commands, journal=self._journal_records),
             checkpoints=self._load_checkpoint, asset=cfg.asset,
         )
 
@@ -207,6 +213,15 @@ class Gateway:
         self.board.bind(writer=self.writer, sink_states=self.sink_states,
                         stages=[s for s in self.stages if isinstance(s, StatefulStage)],
                         publish=[s.publish for s in self.live])
+
+    async def _journal_records(self, records: Any) -> None:
+        """Operator actions: journaled (and shown live) before their answer returns."""
+        assert self.flow is not None
+        await self.flow.keep(SampleBatch.empty(), list(records), wait=True)
+
+    async def _send_commands(self, commands: Sequence[Command]) -> list[tuple[bool, str]]:
+        assert self.flow is not None
+        return await self.flow.send_commands(commands)
 
     def stage(self, name: str) -> Any:
         return next((s for s in self.stages if s.name == name), None)

@@ -20,7 +20,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -185,6 +185,15 @@ class UsesAsset(Protocol):
     def asset_problems(self, asset: AssetConfig, tags: TagRegistry) -> list[str]: ...
 
 
+@runtime_checkable
+class UsesActions(Protocol):
+    """A config that names sources' commands (the Sparkplug DCMD allow-list): check-config
+    runs it with every source's ``actions()``; each string is one mistake, naming the key."""
+
+    def action_problems(self, actions: Mapping[str, frozenset[str]],
+                        tags: TagRegistry) -> list[str]: ...
+
+
 class SinkConfig(Protocol):
     """``[[sinks]]``: builds a live sink, a durable sink, or one object that is both."""
 
@@ -210,11 +219,16 @@ class Hooks:
 
     ``status()`` returns the live status document (``edge.runtime.statusdoc``);
     ``conditions`` is the condition board (``edge.runtime.conditions``): the alarm list,
-    and acknowledge, confirm and interlock reset, each audited. None outside the daemon.
+    and acknowledge, confirm and interlock reset, each audited.
+    ``send_commands`` sends commands a remote system asked for (a Sparkplug DCMD) through
+    the sources' write-back ports: (answered, why not) each. ``journal`` keeps records
+    (an ``OperatorAction``) and returns once they are committed. None outside the daemon.
     """
 
     status: Callable[[], StatusDoc | None]
     conditions: ConditionBoard | None = None
+    send_commands: Callable[[Sequence[Command]], Awaitable[list[tuple[bool, str]]]] | None = None
+    journal: Callable[[Sequence[Record]], Awaitable[None]] | None = None
 
 
 def _no_status() -> StatusDoc | None:

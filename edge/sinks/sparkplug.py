@@ -13,9 +13,17 @@ Invariants:
 * LIVE: ``publish`` (the fast path) sends a tag's value only when it changed since the
   last one sent (report by exception), at QoS 0, and only while born. Every value still
   updates the latest-value table the births report.
+* Judgements (interlock trips, quarantines, health alerts, SPC alarms) are node String
+  metrics ``Judgements/*`` (``edge.protocols.sparkplug.records``), one JSON record per
+  value, live as NDATA and replayed like samples (keys -1.. in the live bookkeeping).
 * DURABLE: the delivery loop gives us journal entries through our own cursor. A sample
-  the live path saw while born on the current connection is not sent again; every other
-  one is sent as DDATA with ``is_historical = true``. ``write`` returns (and the cursor
+  the live path already handled while born on the current connection (its timestamp
+  between the first and the last one the live path handled for that tag since the
+  births) is not sent again; every other one is sent as DDATA with ``is_historical =
+  true``. The first live timestamp is kept above every timestamp the live path saw
+  before the births, so a sample that never went out live is never taken for one that
+  did (this assumes a tag's samples reach the live path in timestamp order, and that the
+  clock does not step back across a restart). ``write`` returns (and the cursor
   moves) only when a QoS 1 publish on ``ack_topic`` sent after them on the same
   connection is acknowledged while the node is still born; otherwise it raises
   ``RetryableError`` and the same entries come again (repeats are marked historical;
@@ -33,86 +41,29 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
 import aiomqtt
-import msgspec
 import structlog
 
-from edge.components import BuildContext, WriteResult
-from edge.config import ConfigStruct
-from edge.errors import ConfigError, RetryableError
-from edge.model import DataType, Record, SampleBatch, TagRegistry, TagSpec
-from edge.protocols.mqtt import BrokerConfig, Client, TlsConfig
+from edge.components import BuildContext, Hooks, WriteResult
+from edge.errors import RetryableError
+from edge.model import DataType, Record, SampleBatch, TagSpec
+from edge.protocols.mqtt import BrokerConfig, Client
 from edge.protocols.sparkplug import payload as P
+from edge.protocols.sparkplug import records as R
 from edge.protocols.sparkplug import session as S
 from edge.runtime.private import private_dir, write_private
+from edge.sinks.sparkplug_config import SparkplugSinkConfig, parse_broker
+from edge.sinks.sparkplug_dcmd import handle_dcmd
+
+__all__ = ["SparkplugSink", "SparkplugSinkConfig"]
 
 if TYPE_CHECKING:
-    from edge.asset import AssetConfig
     from edge.journal import Entry, Kind
 
 log = structlog.get_logger("edge.sinks.sparkplug")
 MAX_METRICS = 500  # per DDATA message in a replay
-
-
-class SparkplugSinkConfig(ConfigStruct, frozen=True):
-    """``[[sinks]]`` with ``type = "sparkplug"``: a Sparkplug B edge node (live + durable)."""
-
-    # "" (both): from [asset], the node is the lowest level, the group the ones above
-    # joined by ':' (edge.asset.AssetConfig.sparkplug_ids)
-    group_id: str = ""
-    edge_node_id: str = ""
-    name: str = "sparkplug"
-    brokers: list[str] = msgspec.field(default_factory=lambda: ["mqtt://127.0.0.1:1883"])
-    primary_host_id: str = ""  # "" publishes births without waiting for a host's STATE
-    client_id: str = ""  # default "<group_id>-<edge_node_id>"
-    username: str = ""
-    password_secret: str = ""
-    tls: TlsConfig | None = None
-    keepalive_s: int = 30
-    ack_topic: str = ""  # QoS 1 marker; default "edge-gateway/<group>/<node>/ack"
-    ack_timeout_s: float = 10.0
-
-    def __post_init__(self) -> None:
-        for key in ("group_id", "edge_node_id"):
-            if getattr(self, key):
-                P.check_id(key, getattr(self, key))
-        if bool(self.group_id) != bool(self.edge_node_id):
-            raise ValueError("group_id and edge_node_id are given together, or neither "
-                             "(then both come from [asset])")
-        if self.primary_host_id:
-            P.check_id("primary_host_id", self.primary_host_id)
-        if not self.brokers:
-            raise ValueError("brokers must list at least one mqtt://HOST:PORT")
-        for url in self.brokers:
-            _parse(url)
-            if url.startswith("mqtts:") and self.tls is None:
-                raise ValueError(f"brokers: {url!r} is mqtts:// but [tls] is not given")
-        if self.ack_timeout_s <= 0:
-            raise ValueError("ack_timeout_s must be > 0")
-
-    def asset_problems(self, asset: AssetConfig, tags: TagRegistry) -> list[str]:
-        if self.group_id or asset.sparkplug_ids() is not None:
-            return []
-        return [f"sink '{self.name}': group_id and edge_node_id are not set and [asset] "
-                "has fewer than two levels to take them from (set both, or [asset] "
-                "enterprise, site, ...)"]
-
-    def build(self, ctx: BuildContext) -> SparkplugSink:
-        ids = ((self.group_id, self.edge_node_id) if self.group_id
-               else ctx.asset.sparkplug_ids())
-        if ids is None:
-            raise ConfigError(self.asset_problems(ctx.asset, ctx.tags)[0])
-        return SparkplugSink(msgspec.structs.replace(self, group_id=ids[0],
-                                                     edge_node_id=ids[1]), ctx)
-
-
-def _parse(url: str) -> tuple[str, int]:
-    u = urlparse(url)
-    if u.scheme not in ("mqtt", "mqtts") or not u.hostname:
-        raise ValueError(f"brokers: {url!r} must look like mqtt://HOST:PORT")
-    return u.hostname, u.port or (8883 if u.scheme == "mqtts" else 1883)
+HOST_WAIT_S = 5.0  # no STATE from the primary host this long: subscribe to it again
 
 
 def now_ms() -> int:
@@ -122,14 +73,14 @@ def now_ms() -> int:
 class SparkplugSink:
     """The edge node: a live sink (``run``/``publish``) and a durable one (``write``)."""
 
-    kinds: tuple[Kind, ...] = ("samples",)
+    kinds: tuple[Kind, ...] = ("samples", "records")
 
     def __init__(self, cfg: SparkplugSinkConfig, ctx: BuildContext) -> None:
         self.name = cfg.name
         self.cfg = cfg
         self._links = ctx.metrics.links
         self.password = ctx.secrets(cfg.password_secret) if cfg.password_secret else None
-        self.brokers = [_parse(u) for u in cfg.brokers]
+        self.brokers = [parse_broker(u) for u in cfg.brokers]
         self._next_broker = 0
         tags = sorted(ctx.tags, key=lambda t: t.id)
         self.alias = P.aliases(tags)
@@ -141,13 +92,33 @@ class SparkplugSink:
         self.device_metrics = dict(by_device)
         for device in self.device_metrics:
             P.check_id(f"device {device!r}", device)
+        # DCMD allow-list: (device, metric name) -> command; aliases after the tags'
+        self.allowed = {(c.device, c.metric): c for c in cfg.commands}
+        first = P.FIRST_TAG_ALIAS + len(tags)
+        self.command_metrics: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        for i, c in enumerate(cfg.commands):
+            self.command_metrics[c.device].append((first + i, c.metric))
+        self.metric_names: dict[str, dict[int, str]] = {
+            device: {bm.alias: bm.tag.name for bm in metrics}
+            | dict(self.command_metrics.get(device, ()))
+            for device, metrics in self.device_metrics.items()}
+        self.hooks: Hooks = ctx.hooks
+        # judgements (records) as node String metrics, after the commands; their live
+        # and replay bookkeeping uses the keys -1, -2, ... beside the tag ids
+        first = P.FIRST_TAG_ALIAS + len(tags) + len(cfg.commands)
+        self.record_metrics = [(first + i, name) for i, name in enumerate(R.METRICS)]
+        self.record_key = {name: -1 - i for i, name in enumerate(R.METRICS)}
+        self.record_alias = {name: alias for alias, name in self.record_metrics}
         self.ack_topic = cfg.ack_topic or f"edge-gateway/{cfg.group_id}/{cfg.edge_node_id}/ack"
         self.bdseq_path = ctx.state_dir / "sparkplug" / f"{cfg.name}.bdseq"
         self.state = S.Session(cfg.group_id, cfg.edge_node_id, tuple(self.device_metrics),
                                cfg.primary_host_id, bd_seq=_load_bdseq(self.bdseq_path))
         self.latest: dict[int, float] = {}
         self._sent: dict[int, float] = {}  # last value published live, this session
-        self._live_from: dict[int, int] = {}  # tag -> first ts_ns seen live while born
+        # tag -> [first, last] ts_ns the live path handled since the births
+        self._live: dict[int, list[int]] = {}
+        self._seen: dict[int, int] = {}  # tag -> newest ts_ns the live path ever saw
+        self._floor: dict[int, int] = {}  # ``_seen`` when the births went out
         self._client: Client | None = None
         self._generation = 0
         self._born = asyncio.Event()
@@ -164,22 +135,58 @@ class SparkplugSink:
     def publish(self, batch: SampleBatch, records: Sequence[Record]) -> None:
         born = self._born.is_set()
         points: dict[str, list[tuple[int, DataType, int, float]]] = defaultdict(list)
+        # the fast path: _handled_live inlined, dicts bound once
+        specs, latest, sent, alias = self.tag, self.latest, self._sent, self.alias
+        seen, live = self._seen, self._live
         for tag, ts, value in zip(batch.tag_id.tolist(), batch.ts_ns.tolist(),
                                   batch.value.tolist(), strict=True):
-            spec = self.tag.get(tag)
+            spec = specs.get(tag)
             if spec is None:
                 continue
-            self.latest[tag] = value
+            latest[tag] = value
             if not born:
+                if ts > seen.get(tag, -1):
+                    seen[tag] = ts
                 continue
-            self._live_from.setdefault(tag, ts)
-            last = self._sent.get(tag)
+            span = live.get(tag)
+            if span is None:
+                floor = self._floor.get(tag, -1)
+                live[tag] = [ts if ts > floor else floor + 1, ts]
+            elif ts > span[1]:
+                span[1] = ts
+            last = sent.get(tag)
             if last is not None and (last == value or (math.isnan(last) and math.isnan(value))):
                 continue
-            self._sent[tag] = value
-            points[spec.device].append((self.alias[tag], spec.dtype, ts // 1_000_000, value))
+            sent[tag] = value
+            points[spec.device].append((alias[tag], spec.dtype, ts // 1_000_000, value))
         for device, pts in points.items():
             self._send(device, pts, historical=False)
+        texts = [(self.record_alias[name], r.ts_ns // 1_000_000, R.text(r))
+                 for r in records if (name := R.metric_of(r)) is not None
+                 and self._handled_live(self.record_key[name], r.ts_ns, born)]
+        if texts:
+            self._send("", [], historical=False, texts=texts)
+
+    def _handled_live(self, key: int, ts: int, born: bool) -> bool:
+        """Note a value the live path saw; True when it goes out live (born). ``_seen``
+        holds the newest timestamp seen while not born; ``_live`` the span since the
+        births (both go into the floor at the next births)."""
+        if not born:
+            if ts > self._seen.get(key, -1):
+                self._seen[key] = ts
+            return False
+        span = self._live.get(key)
+        if span is None:
+            floor = self._floor.get(key, -1)
+            self._live[key] = [ts if ts > floor else floor + 1, ts]
+        elif ts > span[1]:
+            span[1] = ts
+        return True
+
+    def _went_live(self, key: int, ts: int) -> bool:
+        """Went out live on this connection (before the mark ``write`` sends next)."""
+        span = self._live.get(key)
+        return span is not None and span[0] <= ts <= span[1]
 
     # ---------------------------------------------------------- DurableSink
     async def connect(self) -> None:
@@ -193,13 +200,18 @@ class SparkplugSink:
         if client is None or not self._born.is_set():
             raise RetryableError("not born: broker or primary host away")
         points: dict[str, list[tuple[int, DataType, int, float]]] = defaultdict(list)
+        texts: list[tuple[int, int, str]] = []
         for entry in entries:
+            if entry.kind == "records":
+                texts += [(self.record_alias[name], r.ts_ns // 1_000_000, R.text(r))
+                          for r in entry.records() if (name := R.metric_of(r)) is not None
+                          and not self._went_live(self.record_key[name], r.ts_ns)]
+                continue
             b = entry.samples()
             for tag, ts, value in zip(b.tag_id.tolist(), b.ts_ns.tolist(), b.value.tolist(),
                                       strict=True):
                 spec = self.tag.get(tag)
-                live_from = self._live_from.get(tag)
-                if spec is None or (live_from is not None and ts >= live_from):
+                if spec is None or self._went_live(tag, ts):
                     continue
                 points[spec.device].append((self.alias[tag], spec.dtype, ts // 1_000_000,
                                             value))
@@ -207,6 +219,9 @@ class SparkplugSink:
             for i in range(0, len(pts), MAX_METRICS):
                 if not self._send(device, pts[i:i + MAX_METRICS], historical=True):
                     raise RetryableError("connection lost during the replay")
+        for i in range(0, len(texts), MAX_METRICS):
+            if not self._send("", [], historical=True, texts=texts[i:i + MAX_METRICS]):
+                raise RetryableError("connection lost during the replay")
         try:
             await client.publish(self.ack_topic, str(entries[-1].seq).encode(), qos=1,
                                  timeout=self.cfg.ack_timeout_s)
@@ -221,13 +236,14 @@ class SparkplugSink:
 
     # -------------------------------------------------------------- session
     def _send(self, device: str, pts: list[tuple[int, DataType, int, float]], *,
-              historical: bool) -> bool:
+              historical: bool, texts: Sequence[tuple[int, int, str]] = ()) -> bool:
         self.state, actions = S.step(self.state, S.Send(device))
         client = self._client
         for a in actions:
             if isinstance(a, S.PublishData) and client is not None:
                 kind = "DDATA" if device else "NDATA"
-                body = P.data(a.seq, now_ms(), pts, historical=historical).SerializeToString()
+                body = P.data(a.seq, now_ms(), pts, historical=historical,
+                              texts=texts).SerializeToString()
                 return client.publish_nowait(self._topic(kind, device), body)
         return False
 
@@ -256,6 +272,7 @@ class SparkplugSink:
                 self._client = client
                 self._generation += 1
                 link.up(broker=where, bd_seq=self.state.bd_seq)
+                waiter = asyncio.create_task(self._wait_host(client))
                 try:
                     await self._carry(client, S.Connected())
                     async for message in client.messages:
@@ -263,6 +280,8 @@ class SparkplugSink:
                 except asyncio.CancelledError:
                     await self._stop(client)
                     raise
+                finally:
+                    waiter.cancel()
         except aiomqtt.MqttError as exc:
             self._next_broker += 1
             raise RetryableError(f"{where}: {exc}") from exc
@@ -270,6 +289,25 @@ class SparkplugSink:
             self._client = None
             self._born.clear()
             self.state, _ = S.step(self.state, S.Lost())
+
+    async def _wait_host(self, client: Client) -> None:
+        """While no STATE has come on this connection, subscribe to it again now and then
+        (a broker may acknowledge the subscription without sending the retained STATE)."""
+        if not self.cfg.primary_host_id:
+            return
+        waited = 0.0
+        while True:
+            await asyncio.sleep(HOST_WAIT_S)
+            waited += HOST_WAIT_S
+            if self.state.phase is not S.Phase.WAITING_HOST or self.state.host_heard:
+                continue
+            log.info("sparkplug no STATE from the primary host yet: subscribing to it again",
+                     sink=self.name, host=self.cfg.primary_host_id, waited_s=waited)
+            try:
+                await self._carry(client, S.HostWait())
+            except aiomqtt.MqttError as exc:  # the message loop sees a dead connection
+                log.warning("sparkplug STATE subscription failed", sink=self.name,
+                            error=str(exc))
 
     async def _stop(self, client: Client) -> None:
         """Clean shutdown: NDEATH (QoS 1, acknowledged or 2 s) before the DISCONNECT."""
@@ -300,8 +338,9 @@ class SparkplugSink:
                 log.info("sparkplug rebirth requested", sink=self.name)
                 await self._carry(client, S.Rebirth())
         elif "/DCMD/" in topic:
-            log.warning("sparkplug DCMD refused: device writes are not enabled on this sink",
-                        sink=self.name, topic=topic)
+            await handle_dcmd(self.name, self.hooks, self.allowed, self.metric_names,
+                              self.cfg.primary_host_id or "anonymous",
+                              topic.rsplit("/", 1)[1], raw)
 
     async def _carry(self, client: Client, event: S.Event) -> None:
         self.state, actions = S.step(self.state, event)
@@ -316,13 +355,18 @@ class SparkplugSink:
                 case S.PublishNodeBirth(bd_seq=bd, seq=seq):
                     self._born.clear()
                     self._sent.clear()
-                    self._live_from.clear()
-                    body = P.node_birth(bd, now_ms(), [], {})
+                    for key, (_, last) in self._live.items():
+                        if last > self._seen.get(key, -1):
+                            self._seen[key] = last
+                    self._floor = dict(self._seen)
+                    self._live.clear()
+                    body = P.node_birth(bd, now_ms(), [], {}, self.record_metrics)
                     body.seq = seq
                     client.publish_nowait(self._topic("NBIRTH"), body.SerializeToString())
                 case S.PublishDeviceBirth(device=device, seq=seq):
                     metrics = self.device_metrics[device]
-                    body = P.device_birth(seq, now_ms(), metrics, self.latest)
+                    body = P.device_birth(seq, now_ms(), metrics, self.latest,
+                                          self.command_metrics.get(device, ()))
                     for m in metrics:
                         if m.tag.id in self.latest:
                             self._sent[m.tag.id] = self.latest[m.tag.id]

@@ -36,6 +36,8 @@ def test_nbirth_has_seq0_bdseq_rebirth_and_every_metric_with_units() -> None:
     assert (bd.name, bd.datatype, bd.long_value) == ("bdSeq", pb.Int64, 5)
     assert (rebirth.name, rebirth.datatype, rebirth.boolean_value) == (
         "Node Control/Rebirth", pb.Boolean, False)
+    # tck-id-operational-behavior-data-commands-rebirth-name-aliases: no alias for it
+    assert not rebirth.HasField("alias") and bd.alias == 0
     assert (temp.name, temp.alias, temp.datatype, temp.double_value) == (
         "chamber_temp", 2, pb.Double, 21.5)
     assert props(temp) == {"engUnit": "degC", "engLow": 0.0, "engHigh": 400.0,
@@ -83,15 +85,16 @@ def test_nan_is_sent_as_null() -> None:
     assert d.metrics[0].is_null and P.get_value(d.metrics[0]) is None
 
 
-def test_rebirth_request_by_name_or_alias() -> None:
-    """An NCMD Node Control/Rebirth=true asks for a rebirth; false or other metrics do not."""
+def test_rebirth_request_by_name() -> None:
+    """tck-id-operational-behavior-data-commands-ncmd-rebirth-name/-value: an NCMD Node
+    Control/Rebirth=true asks for a rebirth; false, or a metric by alias only, does not."""
     p = P.Payload()
     m = p.metrics.add()
     m.name, m.datatype, m.boolean_value = P.REBIRTH, pb.Boolean, True
     assert P.rebirth_requested(p)
     q = P.Payload()
-    q.metrics.add(alias=P.REBIRTH_ALIAS, boolean_value=True)
-    assert P.rebirth_requested(q)
+    q.metrics.add(alias=1, boolean_value=True)
+    assert not P.rebirth_requested(q)
     m.boolean_value = False
     assert not P.rebirth_requested(p)
 

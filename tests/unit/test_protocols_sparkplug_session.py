@@ -16,6 +16,7 @@ from edge.protocols.sparkplug.session import (
     Dial,
     Disconnect,
     HostState,
+    HostWait,
     Lost,
     PersistBdSeq,
     Phase,
@@ -113,6 +114,24 @@ def test_waits_for_primary_host_online_before_birth() -> None:
     assert actions == [PublishNodeBirth(0, 0), PublishDeviceBirth("etch1", 1), StartReplay()]
 
 
+def test_waiting_for_the_host_subscribes_to_its_state_again() -> None:
+    """tck-id-message-flow-edge-node-birth-publish-phid-wait: a broker that acknowledged the
+    STATE subscription without its retained STATE gets the subscription again on each
+    wait tick, until a STATE comes (an offline one too); born, or without a host, the
+    tick does nothing."""
+    s, _ = run(HOST, Dial(), Connected())
+    assert step(s, HostWait()) == (s, [Subscribe(("spBv1.0/STATE/scada",))])
+    heard, _ = step(s, HostState(online=False, timestamp=1))
+    assert step(heard, HostWait()) == (heard, [])
+    again, _ = run(heard, Lost(), Dial(), Connected())  # a new connection: not heard yet
+    assert step(again, HostWait())[1] == [Subscribe(("spBv1.0/STATE/scada",))]
+    born, _ = step(s, HostState(online=True, timestamp=1))
+    assert step(born, HostWait()) == (born, [])
+    no_host, _ = run(NO_HOST, Dial(), Connected())
+    assert step(no_host, HostWait()) == (no_host, [])
+    assert step(HOST, HostWait()) == (HOST, [])  # not connected
+
+
 def test_stale_online_state_does_not_give_a_birth() -> None:
     """tck-id-message-flow-edge-node-birth-publish-phid-wait-timestamp: older STATE ignored."""
     s, _ = run(HOST, Dial(), Connected(), HostState(online=False, timestamp=500))
@@ -184,7 +203,8 @@ def test_connection_lost_stops_data_until_next_birth() -> None:
     assert PublishNodeBirth(1, 0) in actions
 
 
-@given(st.lists(st.sampled_from(["dial", "conn", "on", "off", "rebirth", "send", "lost"]),
+@given(st.lists(st.sampled_from(["dial", "conn", "on", "off", "rebirth", "send", "lost",
+                                 "wait"]),
                 max_size=60), st.integers(0, 255))
 def test_invariants_hold_for_any_event_order(names: list[str], start: int) -> None:
     """Any event order: seq and bdSeq stay in 0..255, births precede data on a connection,
@@ -195,7 +215,7 @@ def test_invariants_hold_for_any_event_order(names: list[str], start: int) -> No
     for ts, name in enumerate(names, start=1):
         event = {"dial": Dial(), "conn": Connected(), "on": HostState(True, ts),
                  "off": HostState(False, ts), "rebirth": Rebirth(), "send": Send("d"),
-                 "lost": Lost()}[name]
+                 "lost": Lost(), "wait": HostWait()}[name]
         s, actions = step(s, event)  # type: ignore[arg-type]
         assert 0 <= s.seq <= 255 and s.bd_seq is not None and 0 <= s.bd_seq <= 255
         for a in actions:

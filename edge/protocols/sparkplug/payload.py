@@ -9,9 +9,11 @@ Invariants:
 * Signed integers travel as two's complement in the unsigned ``int_value`` (Int8..Int32)
   or ``long_value`` (Int64) fields, as the specification says; a NaN value (a Bad
   sample) is sent as ``is_null`` with no value.
-* The node's ``bdSeq`` metric (Int64) is alias 0 in births and deaths; ``Node
-  Control/Rebirth`` (Boolean) is alias 1; tags get aliases 2.. in tag id order, so one
-  config gives the same aliases on every birth.
+* The node's ``bdSeq`` metric (Int64) is alias 0 in births; ``Node Control/Rebirth``
+  (Boolean, false) has no alias, so any host can ask for a rebirth by name
+  (tck-id-operational-behavior-data-commands-rebirth-name-aliases); alias 1 stays unused
+  and tags get aliases 2.. in tag id order, so one config gives the same aliases on every
+  birth.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ NAMESPACE = "spBv1.0"
 BDSEQ = "bdSeq"
 REBIRTH = "Node Control/Rebirth"
 BDSEQ_ALIAS = 0
-REBIRTH_ALIAS = 1
 FIRST_TAG_ALIAS = 2
 
 Payload = pb.Payload
@@ -135,22 +136,32 @@ def _bdseq_metric(payload: Payload, bd_seq: int, ts_ms: int, *, alias: bool) -> 
 
 
 def node_birth(bd_seq: int, ts_ms: int, metrics: Sequence[BirthMetric],
-               values: dict[int, float]) -> Payload:
-    """NBIRTH: seq 0, bdSeq, the rebirth control, and every node-level metric."""
+               values: dict[int, float], texts: Sequence[tuple[int, str]] = ()) -> Payload:
+    """NBIRTH: seq 0, bdSeq, the rebirth control, and every node-level metric; ``texts``
+    (``(alias, name)``) are String metrics announced with a null value."""
     p = Payload(timestamp=ts_ms, seq=0)
     _bdseq_metric(p, bd_seq, ts_ms, alias=True)
     m = p.metrics.add()
-    m.name, m.alias, m.timestamp, m.datatype = REBIRTH, REBIRTH_ALIAS, ts_ms, pb.Boolean
+    m.name, m.timestamp, m.datatype = REBIRTH, ts_ms, pb.Boolean
     m.boolean_value = False
     _birth_metrics(p, metrics, values, ts_ms)
+    for alias, name in texts:
+        m = p.metrics.add()
+        m.name, m.alias, m.timestamp, m.datatype, m.is_null = name, alias, ts_ms, pb.String, True
     return p
 
 
 def device_birth(seq: int, ts_ms: int, metrics: Sequence[BirthMetric],
-                 values: dict[int, float]) -> Payload:
-    """DBIRTH: every metric of one device, with its current value when known."""
+                 values: dict[int, float],
+                 commands: Sequence[tuple[int, str]] = ()) -> Payload:
+    """DBIRTH: every metric of one device, with its current value when known, then the
+    commands a host may run on it (``(alias, name)``: Boolean metrics, value false)."""
     p = Payload(timestamp=ts_ms, seq=seq)
     _birth_metrics(p, metrics, values, ts_ms)
+    for alias, name in commands:
+        m = p.metrics.add()
+        m.name, m.alias, m.timestamp, m.datatype = name, alias, ts_ms, pb.Boolean
+        m.boolean_value = False
     return p
 
 
@@ -182,8 +193,10 @@ def death(bd_seq: int, ts_ms: int) -> Payload:
 
 
 def data(seq: int, ts_ms: int, points: Iterable[tuple[int, DataType, int, float]], *,
-         historical: bool = False) -> Payload:
-    """NDATA/DDATA from ``(alias, dtype, ts_ms, value)`` points."""
+         historical: bool = False,
+         texts: Iterable[tuple[int, int, str]] = ()) -> Payload:
+    """NDATA/DDATA from ``(alias, dtype, ts_ms, value)`` points and ``(alias, ts_ms,
+    text)`` String values."""
     p = Payload(timestamp=ts_ms, seq=seq)
     add = p.metrics.add
     for alias, dtype, point_ms, value in points:
@@ -194,13 +207,18 @@ def data(seq: int, ts_ms: int, points: Iterable[tuple[int, DataType, int, float]
         if historical:
             m.is_historical = True
         set_value(m, dtype, value)
+    for alias, point_ms, value_text in texts:
+        m = add()
+        m.alias, m.timestamp, m.datatype, m.string_value = alias, point_ms, pb.String, value_text
+        if historical:
+            m.is_historical = True
     return p
 
 
 def rebirth_requested(payload: Payload) -> bool:
-    """An NCMD asking for a rebirth (by name, or by the alias our birth gave it)."""
+    """An NCMD asking for a rebirth: ``Node Control/Rebirth`` = true, by name (it has no
+    alias)."""
     return any(
-        (m.name == REBIRTH or (not m.name and m.alias == REBIRTH_ALIAS))
-        and m.WhichOneof("value") == "boolean_value" and m.boolean_value
+        m.name == REBIRTH and m.WhichOneof("value") == "boolean_value" and m.boolean_value
         for m in payload.metrics
     )

@@ -17,6 +17,11 @@ Invariants:
   ignored. Host offline after the births: NDEATH, disconnect, and wait (a new connect,
   which waits for online again). Offline while still waiting changes nothing (the
   retained offline STATE after a reconnect must not loop us through disconnects).
+* A broker may acknowledge the STATE subscription without sending the retained STATE
+  (a NATS cluster does, seconds after losing a node, when its retained-message stream
+  has no leader yet): while no STATE has come on this connection, every ``HostWait`` (a
+  timer of the shell) subscribes to the STATE topic again, which makes the broker send
+  the retained one again.
 * seq: NBIRTH has seq 0; every later message of the node (DBIRTHs, NDATA, DDATA) takes
   the next seq, 0..255 wrapping. NDEATH has no seq.
 * Data is sent only while born (births published); otherwise ``send`` returns no
@@ -64,6 +69,11 @@ class Rebirth:
 
 
 @dataclass(frozen=True, slots=True)
+class HostWait:
+    """The shell's timer while connected: still no usable STATE from the primary host?"""
+
+
+@dataclass(frozen=True, slots=True)
 class Send:
     """Data to publish: for the node (device "") or one device."""
 
@@ -80,7 +90,7 @@ class Stop:
     """Clean shutdown."""
 
 
-Event = Dial | Connected | HostState | Rebirth | Send | Lost | Stop
+Event = Dial | Connected | HostState | HostWait | Rebirth | Send | Lost | Stop
 
 # --------------------------------------------------------------------------- actions
 
@@ -154,11 +164,15 @@ class Session:
     seq: int = 0
     host_online: bool = False
     host_ts: int = -1  # timestamp of the last STATE seen (-1: none)
+    host_heard: bool = False  # a STATE came on this connection
 
     def topics(self) -> tuple[str, ...]:
         ns = "spBv1.0"
         subs = (f"{ns}/{self.group}/NCMD/{self.node}", f"{ns}/{self.group}/DCMD/{self.node}/+")
-        return (*subs, f"{ns}/STATE/{self.host_id}") if self.host_id else subs
+        return (*subs, self.state_topic()) if self.host_id else subs
+
+    def state_topic(self) -> str:
+        return f"spBv1.0/STATE/{self.host_id}"
 
 
 def _births(s: Session) -> tuple[Session, list[Action]]:
@@ -184,7 +198,8 @@ def step(s: Session, event: Event) -> tuple[Session, list[Action]]:
         case Dial():
             # bdSeq increments per connect and is persisted before the CONNECT.
             bd = 0 if s.bd_seq is None else (s.bd_seq + 1) % 256
-            return (replace(s, phase=Phase.CONNECTING, bd_seq=bd, host_online=False),
+            return (replace(s, phase=Phase.CONNECTING, bd_seq=bd, host_online=False,
+                            host_heard=False),
                     [PersistBdSeq(bd), Connect(bd)])
         case Connected():
             if s.phase is not Phase.CONNECTING:
@@ -196,6 +211,7 @@ def step(s: Session, event: Event) -> tuple[Session, list[Action]]:
             born, births = _births(waiting)
             return born, [*subscribe, *births, StartReplay()]
         case HostState(online=online, timestamp=ts):
+            s = replace(s, host_heard=True)
             if ts < s.host_ts:
                 return s, []  # older than one already seen: a stale retained STATE
             s = replace(s, host_online=online, host_ts=ts)
@@ -206,6 +222,10 @@ def step(s: Session, event: Event) -> tuple[Session, list[Action]]:
                 assert s.bd_seq is not None
                 return (replace(s, phase=Phase.OFFLINE),
                         [PublishDeath(s.bd_seq), Disconnect("primary host offline")])
+            return s, []
+        case HostWait():
+            if s.phase is Phase.WAITING_HOST and s.host_id and not s.host_heard:
+                return s, [Subscribe((s.state_topic(),))]
             return s, []
         case Rebirth():
             if s.phase is not Phase.BORN:
