@@ -41,11 +41,12 @@ from asyncua import Server, ua
 from edge.components import BuildContext, LiveSink
 from edge.config import ConfigStruct, check_secret_name
 from edge.errors import ConfigError
+from edge.history.feed import HistoryFeed
 from edge.model import Quality, Record, SampleBatch
 from edge.protocols.opcua import security as sec
 from edge.protocols.opcua.status import STATUS_OF_QUALITY
 from edge.protocols.opcua.variants import DTYPES
-from edge.sinks import opcua_standard
+from edge.sinks import opcua_history, opcua_limits, opcua_standard
 from edge.sinks.opcua_insert import insert_nodes
 from edge.sinks.opcua_objects import GatewayObjects
 from edge.sinks.opcua_space import object_item, tag_items, tag_nodeid
@@ -89,6 +90,9 @@ class OpcUaConfig(ConfigStruct, frozen=True):
     update_slice: int = 500
     status_interval_s: float = 1.0
     login_fail_interval_s: float = 0.5
+    history: opcua_history.OpcUaHistoryConfig = msgspec.field(
+        default_factory=opcua_history.OpcUaHistoryConfig)
+    limits: opcua_limits.OpcUaLimits = msgspec.field(default_factory=opcua_limits.OpcUaLimits)
 
     def __post_init__(self) -> None:
         url = urlparse(self.endpoint)
@@ -161,6 +165,8 @@ class OpcUaSink:
         self._wake = asyncio.Event()
         self._refresh = asyncio.Event()
         self._objects: GatewayObjects | None = None
+        self._history: HistoryFeed | None = opcua_history.feed_for(
+            cfg.history, ctx.state_dir, ctx.tags, ctx.metrics)
         m = ctx.metrics
         self._m_updates = m.counter("edge_opcua_updates_total", "Tag values written to OPC-UA")
         self._m_dirty = m.gauge("edge_opcua_pending_tags", "Tags waiting for their OPC-UA write")
@@ -210,6 +216,8 @@ class OpcUaSink:
             self._records.extend(records)
         if n or records:
             self._wake.set()
+            if self._history is not None:
+                self._history.publish(batch, records)
 
     # ------------------------------------------------------------------ serving
 
@@ -220,6 +228,8 @@ class OpcUaSink:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._writer(server), name="opcua-writer")
                 tg.create_task(self._status_loop(), name="opcua-status")
+                if self._history is not None:
+                    tg.create_task(self._history.run(), name="opcua-history")
         finally:
             self.server = None
             self.started.clear()
@@ -231,6 +241,7 @@ class OpcUaSink:
         t0 = time.perf_counter()
         self._fit_registry()
         server = opcua_standard.server(opcua_standard.cache_folder(self.ctx.state_dir))
+        opcua_limits.install(server, cfg.limits, self.ctx.metrics)
         await server.init()
         server.set_endpoint(cfg.endpoint)
         server.set_server_name(cfg.server_name)
@@ -239,7 +250,7 @@ class OpcUaSink:
         self.idx = await server.register_namespace(cfg.namespace_uri)
         root = ua.NodeId("_devices", self.idx)
         items = [object_item(root, "Devices", server.nodes.objects.nodeid, self.idx, folder=True)]
-        items += tag_items(self.ctx.tags, self.idx, root)
+        items += tag_items(self.ctx.tags, self.idx, root, history=self._history is not None)
         try:
             await insert_nodes(server.iserver.aspace, items)
         except ValueError as exc:
@@ -249,6 +260,9 @@ class OpcUaSink:
         objects = GatewayObjects(server, self.idx, self._reset, self._refresh.set)
         await objects.create()
         self._objects = objects
+        if self._history is not None:
+            await opcua_history.install(server, self._history, list(self.ctx.tags),
+                                        self._nodeids, self.idx, cfg.history.max_values_per_read)
         await self._apply_status()
         await server.start()
         self.server = server

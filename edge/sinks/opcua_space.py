@@ -46,6 +46,7 @@ BASE_OBJECT_TYPE = ua.NodeId(ua.ObjectIds.BaseObjectType)
 ANALOG_ITEM_TYPE = ua.NodeId(ua.ObjectIds.AnalogItemType)
 BASE_VARIABLE_TYPE = ua.NodeId(ua.ObjectIds.BaseDataVariableType)
 PROPERTY_TYPE = ua.NodeId(ua.ObjectIds.PropertyType)
+_READ_HISTORY = ua.AccessLevel.CurrentRead.mask | ua.AccessLevel.HistoryRead.mask
 
 
 def tag_nodeid(tag: TagSpec, idx: int) -> ua.NodeId:
@@ -94,8 +95,10 @@ def _property_item(owner: ua.NodeId, name: str, attrs: ua.VariableAttributes
     )
 
 
-def tag_items(tags: Iterable[TagSpec], idx: int, root: ua.NodeId) -> list[ua.AddNodesItem]:
-    """The AddNodesItems of one object per device (under ``root``) and its tag variables.
+def tag_items(tags: Iterable[TagSpec], idx: int, root: ua.NodeId, *, history: bool = False
+              ) -> list[ua.AddNodesItem]:
+    """The AddNodesItems of one object per device (under ``root``) and its tag variables;
+    with ``history`` their AccessLevel carries HistoryRead and Historizing is true.
 
     Tags with the same unit (or range) share one attributes object for that property:
     inserting reads the attributes, never changes them.
@@ -123,6 +126,9 @@ def tag_items(tags: Iterable[TagSpec], idx: int, root: ua.NodeId) -> list[ua.Add
             Value=ua.Variant(initial, t.variant),
             SpecifiedAttributes=VARIABLE_MASK,
         )
+        if history:
+            attrs.AccessLevel = attrs.UserAccessLevel = _READ_HISTORY
+            attrs.Historizing = True
         items.append(ua.AddNodesItem(
             ParentNodeId=device,
             ReferenceTypeId=HAS_COMPONENT,

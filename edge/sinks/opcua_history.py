@@ -1,0 +1,435 @@
+"""HistoryRead on the OPC-UA server: raw values of every tag, and the gateway's events.
+
+asyncua sends every HistoryRead to ``iserver.history_manager.read_history``; we replace
+that manager (``install``) with one served from the history store (``edge.history``).
+
+Invariants:
+
+* **Raw (ReadRawModifiedDetails, IsReadModified false)** for every tag variable (their
+  AccessLevel carries HistoryRead and Historizing is true). Values carry the variant type
+  of the tag's node, their source timestamp and the status of their quality, as the live
+  values do. Times follow Part 11: start <= end reads forward, start > end backward; one
+  bound alone needs NumValuesPerNode and reads away from it; no bound at all is
+  BadInvalidTimestampArgument. Modified values are not kept: IsReadModified is
+  BadHistoryOperationUnsupported.
+* **Events (ReadEventDetails)** on the Server object (its EventNotifier carries
+  HistoryRead): the records of ``history.record_types`` (trips, SPC violations, health
+  alerts, operator actions, ...), each answered for the client's select clauses:
+  the BaseEventType fields (EventId, EventType, SourceNode, SourceName, Time,
+  ReceiveTime, Message, Severity) and any field named after a record field
+  (``Interlock`` -> ``interlock``, ``ActionOk`` -> ``action_ok``); anything else is null.
+  The WhereClause is not applied (every kept record is returned).
+* **Continuation points** are the store's ``Position`` of the last value returned: a
+  response holds at most ``min(NumValuesPerNode, max_values_per_read)`` entries, and the
+  client resumes exactly after the last one (no value repeated or skipped, even with
+  equal timestamps). A continuation point we did not hand out is
+  BadContinuationPointInvalid. They hold no server state: nothing to release or leak.
+* **Gaps are said, in the data.** Where the store was not recording (the gateway was
+  down) or its limits evicted the data, a raw read returns, in time order, one
+  DataValue with StatusCode **BadDataLost** (Part 11: "data is missing due to
+  collection started/stopped/lost") and a null value at the start of the gap; an event
+  read returns one event with SourceName ``history`` and a Message giving the gap's
+  start and end. The data that exists on either side is returned as usual. A read with
+  nothing at all is GoodNoData.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import structlog
+from asyncua import Server, ua
+from asyncua.server.history import HistoryManager
+
+from edge.config import ConfigStruct
+from edge.history.feed import HistoryFeed
+from edge.history.store import Gap, HistoryLimits, Position
+from edge.model import (
+    RECORD_TYPE_NAMES,
+    HealthAlert,
+    InterlockTrip,
+    Measurement,
+    OperatorAction,
+    Quarantine,
+    Record,
+    SpcViolation,
+    TagRegistry,
+    TagSpec,
+    record_type,
+)
+from edge.protocols.opcua.status import STATUS_OF_QUALITY
+from edge.protocols.opcua.variants import DTYPES
+from edge.runtime.metrics import Metrics
+
+log = structlog.get_logger("edge.opcua")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FAR_FUTURE_NS = 1 << 62
+_SC = ua.StatusCodes
+DEFAULT_RECORD_TYPES = ("interlock_trip", "spc_violation", "health_alert", "operator_action",
+                        "quarantine", "measurement")
+# EventNotifier bits: SubscribeToEvents | HistoryRead
+EVENT_NOTIFIER = 0x01 | 0x04
+
+
+class OpcUaHistoryConfig(ConfigStruct, frozen=True):
+    """``[sinks.history]`` of an OPC-UA sink: the on-disk history HistoryRead serves."""
+
+    enabled: bool = True
+    path: str = ""  # default: <state_dir>/opcua_history.db
+    max_mb: float = 256.0
+    max_age_h: float = 24.0
+    record_max_age_h: float = 720.0
+    flush_interval_ms: float = 1000.0
+    max_pending_points: int = 2_000_000
+    max_values_per_read: int = 10_000
+    record_types: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_RECORD_TYPES))
+
+    def __post_init__(self) -> None:
+        for key in ("max_mb", "max_age_h", "record_max_age_h"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key} must be > 0")
+        if not 10 <= self.flush_interval_ms <= 60_000:
+            raise ValueError("flush_interval_ms must be between 10 and 60000")
+        if self.max_pending_points < 1000:
+            raise ValueError("max_pending_points must be >= 1000")
+        if not 1 <= self.max_values_per_read <= 1_000_000:
+            raise ValueError("max_values_per_read must be between 1 and 1000000")
+        unknown = sorted(set(self.record_types) - set(RECORD_TYPE_NAMES))
+        if unknown:
+            raise ValueError(f"record_types: unknown {unknown}; valid: {list(RECORD_TYPE_NAMES)}")
+
+
+def _ns(t: datetime | None) -> int | None:
+    """Nanoseconds since the epoch; None for an unspecified time (null or before 1601)."""
+    if t is None or t.year <= 1601:
+        return None
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return (t - _EPOCH) // timedelta(microseconds=1) * 1000
+
+
+def _dt(ns: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+class _Refused(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def _window(start: datetime | None, end: datetime | None, n: int
+            ) -> tuple[int, int, bool]:
+    """(low, high, reverse) of a read, by Part 11's rules for start/end/NumValuesPerNode."""
+    s, e = _ns(start), _ns(end)
+    if s is None and e is None:
+        raise _Refused(_SC.BadInvalidTimestampArgument)
+    if (s is None or e is None) and n == 0:
+        raise _Refused(_SC.BadInvalidTimestampArgument)
+    if e is None:
+        assert s is not None
+        return s, _FAR_FUTURE_NS, False
+    if s is None:
+        return 0, e, True
+    return min(s, e), max(s, e), s > e
+
+
+def _continuation(cp: bytes | None) -> Position | None:
+    if not cp:
+        return None
+    try:
+        return Position.unpack(cp)
+    except ValueError:
+        raise _Refused(_SC.BadContinuationPointInvalid) from None
+
+
+class GatewayHistory(HistoryManager):  # type: ignore[misc]  # asyncua is untyped here
+    """asyncua's HistoryManager, answering from the gateway's history store."""
+
+    def __init__(self, server: Server, feed: HistoryFeed, tags: dict[ua.NodeId, TagSpec],
+                 event_source: ua.NodeId, source_node: Callable[[Record], ua.NodeId],
+                 max_values: int) -> None:
+        super().__init__(server.iserver)
+        self.feed = feed
+        self.tags = tags
+        self.event_source = event_source
+        self.source_node = source_node
+        self.max_values = max_values
+
+    async def init(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def read_history(self, params: ua.HistoryReadParameters) -> list[ua.HistoryReadResult]:
+        out = []
+        for rv in params.NodesToRead:
+            result = ua.HistoryReadResult()
+            try:
+                if params.ReleaseContinuationPoints:
+                    pass  # stateless continuation points: nothing held
+                else:
+                    await self._read_one(params.HistoryReadDetails, rv,
+                                         params.TimestampsToReturn, result)
+            except _Refused as exc:
+                result.StatusCode = ua.StatusCode(exc.code)
+            except RuntimeError as exc:  # the store is not open (starting, or restarting)
+                log.warning("opcua history read refused", error=str(exc))
+                result.StatusCode = ua.StatusCode(_SC.BadHistoryOperationUnsupported)
+            except Exception as exc:  # a read must never take the server down
+                log.error("opcua history read failed", node=rv.NodeId.to_string(),
+                          error=repr(exc))
+                result.StatusCode = ua.StatusCode(_SC.BadInternalError)
+            out.append(result)
+        return out
+
+    async def _read_one(self, details: Any, rv: ua.HistoryReadValueId,
+                        ts_return: ua.TimestampsToReturn, result: ua.HistoryReadResult) -> None:
+        if isinstance(details, ua.ReadRawModifiedDetails):
+            if details.IsReadModified:
+                raise _Refused(_SC.BadHistoryOperationUnsupported)
+            tag = self.tags.get(rv.NodeId)
+            if tag is None:
+                raise _Refused(_SC.BadHistoryOperationUnsupported)
+            lo, hi, reverse = _window(details.StartTime, details.EndTime,
+                                      details.NumValuesPerNode)
+            limit = min(details.NumValuesPerNode or self.max_values, self.max_values)
+            read = await self.feed.read_raw(tag.key, lo, hi, limit=limit, reverse=reverse,
+                                            after=_continuation(rv.ContinuationPoint))
+            values = _data_values(tag, read.ts_ns, read.value, read.quality, read.gaps,
+                                  ts_return)
+            result.HistoryData = ua.HistoryData(DataValues=values)
+            result.ContinuationPoint = read.more.pack() if read.more else None
+            if not values:
+                result.StatusCode = ua.StatusCode(_SC.GoodNoData)
+        elif isinstance(details, ua.ReadEventDetails):
+            if rv.NodeId != self.event_source:
+                raise _Refused(_SC.BadHistoryOperationUnsupported)
+            lo, hi, reverse = _window(details.StartTime, details.EndTime,
+                                      details.NumValuesPerNode)
+            limit = min(details.NumValuesPerNode or self.max_values, self.max_values)
+            rec_read = await self.feed.read_records(
+                lo, hi, limit=limit, reverse=reverse, after=_continuation(rv.ContinuationPoint))
+            clauses = list(details.Filter.SelectClauses if details.Filter else [])
+            events: list[ua.HistoryEventFieldList] = []
+            gaps = iter(rec_read.gaps)
+            gap = next(gaps, None)
+            for i, (row, rec) in enumerate(rec_read.records):
+                while gap is not None and gap[0] <= i:
+                    events.append(_gap_event(gap[1], clauses, self.event_source))
+                    gap = next(gaps, None)
+                events.append(ua.HistoryEventFieldList(EventFields=[
+                    self._field(rec, row, c) for c in clauses]))
+            while gap is not None:
+                events.append(_gap_event(gap[1], clauses, self.event_source))
+                gap = next(gaps, None)
+            result.HistoryData = ua.HistoryEvent(Events=events)
+            result.ContinuationPoint = rec_read.more.pack() if rec_read.more else None
+            if not events:
+                result.StatusCode = ua.StatusCode(_SC.GoodNoData)
+        else:
+            raise _Refused(_SC.BadHistoryOperationUnsupported)
+
+    def _field(self, rec: Record, row: int, clause: ua.SimpleAttributeOperand) -> ua.Variant:
+        name = clause.BrowsePath[-1].Name if clause.BrowsePath else ""
+        ts = _dt(rec.ts_ns)
+        if name == "EventId":
+            return ua.Variant(b"edge-history-%d" % row, ua.VariantType.ByteString)
+        if name == "EventType":
+            return ua.Variant(ua.NodeId(ua.ObjectIds.BaseEventType), ua.VariantType.NodeId)
+        if name == "SourceNode":
+            return ua.Variant(self.source_node(rec), ua.VariantType.NodeId)
+        if name == "SourceName":
+            return ua.Variant(source_name(rec), ua.VariantType.String)
+        if name in ("Time", "ReceiveTime"):
+            return ua.Variant(ts, ua.VariantType.DateTime)
+        if name == "Message":
+            return ua.Variant(ua.LocalizedText(message(rec)), ua.VariantType.LocalizedText)
+        if name == "Severity":
+            return ua.Variant(severity(rec), ua.VariantType.UInt16)
+        return _record_field(rec, name)
+
+
+def _data_values(tag: TagSpec, ts_ns: np.ndarray, value: np.ndarray, quality: np.ndarray,
+                 gaps: Sequence[tuple[int, Gap]], ts_return: ua.TimestampsToReturn
+                 ) -> list[ua.DataValue]:
+    t = DTYPES[tag.dtype]
+    vt = t.variant
+    source = ts_return in (ua.TimestampsToReturn.Source, ua.TimestampsToReturn.Both)
+    server = ts_return in (ua.TimestampsToReturn.Server, ua.TimestampsToReturn.Both)
+    out: list[ua.DataValue] = []
+    lost = ua.StatusCode(_SC.BadDataLost)
+    out_of_range = ua.StatusCode(_SC.BadOutOfRange)
+    gi = 0
+    micros = (ts_ns // 1000).tolist()
+    vals = value.tolist()
+    quals = quality.tolist()
+    for k in range(len(vals) + 1):
+        while gi < len(gaps) and gaps[gi][0] == k:
+            when = _dt(gaps[gi][1].start_ns)
+            out.append(ua.DataValue(ua.Variant(), StatusCode=lost,
+                                    SourceTimestamp=when if source else None,
+                                    ServerTimestamp=when if server else None))
+            gi += 1
+        if k == len(vals):
+            break
+        q = quals[k]
+        status = STATUS_OF_QUALITY[q]
+        v = vals[k]
+        variant = ua.Variant()
+        if not q & 0x80:
+            if vt == ua.VariantType.Boolean:
+                variant = ua.Variant(bool(v), vt)
+            elif t.integer:
+                if v != v or not t.low <= v <= t.high:
+                    status = out_of_range
+                else:
+                    variant = ua.Variant(int(v), vt)
+            else:
+                variant = ua.Variant(float(v), vt)
+        when = _EPOCH + timedelta(microseconds=micros[k])
+        out.append(ua.DataValue(variant, StatusCode=status,
+                                SourceTimestamp=when if source else None,
+                                ServerTimestamp=when if server else None))
+    return out
+
+
+def _gap_event(gap: Gap, clauses: Sequence[ua.SimpleAttributeOperand], server: ua.NodeId
+               ) -> ua.HistoryEventFieldList:
+    text = (f"history gap: no events kept from {_dt(gap.start_ns).isoformat()} "
+            f"to {_dt(gap.end_ns).isoformat()} (the gateway was not recording, or the "
+            "history limits evicted them)")
+    fields = []
+    for c in clauses:
+        name = c.BrowsePath[-1].Name if c.BrowsePath else ""
+        fields.append({
+            "EventId": ua.Variant(b"edge-history-gap-%d" % gap.start_ns, ua.VariantType.ByteString),
+            "EventType": ua.Variant(ua.NodeId(ua.ObjectIds.BaseEventType), ua.VariantType.NodeId),
+            "SourceNode": ua.Variant(server, ua.VariantType.NodeId),
+            "SourceName": ua.Variant("history", ua.VariantType.String),
+            "Time": ua.Variant(_dt(gap.start_ns), ua.VariantType.DateTime),
+            "ReceiveTime": ua.Variant(_dt(gap.start_ns), ua.VariantType.DateTime),
+            "Message": ua.Variant(ua.LocalizedText(text), ua.VariantType.LocalizedText),
+            "Severity": ua.Variant(1, ua.VariantType.UInt16),
+        }.get(name, ua.Variant()))
+    return ua.HistoryEventFieldList(EventFields=fields)
+
+
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def _record_field(rec: Record, name: str) -> ua.Variant:
+    attr = _CAMEL.sub("_", name).lower()
+    if attr not in rec.__struct_fields__:
+        return ua.Variant()
+    v = getattr(rec, attr)
+    if isinstance(v, bool):
+        return ua.Variant(v, ua.VariantType.Boolean)
+    if isinstance(v, int):
+        return ua.Variant(v, ua.VariantType.Int64)
+    if isinstance(v, float):
+        return ua.Variant(v, ua.VariantType.Double)
+    if isinstance(v, str):
+        return ua.Variant(v, ua.VariantType.String)
+    return ua.Variant(msgspec.json.encode(v).decode(), ua.VariantType.String)
+
+
+def source_name(rec: Record) -> str:
+    if isinstance(rec, InterlockTrip):
+        return rec.interlock
+    if isinstance(rec, HealthAlert):
+        return rec.motor
+    if isinstance(rec, SpcViolation):
+        return rec.tag
+    if isinstance(rec, Measurement):
+        return rec.device
+    if isinstance(rec, OperatorAction):
+        return rec.target
+    if isinstance(rec, Quarantine):
+        return rec.source
+    return record_type(rec)
+
+
+def severity(rec: Record) -> int:
+    if isinstance(rec, InterlockTrip):
+        return 900
+    if isinstance(rec, SpcViolation):
+        return 700 if rec.alarm else 400
+    if isinstance(rec, HealthAlert):
+        return 600
+    if isinstance(rec, Quarantine):
+        return 500
+    if isinstance(rec, Measurement):
+        return 500 if rec.verdict == "nonconforming" else 100
+    if isinstance(rec, OperatorAction):
+        return 300
+    return 100
+
+
+def message(rec: Record) -> str:
+    if isinstance(rec, InterlockTrip):
+        return (f"interlock {rec.interlock} tripped: {rec.tag} {rec.condition} (value "
+                f"{rec.value:g}, limit {rec.limit:g}), action {rec.action} "
+                f"{'sent' if rec.action_ok else 'FAILED'}")
+    if isinstance(rec, SpcViolation):
+        return f"SPC {rec.rule} on {rec.tag}: value {rec.value:g} {rec.detail}".rstrip()
+    if isinstance(rec, HealthAlert):
+        return f"motor {rec.motor}: {rec.reason} (health {rec.health:.3f}, ttf {rec.ttf_s:.0f} s)"
+    if isinstance(rec, OperatorAction):
+        return (f"{rec.user} via {rec.origin}: {rec.action} {rec.target} "
+                f"{'ok' if rec.ok else 'refused'} {rec.comment}").rstrip()
+    if isinstance(rec, Quarantine):
+        return f"quarantined from {rec.source}: {rec.reason}"
+    if isinstance(rec, Measurement):
+        return f"{rec.device} {rec.part_id} {rec.feature}: {rec.verdict}"
+    return record_type(rec)
+
+
+def gateway_source_node(idx: int) -> Callable[[Record], ua.NodeId]:
+    """The gateway object a record belongs to (``opcua_objects``' node ids), else the
+    Server object."""
+    def node(rec: Record) -> ua.NodeId:
+        if isinstance(rec, InterlockTrip):
+            return ua.NodeId(f"_interlocks/{rec.interlock}", idx)
+        if isinstance(rec, HealthAlert):
+            return ua.NodeId(f"_health/{rec.motor}", idx)
+        if isinstance(rec, SpcViolation):
+            return ua.NodeId(f"_spc/{rec.tag.replace('/', '.')}", idx)
+        if isinstance(rec, Measurement):
+            return ua.NodeId(f"_measurements/{rec.device}", idx)
+        return ua.NodeId(ua.ObjectIds.Server)
+    return node
+
+
+async def install(server: Server, feed: HistoryFeed, tags: Sequence[TagSpec],
+                  nodeids: Sequence[ua.NodeId], idx: int, max_values: int) -> GatewayHistory:
+    """Serve HistoryRead from ``feed``: the Server object becomes a historical event
+    notifier; every tag node already says HistoryRead (``opcua_space.tag_items``)."""
+    manager = GatewayHistory(server, feed, dict(zip(nodeids, tags, strict=True)),
+                             ua.NodeId(ua.ObjectIds.Server), gateway_source_node(idx),
+                             max_values)
+    server.iserver.history_manager = manager
+    await server.nodes.server.write_attribute(
+        ua.AttributeIds.EventNotifier,
+        ua.DataValue(ua.Variant(EVENT_NOTIFIER, ua.VariantType.Byte)))
+    return manager
+
+
+def feed_for(cfg: OpcUaHistoryConfig, state_dir: Path, tags: TagRegistry, metrics: Metrics
+             ) -> HistoryFeed | None:
+    """The history feed ``cfg`` asks for (None: history off)."""
+    if not cfg.enabled:
+        return None
+    limits = HistoryLimits(max_bytes=int(cfg.max_mb * 2**20), max_age_s=cfg.max_age_h * 3600,
+                           record_max_age_s=cfg.record_max_age_h * 3600)
+    path = Path(cfg.path) if cfg.path else state_dir / "opcua_history.db"
+    return HistoryFeed(path, limits, tags, metrics,
+                       flush_interval_s=cfg.flush_interval_ms / 1000,
+                       max_pending_points=cfg.max_pending_points, record_types=cfg.record_types)
