@@ -140,8 +140,21 @@ def read_chunked(tags: int, tmp: Path) -> dict[str, float]:
     c0 = time.perf_counter()
     page = store.read_raw("t0", t0, t0 + 3600 * 10**9, limit=1000, now_ns=t0 + 3600 * 10**9)
     first_page = time.perf_counter() - c0
+    c0 = time.perf_counter()
+    pages, after, walked = 0, None, 0
+    while True:
+        p = store.read_raw("t1", t0, t0 + 3600 * 10**9, limit=1000, after=after,
+                           now_ns=t0 + 3600 * 10**9)
+        pages += 1
+        walked += p.ts_ns.shape[0]
+        if p.more is None:
+            break
+        after = p.more
+    walk_s = time.perf_counter() - c0
     out = {"tags": tags, "points_read": points, "read_s_median": round(float(np.median(times)), 3),
-           "first_page_1000_s": round(first_page, 4), "gaps": len(r.gaps) + len(page.gaps),
+           "first_page_1000_s": round(first_page, 4),
+           "walk_1000_per_page_s": round(walk_s, 3), "walk_pages": pages, "walk_points": walked,
+           "gaps": len(r.gaps) + len(page.gaps),
            "db_mb": round(store.bytes / 2**20, 1), "load": max(load0, _load())}
     store.close()
     return out

@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     n INTEGER NOT NULL,
     payload BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS chunks_tag_last ON chunks (tag, t_last);
+CREATE INDEX IF NOT EXISTS chunks_tag_first ON chunks (tag, t_first, t_last);
+CREATE INDEX IF NOT EXISTS chunks_tag_last ON chunks (tag, t_last, t_first);
 CREATE TABLE IF NOT EXISTS records (
     id INTEGER PRIMARY KEY,
     ts_ns INTEGER NOT NULL,
@@ -364,11 +365,26 @@ class HistoryStore:
         parts_row: list[npt.NDArray[np.int64]] = []
         parts_idx: list[npt.NDArray[np.int64]] = []
         if tag is not None:
-            for row, n, payload in self._db.execute(
-                    "SELECT id, n, payload FROM chunks WHERE tag = ? AND t_last >= ? "
-                    "AND t_first <= ?", (tag, start_ns, end_ns)):
+            # Only the chunks a page needs: walk them in read order from where the last
+            # page stopped, and stop once no further chunk can hold one of the page's
+            # limit + 1 points (``bound``: the (limit + 1)-th point's time so far).
+            lo, hi = start_ns, end_ns
+            if after is not None:
+                lo, hi = (lo, min(hi, after.ts_ns)) if reverse else (max(lo, after.ts_ns), hi)
+            cursor = self._db.execute(
+                "SELECT id, n, t_first, t_last, payload FROM chunks INDEXED BY "
+                "chunks_tag_last WHERE tag = ? AND t_last >= ? AND t_first <= ? "
+                "ORDER BY t_last DESC", (tag, lo, hi)) if reverse else self._db.execute(
+                "SELECT id, n, t_first, t_last, payload FROM chunks INDEXED BY "
+                "chunks_tag_first WHERE tag = ? AND t_first <= ? AND t_last >= ? "
+                "ORDER BY t_first", (tag, hi, lo))
+            beyond = 0  # points strictly past ``after``: certainly in a page
+            bound: int | None = None
+            for row, n, t_first, t_last, payload in cursor:
+                if bound is not None and (t_last < bound if reverse else t_first > bound):
+                    break
                 ts, v, q = decode_chunk(payload, n)
-                sel = (ts >= start_ns) & (ts <= end_ns)
+                sel = (ts >= lo) & (ts <= hi)
                 if not sel.all():
                     idx = np.flatnonzero(sel)
                     ts, v, q = ts[idx], v[idx], q[idx]
@@ -379,6 +395,14 @@ class HistoryStore:
                 parts_q.append(q)
                 parts_row.append(np.full(ts.shape[0], row, np.int64))
                 parts_idx.append(idx.astype(np.int64))
+                edge = hi if reverse else lo
+                beyond += int(np.count_nonzero(ts != edge)) if after is not None else ts.shape[0]
+                if beyond > limit:
+                    every = np.concatenate(parts_ts)
+                    if after is not None:  # the strictly-past points: a conservative bound
+                        every = every[every != edge]
+                    bound = int(-np.partition(-every, limit)[limit] if reverse
+                                else np.partition(every, limit)[limit])
         # Gap markers take part in the order as (start, row 0, gap number).
         g_ts = np.array([max(g.start_ns, start_ns) for g in gaps], np.int64)
         ts = np.concatenate([*parts_ts, g_ts]) if parts_ts else g_ts
