@@ -1,0 +1,186 @@
+"""OPC-UA server with many subscribed clients: what asyncua costs per notification and per
+client, and what it does to the event loop while the gateway ingests.
+
+One run: the OPC-UA sink in this process with ``--tags`` tags, a producer publishing
+``--rate`` samples/s (batches every 5 ms, the tags in turn), and ``--clients`` node-opcua
+clients (separate processes) each subscribed to every tag (sampling 0, queue 1,
+publishing ``--publishing-ms``). Measured over ``--seconds`` once every client is
+subscribed:
+
+* loop lag p99 / max: a 1 ms ticker on the loop;
+* reaction p99 / max: a thread sends a UDP datagram every 10 ms to an endpoint served
+  by the loop, which answers at once (the path of a device answer that an interlock on
+  the main loop waits for); round trip measured by the thread;
+* notifications/s received per client, the server's tag writes/s, process CPU, peak RSS,
+  load average.
+
+    .venv/bin/python bench/opcua_clients.py --clients 5 --tags 5000 --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from peers import free_port, node_client_result, spawn_node_client, wait_stderr_line  # noqa: E402
+
+from edge.app import SWITCH_INTERVAL_S  # noqa: E402
+from edge.components import BuildContext, Hooks  # noqa: E402
+from edge.model import SampleBatch, TagRegistry  # noqa: E402
+from edge.runtime.metrics import Metrics  # noqa: E402
+from edge.sinks.opcua import OpcUaConfig, OpcUaSink  # noqa: E402
+from edge.sinks.opcua_history import OpcUaHistoryConfig  # noqa: E402
+
+
+class _Echo(asyncio.DatagramProtocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.transport.sendto(data, addr)  # type: ignore[attr-defined]
+
+
+def _prober(port: int, stop: threading.Event, out: list[float]) -> None:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2.0)
+    while not stop.is_set():
+        t0 = time.perf_counter()
+        s.sendto(b"x", ("127.0.0.1", port))
+        try:
+            s.recv(16)
+            out.append(time.perf_counter() - t0)
+        except TimeoutError:
+            out.append(2.0)
+        time.sleep(0.01)
+    s.close()
+
+
+async def run(clients: int, tags: int, rate: int, seconds: float, publishing_ms: float,
+              history: bool) -> dict[str, float]:
+    reg = TagRegistry()
+    for i in range(tags):
+        reg.add(f"dev{i // 100}", f"t{i}")
+    metrics = Metrics()
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = OpcUaConfig(endpoint=f"opc.tcp://127.0.0.1:{free_port()}/edge",
+                          history=OpcUaHistoryConfig(enabled=history))
+        ctx = BuildContext("bench", reg, metrics, Path(tmp), lambda n: "",
+                           Hooks(lambda: None, lambda n: False))
+        sink = cfg.build(ctx)
+        assert isinstance(sink, OpcUaSink)
+        server_task = asyncio.create_task(sink.run())
+        await asyncio.wait_for(sink.started.wait(), 120)
+        stop = asyncio.Event()
+        per = max(1, rate // 200)
+        ids_all = np.arange(tags, dtype=np.int32)
+
+        async def produce() -> None:
+            i = 0
+            while not stop.is_set():
+                ids = ids_all[(np.arange(per) + i * per) % tags]
+                i += 1
+                sink.publish(SampleBatch(ids, np.full(per, time.time_ns()),
+                                         np.full(per, float(i))), [])
+                await asyncio.sleep(0.005)
+
+        producer = asyncio.create_task(produce())
+        procs = []
+        for c in range(clients):
+            proc = await spawn_node_client("opcua_client.js", {
+                "endpoint": sink.endpoint, "pki": str(Path(tmp) / f"pki{c}"),
+                "security": "none", "ns_uri": cfg.namespace_uri, "signal_ready": True,
+                "steps": [{"subscribe": [f"s={t.key}" for t in reg],
+                           "ms": seconds * 1000, "publishing_ms": publishing_ms}],
+            })
+            await wait_stderr_line(proc, "SUBSCRIBED", 120)
+            procs.append(proc)
+        loop = asyncio.get_running_loop()
+        port = free_port()
+        transport, _ = await loop.create_datagram_endpoint(
+            _Echo, local_addr=("127.0.0.1", port))
+        lags: list[float] = []
+        rtts: list[float] = []
+        halt = threading.Event()
+        prober = threading.Thread(target=_prober, args=(port, halt, rtts), daemon=True)
+
+        async def ticker() -> None:
+            while not stop.is_set():
+                t = time.perf_counter()
+                await asyncio.sleep(0.001)
+                lags.append(time.perf_counter() - t - 0.001)
+
+        load0 = os.getloadavg()[0]
+        cpu0 = time.process_time()
+        before = metrics.snapshot(["edge_opcua_updates_total"]).get(
+            "edge_opcua_updates_total", 0.0)
+        t0 = time.perf_counter()
+        tick = asyncio.create_task(ticker())
+        prober.start()
+        if procs:
+            outs = [await node_client_result(p, seconds + 120) for p in procs]
+            subs = [o["results"][0]["subscribe"] for o in outs if o.get("ok")]
+        else:
+            await asyncio.sleep(seconds)
+            subs = []
+        elapsed = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+        halt.set()
+        stop.set()
+        await asyncio.gather(producer, tick)
+        prober.join()
+        transport.close()
+        written = metrics.snapshot(["edge_opcua_updates_total"]).get(
+            "edge_opcua_updates_total", 0.0) - before
+        server_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server_task
+    lag = np.array(lags) * 1000
+    rtt = np.array(rtts) * 1000
+    notes = [s["count"] / s["seconds"] for s in subs]
+    return {
+        "clients": clients, "tags": tags, "rate": rate, "history": history,
+        "loop_lag_p99_ms": round(float(np.percentile(lag, 99)), 2),
+        "loop_lag_max_ms": round(float(lag.max()), 1),
+        "reaction_p50_ms": round(float(np.percentile(rtt, 50)), 2),
+        "reaction_p99_ms": round(float(np.percentile(rtt, 99)), 2),
+        "reaction_max_ms": round(float(rtt.max()), 1), "probes": len(rtts),
+        "notifications_per_s_per_client": [round(n) for n in notes],
+        "server_writes_per_s": round(written / elapsed),
+        "cpu_per_s": round(cpu / elapsed, 2),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "load": round(max(load0, os.getloadavg()[0]), 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clients", type=int, default=1)
+    ap.add_argument("--tags", type=int, default=1000)
+    ap.add_argument("--rate", type=int, default=200_000)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--publishing-ms", type=float, default=1000.0)
+    ap.add_argument("--no-history", action="store_true")
+    args = ap.parse_args()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)  # as the daemon runs (edge.app)
+    print(json.dumps(asyncio.run(run(args.clients, args.tags, args.rate, args.seconds,
+                                     args.publishing_ms, not args.no_history))))
+
+
+if __name__ == "__main__":
+    main()
