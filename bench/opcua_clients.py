@@ -46,6 +46,7 @@ from edge.model import SampleBatch, TagRegistry  # noqa: E402
 from edge.runtime.metrics import Metrics  # noqa: E402
 from edge.sinks.opcua import OpcUaConfig, OpcUaSink  # noqa: E402
 from edge.sinks.opcua_history import OpcUaHistoryConfig  # noqa: E402
+from edge.sinks.opcua_thread import ThreadedOpcUaSink  # noqa: E402
 
 
 class _Echo(asyncio.DatagramProtocol):
@@ -72,18 +73,18 @@ def _prober(port: int, stop: threading.Event, out: list[float]) -> None:
 
 
 async def run(clients: int, tags: int, rate: int, seconds: float, publishing_ms: float,
-              history: bool) -> dict[str, float]:
+              history: bool, threaded: bool) -> dict[str, object]:
     reg = TagRegistry()
     for i in range(tags):
         reg.add(f"dev{i // 100}", f"t{i}")
     metrics = Metrics()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = OpcUaConfig(endpoint=f"opc.tcp://127.0.0.1:{free_port()}/edge",
-                          history=OpcUaHistoryConfig(enabled=history))
+                          history=OpcUaHistoryConfig(enabled=history), threaded=threaded)
         ctx = BuildContext("bench", reg, metrics, Path(tmp), lambda n: "",
                            Hooks(lambda: None, lambda n: False))
         sink = cfg.build(ctx)
-        assert isinstance(sink, OpcUaSink)
+        assert isinstance(sink, OpcUaSink | ThreadedOpcUaSink)
         server_task = asyncio.create_task(sink.run())
         await asyncio.wait_for(sink.started.wait(), 120)
         stop = asyncio.Event()
@@ -155,6 +156,7 @@ async def run(clients: int, tags: int, rate: int, seconds: float, publishing_ms:
     notes = [s["count"] / s["seconds"] for s in subs]
     return {
         "clients": clients, "tags": tags, "rate": rate, "history": history,
+        "threaded": threaded,
         "loop_lag_p99_ms": round(float(np.percentile(lag, 99)), 2),
         "loop_lag_max_ms": round(float(lag.max()), 1),
         "reaction_p50_ms": round(float(np.percentile(rtt, 50)), 2),
@@ -176,10 +178,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--publishing-ms", type=float, default=1000.0)
     ap.add_argument("--no-history", action="store_true")
+    ap.add_argument("--threaded", action="store_true")
     args = ap.parse_args()
     sys.setswitchinterval(SWITCH_INTERVAL_S)  # as the daemon runs (edge.app)
     print(json.dumps(asyncio.run(run(args.clients, args.tags, args.rate, args.seconds,
-                                     args.publishing_ms, not args.no_history))))
+                                     args.publishing_ms, not args.no_history,
+                                     args.threaded))))
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ from edge.sinks import opcua_history, opcua_limits, opcua_standard
 from edge.sinks.opcua_insert import insert_nodes
 from edge.sinks.opcua_objects import GatewayObjects
 from edge.sinks.opcua_space import object_item, tag_items, tag_nodeid
+from edge.sinks.opcua_thread import ThreadedOpcUaSink
 
 log = structlog.get_logger("edge.opcua")
 
@@ -90,6 +91,7 @@ class OpcUaConfig(ConfigStruct, frozen=True):
     update_slice: int = 500
     status_interval_s: float = 1.0
     login_fail_interval_s: float = 0.5
+    threaded: bool = False  # the server on its own thread and loop (edge.sinks.opcua_thread)
     history: opcua_history.OpcUaHistoryConfig = msgspec.field(
         default_factory=opcua_history.OpcUaHistoryConfig)
     limits: opcua_limits.OpcUaLimits = msgspec.field(default_factory=opcua_limits.OpcUaLimits)
@@ -125,6 +127,8 @@ class OpcUaConfig(ConfigStruct, frozen=True):
             if not users:
                 raise ConfigError(
                     f"sink '{self.name}': users: no user defined for the production profile")
+        if self.threaded:
+            return ThreadedOpcUaSink(lambda c: OpcUaSink(self, c, users), ctx)
         return OpcUaSink(self, ctx, users)
 
     def preflight(self) -> list[str]:

@@ -51,46 +51,46 @@ async def test_a_client_past_each_limit_is_refused_and_the_others_keep_their_dat
     are BadTooManyMonitoredItems; each refusal is counted, a client hammering the session
     limit gets the same answer every time, and a well-behaved client's subscription keeps
     receiving values throughout."""
-    async with running_sink(tmp_path, demo_registry(), FakeGateway(), limits=LIMITS) as sink:
-        async with client(sink) as good:
-            idx = await good.get_namespace_index(NS_URI)
-            nodes = [good.get_node(ua.NodeId(t, idx)) for t in TAGS]
-            changes = Changes()
-            sub = await good.create_subscription(100, changes)
-            results = await sub.subscribe_data_change(nodes)
-            created = [r for r in results if not isinstance(r, ua.StatusCode)]
-            assert len(created) == 3
-            assert [r.name for r in results if isinstance(r, ua.StatusCode)] == [
-                "BadTooManyMonitoredItems"] * 2
-            assert refused(sink, "max_monitored_items_per_session") == 2
+    async with (running_sink(tmp_path, demo_registry(), FakeGateway(), limits=LIMITS) as sink,
+                client(sink) as good):
+        idx = await good.get_namespace_index(NS_URI)
+        nodes = [good.get_node(ua.NodeId(t, idx)) for t in TAGS]
+        changes = Changes()
+        sub = await good.create_subscription(100, changes)
+        results = await sub.subscribe_data_change(nodes)
+        created = [r for r in results if not isinstance(r, ua.StatusCode)]
+        assert len(created) == 3
+        assert [r.name for r in results if isinstance(r, ua.StatusCode)] == [
+            "BadTooManyMonitoredItems"] * 2
+        assert refused(sink, "max_monitored_items_per_session") == 2
+        await good.create_subscription(100, Changes())
+        with pytest.raises(ua.uaerrors.BadTooManySubscriptions):
             await good.create_subscription(100, Changes())
-            with pytest.raises(ua.uaerrors.BadTooManySubscriptions):
-                await good.create_subscription(100, Changes())
-            assert refused(sink, "max_subscriptions_per_session") == 1
+        assert refused(sink, "max_subscriptions_per_session") == 1
 
-            async with client(sink):
-                for _ in range(5):  # a misbehaving client retrying in a loop
-                    with pytest.raises(ua.uaerrors.BadTooManySessions):
-                        async with client(sink):
-                            pass
-                assert refused(sink, "max_sessions") == 5
+        async with client(sink):
+            for _ in range(5):  # a misbehaving client retrying in a loop
+                with pytest.raises(ua.uaerrors.BadTooManySessions):
+                    async with client(sink):
+                        pass
+            assert refused(sink, "max_sessions") == 5
 
-            sink.publish(SampleBatch([1], [1_700_000_000_000_000_000], [42.5]), [])
-            await until(lambda: 42.5 in changes.values, timeout=30)
-            # the second session closed: its slot is free again
-            async with client(sink) as late:
-                assert await late.get_namespace_index(NS_URI) == idx
+        sink.publish(SampleBatch([1], [1_700_000_000_000_000_000], [42.5]), [])
+        await until(lambda: 42.5 in changes.values, timeout=30)
+        # the second session closed: its slot is free again
+        async with client(sink) as late:
+            assert await late.get_namespace_index(NS_URI) == idx
 
 
 async def test_a_subscription_gets_at_least_the_minimum_publishing_interval(
         tmp_path: Path) -> None:
     """A client asking for a 1 ms publishing interval is revised to the configured
     minimum: the server publishes at that rate and says so in the revised interval."""
-    async with running_sink(tmp_path, demo_registry(), FakeGateway(),
-                            limits=OpcUaLimits(min_publishing_interval_ms=250)) as sink:
-        async with client(sink) as c:
-            sub = await c.create_subscription(1, Changes())
-            assert sink.server is not None
-            internal = sink.server.iserver.subscription_service.subscriptions[
-                sub.subscription_id]
-            assert internal.data.RevisedPublishingInterval == 250
+    async with (running_sink(tmp_path, demo_registry(), FakeGateway(),
+                             limits=OpcUaLimits(min_publishing_interval_ms=250)) as sink,
+                client(sink) as c):
+        sub = await c.create_subscription(1, Changes())
+        assert sink.server is not None
+        internal = sink.server.iserver.subscription_service.subscriptions[
+            sub.subscription_id]
+        assert internal.data.RevisedPublishingInterval == 250
