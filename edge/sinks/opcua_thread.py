@@ -116,15 +116,17 @@ class ThreadedOpcUaSink:
         thread.start()
         if self._pending:
             self.publish(SampleBatch.empty(), ())  # what came before the loop existed
+        # Shielded: cancelling run() must not cancel ``done`` (the thread sets it) but stop
+        # the server on its own loop, and wait for that.
+        finished = asyncio.shield(asyncio.wrap_future(done))
         try:
-            await asyncio.wrap_future(done)
+            await finished
         finally:
             self.started.clear()
             self._loop = None
-            if not done.done():
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(task.cancel)
-                await asyncio.wait([asyncio.wrap_future(done)], timeout=30)
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                loop.call_soon_threadsafe(task.cancel)
+            await asyncio.wait([finished], timeout=30)
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(thread.join, 5)
 
