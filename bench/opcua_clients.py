@@ -45,8 +45,63 @@ from edge.components import BuildContext, Hooks  # noqa: E402
 from edge.model import SampleBatch, TagRegistry  # noqa: E402
 from edge.runtime.metrics import Metrics  # noqa: E402
 from edge.sinks.opcua import OpcUaConfig, OpcUaSink  # noqa: E402
+from edge.sinks import opcua_notify  # noqa: E402
 from edge.sinks.opcua_history import OpcUaHistoryConfig  # noqa: E402
 from edge.sinks.opcua_thread import ThreadedOpcUaSink  # noqa: E402
+
+
+class _Costs:
+    """asyncua's per-notification costs, by thread CPU time (measurement only: wraps two
+    asyncua methods in this process). ``datachange_callback`` runs for every tag write
+    and every client monitoring the tag; ``forward_publish_response`` builds and encodes
+    one client's publish response (all its queued notifications) in one go."""
+
+    def __init__(self) -> None:
+        self.cb_ns = 0
+        self.cb_calls = 0
+        self.pub_ns: list[int] = []
+        self.pub_wall_ns: list[int] = []
+        self.pub_items: list[int] = []
+
+    def install(self) -> None:
+        from asyncua.server.monitored_item_service import MonitoredItemService
+        from asyncua.server.uaprocessor import UaProcessor
+        costs = self
+        cb = MonitoredItemService.datachange_callback
+        fwd = UaProcessor.forward_publish_response
+
+        async def datachange_callback(self: object, *a: object, **k: object) -> None:
+            t = time.thread_time_ns()
+            await cb(self, *a, **k)
+            costs.cb_ns += time.thread_time_ns() - t
+            costs.cb_calls += 1
+
+        async def forward_publish_response(self: object, result: object, req: object) -> None:
+            data: list[object] = result.NotificationMessage.NotificationData  # type: ignore[attr-defined]
+            items = 0
+            for n in data:
+                items += len(getattr(n, "MonitoredItems", ()))
+            t, w = time.thread_time_ns(), time.perf_counter_ns()
+            await fwd(self, result, req)
+            costs.pub_ns.append(time.thread_time_ns() - t)
+            costs.pub_wall_ns.append(time.perf_counter_ns() - w)
+            costs.pub_items.append(items)
+
+        MonitoredItemService.datachange_callback = datachange_callback  # type: ignore[method-assign]
+        UaProcessor.forward_publish_response = forward_publish_response  # type: ignore[method-assign]
+
+    def report(self) -> dict[str, float]:
+        items = sum(self.pub_items)
+        big = [ns for ns, n in zip(self.pub_ns, self.pub_items, strict=True) if n]
+        return {
+            "datachange_callback_us": round(self.cb_ns / max(1, self.cb_calls) / 1e3, 2),
+            "datachange_callbacks": self.cb_calls,
+            "publish_responses": len(big),
+            "notifications_per_response": round(items / max(1, len(big))),
+            "encode_us_per_notification": round(sum(self.pub_ns) / max(1, items) / 1e3, 2),
+            "publish_response_cpu_ms_max": round(max(self.pub_ns, default=0) / 1e6, 1),
+            "publish_response_wall_ms_max": round(max(self.pub_wall_ns, default=0) / 1e6, 1),
+        }
 
 
 class _Echo(asyncio.DatagramProtocol):
@@ -73,7 +128,10 @@ def _prober(port: int, stop: threading.Event, out: list[float]) -> None:
 
 
 async def run(clients: int, tags: int, rate: int, seconds: float, publishing_ms: float,
-              history: bool, threaded: bool) -> dict[str, object]:
+              history: bool, threaded: bool, profile: bool = False) -> dict[str, object]:
+    costs = _Costs()
+    if profile:
+        costs.install()
     reg = TagRegistry()
     for i in range(tags):
         reg.add(f"dev{i // 100}", f"t{i}")
@@ -156,7 +214,7 @@ async def run(clients: int, tags: int, rate: int, seconds: float, publishing_ms:
     notes = [s["count"] / s["seconds"] for s in subs]
     return {
         "clients": clients, "tags": tags, "rate": rate, "history": history,
-        "threaded": threaded,
+        "threaded": threaded, "asyncua_deepcopy": not opcua_notify._installed,
         "loop_lag_p99_ms": round(float(np.percentile(lag, 99)), 2),
         "loop_lag_max_ms": round(float(lag.max()), 1),
         "reaction_p50_ms": round(float(np.percentile(rtt, 50)), 2),
@@ -167,7 +225,7 @@ async def run(clients: int, tags: int, rate: int, seconds: float, publishing_ms:
         "cpu_per_s": round(cpu / elapsed, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "load": round(max(load0, os.getloadavg()[0]), 1),
-    }
+    } | (costs.report() if profile else {})
 
 
 def main() -> None:
@@ -179,11 +237,17 @@ def main() -> None:
     ap.add_argument("--publishing-ms", type=float, default=1000.0)
     ap.add_argument("--no-history", action="store_true")
     ap.add_argument("--threaded", action="store_true")
+    ap.add_argument("--deepcopy", action="store_true",
+                    help="keep asyncua's per-client deepcopy (before edge.sinks.opcua_notify)")
+    ap.add_argument("--profile", action="store_true",
+                    help="also time asyncua's per-notification work (wraps two methods)")
     args = ap.parse_args()
     sys.setswitchinterval(SWITCH_INTERVAL_S)  # as the daemon runs (edge.app)
+    if args.deepcopy:
+        opcua_notify.install = lambda: False  # the sink calls it at start
     print(json.dumps(asyncio.run(run(args.clients, args.tags, args.rate, args.seconds,
                                      args.publishing_ms, not args.no_history,
-                                     args.threaded))))
+                                     args.threaded, args.profile))))
 
 
 if __name__ == "__main__":

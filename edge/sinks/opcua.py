@@ -46,7 +46,7 @@ from edge.model import Quality, Record, SampleBatch
 from edge.protocols.opcua import security as sec
 from edge.protocols.opcua.status import STATUS_OF_QUALITY
 from edge.protocols.opcua.variants import DTYPES
-from edge.sinks import opcua_history, opcua_limits, opcua_standard
+from edge.sinks import opcua_history, opcua_limits, opcua_notify, opcua_standard
 from edge.sinks.opcua_insert import insert_nodes
 from edge.sinks.opcua_objects import GatewayObjects
 from edge.sinks.opcua_space import object_item, tag_items, tag_nodeid
@@ -246,6 +246,7 @@ class OpcUaSink:
         self._fit_registry()
         server = opcua_standard.server(opcua_standard.cache_folder(self.ctx.state_dir))
         opcua_limits.install(server, cfg.limits, self.ctx.metrics)
+        opcua_notify.install()
         await server.init()
         server.set_endpoint(cfg.endpoint)
         server.set_server_name(cfg.server_name)
