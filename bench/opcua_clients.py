@@ -44,8 +44,8 @@ from edge.app import SWITCH_INTERVAL_S  # noqa: E402
 from edge.components import BuildContext, Hooks  # noqa: E402
 from edge.model import SampleBatch, TagRegistry  # noqa: E402
 from edge.runtime.metrics import Metrics  # noqa: E402
-from edge.sinks.opcua import OpcUaConfig, OpcUaSink  # noqa: E402
 from edge.sinks import opcua_notify  # noqa: E402
+from edge.sinks.opcua import OpcUaConfig, OpcUaSink  # noqa: E402
 from edge.sinks.opcua_history import OpcUaHistoryConfig  # noqa: E402
 from edge.sinks.opcua_thread import ThreadedOpcUaSink  # noqa: E402
 
