@@ -11,6 +11,10 @@ Invariants:
   with reason ``backlog`` and logged once per flush; pending records are never dropped.
 * A read first writes what is pending, on the same thread, so it sees every point
   published before it was asked.
+* A disk that refuses (full, I/O error) never stops the OPC-UA server: a failed flush is
+  lost, counted (``edge_history_evicted_total{reason="disk"}``) and logged at most every
+  10 s; a store that cannot open is retried with backoff while the server runs without
+  HistoryRead (BadHistoryOperationUnsupported).
 * The store's own limits (bytes, age) and coverage (gaps) are ``edge.history.store``'s.
 """
 
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -31,11 +37,13 @@ import structlog
 
 from edge.history.store import HistoryLimits, HistoryStore, Position, RawRead, RecordRead
 from edge.model import Record, SampleBatch, TagRegistry, record_type
+from edge.runtime.links import Backoff
 from edge.runtime.metrics import Metrics
 
 log = structlog.get_logger("edge.history")
 
 T = TypeVar("T")
+OPEN_BACKOFF = Backoff(initial_s=1.0, max_s=60.0)
 
 
 class HistoryFeed:
@@ -60,6 +68,8 @@ class HistoryFeed:
         self._store_ids: npt.NDArray[np.int64] = np.zeros(0, np.int64)
         self._executor: ThreadPoolExecutor | None = None
         self.ready = asyncio.Event()
+        self._rng = random.Random()
+        self._last_error = -10.0
         self._m_evicted = metrics.counter(
             "edge_history_evicted_total", "Points evicted from the OPC-UA history by its limits",
             ["kind", "reason"])
@@ -94,8 +104,18 @@ class HistoryFeed:
         ``expire_interval_s``; on cancel write what is pending and close."""
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history")
         try:
-            self._store = await self._call(HistoryStore, self.path, self.limits,
-                                           metrics=self.metrics)
+            attempt = 0
+            while self._store is None:
+                try:
+                    self._store = await self._call(HistoryStore, self.path, self.limits,
+                                                   metrics=self.metrics)
+                except (sqlite3.Error, OSError) as exc:  # the OPC-UA server runs without it
+                    delay = OPEN_BACKOFF.delay(attempt, self._rng)
+                    attempt += 1
+                    log.error("opcua history cannot open; HistoryRead unavailable, retrying",
+                              path=str(self.path), error=str(exc), retry_in_s=round(delay, 1))
+                    await asyncio.sleep(delay)
+                    self._take()  # bounded: what waits is dropped, counted
             self.ready.set()
             log.info("opcua history open", path=str(self.path),
                      max_bytes=self.limits.max_bytes, max_age_s=self.limits.max_age_s)
@@ -105,7 +125,8 @@ class HistoryFeed:
                 await self.flush()
                 if time.monotonic() >= next_expiry:
                     next_expiry = time.monotonic() + self.expire_interval_s
-                    await self._call(self._store.expire)
+                    with contextlib.suppress(sqlite3.Error, OSError):
+                        await self._call(self._store.expire)
         finally:
             self.ready.clear()
             store, self._store = self._store, None
@@ -126,7 +147,19 @@ class HistoryFeed:
             return
         batch, records = self._take()
         if len(batch) or records:
-            await self._call(self._write, store, batch, records)
+            try:
+                await self._call(self._write, store, batch, records)
+            except (sqlite3.Error, OSError) as exc:
+                # A full or failing disk: the history loses this flush (counted, logged);
+                # the OPC-UA server and the live values keep going.
+                self._m_evicted.labels("samples", "disk").inc(len(batch))
+                if records:
+                    self._m_evicted.labels("records", "disk").inc(len(records))
+                now = time.monotonic()
+                if now - self._last_error >= 10.0:
+                    self._last_error = now
+                    log.error("opcua history write failed: this flush is lost",
+                              samples=len(batch), records=len(records), error=str(exc))
 
     def _take(self) -> tuple[SampleBatch, list[Record]]:
         batches = list(self._batches)
