@@ -170,7 +170,7 @@ class OpcUaSink:
         self._refresh = asyncio.Event()
         self._objects: GatewayObjects | None = None
         self._history: HistoryFeed | None = opcua_history.feed_for(
-            cfg.history, ctx.state_dir, ctx.tags, ctx.metrics)
+            cfg.history, ctx.state_dir, ctx.tags, ctx.metrics, cfg.name)
         m = ctx.metrics
         self._m_updates = m.counter("edge_opcua_updates_total", "Tag values written to OPC-UA")
         self._m_dirty = m.gauge("edge_opcua_pending_tags", "Tags waiting for their OPC-UA write")

@@ -82,7 +82,7 @@ class OpcUaHistoryConfig(ConfigStruct, frozen=True):
     """``[sinks.history]`` of an OPC-UA sink: the on-disk history HistoryRead serves."""
 
     enabled: bool = True
-    path: str = ""  # default: <state_dir>/opcua_history.db
+    path: str = ""  # default: <state_dir>/<sink name>_history.db
     max_mb: float = 256.0
     max_age_h: float = 24.0
     record_max_age_h: float = 720.0
@@ -422,14 +422,15 @@ async def install(server: Server, feed: HistoryFeed, tags: Sequence[TagSpec],
     return manager
 
 
-def feed_for(cfg: OpcUaHistoryConfig, state_dir: Path, tags: TagRegistry, metrics: Metrics
-             ) -> HistoryFeed | None:
-    """The history feed ``cfg`` asks for (None: history off)."""
+def feed_for(cfg: OpcUaHistoryConfig, state_dir: Path, tags: TagRegistry, metrics: Metrics,
+             sink: str = "opcua") -> HistoryFeed | None:
+    """The history feed ``cfg`` asks for (None: history off); by default its file is
+    ``<state_dir>/<sink name>_history.db``, one per OPC-UA sink."""
     if not cfg.enabled:
         return None
     limits = HistoryLimits(max_bytes=int(cfg.max_mb * 2**20), max_age_s=cfg.max_age_h * 3600,
                            record_max_age_s=cfg.record_max_age_h * 3600)
-    path = Path(cfg.path) if cfg.path else state_dir / "opcua_history.db"
+    path = Path(cfg.path) if cfg.path else state_dir / f"{sink}_history.db"
     return HistoryFeed(path, limits, tags, metrics,
                        flush_interval_s=cfg.flush_interval_ms / 1000,
                        max_pending_points=cfg.max_pending_points, record_types=cfg.record_types)
