@@ -430,7 +430,8 @@ def feed_for(cfg: OpcUaHistoryConfig, state_dir: Path, tags: TagRegistry, metric
         return None
     limits = HistoryLimits(max_bytes=int(cfg.max_mb * 2**20), max_age_s=cfg.max_age_h * 3600,
                            record_max_age_s=cfg.record_max_age_h * 3600)
-    path = Path(cfg.path) if cfg.path else state_dir / f"{sink}_history.db"
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", sink).lstrip(".") or "opcua"  # a name is no path
+    path = Path(cfg.path) if cfg.path else state_dir / f"{safe}_history.db"
     return HistoryFeed(path, limits, tags, metrics,
                        flush_interval_s=cfg.flush_interval_ms / 1000,
                        max_pending_points=cfg.max_pending_points, record_types=cfg.record_types)
