@@ -118,15 +118,17 @@ class ThreadedOpcUaSink:
             self.publish(SampleBatch.empty(), ())  # what came before the loop existed
         # Shielded: cancelling run() must not cancel ``done`` (the thread sets it) but stop
         # the server on its own loop, and wait for that.
-        finished = asyncio.shield(asyncio.wrap_future(done))
+        outcome = asyncio.wrap_future(done)
         try:
-            await finished
+            await asyncio.shield(outcome)
         finally:
             self.started.clear()
             self._loop = None
             with contextlib.suppress(RuntimeError):  # the loop already closed
                 loop.call_soon_threadsafe(task.cancel)
-            await asyncio.wait([finished], timeout=30)
+            await asyncio.wait([outcome], timeout=30)
+            if outcome.done() and not outcome.cancelled():
+                outcome.exception()  # retrieved: raised above, or the cancel we asked for
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(thread.join, 5)
 
