@@ -51,8 +51,9 @@ async def test_threaded_server_serves_values_history_status_and_reset(tmp_path: 
             idx = await c.get_namespace_index(NS_URI)
             node = c.get_node(ua.NodeId("etch1/pressure", idx))
 
-            async def value() -> object:
-                return await node.read_value()
+            async def value() -> object:  # BadWaitingForInitialData until the first write
+                dv = await node.read_data_value(raise_on_bad_status=False)
+                return dv.Value.Value if dv.StatusCode.is_good() else None
 
             deadline = asyncio.get_running_loop().time() + 30
             while await value() != 13.5:
