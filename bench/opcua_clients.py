@@ -50,6 +50,9 @@ from edge.sinks.opcua_history import OpcUaHistoryConfig  # noqa: E402
 from edge.sinks.opcua_thread import ThreadedOpcUaSink  # noqa: E402
 
 
+SPAWNED: list[asyncio.subprocess.Process] = []  # killed at exit, whatever happened
+
+
 class _Costs:
     """asyncua's per-notification costs, by thread CPU time (measurement only: wraps two
     asyncua methods in this process). ``datachange_callback`` runs for every tag write
@@ -167,6 +170,7 @@ async def run(clients: int, tags: int, rate: int, seconds: float, publishing_ms:
                 "steps": [{"subscribe": [f"s={t.key}" for t in reg],
                            "ms": seconds * 1000, "publishing_ms": publishing_ms}],
             })
+            SPAWNED.append(proc)
             await wait_stderr_line(proc, "SUBSCRIBED", 120)
             procs.append(proc)
         loop = asyncio.get_running_loop()
@@ -245,9 +249,15 @@ def main() -> None:
     sys.setswitchinterval(SWITCH_INTERVAL_S)  # as the daemon runs (edge.app)
     if args.deepcopy:
         opcua_notify.install = lambda: False  # the sink calls it at start
-    print(json.dumps(asyncio.run(run(args.clients, args.tags, args.rate, args.seconds,
-                                     args.publishing_ms, not args.no_history,
-                                     args.threaded, args.profile))))
+    try:
+        print(json.dumps(asyncio.run(run(args.clients, args.tags, args.rate, args.seconds,
+                                         args.publishing_ms, not args.no_history,
+                                         args.threaded, args.profile))))
+    finally:
+        for proc in SPAWNED:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
 
 
 if __name__ == "__main__":
