@@ -49,7 +49,6 @@ from edge.sinks.opcua import OpcUaConfig, OpcUaSink  # noqa: E402
 from edge.sinks.opcua_history import OpcUaHistoryConfig  # noqa: E402
 from edge.sinks.opcua_thread import ThreadedOpcUaSink  # noqa: E402
 
-
 SPAWNED: list[asyncio.subprocess.Process] = []  # killed at exit, whatever happened
 
 
