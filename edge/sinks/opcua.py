@@ -41,16 +41,18 @@ from asyncua import Server, ua
 from edge.components import BuildContext, LiveSink
 from edge.config import ConfigStruct, check_secret_name
 from edge.errors import ConfigError
+from edge.history.feed import HistoryFeed
 from edge.model import Quality, Record, SampleBatch
 from edge.protocols.opcua import security as sec
 from edge.protocols.opcua.status import STATUS_OF_QUALITY
 from edge.protocols.opcua.variants import DTYPES
-from edge.sinks import opcua_standard
+from edge.sinks import opcua_history, opcua_limits, opcua_notify, opcua_standard
 from edge.sinks.latest import newest
 from edge.sinks.opcua_alarms import OpcUaConditions, caller
 from edge.sinks.opcua_insert import insert_nodes
 from edge.sinks.opcua_objects import GatewayObjects
 from edge.sinks.opcua_space import asset_folders, object_item, tag_items, tag_nodeid
+from edge.sinks.opcua_thread import ThreadedOpcUaSink
 
 log = structlog.get_logger("edge.opcua")
 
@@ -91,6 +93,12 @@ class OpcUaConfig(ConfigStruct, frozen=True):
     update_slice: int = 500
     status_interval_s: float = 1.0
     login_fail_interval_s: float = 0.5
+    # the server on its own thread and loop (edge.sinks.opcua_thread); then without
+    # Alarms & Conditions and the Reset method (the condition board stays on the main loop)
+    threaded: bool = False
+    history: opcua_history.OpcUaHistoryConfig = msgspec.field(
+        default_factory=opcua_history.OpcUaHistoryConfig)
+    limits: opcua_limits.OpcUaLimits = msgspec.field(default_factory=opcua_limits.OpcUaLimits)
 
     def __post_init__(self) -> None:
         url = urlparse(self.endpoint)
@@ -123,6 +131,8 @@ class OpcUaConfig(ConfigStruct, frozen=True):
             if not users:
                 raise ConfigError(
                     f"sink '{self.name}': users: no user defined for the production profile")
+        if self.threaded:
+            return ThreadedOpcUaSink(lambda c: OpcUaSink(self, c, users), ctx)
         return OpcUaSink(self, ctx, users)
 
     def preflight(self) -> list[str]:
@@ -164,6 +174,8 @@ class OpcUaSink:
         self._refresh = asyncio.Event()
         self._objects: GatewayObjects | None = None
         self._alarms: OpcUaConditions | None = None
+        self._history: HistoryFeed | None = opcua_history.feed_for(
+            cfg.history, ctx.state_dir, ctx.tags, ctx.metrics, cfg.name)
         m = ctx.metrics
         self._m_updates = m.counter("edge_opcua_updates_total", "Tag values written to OPC-UA")
         self._m_dirty = m.gauge("edge_opcua_pending_tags", "Tags waiting for their OPC-UA write")
@@ -208,6 +220,8 @@ class OpcUaSink:
             self._records.extend(records)
         if n or records:
             self._wake.set()
+            if self._history is not None:
+                self._history.publish(batch, records)
 
     # ------------------------------------------------------------------ serving
 
@@ -226,6 +240,8 @@ class OpcUaSink:
                 tg.create_task(self._status_loop(), name="opcua-status")
                 if self._alarms is not None:
                     tg.create_task(self._alarms.run(), name="opcua-conditions")
+                if self._history is not None:
+                    tg.create_task(self._history.run(), name="opcua-history")
         finally:
             if self._alarms is not None:
                 self._alarms.close()
@@ -240,6 +256,8 @@ class OpcUaSink:
         t0 = time.perf_counter()
         self._fit_registry()
         server = opcua_standard.server(opcua_standard.cache_folder(self.ctx.state_dir))
+        opcua_limits.install(server, cfg.limits, self.ctx.metrics)
+        opcua_notify.install()
         await server.init()
         server.set_endpoint(cfg.endpoint)
         server.set_server_name(cfg.server_name)
@@ -251,7 +269,8 @@ class OpcUaSink:
         folders, places = asset_folders(
             {t.device: self.ctx.asset.path(t.device).segments for t in self.ctx.tags},
             self.idx, root)
-        items += folders + tag_items(self.ctx.tags, self.idx, root, places)
+        items += folders + tag_items(self.ctx.tags, self.idx, root, places,
+                                     history=self._history is not None)
         try:
             await insert_nodes(server.iserver.aspace, items)
         except ValueError as exc:
@@ -264,6 +283,9 @@ class OpcUaSink:
         if self.ctx.hooks.conditions is not None:
             self._alarms = OpcUaConditions(server, self.idx, self.ctx.hooks.conditions)
             await self._alarms.install()
+        if self._history is not None:
+            await opcua_history.install(server, self._history, list(self.ctx.tags),
+                                        self._nodeids, self.idx, cfg.history.max_values_per_read)
         await self._apply_status()
         await server.start()
         self.server = server

@@ -53,6 +53,7 @@ ANALOG_ITEM_TYPE = ua.NodeId(ua.ObjectIds.AnalogItemType)
 BASE_ANALOG_TYPE = ua.NodeId(ua.ObjectIds.BaseAnalogType)
 BASE_VARIABLE_TYPE = ua.NodeId(ua.ObjectIds.BaseDataVariableType)
 PROPERTY_TYPE = ua.NodeId(ua.ObjectIds.PropertyType)
+_READ_HISTORY = ua.AccessLevel.CurrentRead.mask | ua.AccessLevel.HistoryRead.mask
 
 
 def tag_nodeid(tag: TagSpec, idx: int) -> ua.NodeId:
@@ -125,9 +126,11 @@ def asset_folders(paths: Mapping[str, tuple[str, ...]], idx: int, root: ua.NodeI
 
 
 def tag_items(tags: Iterable[TagSpec], idx: int, root: ua.NodeId,
-              places: Mapping[str, ua.NodeId] | None = None) -> list[ua.AddNodesItem]:
+              places: Mapping[str, ua.NodeId] | None = None, *, history: bool = False
+              ) -> list[ua.AddNodesItem]:
     """The AddNodesItems of one object per device (under ``root``, or the folder
-    ``places`` gives for it) and its tag variables.
+    ``places`` gives for it) and its tag variables; with ``history`` their AccessLevel
+    carries HistoryRead and Historizing is true.
 
     Tags with the same unit (or range) share one attributes object for that property:
     inserting reads the attributes, never changes them.
@@ -157,6 +160,9 @@ def tag_items(tags: Iterable[TagSpec], idx: int, root: ua.NodeId,
             Value=ua.Variant(initial, t.variant),
             SpecifiedAttributes=VARIABLE_MASK,
         )
+        if history:
+            attrs.AccessLevel = attrs.UserAccessLevel = _READ_HISTORY
+            attrs.Historizing = True
         items.append(ua.AddNodesItem(
             ParentNodeId=device,
             ReferenceTypeId=HAS_COMPONENT,
