@@ -116,7 +116,7 @@ def config(port: str, gap: float | None) -> ModbusSourceConfig:
     doc = tomllib.loads((ROOT / "config" / "etch_modbus.toml").read_text())
     raw: dict[str, object] = {
         "name": "bench", "transport": "rtu", "serial_port": port, "baudrate": BAUD,
-        "parity": "none", "poll_interval_s": 1e-6, "timeout_s": 1.0,
+        "parity": "none", "poll_interval_s": 1e-9, "timeout_s": 1.0,
         "registers": doc["registers"], "devices": [{"device_id": 1, "device": "etch1"}]}
     if gap is not None:
         raw["inter_frame_s"] = gap
