@@ -20,6 +20,16 @@ read (8 + 31 bytes of 11 bits, 3.7 ms, plus gaps and the device's turnaround) at
 that carries over. On a pty most of it is the kernel's pty write (system time, ~0.5-1 ms
 a write under load), the same for both sides: the user CPU per read is printed beside it.
 Interleaved runs, median of ``--runs``; emit is a no-op.
+
+CPU time on a loaded machine swings by tens of percent; the instructions the process
+executes do not. ``--count raw:N`` / ``--count source:N`` does N reads and nothing else,
+to run under ``valgrind --tool=callgrind`` (only this process is counted, not socat or
+the slave); the instructions of N reads minus those of 50 reads, over N - 50, are the
+user instructions per read of each side, independent of the load:
+
+    for w in raw source; do for n in 50 1050; do valgrind --tool=callgrind \
+      --callgrind-out-file=/dev/null python bench/modbus_rtu.py --count $w:$n 2>&1 \
+      | grep Collected; done; done
 """
 
 from __future__ import annotations
@@ -112,15 +122,44 @@ async def source_rate(cfg: ModbusSourceConfig, seconds: float
         return n / wall, cpu / n * 1e6, user / n * 1e6
 
 
-def config(port: str, gap: float | None) -> ModbusSourceConfig:
+def config(port: str, gap: float | None, timeout_s: float = 1.0) -> ModbusSourceConfig:
     doc = tomllib.loads((ROOT / "config" / "etch_modbus.toml").read_text())
     raw: dict[str, object] = {
         "name": "bench", "transport": "rtu", "serial_port": port, "baudrate": BAUD,
-        "parity": "none", "poll_interval_s": 1e-6, "timeout_s": 1.0,
+        "parity": "none", "poll_interval_s": 1e-9, "timeout_s": timeout_s,
         "registers": doc["registers"], "devices": [{"device_id": 1, "device": "etch1"}]}
     if gap is not None:
         raw["inter_frame_s"] = gap
     return convert(raw, ModbusSourceConfig, "bench")
+
+
+async def count(port: str, which: str, n: int) -> None:
+    """Exactly ``n`` reads, untimed (for callgrind): the bare loop or the source."""
+    if which == "raw":
+        client = AsyncModbusSerialClient(port, baudrate=BAUD, parity="N", timeout=5.0,
+                                         retries=0)
+        await client.connect()
+        for _ in range(n):
+            assert not (await client.read_holding_registers(0, count=13, device_id=1)).isError()
+        client.close()
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        tags = TagRegistry()
+        cfg = config(port, 0.0, timeout_s=5.0)
+        cfg.declare_tags(tags)
+        src = cfg.build(BuildContext("bench", tags, Metrics(), Path(tmp), lambda n: ""))
+        done = asyncio.get_running_loop().create_future()
+
+        async def emit(batch: SampleBatch | None, records: Sequence[Record], /, *,
+                       checkpoint: tuple[str, bytes] | None = None) -> None:
+            if src.polls + 1 == n:
+                done.set_result(None)
+
+        task = asyncio.create_task(src.run(emit))
+        await done
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def one_run(port: str, seconds: float) -> dict[str, float]:
@@ -167,6 +206,8 @@ async def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--serve", default="")
+    ap.add_argument("--count", default="", metavar="raw|source:N",
+                    help="only do N reads (to count instructions under callgrind)")
     args = ap.parse_args()
     if args.serve:
         await serve(args.serve)
@@ -174,6 +215,10 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_s:
         pair, slave, port = start_line(Path(tmp_s))
         try:
+            if args.count:
+                which, _, n = args.count.partition(":")
+                await count(port, which, int(n))
+                return
             runs = [await one_run(port, args.seconds) for _ in range(args.runs)]
             med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
             print(f"modbus rtu vs raw pymodbus at {BAUD} baud on a pty (13 regs): "

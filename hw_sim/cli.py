@@ -2,6 +2,8 @@
 
     hw-sim cmm --dir DIR [--mode part|daily] [--parts N] ...
     hw-sim etch --port 5020 [--excursion-every S] [--excursion-at S ...] [--fault M]
+    hw-sim etch --serial /dev/ttyX [--baud B] [--parity N|E|O] [--device-ids 1,2]  (RTU)
+    hw-sim etch --port 5020 --rtu-over-tcp [--device-ids 1,2]  (a serial-to-Ethernet box)
     hw-sim motors --broker HOST:PORT [--mode json|batch] [--initial-health H]
     hw-sim mes --port P --admin-port P2 --db FILE [--token-env VAR] [--fault M]
     hw-sim mes-fault --admin P2 MODE|status [--rate R] [--retry-after S] [--latency S]
@@ -52,6 +54,16 @@ def _hostport(text: str) -> tuple[str, int]:
     if not host or not port.isdigit():
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
     return host, int(port)
+
+
+def _device_ids(text: str) -> tuple[int, ...]:
+    try:
+        ids = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ids like 1,2, got {text!r}") from None
+    if not ids or not all(1 <= i <= 247 for i in ids):
+        raise argparse.ArgumentTypeError(f"device ids must be 1..247, got {text!r}")
+    return ids
 
 
 def _start_ns(text: str) -> int:
@@ -128,19 +140,34 @@ async def cmd_cmm(a: argparse.Namespace) -> None:
 async def cmd_etch(a: argparse.Namespace) -> None:
     clock, truth = SimClock(a.speed, a.start), TruthLog(a.truth, keep=False)
     cfg = EtchConfig(excursion_every_s=a.excursion_every, excursion_at_s=tuple(a.excursion_at))
+    if a.serial and a.rtu_over_tcp:
+        raise ValueError("--serial (RTU on a serial line) and --rtu-over-tcp exclude each other")
+    ids = tuple(a.device_ids) or (a.device_id,)
     server = EtchServer(
         EtchModel(a.seed, cfg, clock.start_ns, truth),
         clock,
         a.host,
         a.port,
-        device_id=a.device_id,
+        device_id=ids[0],
         fault=a.fault,
         truth=truth,
+        serial_port=a.serial,
+        baudrate=a.baud,
+        parity=a.parity,
+        device_ids=ids,
+        rtu_over_tcp=a.rtu_over_tcp,
     )
+    ids_text = ",".join(map(str, ids))
 
     async def start() -> None:
         await server.start()
-        _say(f"etch: modbus tcp {a.host}:{server.port} device {a.device_id}")
+        if a.serial:
+            _say(f"etch: modbus rtu {a.serial} {a.baud} baud parity {a.parity} "
+                 f"devices {ids_text}")
+        elif a.rtu_over_tcp:
+            _say(f"etch: modbus rtu-over-tcp {a.host}:{server.port} devices {ids_text}")
+        else:
+            _say(f"etch: modbus tcp {a.host}:{server.port} device {ids_text}")
 
     async def stop() -> None:
         await server.stop()
@@ -267,10 +294,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parts", type=int, help="stop after this many parts")
     p.add_argument("--fixed-part-temp", type=float, help="hold part and air at this C")
 
-    p = sub.add_parser("etch", help="etch tool on Modbus TCP")
+    p = sub.add_parser("etch", help="etch tool on Modbus TCP, or RTU (serial or over TCP)")
     _common(p)
     p.add_argument("--port", type=int, default=5020)
     p.add_argument("--device-id", type=int, default=1)
+    p.add_argument("--serial", default="", metavar="DEVICE",
+                   help="serve Modbus RTU on this serial device (e.g. one end of a socat "
+                   "pty pair) instead of TCP")
+    p.add_argument("--baud", type=int, default=19200, help="RTU: bit/s")
+    p.add_argument("--parity", choices=("N", "E", "O"), default="N", help="RTU: parity")
+    p.add_argument("--device-ids", type=_device_ids, default=(), metavar="1,2",
+                   help="RTU: answer these device ids (silent for others, as on a bus)")
+    p.add_argument("--rtu-over-tcp", action="store_true",
+                   help="RTU frames on the TCP port (a serial-to-Ethernet converter)")
     p.add_argument("--excursion-every", type=float, help="simulated s between excursions")
     p.add_argument("--excursion-at", type=float, nargs="*", default=[], help="simulated s")
     p.add_argument("--fault", choices=("ok", "busy", "fail", "hang"), default="ok")

@@ -64,6 +64,7 @@ class _Device:
             order.extend(req.members)
         self.tag_ids = np.array(
             [ctx.tags.id_of(f"{unit.name}/{unit.registers[i].name}") for i in order], np.int32)
+        self.n = len(order)
         self.link: Link = ctx.metrics.links.open(
             link_name(cfg.name, unit.name),
             Backoff(initial_s=min(0.5, cfg.backoff_max_s), max_s=cfg.backoff_max_s))
@@ -104,6 +105,7 @@ class ModbusBusSource:
         self._client: Client | None = None
         self._quiet_at = 0.0  # loop time the line last went quiet
         self._rx = 0  # bytes received since the open request was sent
+        self._timeout_of: _Device | None = None  # whose timeout the client has now
 
     def _make_client(self) -> Client:
         cfg = self.cfg
@@ -127,17 +129,24 @@ class ModbusBusSource:
     async def _request(self, client: Client, device: _Device, method: str, *args: object,
                        **kw: object) -> ModbusPDU:
         """One request on the bus: gap, lock, the device's timeout. Raises _NoAnswer,
-        ConnectionException, or ModbusException for anything else."""
-        loop = asyncio.get_running_loop()
-        async with self._bus:
-            wait = self._quiet_at + self.gap_s - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
+        ConnectionException, or ModbusException for anything else.
+
+        It runs once per read, so it does only what the read needs: the lock is taken
+        without ``async with`` (no coroutine of its own when the bus is free), the
+        device's timeout is set when the device changes, the line's quiet time is kept
+        only when there is a gap to keep."""
+        bus = self._bus
+        await bus.acquire()
+        try:
+            gap = self.gap_s
+            if gap:
+                wait = self._quiet_at + gap - asyncio.get_running_loop().time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
             ctx = client.ctx
-            ctx.comm_params.timeout_connect = device.unit.timeout_s
-            # a silent device is not a broken bus: pymodbus would close a TCP link after
-            # a few unanswered requests in a row
-            ctx.count_until_disconnect = ctx.max_until_disconnect
+            if self._timeout_of is not device:
+                ctx.comm_params.timeout_connect = device.unit.timeout_s
+                self._timeout_of = device
             self._rx = 0
             try:
                 rr: ModbusPDU = await getattr(client, method)(
@@ -146,13 +155,19 @@ class ModbusBusSource:
                 raise
             except (TimeoutError, ModbusException) as exc:
                 _reraise_cancel()
+                # a silent device is not a broken bus: pymodbus would close a TCP link
+                # after a few unanswered requests in a row
+                ctx.count_until_disconnect = ctx.max_until_disconnect
                 if isinstance(exc, ModbusException) and "No response" not in str(exc):
                     raise
                 raise _NoAnswer(self._rx > 0) from None
             finally:
-                self._quiet_at = loop.time()
-            _reraise_cancel()
-            return rr
+                if gap:
+                    self._quiet_at = asyncio.get_running_loop().time()
+        finally:
+            bus.release()
+        _reraise_cancel()
+        return rr
 
     async def run(self, emit: Emit) -> None:
         await self.link.run(functools.partial(self._session, emit))
@@ -166,7 +181,7 @@ class ModbusBusSource:
                     await self._emit_all_bad(d, emit, Quality.BAD_NOT_CONNECTED)
                 raise ConnectionError(f"cannot open {self.cfg.where()}")
             self.link.up(proven=False, where=self.cfg.where())
-            self._client = client
+            self._client, self._timeout_of = client, None
             lost = await self._poll(client, emit)
             raise ConnectionError(lost)
         finally:
@@ -198,12 +213,16 @@ class ModbusBusSource:
                 await asyncio.sleep(delay)
 
     async def _poll_device(self, client: Client, device: _Device, emit: Emit) -> str:
-        """Read one device and emit its batch; the reason the bus was lost, or ""."""
-        n = len(device.tag_ids)
+        """Read one device and emit its batch; the reason the bus was lost, or "".
+
+        Every sample slot belongs to exactly one read, so ``values`` is filled by the
+        decoded reads and NaN for the failed ones; the path of a device whose reads all
+        answer touches nothing else (it runs once per device per tick)."""
+        n = device.n
         ts = time.time_ns()
-        values = [math.nan] * n
+        values = np.empty(n, np.float64)
         quality = np.zeros(n, np.uint8)
-        bad: list[tuple[Quality, int]] = []
+        bad: list[tuple[Quality, int]] | None = None
         silent: _NoAnswer | None = None
         lost = ""
         ok = False
@@ -211,7 +230,7 @@ class ModbusBusSource:
             if silent is not None or lost:
                 q = (Quality.BAD_NOT_CONNECTED if lost else
                      Quality.BAD_DECODE if silent and silent.garbled else Quality.BAD_TIMEOUT)
-                _bad(quality, bad, read, q)
+                bad = _bad(values, quality, bad, read, q)
                 continue
             req = read.req
             try:
@@ -219,19 +238,19 @@ class ModbusBusSource:
                                          count=req.count)
             except _NoAnswer as exc:
                 silent = exc
-                _bad(quality, bad, read,
-                     Quality.BAD_DECODE if exc.garbled else Quality.BAD_TIMEOUT)
+                bad = _bad(values, quality, bad, read,
+                           Quality.BAD_DECODE if exc.garbled else Quality.BAD_TIMEOUT)
                 continue
             except ConnectionException as exc:
                 lost = str(exc) or "connection lost"
-                _bad(quality, bad, read, Quality.BAD_NOT_CONNECTED)
+                bad = _bad(values, quality, bad, read, Quality.BAD_NOT_CONNECTED)
                 continue
             except ModbusException as exc:
-                _bad(quality, bad, read, Quality.BAD_DECODE)
+                bad = _bad(values, quality, bad, read, Quality.BAD_DECODE)
                 self._note(device, f"bad answer: {exc}")
                 continue
             if rr.isError():
-                _bad(quality, bad, read, Quality.BAD_DEVICE_EXCEPTION)
+                bad = _bad(values, quality, bad, read, Quality.BAD_DEVICE_EXCEPTION)
                 self._note(device, f"exception {rr.exception_code}")
                 ok = True  # the device answered: it is there
                 continue
@@ -239,30 +258,31 @@ class ModbusBusSource:
                 values[read.start : read.stop] = read.decoder.decode(
                     rr.bits if read.bits else rr.registers)
             except ValueError as exc:
-                _bad(quality, bad, read, Quality.BAD_DECODE)
+                bad = _bad(values, quality, bad, read, Quality.BAD_DECODE)
                 self._note(device, f"short answer: {exc}")
                 continue
             ok = True
         ts_ns = np.empty(n, np.int64)
         ts_ns.fill(ts)
-        await emit(SampleBatch(device.tag_ids, ts_ns, np.array(values, np.float64), quality),
-                   [])
+        await emit(SampleBatch(device.tag_ids, ts_ns, values, quality), [])
         self.polls += 1
         self.metrics.received(n)
-        for q, count in bad:
-            self.metrics.rejected(_REJECT_REASON[q], count)
+        if bad is not None:
+            for q, count in bad:
+                self.metrics.rejected(_REJECT_REASON[q], count)
         if silent is not None:
             device.link.down(str(silent), device_id=device.unit.device_id)
             self.metrics.link(device.name, False)
             device.retry_at = asyncio.get_running_loop().time() + device.link.delay()
             self._note(device, str(silent))
         elif ok:
-            if not device.link.state.up or device.link.state.attempt:
+            state = device.link.state
+            if not state.up or state.attempt:
                 self.link.up()
                 device.link.up(device_id=device.unit.device_id)
                 self.metrics.link(device.name, True)
             self.metrics.sampled(device.name)
-            if not bad and device.failing:
+            if bad is None and device.failing:
                 self._note(device, "")
         return lost
 
@@ -326,8 +346,13 @@ class ModbusBusSource:
             client.close()
 
 
-def _bad(quality: npt.NDArray[np.uint8], bad: list[tuple[Quality, int]], read: _Read,
-         q: Quality) -> None:
-    """Mark a read's samples with a Bad quality (their values stay NaN)."""
+def _bad(values: npt.NDArray[np.float64], quality: npt.NDArray[np.uint8],
+         bad: list[tuple[Quality, int]] | None, read: _Read, q: Quality
+         ) -> list[tuple[Quality, int]]:
+    """Mark a read's samples NaN with a Bad quality; the list of (quality, count) so far."""
+    values[read.start : read.stop] = math.nan
     quality[read.start : read.stop] = q
+    if bad is None:
+        bad = []
     bad.append((q, read.stop - read.start))
+    return bad

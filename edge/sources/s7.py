@@ -19,6 +19,9 @@ Invariants:
   answer is never taken for a later request's.
 * Commands use their own connection (``s7_command.py``): a stop never waits behind a
   poll that hangs.
+* A STRING tag is text, not a sample: it is emitted as a ``TextValue`` record when its
+  text or its quality changes (the first poll always emits it), with the reason when it
+  is not Good (the read's error, or ``bad_decode`` for bytes that are no STRING).
 """
 
 from __future__ import annotations
@@ -47,9 +50,10 @@ from snap7.error import (
 from snap7.type import Area as Snap7Area
 
 from edge.components import BuildContext, Command, Emit
-from edge.model import Quality, SampleBatch
+from edge.model import Quality, Record, SampleBatch, TextValue
 from edge.protocols.s7.address import Area
 from edge.protocols.s7.block import BlockDecoder, Field
+from edge.protocols.s7.codec import S7Type, decode_string
 from edge.protocols.s7.plan import ReadRequest
 from edge.runtime.links import Backoff
 from edge.runtime.progress import blocking
@@ -90,8 +94,9 @@ class _Read:
     """One planned read, the decoder of the tags it carries and their sample slots."""
 
     req: ReadRequest
-    index: npt.NDArray[np.intp]  # the slots (config order) of its tags, in decoder order
+    index: npt.NDArray[np.intp]  # the sample slots of its numeric tags, in decoder order
     decoder: BlockDecoder
+    texts: list[tuple[int, int, S7Type]]  # its STRING tags: (text slot, offset, type)
     failing: str = ""
 
 
@@ -150,8 +155,14 @@ class S7Source:
         self.cfg = cfg
         self.device = cfg.device_name
         self.metrics = SourceMetrics(ctx.metrics, cfg.name)
+        numeric = [i for i, t in enumerate(cfg.tags) if not t.text]
         self.tag_ids = np.array(
-            [ctx.tags.id_of(f"{self.device}/{t.name}") for t in cfg.tags], np.int32)
+            [ctx.tags.id_of(f"{self.device}/{cfg.tags[i].name}") for i in numeric], np.int32)
+        self._slot = {i: k for k, i in enumerate(numeric)}  # config index -> sample slot
+        self.texts = [f"{self.device}/{t.name}" for t in cfg.tags if t.text]
+        self._text_slot = {i: k for k, i in enumerate(
+            i for i, t in enumerate(cfg.tags) if t.text)}
+        self._last_text: list[tuple[str, int] | None] = [None] * len(self.texts)
         self._plans: dict[int, _Plan] = {}
         self.reads = self._plan(cfg.pdu_size).reads
         self.missed = ctx.metrics.counter(
@@ -172,15 +183,19 @@ class S7Source:
         if plan is None:
             reads, everything, base = [], [], 0
             for req in self.cfg.plan(size):
-                fields = []
+                fields, slots, texts = [], [], []
                 for i in req.members:
                     tag = self.cfg.tags[i]
                     addr, t = address_of(tag.address, tag.type)
+                    if tag.text:
+                        texts.append((self._text_slot[i], addr.byte - req.start, t))
+                        continue
                     fields.append(Field(addr.byte - req.start, t, addr.bit, tag.scale,
                                         tag.offset))
+                    slots.append(self._slot[i])
                 everything += [dataclasses.replace(f, offset=f.offset + base) for f in fields]
                 base += req.size
-                reads.append(_Read(req, np.array(req.members, np.intp), BlockDecoder(fields)))
+                reads.append(_Read(req, np.array(slots, np.intp), BlockDecoder(fields), texts))
             index = np.concatenate([r.index for r in reads]) if reads else np.zeros(0, np.intp)
             plan = self._plans[size] = _Plan(reads, BlockDecoder(everything), index)
         return plan
@@ -219,10 +234,24 @@ class S7Source:
 
     async def _emit_all_bad(self, emit: Emit, quality: Quality) -> None:
         n = len(self.tag_ids)
-        await emit(SampleBatch(self.tag_ids, np.full(n, time.time_ns()), np.full(n, math.nan),
-                               np.full(n, int(quality), np.uint8)), [])
-        self.metrics.received(n)
-        self.metrics.rejected(quality.reason.removeprefix("bad_"), n)
+        ts = time.time_ns()
+        records: list[Record] = []
+        for k in range(len(self.texts)):
+            self._text(records, ts, k, "", quality, quality.reason)
+        batch = SampleBatch(self.tag_ids, np.full(n, ts), np.full(n, math.nan),
+                            np.full(n, int(quality), np.uint8)) if n else None
+        await emit(batch, records)
+        self.metrics.received(n + len(records))
+        self.metrics.rejected(quality.reason.removeprefix("bad_"), n + len(self.texts))
+
+    def _text(self, records: list[Record], ts: int, k: int, value: str, quality: Quality,
+              reason: str = "") -> None:
+        """Add STRING tag ``k``'s record when its text or quality changed."""
+        now = (value, int(quality))
+        if self._last_text[k] == now:
+            return
+        self._last_text[k] = now
+        records.append(TextValue(ts, self.name, self.texts[k], value, int(quality), reason))
 
     async def _poll(self, client: Client, emit: Emit, plan: _Plan) -> str:
         """Poll until the link is lost; why it was lost. A read that succeeds proves the
@@ -257,6 +286,9 @@ class S7Source:
         bad: dict[Quality, int] = {}
         ok = False
         lost = ""
+        records: list[Record] = []
+        if self.texts:
+            self._texts(records, ts, plan, results, bad)
         reads = plan.reads
         if results and not any(isinstance(r, BaseException) for r in results):
             decoded, failed = plan.whole.decode(b"".join(results))  # type: ignore[arg-type]
@@ -287,14 +319,30 @@ class S7Source:
             elif read.failing:
                 self._note(read, "")
         ts_ns = np.full(n, ts, np.int64)
-        await emit(SampleBatch(self.tag_ids, ts_ns, values, quality), [])
+        await emit(SampleBatch(self.tag_ids, ts_ns, values, quality) if n else None, records)
         self.polls += 1
-        self.metrics.received(n)
+        self.metrics.received(n + len(records))
         for q, count in bad.items():
             self.metrics.rejected(q.reason.removeprefix("bad_"), count)
         if ok:
             self.metrics.sampled(self.device)
         return ok, lost
+
+    def _texts(self, records: list[Record], ts: int, plan: _Plan,
+               results: list[bytearray | BaseException], bad: dict[Quality, int]) -> None:
+        """The STRING tags of this poll: a record for each one that changed."""
+        for read, res in zip(plan.reads, results, strict=False):
+            for k, offset, t in read.texts:
+                if isinstance(res, BaseException):
+                    q = _quality(res)
+                    bad[q] = bad.get(q, 0) + 1
+                    self._text(records, ts, k, "", q, str(res) or type(res).__name__)
+                    continue
+                try:
+                    self._text(records, ts, k, decode_string(res, offset, t), Quality.GOOD)
+                except ValueError as exc:
+                    bad[Quality.BAD_DECODE] = bad.get(Quality.BAD_DECODE, 0) + 1
+                    self._text(records, ts, k, "", Quality.BAD_DECODE, str(exc))
 
     def _note(self, read: _Read, failing: str) -> None:
         """Log a read's state transitions (not every failed poll)."""

@@ -30,7 +30,7 @@ def address_of(text: str, type_text: str) -> tuple[Address, S7Type]:
 class S7TagConfig(ConfigStruct, frozen=True):
     name: str
     address: str  # DB10.DBD4, DB1.DBX0.3, I0.1, Q1.0, M10.2, MW20...
-    type: str  # BOOL, BYTE, WORD, INT, DWORD, DINT, REAL, LREAL, DATE_AND_TIME
+    type: str  # BOOL, BYTE, WORD, INT, DWORD, DINT, REAL, LREAL, DATE_AND_TIME, STRING[n]
     scale: float = 1.0
     offset: float = 0.0
     unit: str = ""
@@ -47,9 +47,15 @@ class S7TagConfig(ConfigStruct, frozen=True):
             _, t = address_of(self.address, self.type)
         except ValueError as exc:
             raise ValueError(f"tag '{self.name}': {exc}") from None
-        if not t.numeric:
-            raise ValueError(f"tag '{self.name}': type {t} is text and samples are numbers; "
-                             "read a numeric tag instead")
+        if not t.numeric and (self.scale, self.offset) != (1.0, 0.0):
+            raise ValueError(f"tag '{self.name}': type {t} is text: scale and offset are "
+                             "for numbers")
+
+    @property
+    def text(self) -> bool:
+        """True for a STRING tag: its value travels as a ``TextValue`` record (on change),
+        not as a sample."""
+        return not parse_type(self.type).numeric
 
     @property
     def dtype(self) -> DataType:
@@ -131,7 +137,10 @@ class S7SourceConfig(ConfigStruct, frozen=True):
         return plan_reads(refs, max_read_bytes(pdu_size), self.max_gap_bytes)
 
     def declare_tags(self, tags: TagRegistry) -> None:
+        """The numeric tags (samples); STRING tags are records, not registered tags."""
         for t in self.tags:
+            if t.text:
+                continue
             tags.add(self.device_name, t.name, unit=t.unit, dtype=t.dtype, low=t.low,
                      high=t.high, description=t.description)
 

@@ -254,3 +254,37 @@ async def test_interlock_trip_stops_the_tool_over_rtu(
             assert etch.model.stopped
             await until(lambda: values(out, tags, "etch1/status")[-1][0] == 2, 30)
         assert sent[0].action == "etch1/stop"
+
+
+async def test_hw_sim_cli_serves_rtu_over_tcp_for_several_ids(tmp_path: Path) -> None:
+    """``hw-sim etch --rtu-over-tcp --device-ids 1,2`` answers both ids with RTU frames on
+    TCP (what a serial-to-Ethernet converter carries); --serial with it is refused."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hw_sim.cli", "etch", "--port", str(port), "--rtu-over-tcp",
+        "--device-ids", "1,2", cwd=ROOT, stdout=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        assert line.strip() == f"etch: modbus rtu-over-tcp 127.0.0.1:{port} devices 1,2", line
+        raw = rtu_config(transport="rtu-over-tcp", host="127.0.0.1", port=port,
+                         poll_interval_s=0.05,
+                         devices=[{"device_id": 1, "device": "etch1"},
+                                  {"device_id": 2, "device": "etch2"}])
+        for key in ("serial_port", "baudrate", "parity", "stop_bits"):
+            raw.pop(key, None)
+        src, tags, _ = build(raw, tmp_path)
+        out = Collector()
+        async with running(src, out):  # type: ignore[arg-type]
+            await until(lambda: all(len(values(out, tags, f"{d}/chamber_temp")) >= 3
+                                    for d in ("etch1", "etch2")), 30)
+        for d in ("etch1", "etch2"):
+            assert all(q == Quality.GOOD for _, q in values(out, tags, f"{d}/chamber_temp"))
+    finally:
+        proc.terminate()
+        await asyncio.wait_for(proc.wait(), 30)
+    both = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "hw_sim.cli", "etch", "--serial", "/dev/null", "--rtu-over-tcp",
+        cwd=ROOT, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(both.communicate(), 30)
+    assert both.returncode == 2 and b"exclude each other" in err, err

@@ -14,7 +14,7 @@ import pytest
 from edge.components import BuildContext, Command
 from edge.config import convert
 from edge.errors import PermanentError, RetryableError
-from edge.model import Quality, Record, SampleBatch, TagRegistry
+from edge.model import Quality, Record, SampleBatch, TagRegistry, TextValue
 from edge.runtime.metrics import Metrics
 from edge.sources.s7 import S7Source, S7SourceConfig
 from hw_sim.link import LinkProxy
@@ -31,13 +31,21 @@ NUMERIC = [n for n, (_, t) in LAYOUT.items() if not t.startswith("STRING")]
 class Collector:
     def __init__(self) -> None:
         self.batches: list[SampleBatch] = []
+        self.texts: list[TextValue] = []
         self.changed = asyncio.Event()
 
     async def __call__(self, batch: SampleBatch | None, records: Sequence[Record], /, *,
                        checkpoint: tuple[str, bytes] | None = None) -> None:
         if batch is not None:
             self.batches.append(batch)
-            self.changed.set()
+        self.texts += [r for r in records if isinstance(r, TextValue)]
+        self.changed.set()
+
+    async def until_text(self, what: str, check: Callable[[list[TextValue]], bool]) -> None:
+        async with asyncio.timeout(WAIT_S):
+            while not check(self.texts):
+                self.changed.clear()
+                await self.changed.wait()
 
     async def until(self, what: str, check: Callable[[SampleBatch], bool]) -> SampleBatch:
         """The first new batch for which ``check`` holds, within WAIT_S."""
@@ -306,3 +314,35 @@ async def test_simulated_plc_as_a_process(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         await asyncio.wait_for(proc.wait(), WAIT_S)
+
+
+async def test_string_tag_is_a_text_record_on_change(plc: S7Plc, tmp_path: Path) -> None:
+    """A STRING tag travels as TextValue records, one per change of its text (not per
+    poll), Good; a STRING whose bytes are no STRING is Bad (decode) with the reason, and
+    a stopped PLC makes it Bad (not connected); its numeric neighbour stays a sample."""
+    tags = [{"name": "recipe", "address": "DB1.DBB20", "type": "STRING[16]"},
+            {"name": "status", "address": "DB1.DBW46", "type": "WORD"}]
+    async with running(config(plc.port, tags=tags), tmp_path) as (src, got):
+        await got.until("a Good sample", lambda b: b.quality.tolist() == [0])
+        await got.until_text("recipe-0", lambda t: len(t) >= 1)
+        polls = src.polls
+        plc.tick()
+        await got.until_text("recipe-1", lambda t: t[-1].value == "recipe-1")
+        plc.tick()
+        await got.until_text("recipe-2", lambda t: t[-1].value == "recipe-2")
+        assert src.polls - polls >= 2
+        at = src.polls
+        await got.until("three more polls", lambda b: src.polls >= at + 3)
+        # on change only, not once per poll
+        assert [(t.value, t.quality, t.tag, t.source) for t in got.texts] == [
+            (f"recipe-{k}", Quality.GOOD, "plc1/recipe", "plc1") for k in range(3)]
+        plc.db[21] = 40  # current length 40 > its maximum 16: not a STRING
+        await got.until_text("bad decode", lambda t: t[-1].quality == Quality.BAD_DECODE)
+        assert "exceeds its maximum" in got.texts[-1].reason
+        plc.tick()
+        await got.until_text("good again", lambda t: t[-1].value == "recipe-3")
+        plc.stop()
+        await got.until_text("not connected",
+                             lambda t: t[-1].quality == Quality.BAD_NOT_CONNECTED)
+        assert got.texts[-1].value == "" and got.texts[-1].reason
+        assert got.batches[-1].quality.tolist() == [Quality.BAD_NOT_CONNECTED]

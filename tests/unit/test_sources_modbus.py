@@ -46,7 +46,7 @@ def test_float32_in_all_four_orders(words: list[int], word_order: str, byte_orde
     """10.0 (0x41200000) decodes from each of the four word/byte orders."""
     assert decode(words, "float32", word_order, byte_order) == 10.0  # type: ignore[arg-type]
     dec = Decoder([Field(0, "float32", word_order, byte_order)])  # type: ignore[arg-type]
-    assert dec.decode(words) == [10.0]
+    assert list(dec.decode(words)) == [10.0]
 
 
 def test_known_integer_and_double_values() -> None:

@@ -99,6 +99,8 @@ class Decoder:
         self.n = len(fields)
         self.span = max((f.offset + WORDS[f.rtype] for f in fields), default=0)
         self._scale_offset = [(f.scale, f.value_offset) for f in fields]
+        # raw values need no arithmetic (x * 1.0 + 0.0 is x for every float, NaN and inf)
+        self._plain = all(so == (1.0, 0.0) for so in self._scale_offset)
         self._bits = any(f.rtype == "bool" for f in fields)
         if self._bits:
             if not all(f.rtype == "bool" for f in fields):
@@ -118,8 +120,9 @@ class Decoder:
         self._unpack = struct.Struct(fmt)
         self._gather = None if perm == list(range(len(perm))) else operator.itemgetter(*perm)
 
-    def decode(self, words: Sequence[int] | Sequence[bool]) -> list[float]:
-        """Values of every field (registers or bits of the read, in wire order)."""
+    def decode(self, words: Sequence[int] | Sequence[bool]) -> Sequence[float]:
+        """Values of every field (registers or bits of the read, in wire order); integer
+        types unscaled come as ints (exact, and float64 holds every one of them)."""
         if len(words) < self.span:
             raise ValueError(f"read returned {len(words)} items, expected {self.span}")
         if self._bits:
@@ -131,6 +134,8 @@ class Decoder:
             raise ValueError(f"register value out of range: {exc}") from None
         if self._gather is not None:
             raw = bytes(self._gather(raw))
+        if self._plain:
+            return self._unpack.unpack(raw)  # type: ignore[no-any-return]
         # Python float arithmetic: a device's NaN or huge value stays NaN / becomes inf
         # silently, as in the scalar reference.
         return [v * s + o for v, (s, o) in
