@@ -54,6 +54,7 @@ from edge.history.types import (
 from edge.model import Record, SampleBatch, encode_records, record_type
 from edge.runtime.metrics import Metrics
 from edge.runtime.private import file_mode, narrow, private_dir, private_file
+from edge.runtime.sqlite_tx import Transaction
 
 log = structlog.get_logger("edge.history")
 
@@ -129,7 +130,7 @@ class HistoryStore(HistoryReads):
         """The store's id of each tag key (new keys get one)."""
         new = [k for k in keys if k not in self._tags]
         if new:
-            with _Tx(self._db):
+            with Transaction(self._db):
                 self._db.executemany("INSERT OR IGNORE INTO tags(key) VALUES (?)",
                                      [(k,) for k in new])
             self._tags = dict(self._db.execute("SELECT key, id FROM tags"))
@@ -149,7 +150,7 @@ class HistoryStore(HistoryReads):
                           record=repr(rec), error=str(exc))
         added = sum(len(r[2]) + _ROW_OVERHEAD for r in recs)
         n_samples = 0
-        with _Tx(self._db):
+        with Transaction(self._db):
             for rows in self._chunk_rows(batch, store_ids):
                 self._db.executemany(
                     "INSERT INTO chunks(tag, t_first, t_last, n, payload) VALUES (?, ?, ?, ?, ?)",
@@ -242,7 +243,7 @@ class HistoryStore(HistoryReads):
                 evicted: dict[str, int]) -> None:
         newest = max(r[3] for r in rows)
         key = "samples_from" if kind == "samples" else "records_from"
-        with _Tx(self._db):
+        with Transaction(self._db):
             self._db.executemany(f"DELETE FROM {table} WHERE id = ?", [(r[0],) for r in rows])
             self._db.execute(
                 "INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) "
@@ -276,7 +277,7 @@ class HistoryStore(HistoryReads):
                 if not rows:
                     break
                 self._delete(table, kind, rows, evicted)
-        with _Tx(self._db):
+        with Transaction(self._db):
             self._db.execute("DELETE FROM spans WHERE t_end < ? AND id != ?",
                              (now - int(max(self.limits.max_age_s,
                                             self.limits.record_max_age_s) * 1e9), self._span))
@@ -305,18 +306,3 @@ class HistoryStore(HistoryReads):
                 log.warning("opcua history checkpoint at close failed", error=str(exc))
             finally:
                 self._db.close()
-
-
-class _Tx:
-    """BEGIN IMMEDIATE .. COMMIT, rolled back on any exception."""
-
-    __slots__ = ("_db",)
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._db.execute("COMMIT" if exc_type is None else "ROLLBACK")

@@ -62,6 +62,7 @@ from edge.journal.entries import (
 from edge.model import Record, SampleBatch, encode_records
 from edge.runtime.metrics import Metrics
 from edge.runtime.private import file_mode, narrow, private_dir, private_file
+from edge.runtime.sqlite_tx import Transaction
 
 log = structlog.get_logger("edge.journal")
 
@@ -501,8 +502,8 @@ class Journal:
 
     # ----------------------------------------------------------------- plumbing
 
-    def _tx(self) -> _Tx:
-        return _Tx(self._db)
+    def _tx(self) -> Transaction:
+        return Transaction(self._db)
 
     def close(self) -> None:
         if not self._closed:
@@ -516,21 +517,3 @@ class Journal:
                             path=str(self.path), error=str(exc))
             finally:
                 self._db.close()
-
-
-class _Tx:
-    """BEGIN IMMEDIATE .. COMMIT, rolled back on any exception."""
-
-    __slots__ = ("_db",)
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self._db = db
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self._db.execute("COMMIT")
-        else:
-            self._db.execute("ROLLBACK")
