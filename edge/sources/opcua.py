@@ -18,6 +18,8 @@ Invariants:
   the source has one Bad sample (``BAD_NOT_CONNECTED``, value NaN) stamped at the loss:
   the journal, status and our OPC-UA server never show a frozen Good value. When data
   flows again one line says how long it was missing.
+* After a reconnect, the gap is filled from the server's history before any live value
+  of the new session is emitted (``opcua_backfill``: each value once, in order).
 * A node the server refuses (BadNodeIdUnknown, a deadband it cannot apply, ...) makes
   that tag Bad with the server's status, one log line and one ``Quarantine`` record with
   the reason, per session; the other tags are not affected.
@@ -53,6 +55,7 @@ from edge.protocols.opcua.client import (
 from edge.protocols.opcua.variants import DTYPES
 from edge.runtime.links import Backoff
 from edge.sources.metrics import SourceMetrics, link_name
+from edge.sources.opcua_backfill import Backfill
 from edge.sources.opcua_config import OpcUaGroupConfig, OpcUaSourceConfig
 
 log = structlog.get_logger("edge.sources.opcua")
@@ -136,6 +139,10 @@ class OpcUaSource:
         self.failing: dict[int, str] = {}  # polled tag id -> the Bad status it last had
         self.client: Client | None = None  # of the current session, for commands
         self.commands = {c.action: c for c in cfg.commands}
+        self.backfill = Backfill(cfg.name, self.tag_ids,
+                                 [n for g in self.groups for n in g.node_ids], ctx.metrics,
+                                 max_s=cfg.backfill_max_s, max_values=cfg.backfill_max_values,
+                                 timeout_s=cfg.timeout_s)
 
     async def run(self, emit: Emit) -> None:
         await self.link.run(functools.partial(self._session, emit))
@@ -198,6 +205,8 @@ class OpcUaSource:
             self.metrics.link(self.device, True)
             if refused:
                 await self._refused(emit, refused)
+            if cfg.backfill:
+                await self._backfill(client, emit)
             tasks = [asyncio.create_task(self._poll(client, g, out))
                      for g in self.groups if g.cfg.mode == "poll"]
             await self._serve(emit, out, subs)
@@ -283,7 +292,9 @@ class OpcUaSource:
             if isinstance(item, str):
                 raise _Lost(item)
             if item is not None:
-                await emit(item, [])
+                item = self.backfill.live(item)
+                if len(item):
+                    await emit(item, [])
                 self.metrics.received(len(item))
                 self.metrics.sampled(self.device)
                 self._flowing()
@@ -293,6 +304,17 @@ class OpcUaSource:
                 if silent is not None:
                     raise _Lost(f"subscription {sub.subscription_id} silent for {silent:.1f} s "
                                 f"(keepalive every {sub.keepalive_s:.1f} s missed)")
+
+    async def _backfill(self, client: Client, emit: Emit) -> None:
+        """Fill the gap from the server's history before any live value is emitted."""
+        async def out(batch: SampleBatch) -> None:
+            await emit(batch, [])
+            self.metrics.received(len(batch))
+
+        try:
+            await self.backfill.fill(client, out)
+        except _LIB_ERRORS as exc:
+            raise _Lost(f"backfill failed: {_describe(exc)}") from exc
 
     def _flowing(self) -> None:
         if self.missing_since is not None:

@@ -127,6 +127,12 @@ class OpcUaSourceConfig(ConfigStruct, frozen=True):
     keepalive_s: float = 2.0
     session_timeout_s: float = 60.0
     backoff_max_s: float = 5.0
+    # After a reconnect, read the gap's values from the server's history (tags whose node
+    # grants HistoryRead), at most the last backfill_max_s seconds and backfill_max_values
+    # values per tag; emitted before the live values, each value once.
+    backfill: bool = True
+    backfill_max_s: float = 3600.0
+    backfill_max_values: int = 100_000
     groups: list[OpcUaGroupConfig] = msgspec.field(default_factory=list)
     commands: list[OpcUaCommandConfig] = msgspec.field(default_factory=list)
 
@@ -140,7 +146,10 @@ class OpcUaSourceConfig(ConfigStruct, frozen=True):
             raise ValueError("certificate and private_key go together")
         if self.password_secret and not self.user:
             raise ValueError("password_secret needs user")
-        for key in ("timeout_s", "keepalive_s", "session_timeout_s", "backoff_max_s"):
+        if not 1 <= self.backfill_max_values <= 10_000_000:
+            raise ValueError("backfill_max_values must be 1..10000000")
+        for key in ("timeout_s", "keepalive_s", "session_timeout_s", "backoff_max_s",
+                    "backfill_max_s"):
             value = getattr(self, key)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{key} must be > 0")

@@ -331,3 +331,49 @@ async def test_sign_and_encrypt_with_a_password_and_a_clear_error_for_a_wrong_on
         assert (tmp_path / "b" / "opcua-client" / "plc" / "cert.der").is_file()
     finally:
         await server.kill()
+
+
+async def test_backfill_fills_a_cut_links_gap_exactly_once(
+        plc: NodeOpcUaServer, tmp_path: Path) -> None:
+    """While the link is black-holed the PLC keeps historizing its counter; after the
+    reconnect the source reads the gap from HistoryRead before any live value, so the
+    counter's Good values are every integer once, in order; a tag without history is
+    logged once as not backfillable and flows live again."""
+    proxy = LinkProxy(free_port(), "127.0.0.1", plc.port)
+    await proxy.start()
+    raw = plc_config(f"opc.tcp://127.0.0.1:{proxy.listen_port}", keepalive_s=1.0,
+                     timeout_s=1.0)
+    group = raw["groups"][0]  # type: ignore[index]
+    for tag in group["tags"]:
+        tag.update(sampling_interval_ms=0, queue_size=100)  # live: every change too
+    source, tags = build(raw, tmp_path)
+    emit = Collector()
+    counter, flag = tags.id_of("plc/counter"), tags.id_of("plc/flag")
+    try:
+        with capture_logs() as logs:
+            async with running(source, emit):
+                await until(lambda: len(emit.of(counter)) >= 5, 60, "values before the cut")
+                mark = len(emit.batches)
+                await proxy.set_mode("blackhole")
+                await until(lambda: any(q == BAD_NC for _, _, q in emit.of(counter, mark)),
+                            10, "Bad after the cut")
+                bad_at = len(emit.batches)
+                last_before = max(v for _, v, q in emit.of(counter) if q == GOOD)
+                lost_ns = emit.of(counter, mark)[-1][0]
+                # the PLC keeps counting and historizing: let the gap grow to 2 s
+                await until(lambda: time.time_ns() - lost_ns > 2e9, 10, "a gap of 2 s")
+                await proxy.set_mode("pass")
+                await until(lambda: len([v for _, v, q in emit.of(counter, bad_at)
+                                         if q == GOOD]) >= 40, 60, "gap and live values")
+    finally:
+        await proxy.close()
+    good = [v for _, v, q in emit.of(counter) if q == GOOD]
+    assert good == list(range(int(good[0]), int(good[0]) + len(good))), good
+    after = [v for _, v, q in emit.of(counter, bad_at) if q == GOOD]
+    assert after[0] == last_before + 1  # the first value after the cut came from history
+    filled = [e for e in logs if e["event"] == "opcua backfill"]
+    assert len(filled) == 1 and filled[0]["values"] >= 15 and filled[0]["tags"] == 2
+    unavailable = [e for e in logs if e["event"] == "opcua backfill unavailable"]
+    assert len(unavailable) == 1 and unavailable[0]["nodes"] == ["ns=1;s=PLC.Flag"]
+    assert unavailable[0]["reason"] == "no HistoryRead access"
+    assert any(q == GOOD for _, _, q in emit.of(flag, bad_at))

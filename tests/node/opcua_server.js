@@ -6,11 +6,16 @@
 //
 // Variables (namespace 1, string node ids), all under the object PLC:
 //   PLC.Temp     Double   a ramp, changes every interval_ms (history on: HistoryRead works)
-//   PLC.Counter  Int32    +1 every interval_ms
+//   PLC.Counter  Int32    +1 every interval_ms (history on, the last 100,000 values)
 //   PLC.Flag     Boolean  toggles every interval_ms
 //   PLC.Stop     Boolean  writable stop bit
 //   PLC.V<i>     Double   i = 0 .. extra-1, each changes every interval_ms
 // Every value is written with setValueFromSource and a source timestamp of now.
+// Methods on PLC, for the recovery tests (each acts on every session but the caller's and
+// returns how many it touched, UInt32):
+//   DropSessions()       the server closes those sessions (the client's next request gets
+//                        BadSessionIdInvalid)
+//   DropSubscriptions()  the server deletes their subscriptions (BadSubscriptionIdInvalid)
 // Prints "READY <port>" on stdout once it listens; runs until killed.
 "use strict";
 const path = require("path");
@@ -54,10 +59,39 @@ async function main() {
     const temp = add("Temp", "Double", 20.0, false);
     addressSpace.installHistoricalDataNode(temp);
     const counter = add("Counter", "Int32", 0, false);
+    addressSpace.installHistoricalDataNode(counter, { maxOnlineValues: 100000 });
     const flag = add("Flag", "Boolean", false, false);
     add("Stop", "Boolean", false, true);
     const extras = [];
     for (let i = 0; i < (args.extra || 0); i++) extras.push(add(`V${i}`, "Double", 0.0, false));
+
+    const others = (context) => server.engine.getSessions().filter(
+        (session) => !context.session || session.nodeId.toString() !== context.session.nodeId.toString());
+    const method = (name, act) => ns.addMethod(plc, {
+        browseName: name, nodeId: `s=PLC.${name}`, inputArguments: [],
+        outputArguments: [{ name: "count", dataType: DataType.UInt32 }],
+    }).bindMethod(async (_inputs, context) => {
+        const count = act(others(context));
+        process.stderr.write(`${name}: ${count}\n`);
+        return { statusCode: StatusCodes.Good,
+                 outputArguments: [{ dataType: DataType.UInt32, value: count }] };
+    });
+    method("DropSessions", (sessions) => {
+        for (const session of sessions) {
+            server.engine.closeSession(session.authenticationToken, true, "Terminated");
+        }
+        return sessions.length;
+    });
+    method("DropSubscriptions", (sessions) => {
+        let count = 0;
+        for (const session of sessions) {
+            for (const sub of [...session.publishEngine.subscriptions]) {
+                session.deleteSubscription(sub.id);
+                count += 1;
+            }
+        }
+        return count;
+    });
 
     let tick = 0;
     setInterval(() => {
