@@ -11,8 +11,9 @@ Invariants:
   monitored items) through the link runtime's backoff, when: the transport closes
   (asyncua's ``connection_lost_callback``, ms after a server dies), a request or the
   server-state probe times out (a network cut), a subscription reports a Bad status
-  (BadTimeout, BadShutdown from the server), a Read answers BadSessionIdInvalid or
-  similar, or a subscription's last publish answer (data or keepalive) is older than two
+  (BadTimeout, BadShutdown from the server), a Read or a Publish answers
+  BadSessionIdInvalid, BadNoSubscription or similar (the server dropped our session or
+  subscription on a live connection), or a subscription's last publish answer (data or keepalive) is older than two
   keepalive periods (a subscription the server dropped, a silent black hole).
 * From the moment data is missing until the first value of a new session, every tag of
   the source has one Bad sample (``BAD_NOT_CONNECTED``, value NaN) stamped at the loss:
@@ -85,6 +86,32 @@ class _Group:
         self.cfg = cfg
         self.node_ids = [ua.NodeId.from_string(t.node_id) for t in cfg.tags]
         self.tag_ids = [ctx.tags.id_of(f"{device}/{t.name}") for t in cfg.tags]
+
+
+# Publish answers that mean the server no longer has our session or subscriptions.
+# asyncua's publish loop retries the first two every second, and stops silently on
+# BadNoSubscription: either way the source would only notice by the keepalive rule.
+_GONE = frozenset({
+    ua.StatusCodes.BadSessionIdInvalid, ua.StatusCodes.BadSessionClosed,
+    ua.StatusCodes.BadSessionNotActivated, ua.StatusCodes.BadNoSubscription,
+    ua.StatusCodes.BadSubscriptionIdInvalid,
+})
+
+
+def _watch_publish(client: Client, out: asyncio.Queue[SampleBatch | str]) -> None:
+    """Report a Publish answered with a ``_GONE`` status as the session's loss, at once."""
+    session = client.uaclient.session
+    publish = session.publish
+
+    async def watched(acks: list[ua.SubscriptionAcknowledgement]) -> ua.PublishResponse:
+        try:
+            return await publish(acks)
+        except ua.UaStatusCodeError as exc:
+            if exc.code in _GONE:
+                out.put_nowait(f"the server answered Publish with {status_name(exc.code)}")
+            raise
+
+    session.publish = watched
 
 
 class _BatchSubscription(Subscription):  # type: ignore[misc]  # asyncua is untyped here
@@ -190,6 +217,7 @@ class OpcUaSource:
                 out.put_nowait(f"connection lost: {_describe(exc)}")
 
             client.connection_lost_callback = lost
+            _watch_publish(client, out)
             subs: list[_BatchSubscription] = []
             refused: list[tuple[int, str, ua.StatusCode]] = []
             try:
