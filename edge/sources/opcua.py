@@ -204,16 +204,20 @@ class OpcUaSource:
         out: asyncio.Queue[SampleBatch | str] = asyncio.Queue()
         client: Client | None = None
         tasks: list[asyncio.Task[None]] = []
+        polite = False  # a session to close on a connection that still stands
         try:
             try:
                 client = await self._client()
                 await asyncio.wait_for(client.connect(), cfg.timeout_s * 2)
+                polite = True
             except (*_LIB_ERRORS, ValueError) as exc:
                 security = f"{cfg.security_policy}/{cfg.security_mode}"
                 raise _Lost(f"cannot open a session on {cfg.endpoint} (security {security}): "
                             f"{_describe(exc)}") from exc
 
             async def lost(exc: Exception) -> None:
+                nonlocal polite
+                polite = False
                 out.put_nowait(f"connection lost: {_describe(exc)}")
 
             client.connection_lost_callback = lost
@@ -246,7 +250,7 @@ class OpcUaSource:
             for task in tasks:
                 task.cancel()
             if client is not None:
-                await self._close(client)
+                await self._close(client, polite)
 
     async def _subscribe(self, client: Client, g: _Group, out: asyncio.Queue[SampleBatch | str],
                          refused: list[tuple[int, str, ua.StatusCode]]) -> _BatchSubscription:
@@ -422,9 +426,14 @@ class OpcUaSource:
             log.info("opcua tag recovered", source=self.name, node_id=node_id)
 
     @staticmethod
-    async def _close(client: Client) -> None:
-        """Close politely if the server still answers; never wait long for a dead one."""
+    async def _close(client: Client, polite: bool) -> None:
+        """Close politely if the server still answers; never wait long for a dead one.
+        Without a standing connection only the socket is closed: asyncua's disconnect
+        would log a warning per reconnect attempt while a PLC is down."""
         client.connection_lost_callback = None
+        if not polite:
+            client.disconnect_socket()
+            return
         # Not wait_for: it waits for the cancelled disconnect to finish, and asyncua's can
         # outlive its cancellation (seen with 2,000 items: stopping the source hung).
         closing = asyncio.ensure_future(client.disconnect())
