@@ -13,8 +13,9 @@ Invariants:
   server-state probe times out (a network cut), a subscription reports a Bad status
   (BadTimeout, BadShutdown from the server), a Read or a Publish answers
   BadSessionIdInvalid, BadNoSubscription or similar (the server dropped our session or
-  subscription on a live connection), or a subscription's last publish answer (data or keepalive) is older than two
-  keepalive periods (a subscription the server dropped, a silent black hole).
+  subscription on a live connection), or a subscription's last publish answer (data or
+  keepalive) is older than two keepalive periods (a subscription the server dropped, a
+  silent black hole).
 * From the moment data is missing until the first value of a new session, every tag of
   the source has one Bad sample (``BAD_NOT_CONNECTED``, value NaN) stamped at the loss:
   the journal, status and our OPC-UA server never show a frozen Good value. When data
