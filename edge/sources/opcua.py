@@ -39,7 +39,6 @@ from pathlib import Path
 import numpy as np
 import structlog
 from asyncua import Client, ua
-from asyncua.common.subscription import Subscription
 from asyncua.crypto import security_policies
 
 from edge.components import BuildContext, Command, Emit
@@ -59,6 +58,8 @@ from edge.runtime.links import Backoff
 from edge.sources.metrics import SourceMetrics, link_name
 from edge.sources.opcua_backfill import Backfill
 from edge.sources.opcua_config import OpcUaGroupConfig, OpcUaSourceConfig
+from edge.sources.opcua_subscription import BatchSubscription, Out, Publish, watch_publish
+from edge.sources.opcua_types import TextTag, TypeWatch, enum_names
 
 log = structlog.get_logger("edge.sources.opcua")
 
@@ -86,65 +87,11 @@ class _Group:
     def __init__(self, cfg: OpcUaGroupConfig, device: str, ctx: BuildContext) -> None:
         self.cfg = cfg
         self.node_ids = [ua.NodeId.from_string(t.node_id) for t in cfg.tags]
-        self.tag_ids = [ctx.tags.id_of(f"{device}/{t.name}") for t in cfg.tags]
-
-
-# Publish answers that mean the server no longer has our session or subscriptions.
-# asyncua's publish loop retries the first two every second, and stops silently on
-# BadNoSubscription: either way the source would only notice by the keepalive rule.
-_GONE = frozenset({
-    ua.StatusCodes.BadSessionIdInvalid, ua.StatusCodes.BadSessionClosed,
-    ua.StatusCodes.BadSessionNotActivated, ua.StatusCodes.BadNoSubscription,
-    ua.StatusCodes.BadSubscriptionIdInvalid,
-})
-
-
-def _watch_publish(client: Client, out: asyncio.Queue[SampleBatch | str]) -> None:
-    """Report a Publish answered with a ``_GONE`` status as the session's loss, at once."""
-    session = client.uaclient.session
-    publish = session.publish
-
-    async def watched(acks: list[ua.SubscriptionAcknowledgement]) -> ua.PublishResponse:
-        try:
-            return await publish(acks)
-        except ua.UaStatusCodeError as exc:
-            if exc.code in _GONE:
-                out.put_nowait(f"the server answered Publish with {status_name(exc.code)}")
-            raise
-
-    session.publish = watched
-
-
-class _BatchSubscription(Subscription):  # type: ignore[misc]  # asyncua is untyped here
-    """A subscription whose publish answers become one batch each (not one task per
-    value, as asyncua's handler mode does)."""
-
-    def __init__(self, client: Client, params: ua.CreateSubscriptionParameters,
-                 out: asyncio.Queue[SampleBatch | str]) -> None:
-        super().__init__(client.uaclient.session, params, handler=None, queue_maxsize=1)
-        self.tag_of_handle: dict[int, int] = {}
-        self.keepalive_s = 0.0
-        self._out = out
-
-    async def publish_callback(self, publish_result: ua.PublishResult) -> None:
-        self.last_publish_at = time.monotonic()
-        data = publish_result.NotificationMessage.NotificationData
-        if not data:
-            return  # a keepalive
-        arrival = time.time_ns()
-        cols = Columns()
-        tag_of = self.tag_of_handle
-        for notif in data:
-            if isinstance(notif, ua.DataChangeNotification):
-                for item in notif.MonitoredItems:
-                    tag = tag_of.get(item.ClientHandle)
-                    if tag is not None:
-                        cols.add(tag, item.Value, arrival)
-            elif isinstance(notif, ua.StatusChangeNotification) and not notif.Status.is_good():
-                self._out.put_nowait(f"subscription {self.subscription_id} reported "
-                                     f"{status_name(notif.Status)}")
-        if len(cols):
-            self._out.put_nowait(cols.batch())
+        # -1 for a text tag: it has no sample tag, its values are TextValue records
+        self.tag_ids = [-1 if t.type == "text" else ctx.tags.id_of(f"{device}/{t.name}")
+                        for t in cfg.tags]
+        self.text = {i: TextTag(f"{device}/{t.name}", t.node_id)
+                     for i, t in enumerate(cfg.tags) if t.type == "text"}
 
 
 class OpcUaSource:
@@ -154,7 +101,11 @@ class OpcUaSource:
         self.device = cfg.device_name
         self.metrics = SourceMetrics(ctx.metrics, cfg.name)
         self.groups = [_Group(g, self.device, ctx) for g in cfg.groups]
-        self.tag_ids = np.array([t for g in self.groups for t in g.tag_ids], np.int32)
+        numeric = [(t, n, c) for g in self.groups
+                   for t, n, c in zip(g.tag_ids, g.node_ids, g.cfg.tags, strict=True) if t >= 0]
+        self.tag_ids = np.array([t for t, _, _ in numeric], np.int32)
+        self.types = TypeWatch(cfg.name, {t: c.node_id for t, _, c in numeric},
+                               {t: c.type for t, _, c in numeric})
         self.password = ctx.secrets(cfg.password_secret) if cfg.password_secret else ""
         self.pki = Path(ctx.state_dir) / "opcua-client" / cfg.name
         self.application_uri = f"urn:{ctx.gateway_id}:edge-gateway:{cfg.name}"
@@ -163,12 +114,11 @@ class OpcUaSource:
             Backoff(initial_s=min(0.2, cfg.backoff_max_s), max_s=cfg.backoff_max_s))
         self.missing_since: float | None = None  # wall clock of the loss, None: data flows
         self.sessions = 0
-        self.subscriptions: list[_BatchSubscription] = []  # of the current session
+        self.subscriptions: list[BatchSubscription] = []  # of the current session
         self.failing: dict[int, str] = {}  # polled tag id -> the Bad status it last had
         self.client: Client | None = None  # of the current session, for commands
         self.commands = {c.action: c for c in cfg.commands}
-        self.backfill = Backfill(cfg.name, self.tag_ids,
-                                 [n for g in self.groups for n in g.node_ids], ctx.metrics,
+        self.backfill = Backfill(cfg.name, self.tag_ids, [n for _, n, _ in numeric], ctx.metrics,
                                  max_s=cfg.backfill_max_s, max_values=cfg.backfill_max_values,
                                  timeout_s=cfg.timeout_s)
 
@@ -202,7 +152,7 @@ class OpcUaSource:
     async def _session(self, emit: Emit) -> None:
         """One session: connect, subscribe, poll; emit until it is lost (raises)."""
         cfg = self.cfg
-        out: asyncio.Queue[SampleBatch | str] = asyncio.Queue()
+        out: Out = asyncio.Queue()
         client: Client | None = None
         tasks: list[asyncio.Task[None]] = []
         polite = False  # a session to close on a connection that still stands
@@ -222,8 +172,8 @@ class OpcUaSource:
                 out.put_nowait(f"connection lost: {_describe(exc)}")
 
             client.connection_lost_callback = lost
-            _watch_publish(client, out)
-            subs: list[_BatchSubscription] = []
+            watch_publish(client, out)
+            subs: list[BatchSubscription] = []
             refused: list[tuple[int, str, ua.StatusCode]] = []
             try:
                 for g in self.groups:
@@ -253,8 +203,8 @@ class OpcUaSource:
             if client is not None:
                 await self._close(client, polite)
 
-    async def _subscribe(self, client: Client, g: _Group, out: asyncio.Queue[SampleBatch | str],
-                         refused: list[tuple[int, str, ua.StatusCode]]) -> _BatchSubscription:
+    async def _subscribe(self, client: Client, g: _Group, out: Out,
+                         refused: list[tuple[int, str, ua.StatusCode]]) -> BatchSubscription:
         gc = g.cfg
         params = ua.CreateSubscriptionParameters()
         params.RequestedPublishingInterval = gc.publishing_interval_ms
@@ -263,7 +213,7 @@ class OpcUaSource:
         params.RequestedLifetimeCount = params.RequestedMaxKeepAliveCount * 10
         params.MaxNotificationsPerPublish = 0  # no limit
         params.PublishingEnabled = True
-        sub = _BatchSubscription(client, params, out)
+        sub = BatchSubscription(client, params, out)
         result = await sub.init()
         sub.keepalive_s = result.RevisedPublishingInterval * result.RevisedMaxKeepAliveCount / 1000
         sub.last_publish_at = time.monotonic()
@@ -274,15 +224,20 @@ class OpcUaSource:
             requests.append(monitored_item_request(
                 i + 1, g.node_ids[i], sampling, t.queue_size,
                 deadband_filter(t.deadband, t.deadband_value)))
-            sub.tag_of_handle[i + 1] = g.tag_ids[i]
+            if i in g.text:
+                sub.text_of_handle[i + 1] = g.text[i]
+                g.text[i].enum = await enum_names(client, g.node_ids[i])
+            else:
+                sub.tag_of_handle[i + 1] = g.tag_ids[i]
         results = await sub.create_monitored_items(requests)
         for i, r in enumerate(results):
             if isinstance(r, ua.StatusCode):
                 sub.tag_of_handle.pop(requests[i].RequestedParameters.ClientHandle, None)
+                sub.text_of_handle.pop(requests[i].RequestedParameters.ClientHandle, None)
                 refused.append((g.tag_ids[i], gc.tags[i].node_id, r))
         return sub
 
-    async def _poll(self, client: Client, g: _Group, out: asyncio.Queue[SampleBatch | str]
+    async def _poll(self, client: Client, g: _Group, out: Out
                     ) -> None:
         """Read the group every ``poll_interval_ms`` on a drift-free schedule (a late read
         skips the ticks it missed)."""
@@ -309,12 +264,12 @@ class OpcUaSource:
             for i, (tag, dv) in enumerate(zip(g.tag_ids, results, strict=True)):
                 if cols.add(tag, dv, arrival) & 0x80 or tag in self.failing:
                     self._note(tag, g.cfg.tags[i].node_id, dv.StatusCode)
-            out.put_nowait(cols.batch())
+            out.put_nowait(Publish(cols.batch(), cols.odd, []))
             k = max(k + 1, int((loop.time() - t0) / interval) + 1)
             await asyncio.sleep(max(0.0, t0 + k * interval - loop.time()))
 
-    async def _serve(self, emit: Emit, out: asyncio.Queue[SampleBatch | str],
-                     subs: list[_BatchSubscription]) -> None:
+    async def _serve(self, emit: Emit, out: Out,
+                     subs: list[BatchSubscription]) -> None:
         """Emit what arrives; check every subscription's keepalive; raise _Lost."""
         tick = max(0.02, self.cfg.keepalive_s / 4)
         while True:
@@ -325,10 +280,14 @@ class OpcUaSource:
             if isinstance(item, str):
                 raise _Lost(item)
             if item is not None:
-                item = self.backfill.live(item)
-                if len(item):
-                    await emit(item, [])
-                self.metrics.received(len(item))
+                batch = self.backfill.live(item.batch)
+                records = self.types.numbers(batch, item.odd) if item.odd or \
+                    self.types.mismatch else []
+                if item.texts:
+                    records += self.types.texts(item.texts)
+                if len(batch) or records:
+                    await emit(batch if len(batch) else None, records)
+                self.metrics.received(len(batch) + len(records))
                 self.metrics.sampled(self.device)
                 self._flowing()
             now = time.monotonic()
@@ -365,8 +324,10 @@ class OpcUaSource:
         self.missing_since = time.time()
         log.warning("opcua data missing", source=self.name, endpoint=self.cfg.endpoint,
                     tags=len(self.tag_ids), reason=reason)
-        await emit(all_bad(self.tag_ids, Quality.BAD_NOT_CONNECTED), [])
-        n = len(self.tag_ids)
+        now = time.time_ns()
+        texts = self.types.lost(reason, now)
+        await emit(all_bad(self.tag_ids, Quality.BAD_NOT_CONNECTED, now), texts)
+        n = len(self.tag_ids) + len(texts)
         self.metrics.received(n)
         self.metrics.rejected("not_connected", n)
 
@@ -376,7 +337,8 @@ class OpcUaSource:
         cols = Columns()
         records = []
         for tag, node_id, status in refused:
-            cols.add(tag, ua.DataValue(StatusCode=status), now)
+            if tag >= 0:  # a text tag has no sample
+                cols.add(tag, ua.DataValue(StatusCode=status), now)
             reason = f"node {node_id} refused by the server: {status_name(status)}"
             log.warning("opcua tag refused", source=self.name, node_id=node_id,
                         status=status_name(status))
