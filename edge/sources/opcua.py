@@ -94,6 +94,14 @@ class _Group:
                      for i, t in enumerate(cfg.tags) if t.type == "text"}
 
 
+def _stop_publish_loop(client: Client) -> None:
+    """Cancel the session's publish loop: asyncua stops it only in a polite close, and
+    after a lost connection it would retry every second, forever, with a traceback."""
+    task = getattr(client.uaclient.session, "_publish_task", None)
+    if task is not None and not task.done():
+        task.cancel()
+
+
 class OpcUaSource:
     def __init__(self, cfg: OpcUaSourceConfig, ctx: BuildContext) -> None:
         self.name = cfg.name
@@ -396,6 +404,7 @@ class OpcUaSource:
         client.connection_lost_callback = None
         if not polite:
             client.disconnect_socket()
+            _stop_publish_loop(client)
             return
         # Not wait_for: it waits for the cancelled disconnect to finish, and asyncua's can
         # outlive its cancellation (seen with 2,000 items: stopping the source hung).
@@ -404,3 +413,4 @@ class OpcUaSource:
         if not done or closing.exception() is not None:
             closing.cancel()
             client.disconnect_socket()
+            _stop_publish_loop(client)

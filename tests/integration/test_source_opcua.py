@@ -30,6 +30,12 @@ from hw_sim.link import LinkProxy
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
+def publish_loops() -> int:
+    """asyncua publish loops still running in this event loop."""
+    return sum(1 for t in asyncio.all_tasks()
+               if getattr(t.get_coro(), "__qualname__", "").endswith("_publish_loop"))
+
+
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def plc(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[NodeOpcUaServer]:
     server = await start_node_opcua_server(tmp_path_factory.mktemp("plc"), extra=20)
@@ -150,6 +156,8 @@ async def test_server_restart_marks_tags_bad_then_data_flows_again(tmp_path: Pat
         assert len(flowing) == 1 and 0 < flowing[0]["missing_s"] <= back + 1
         assert [e["event"] for e in logs].count("opcua data missing") == 1
         assert source.sessions == 2
+        # no publish loop outlives its session (the lost one retried every second, forever)
+        await until(lambda: publish_loops() == 0, 10, "no publish loop left")
     finally:
         await server.kill()
 
