@@ -11,13 +11,17 @@ Invariants:
   monitored items) through the link runtime's backoff, when: the transport closes
   (asyncua's ``connection_lost_callback``, ms after a server dies), a request or the
   server-state probe times out (a network cut), a subscription reports a Bad status
-  (BadTimeout, BadShutdown from the server), a Read answers BadSessionIdInvalid or
-  similar, or a subscription's last publish answer (data or keepalive) is older than two
-  keepalive periods (a subscription the server dropped, a silent black hole).
+  (BadTimeout, BadShutdown from the server), a Read or a Publish answers
+  BadSessionIdInvalid, BadNoSubscription or similar (the server dropped our session or
+  subscription on a live connection), or a subscription's last publish answer (data or
+  keepalive) is older than two keepalive periods (a subscription the server dropped, a
+  silent black hole).
 * From the moment data is missing until the first value of a new session, every tag of
   the source has one Bad sample (``BAD_NOT_CONNECTED``, value NaN) stamped at the loss:
   the journal, status and our OPC-UA server never show a frozen Good value. When data
   flows again one line says how long it was missing.
+* After a reconnect, the gap is filled from the server's history before any live value
+  of the new session is emitted (``opcua_backfill``: each value once, in order).
 * A node the server refuses (BadNodeIdUnknown, a deadband it cannot apply, ...) makes
   that tag Bad with the server's status, one log line and one ``Quarantine`` record with
   the reason, per session; the other tags are not affected.
@@ -35,7 +39,6 @@ from pathlib import Path
 import numpy as np
 import structlog
 from asyncua import Client, ua
-from asyncua.common.subscription import Subscription
 from asyncua.crypto import security_policies
 
 from edge.components import BuildContext, Command, Emit
@@ -53,7 +56,10 @@ from edge.protocols.opcua.client import (
 from edge.protocols.opcua.variants import DTYPES
 from edge.runtime.links import Backoff
 from edge.sources.metrics import SourceMetrics, link_name
+from edge.sources.opcua_backfill import Backfill
 from edge.sources.opcua_config import OpcUaGroupConfig, OpcUaSourceConfig
+from edge.sources.opcua_subscription import BatchSubscription, Out, Publish, watch_publish
+from edge.sources.opcua_types import TextTag, TypeWatch, enum_names
 
 log = structlog.get_logger("edge.sources.opcua")
 
@@ -81,39 +87,19 @@ class _Group:
     def __init__(self, cfg: OpcUaGroupConfig, device: str, ctx: BuildContext) -> None:
         self.cfg = cfg
         self.node_ids = [ua.NodeId.from_string(t.node_id) for t in cfg.tags]
-        self.tag_ids = [ctx.tags.id_of(f"{device}/{t.name}") for t in cfg.tags]
+        # -1 for a text tag: it has no sample tag, its values are TextValue records
+        self.tag_ids = [-1 if t.type == "text" else ctx.tags.id_of(f"{device}/{t.name}")
+                        for t in cfg.tags]
+        self.text = {i: TextTag(f"{device}/{t.name}", t.node_id)
+                     for i, t in enumerate(cfg.tags) if t.type == "text"}
 
 
-class _BatchSubscription(Subscription):  # type: ignore[misc]  # asyncua is untyped here
-    """A subscription whose publish answers become one batch each (not one task per
-    value, as asyncua's handler mode does)."""
-
-    def __init__(self, client: Client, params: ua.CreateSubscriptionParameters,
-                 out: asyncio.Queue[SampleBatch | str]) -> None:
-        super().__init__(client.uaclient.session, params, handler=None, queue_maxsize=1)
-        self.tag_of_handle: dict[int, int] = {}
-        self.keepalive_s = 0.0
-        self._out = out
-
-    async def publish_callback(self, publish_result: ua.PublishResult) -> None:
-        self.last_publish_at = time.monotonic()
-        data = publish_result.NotificationMessage.NotificationData
-        if not data:
-            return  # a keepalive
-        arrival = time.time_ns()
-        cols = Columns()
-        tag_of = self.tag_of_handle
-        for notif in data:
-            if isinstance(notif, ua.DataChangeNotification):
-                for item in notif.MonitoredItems:
-                    tag = tag_of.get(item.ClientHandle)
-                    if tag is not None:
-                        cols.add(tag, item.Value, arrival)
-            elif isinstance(notif, ua.StatusChangeNotification) and not notif.Status.is_good():
-                self._out.put_nowait(f"subscription {self.subscription_id} reported "
-                                     f"{status_name(notif.Status)}")
-        if len(cols):
-            self._out.put_nowait(cols.batch())
+def _stop_publish_loop(client: Client) -> None:
+    """Cancel the session's publish loop: asyncua stops it only in a polite close, and
+    after a lost connection it would retry every second, forever, with a traceback."""
+    task = getattr(client.uaclient.session, "_publish_task", None)
+    if task is not None and not task.done():
+        task.cancel()
 
 
 class OpcUaSource:
@@ -123,7 +109,11 @@ class OpcUaSource:
         self.device = cfg.device_name
         self.metrics = SourceMetrics(ctx.metrics, cfg.name)
         self.groups = [_Group(g, self.device, ctx) for g in cfg.groups]
-        self.tag_ids = np.array([t for g in self.groups for t in g.tag_ids], np.int32)
+        numeric = [(t, n, c) for g in self.groups
+                   for t, n, c in zip(g.tag_ids, g.node_ids, g.cfg.tags, strict=True) if t >= 0]
+        self.tag_ids = np.array([t for t, _, _ in numeric], np.int32)
+        self.types = TypeWatch(cfg.name, {t: c.node_id for t, _, c in numeric},
+                               {t: c.type for t, _, c in numeric})
         self.password = ctx.secrets(cfg.password_secret) if cfg.password_secret else ""
         self.pki = Path(ctx.state_dir) / "opcua-client" / cfg.name
         self.application_uri = f"urn:{ctx.gateway_id}:edge-gateway:{cfg.name}"
@@ -132,10 +122,13 @@ class OpcUaSource:
             Backoff(initial_s=min(0.2, cfg.backoff_max_s), max_s=cfg.backoff_max_s))
         self.missing_since: float | None = None  # wall clock of the loss, None: data flows
         self.sessions = 0
-        self.subscriptions: list[_BatchSubscription] = []  # of the current session
+        self.subscriptions: list[BatchSubscription] = []  # of the current session
         self.failing: dict[int, str] = {}  # polled tag id -> the Bad status it last had
         self.client: Client | None = None  # of the current session, for commands
         self.commands = {c.action: c for c in cfg.commands}
+        self.backfill = Backfill(cfg.name, self.tag_ids, [n for _, n, _ in numeric], ctx.metrics,
+                                 max_s=cfg.backfill_max_s, max_values=cfg.backfill_max_values,
+                                 timeout_s=cfg.timeout_s)
 
     async def run(self, emit: Emit) -> None:
         await self.link.run(functools.partial(self._session, emit))
@@ -167,23 +160,28 @@ class OpcUaSource:
     async def _session(self, emit: Emit) -> None:
         """One session: connect, subscribe, poll; emit until it is lost (raises)."""
         cfg = self.cfg
-        out: asyncio.Queue[SampleBatch | str] = asyncio.Queue()
+        out: Out = asyncio.Queue()
         client: Client | None = None
         tasks: list[asyncio.Task[None]] = []
+        polite = False  # a session to close on a connection that still stands
         try:
             try:
                 client = await self._client()
                 await asyncio.wait_for(client.connect(), cfg.timeout_s * 2)
+                polite = True
             except (*_LIB_ERRORS, ValueError) as exc:
                 security = f"{cfg.security_policy}/{cfg.security_mode}"
                 raise _Lost(f"cannot open a session on {cfg.endpoint} (security {security}): "
                             f"{_describe(exc)}") from exc
 
             async def lost(exc: Exception) -> None:
+                nonlocal polite
+                polite = False
                 out.put_nowait(f"connection lost: {_describe(exc)}")
 
             client.connection_lost_callback = lost
-            subs: list[_BatchSubscription] = []
+            watch_publish(client, out)
+            subs: list[BatchSubscription] = []
             refused: list[tuple[int, str, ua.StatusCode]] = []
             try:
                 for g in self.groups:
@@ -198,6 +196,8 @@ class OpcUaSource:
             self.metrics.link(self.device, True)
             if refused:
                 await self._refused(emit, refused)
+            if cfg.backfill:
+                await self._backfill(client, emit)
             tasks = [asyncio.create_task(self._poll(client, g, out))
                      for g in self.groups if g.cfg.mode == "poll"]
             await self._serve(emit, out, subs)
@@ -209,10 +209,10 @@ class OpcUaSource:
             for task in tasks:
                 task.cancel()
             if client is not None:
-                await self._close(client)
+                await self._close(client, polite)
 
-    async def _subscribe(self, client: Client, g: _Group, out: asyncio.Queue[SampleBatch | str],
-                         refused: list[tuple[int, str, ua.StatusCode]]) -> _BatchSubscription:
+    async def _subscribe(self, client: Client, g: _Group, out: Out,
+                         refused: list[tuple[int, str, ua.StatusCode]]) -> BatchSubscription:
         gc = g.cfg
         params = ua.CreateSubscriptionParameters()
         params.RequestedPublishingInterval = gc.publishing_interval_ms
@@ -221,7 +221,7 @@ class OpcUaSource:
         params.RequestedLifetimeCount = params.RequestedMaxKeepAliveCount * 10
         params.MaxNotificationsPerPublish = 0  # no limit
         params.PublishingEnabled = True
-        sub = _BatchSubscription(client, params, out)
+        sub = BatchSubscription(client, params, out)
         result = await sub.init()
         sub.keepalive_s = result.RevisedPublishingInterval * result.RevisedMaxKeepAliveCount / 1000
         sub.last_publish_at = time.monotonic()
@@ -232,15 +232,20 @@ class OpcUaSource:
             requests.append(monitored_item_request(
                 i + 1, g.node_ids[i], sampling, t.queue_size,
                 deadband_filter(t.deadband, t.deadband_value)))
-            sub.tag_of_handle[i + 1] = g.tag_ids[i]
+            if i in g.text:
+                sub.text_of_handle[i + 1] = g.text[i]
+                g.text[i].enum = await enum_names(client, g.node_ids[i])
+            else:
+                sub.tag_of_handle[i + 1] = g.tag_ids[i]
         results = await sub.create_monitored_items(requests)
         for i, r in enumerate(results):
             if isinstance(r, ua.StatusCode):
                 sub.tag_of_handle.pop(requests[i].RequestedParameters.ClientHandle, None)
+                sub.text_of_handle.pop(requests[i].RequestedParameters.ClientHandle, None)
                 refused.append((g.tag_ids[i], gc.tags[i].node_id, r))
         return sub
 
-    async def _poll(self, client: Client, g: _Group, out: asyncio.Queue[SampleBatch | str]
+    async def _poll(self, client: Client, g: _Group, out: Out
                     ) -> None:
         """Read the group every ``poll_interval_ms`` on a drift-free schedule (a late read
         skips the ticks it missed)."""
@@ -267,12 +272,12 @@ class OpcUaSource:
             for i, (tag, dv) in enumerate(zip(g.tag_ids, results, strict=True)):
                 if cols.add(tag, dv, arrival) & 0x80 or tag in self.failing:
                     self._note(tag, g.cfg.tags[i].node_id, dv.StatusCode)
-            out.put_nowait(cols.batch())
+            out.put_nowait(Publish(cols.batch(), cols.odd, []))
             k = max(k + 1, int((loop.time() - t0) / interval) + 1)
             await asyncio.sleep(max(0.0, t0 + k * interval - loop.time()))
 
-    async def _serve(self, emit: Emit, out: asyncio.Queue[SampleBatch | str],
-                     subs: list[_BatchSubscription]) -> None:
+    async def _serve(self, emit: Emit, out: Out,
+                     subs: list[BatchSubscription]) -> None:
         """Emit what arrives; check every subscription's keepalive; raise _Lost."""
         tick = max(0.02, self.cfg.keepalive_s / 4)
         while True:
@@ -283,8 +288,14 @@ class OpcUaSource:
             if isinstance(item, str):
                 raise _Lost(item)
             if item is not None:
-                await emit(item, [])
-                self.metrics.received(len(item))
+                batch = self.backfill.live(item.batch)
+                records = self.types.numbers(batch, item.odd) if item.odd or \
+                    self.types.mismatch else []
+                if item.texts:
+                    records += self.types.texts(item.texts)
+                if len(batch) or records:
+                    await emit(batch if len(batch) else None, records)
+                self.metrics.received(len(batch) + len(records))
                 self.metrics.sampled(self.device)
                 self._flowing()
             now = time.monotonic()
@@ -293,6 +304,17 @@ class OpcUaSource:
                 if silent is not None:
                     raise _Lost(f"subscription {sub.subscription_id} silent for {silent:.1f} s "
                                 f"(keepalive every {sub.keepalive_s:.1f} s missed)")
+
+    async def _backfill(self, client: Client, emit: Emit) -> None:
+        """Fill the gap from the server's history before any live value is emitted."""
+        async def out(batch: SampleBatch) -> None:
+            await emit(batch, [])
+            self.metrics.received(len(batch))
+
+        try:
+            await self.backfill.fill(client, out)
+        except _LIB_ERRORS as exc:
+            raise _Lost(f"backfill failed: {_describe(exc)}") from exc
 
     def _flowing(self) -> None:
         if self.missing_since is not None:
@@ -310,8 +332,10 @@ class OpcUaSource:
         self.missing_since = time.time()
         log.warning("opcua data missing", source=self.name, endpoint=self.cfg.endpoint,
                     tags=len(self.tag_ids), reason=reason)
-        await emit(all_bad(self.tag_ids, Quality.BAD_NOT_CONNECTED), [])
-        n = len(self.tag_ids)
+        now = time.time_ns()
+        texts = self.types.lost(reason, now)
+        await emit(all_bad(self.tag_ids, Quality.BAD_NOT_CONNECTED, now), texts)
+        n = len(self.tag_ids) + len(texts)
         self.metrics.received(n)
         self.metrics.rejected("not_connected", n)
 
@@ -321,7 +345,8 @@ class OpcUaSource:
         cols = Columns()
         records = []
         for tag, node_id, status in refused:
-            cols.add(tag, ua.DataValue(StatusCode=status), now)
+            if tag >= 0:  # a text tag has no sample
+                cols.add(tag, ua.DataValue(StatusCode=status), now)
             reason = f"node {node_id} refused by the server: {status_name(status)}"
             log.warning("opcua tag refused", source=self.name, node_id=node_id,
                         status=status_name(status))
@@ -372,9 +397,15 @@ class OpcUaSource:
             log.info("opcua tag recovered", source=self.name, node_id=node_id)
 
     @staticmethod
-    async def _close(client: Client) -> None:
-        """Close politely if the server still answers; never wait long for a dead one."""
+    async def _close(client: Client, polite: bool) -> None:
+        """Close politely if the server still answers; never wait long for a dead one.
+        Without a standing connection only the socket is closed: asyncua's disconnect
+        would log a warning per reconnect attempt while a PLC is down."""
         client.connection_lost_callback = None
+        if not polite:
+            client.disconnect_socket()
+            _stop_publish_loop(client)
+            return
         # Not wait_for: it waits for the cancelled disconnect to finish, and asyncua's can
         # outlive its cancellation (seen with 2,000 items: stopping the source hung).
         closing = asyncio.ensure_future(client.disconnect())
@@ -382,3 +413,4 @@ class OpcUaSource:
         if not done or closing.exception() is not None:
             closing.cancel()
             client.disconnect_socket()
+            _stop_publish_loop(client)

@@ -29,11 +29,17 @@ SecurityPolicy = Literal["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep",
                          "Aes256_Sha256_RsaPss"]
 
 
+TagType = DataType | Literal["text"]
+
+
 class OpcUaTagConfig(ConfigStruct, frozen=True):
     name: str  # our tag name: <device>/<name>
     node_id: str  # the server's node id, e.g. "ns=3;s=Line1.Press.Temp"
     unit: str = ""
-    type: DataType = "float64"  # our data type (every value travels as float64)
+    # Our data type (every number travels as float64). "text": a String, LocalizedText or
+    # enumeration node, journaled as text_value records (the enumeration's names) when it
+    # changes. An array node is refused at its first value (Bad, a quarantine record).
+    type: TagType = "float64"
     sampling_interval_ms: float | None = None  # default: the group's
     queue_size: int = 1  # server-side queue per monitored item
     deadband: Literal["none", "absolute", "percent"] = "none"
@@ -58,6 +64,9 @@ class OpcUaTagConfig(ConfigStruct, frozen=True):
             raise ValueError("deadband_value must be a finite number >= 0")
         if self.deadband == "percent" and self.deadband_value > 100:
             raise ValueError("deadband_value must be 0..100 for a percent deadband")
+        if self.type == "text" and (self.deadband != "none" or self.low is not None
+                                    or self.high is not None or self.unit):
+            raise ValueError("a text tag takes no deadband, low, high or unit")
         if self.deadband == "none" and self.deadband_value:
             raise ValueError("deadband_value needs deadband = 'absolute' or 'percent'")
 
@@ -104,6 +113,8 @@ class OpcUaGroupConfig(ConfigStruct, frozen=True):
             raise ValueError("tags must list at least one tag")
         if self.mode == "poll":
             for t in self.tags:
+                if t.type == "text":
+                    raise ValueError(f"tag '{t.name}': text tags need mode = 'subscribe'")
                 if t.deadband != "none" or t.sampling_interval_ms is not None:
                     raise ValueError(f"tag '{t.name}': deadband and sampling_interval_ms "
                                      "apply to mode = 'subscribe' only")
@@ -127,6 +138,12 @@ class OpcUaSourceConfig(ConfigStruct, frozen=True):
     keepalive_s: float = 2.0
     session_timeout_s: float = 60.0
     backoff_max_s: float = 5.0
+    # After a reconnect, read the gap's values from the server's history (tags whose node
+    # grants HistoryRead), at most the last backfill_max_s seconds and backfill_max_values
+    # values per tag; emitted before the live values, each value once.
+    backfill: bool = True
+    backfill_max_s: float = 3600.0
+    backfill_max_values: int = 100_000
     groups: list[OpcUaGroupConfig] = msgspec.field(default_factory=list)
     commands: list[OpcUaCommandConfig] = msgspec.field(default_factory=list)
 
@@ -140,7 +157,10 @@ class OpcUaSourceConfig(ConfigStruct, frozen=True):
             raise ValueError("certificate and private_key go together")
         if self.password_secret and not self.user:
             raise ValueError("password_secret needs user")
-        for key in ("timeout_s", "keepalive_s", "session_timeout_s", "backoff_max_s"):
+        if not 1 <= self.backfill_max_values <= 10_000_000:
+            raise ValueError("backfill_max_values must be 1..10000000")
+        for key in ("timeout_s", "keepalive_s", "session_timeout_s", "backoff_max_s",
+                    "backfill_max_s"):
             value = getattr(self, key)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"{key} must be > 0")
@@ -169,6 +189,8 @@ class OpcUaSourceConfig(ConfigStruct, frozen=True):
     def declare_tags(self, tags: TagRegistry) -> None:
         for g in self.groups:
             for t in g.tags:
+                if t.type == "text":
+                    continue  # a text tag's values are TextValue records, not samples
                 tags.add(self.device_name, t.name, unit=t.unit, dtype=t.type, low=t.low,
                          high=t.high, description=t.description or t.node_id)
 

@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -17,90 +16,24 @@ import pytest_asyncio
 from asyncua import Client
 from structlog.testing import capture_logs
 
-from edge.components import BuildContext, Command
-from edge.config import convert
+from edge.components import Command
 from edge.errors import PermanentError
-from edge.model import Quality, Quarantine, Record, SampleBatch, TagRegistry
-from edge.runtime.metrics import Metrics
-from edge.sources.opcua import OpcUaSource
-from edge.sources.opcua_config import OpcUaSourceConfig
+from edge.model import Quarantine
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # tests/ holds peers.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from opcua_client_peers import BAD_NC, GOOD, Collector, build, plc_config, running, until
 from peers import NodeOpcUaServer, free_port, start_node_opcua_server
 
 from hw_sim.link import LinkProxy
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-GOOD, BAD_NC = int(Quality.GOOD), int(Quality.BAD_NOT_CONNECTED)
 
-
-class Collector:
-    def __init__(self) -> None:
-        self.batches: list[SampleBatch] = []
-        self.records: list[Record] = []
-
-    async def __call__(self, batch: SampleBatch | None, records: Sequence[Record], /, *,
-                       checkpoint: tuple[str, bytes] | None = None) -> None:
-        if batch is not None:
-            self.batches.append(batch)
-        self.records.extend(records)
-
-    def of(self, tag_id: int, since: int = 0) -> list[tuple[int, float, int]]:
-        """(ts_ns, value, quality) of one tag, from batch ``since`` on, in arrival order."""
-        rows = []
-        for b in self.batches[since:]:
-            for i in np.flatnonzero(b.tag_id == tag_id):
-                rows.append((int(b.ts_ns[i]), float(b.value[i]), int(b.quality[i])))
-        return rows
-
-
-def build(raw: dict[str, object], tmp: Path,
-          secrets: dict[str, str] | None = None) -> tuple[OpcUaSource, TagRegistry]:
-    cfg = convert(raw, OpcUaSourceConfig, "source 'plc'")
-    tags = TagRegistry()
-    cfg.declare_tags(tags)
-    known = secrets or {}
-    return cfg.build(BuildContext("gw", tags, Metrics(), tmp, lambda n: known[n])), tags
-
-
-def plc_config(endpoint: str, mode: str = "subscribe", **over: object) -> dict[str, object]:
-    group: dict[str, object] = {
-        "name": "fast", "mode": mode, "publishing_interval_ms": 100,
-        "sampling_interval_ms": 50, "poll_interval_ms": 200,
-        "tags": [
-            {"name": "temp", "node_id": "ns=1;s=PLC.Temp", "unit": "degC"},
-            {"name": "counter", "node_id": "ns=1;s=PLC.Counter", "type": "int32"},
-            {"name": "flag", "node_id": "ns=1;s=PLC.Flag", "type": "bool"},
-        ],
-    }
-    raw: dict[str, object] = {"name": "plc", "endpoint": endpoint, "keepalive_s": 1.0,
-                              "backoff_max_s": 1.0, "groups": [group]}
-    raw.update(over)
-    return raw
-
-
-async def until(cond: Callable[[], bool], timeout: float, what: str) -> float:
-    """Wait (bounded) for ``cond``; the seconds it took."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    while not cond():
-        if loop.time() - start > timeout:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.02)
-    return loop.time() - start
-
-
-@contextlib.asynccontextmanager
-async def running(source: OpcUaSource, emit: Collector) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.create_task(source.run(emit))
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+def publish_loops() -> int:
+    """asyncua publish loops still running in this event loop."""
+    return sum(1 for t in asyncio.all_tasks()
+               if getattr(t.get_coro(), "__qualname__", "").endswith("_publish_loop"))
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -223,6 +156,8 @@ async def test_server_restart_marks_tags_bad_then_data_flows_again(tmp_path: Pat
         assert len(flowing) == 1 and 0 < flowing[0]["missing_s"] <= back + 1
         assert [e["event"] for e in logs].count("opcua data missing") == 1
         assert source.sessions == 2
+        # no publish loop outlives its session (the lost one retried every second, forever)
+        await until(lambda: publish_loops() == 0, 10, "no publish loop left")
     finally:
         await server.kill()
 
@@ -248,7 +183,9 @@ async def test_subscription_dropped_by_the_server_is_rebuilt(
             await until(lambda: any(q == GOOD for _, _, q in emit.of(counter, bad_at)), 60,
                         "Good values from a new subscription")
     missing = [e for e in logs if e["event"] == "opcua data missing"]
-    assert len(missing) == 1 and "keepalive" in missing[0]["reason"]
+    # asyncua's Publish after the delete answers BadNoSubscription (else: the keepalive rule)
+    assert len(missing) == 1
+    assert any(w in missing[0]["reason"] for w in ("BadNoSubscription", "keepalive"))
     assert source.sessions == 2
 
 
@@ -331,3 +268,49 @@ async def test_sign_and_encrypt_with_a_password_and_a_clear_error_for_a_wrong_on
         assert (tmp_path / "b" / "opcua-client" / "plc" / "cert.der").is_file()
     finally:
         await server.kill()
+
+
+async def test_backfill_fills_a_cut_links_gap_exactly_once(
+        plc: NodeOpcUaServer, tmp_path: Path) -> None:
+    """While the link is black-holed the PLC keeps historizing its counter; after the
+    reconnect the source reads the gap from HistoryRead before any live value, so the
+    counter's Good values are every integer once, in order; a tag without history is
+    logged once as not backfillable and flows live again."""
+    proxy = LinkProxy(free_port(), "127.0.0.1", plc.port)
+    await proxy.start()
+    raw = plc_config(f"opc.tcp://127.0.0.1:{proxy.listen_port}", keepalive_s=1.0,
+                     timeout_s=1.0)
+    group = raw["groups"][0]  # type: ignore[index]
+    for tag in group["tags"]:
+        tag.update(sampling_interval_ms=0, queue_size=100)  # live: every change too
+    source, tags = build(raw, tmp_path)
+    emit = Collector()
+    counter, flag = tags.id_of("plc/counter"), tags.id_of("plc/flag")
+    try:
+        with capture_logs() as logs:
+            async with running(source, emit):
+                await until(lambda: len(emit.of(counter)) >= 5, 60, "values before the cut")
+                mark = len(emit.batches)
+                await proxy.set_mode("blackhole")
+                await until(lambda: any(q == BAD_NC for _, _, q in emit.of(counter, mark)),
+                            10, "Bad after the cut")
+                bad_at = len(emit.batches)
+                last_before = max(v for _, v, q in emit.of(counter) if q == GOOD)
+                lost_ns = emit.of(counter, mark)[-1][0]
+                # the PLC keeps counting and historizing: let the gap grow to 2 s
+                await until(lambda: time.time_ns() - lost_ns > 2e9, 10, "a gap of 2 s")
+                await proxy.set_mode("pass")
+                await until(lambda: len([v for _, v, q in emit.of(counter, bad_at)
+                                         if q == GOOD]) >= 40, 60, "gap and live values")
+    finally:
+        await proxy.close()
+    good = [v for _, v, q in emit.of(counter) if q == GOOD]
+    assert good == list(range(int(good[0]), int(good[0]) + len(good))), good
+    after = [v for _, v, q in emit.of(counter, bad_at) if q == GOOD]
+    assert after[0] == last_before + 1  # the first value after the cut came from history
+    filled = [e for e in logs if e["event"] == "opcua backfill"]
+    assert len(filled) == 1 and filled[0]["values"] >= 15 and filled[0]["tags"] == 2
+    unavailable = [e for e in logs if e["event"] == "opcua backfill unavailable"]
+    assert len(unavailable) == 1 and unavailable[0]["nodes"] == ["ns=1;s=PLC.Flag"]
+    assert unavailable[0]["reason"] == "no HistoryRead access"
+    assert any(q == GOOD for _, _, q in emit.of(flag, bad_at))

@@ -6,11 +6,22 @@
 //
 // Variables (namespace 1, string node ids), all under the object PLC:
 //   PLC.Temp     Double   a ramp, changes every interval_ms (history on: HistoryRead works)
-//   PLC.Counter  Int32    +1 every interval_ms
+//   PLC.Counter  Int32    +1 every interval_ms (history on, the last 100,000 values)
 //   PLC.Flag     Boolean  toggles every interval_ms
 //   PLC.Stop     Boolean  writable stop bit
 //   PLC.V<i>     Double   i = 0 .. extra-1, each changes every interval_ms
+//   PLC.Text     String   "batch-<n>", n = tick / 10: changes every 10 intervals
+//   PLC.Mode     MachineMode (an enumeration: Idle, Running, Stopped), changes every 10
+//   PLC.Array    Double[4] [tick, tick+1, tick+2, tick+3]
+//   PLC.Morph    BaseDataType: the tick as a Double, or "text-<tick>" as a String after
+//                a call of ToggleMorph() (the next call turns it back): a type change at run time
 // Every value is written with setValueFromSource and a source timestamp of now.
+// Methods on PLC, for the recovery tests (each acts on every session but the caller's and
+// returns how many it touched, UInt32):
+//   DropSessions()       the server closes those sessions (the client's next request gets
+//                        BadSessionIdInvalid)
+//   DropSubscriptions()  the server deletes their subscriptions (BadSubscriptionIdInvalid)
+//   ToggleMorph()        PLC.Morph switches between Double and String (returns 1 or 0)
 // Prints "READY <port>" on stdout once it listens; runs until killed.
 "use strict";
 const path = require("path");
@@ -54,10 +65,58 @@ async function main() {
     const temp = add("Temp", "Double", 20.0, false);
     addressSpace.installHistoricalDataNode(temp);
     const counter = add("Counter", "Int32", 0, false);
+    addressSpace.installHistoricalDataNode(counter, { maxOnlineValues: 100000 });
     const flag = add("Flag", "Boolean", false, false);
     add("Stop", "Boolean", false, true);
+    const text = add("Text", "String", "batch-0", false);
+    const modeType = ns.addEnumerationType({
+        browseName: "MachineMode", enumeration: ["Idle", "Running", "Stopped"] });
+    const mode = ns.addVariable({
+        componentOf: plc, nodeId: "s=PLC.Mode", browseName: "Mode", dataType: modeType,
+        value: { dataType: DataType.Int32, value: 0 },
+    });
+    const array = ns.addVariable({
+        componentOf: plc, nodeId: "s=PLC.Array", browseName: "Array", dataType: "Double",
+        valueRank: 1, arrayDimensions: [4],
+        value: { dataType: DataType.Double, arrayType: 1, value: new Float64Array(4) },
+    });
+    const morph = ns.addVariable({
+        componentOf: plc, nodeId: "s=PLC.Morph", browseName: "Morph", dataType: "BaseDataType",
+        value: { dataType: DataType.Double, value: 0.0 },
+    });
+    let morphed = false;
     const extras = [];
     for (let i = 0; i < (args.extra || 0); i++) extras.push(add(`V${i}`, "Double", 0.0, false));
+
+    const others = (context) => server.engine.getSessions().filter(
+        (session) => !context.session || session.nodeId.toString() !== context.session.nodeId.toString());
+    const method = (name, act) => ns.addMethod(plc, {
+        browseName: name, nodeId: `s=PLC.${name}`, inputArguments: [],
+        outputArguments: [{ name: "count", dataType: DataType.UInt32 }],
+    }).bindMethod(async (_inputs, context) => {
+        const count = act(others(context));
+        process.stderr.write(`${name}: ${count}\n`);
+        return { statusCode: StatusCodes.Good,
+                 outputArguments: [{ dataType: DataType.UInt32, value: count }] };
+    });
+    method("DropSessions", (sessions) => {
+        for (const session of sessions) {
+            server.engine.closeSession(session.authenticationToken, true, "Terminated");
+        }
+        return sessions.length;
+    });
+    method("DropSubscriptions", (sessions) => {
+        let count = 0;
+        for (const session of sessions) {
+            for (const sub of [...session.publishEngine.subscriptions]) {
+                session.deleteSubscription(sub.id);
+                count += 1;
+            }
+        }
+        return count;
+    });
+
+    method("ToggleMorph", () => { morphed = !morphed; return morphed ? 1 : 0; });
 
     let tick = 0;
     setInterval(() => {
@@ -68,6 +127,14 @@ async function main() {
         counter.setValueFromSource({ dataType: DataType.Int32, value: tick }, StatusCodes.Good, now);
         flag.setValueFromSource({ dataType: DataType.Boolean, value: tick % 2 === 1 },
             StatusCodes.Good, now);
+        text.setValueFromSource({ dataType: DataType.String,
+            value: `batch-${Math.floor(tick / 10)}` }, StatusCodes.Good, now);
+        mode.setValueFromSource({ dataType: DataType.Int32, value: Math.floor(tick / 10) % 3 },
+            StatusCodes.Good, now);
+        array.setValueFromSource({ dataType: DataType.Double, arrayType: 1,
+            value: new Float64Array([tick, tick + 1, tick + 2, tick + 3]) }, StatusCodes.Good, now);
+        morph.setValueFromSource(morphed ? { dataType: DataType.String, value: `text-${tick}` }
+            : { dataType: DataType.Double, value: tick }, StatusCodes.Good, now);
         for (let i = 0; i < extras.length; i++) {
             extras[i].setValueFromSource({ dataType: DataType.Double, value: tick + i / 1000 },
                 StatusCodes.Good, now);

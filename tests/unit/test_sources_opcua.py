@@ -7,13 +7,14 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import pytest
 from asyncua import ua
 from hypothesis import given
 from hypothesis import strategies as st
 
 from edge.config import ConfigError, convert
-from edge.model import Quality, TagRegistry
+from edge.model import Quality, SampleBatch, TagRegistry
 from edge.protocols.opcua.client import (
     Columns,
     all_bad,
@@ -25,7 +26,10 @@ from edge.protocols.opcua.client import (
     ts_ns_of,
     value_of,
 )
+from edge.runtime.metrics import Metrics
+from edge.sources.opcua_backfill import Backfill
 from edge.sources.opcua_config import OpcUaSourceConfig
+from edge.sources.opcua_types import TextTag, TypeWatch, describe
 
 
 def raw_config(**over: Any) -> dict[str, Any]:
@@ -174,3 +178,59 @@ def test_monitored_item_request_carries_sampling_queue_and_deadband() -> None:
     assert deadband_filter("none", 0.0) is None
     assert deadband_filter("absolute", 1.0).DeadbandType == ua.DeadbandType.Absolute  # type: ignore[union-attr]
     assert status_name(ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown)) == "BadNodeIdUnknown"
+
+
+def test_text_tags_are_not_samples_and_refuse_sample_options() -> None:
+    """A text tag declares no sample tag; a deadband or a polling group for it is a
+    config error naming the tag."""
+    raw = raw_config()
+    raw["groups"][0]["tags"].append({"name": "recipe", "node_id": "ns=1;s=R", "type": "text"})
+    cfg = convert(raw, OpcUaSourceConfig, "source 'plc'")
+    tags = TagRegistry()
+    cfg.declare_tags(tags)
+    assert "plc/recipe" not in tags and "plc/temp" in tags
+    raw["groups"][0]["tags"][-1]["deadband"] = "absolute"
+    with pytest.raises(ConfigError, match="text tag takes no deadband"):
+        convert(raw, OpcUaSourceConfig, "source 'plc'")
+    raw = raw_config()
+    raw["groups"][0]["mode"] = "poll"
+    raw["groups"][0]["tags"].append({"name": "recipe", "node_id": "ns=1;s=R", "type": "text"})
+    with pytest.raises(ConfigError, match="tag 'recipe': text tags need mode = 'subscribe'"):
+        convert(raw, OpcUaSourceConfig, "source 'plc'")
+
+
+def _dv(value: object, vt: ua.VariantType, ts: int = 1) -> ua.DataValue:
+    stamp = datetime.fromtimestamp(ts, UTC)
+    return ua.DataValue(Value=ua.Variant(value, vt), SourceTimestamp=stamp)
+
+
+def test_text_values_are_emitted_on_change_and_bad_once_when_data_is_missing() -> None:
+    """A text tag gives a TextValue only when its text changes; an enumeration number
+    becomes its name; a loss gives one Bad TextValue with the reason, after which the
+    same text is a change again; a number on a text tag is a quarantine, once."""
+    watch = TypeWatch("plc", {}, {})
+    tt = TextTag("plc/mode", "ns=1;s=M", {0: "Idle", 1: "Running"})
+    first = watch.texts([(tt, _dv(0, ua.VariantType.Int32)), (tt, _dv(0, ua.VariantType.Int32))])
+    assert [(r.value, r.quality) for r in first] == [("Idle", 0)]  # type: ignore[union-attr]
+    lost = watch.lost("connection lost: OSError", 5)
+    assert [(r.value, r.quality, r.reason) for r in lost] == [  # type: ignore[union-attr]
+        ("Idle", int(Quality.BAD_NOT_CONNECTED), "connection lost: OSError")]
+    assert watch.lost("again", 6) == []
+    again = watch.texts([(tt, _dv(0, ua.VariantType.Int32, 7))])
+    assert [(r.value, r.quality) for r in again] == [("Idle", 0)]  # type: ignore[union-attr]
+    odd = watch.texts([(tt, _dv([1.0, 2.0], ua.VariantType.Double, 8))] * 2)
+    assert [type(r).__name__ for r in odd] == ["Quarantine", "TextValue"]
+    assert describe(ua.Variant([1.0, 2.0], ua.VariantType.Double)) == "Double[2]"
+
+
+def test_backfill_drops_live_values_it_already_delivered_until_a_newer_one() -> None:
+    """After a backfill, a live value not newer than the tag's newest backfilled value is
+    dropped; from the first newer one on, the tag's values pass as they come."""
+    bf = Backfill("plc", np.array([3, 5], np.int32), [ua.NodeId(1), ua.NodeId(2)], Metrics(),
+                  max_s=60, max_values=10, timeout_s=1)
+    bf.watermark[0] = 100
+    bf.dedup = True
+    out = bf.live(SampleBatch([3, 3, 5, 3], [90, 100, 50, 110], [1.0, 2.0, 3.0, 4.0]))
+    assert out.ts_ns.tolist() == [50, 110] and not bf.dedup
+    assert bf.live(SampleBatch([3], [60], [5.0])).ts_ns.tolist() == [60]  # clock stepped back
+    assert bf.seen.tolist() == [110, 50]

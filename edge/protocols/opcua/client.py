@@ -7,7 +7,8 @@ Invariants:
   ``SampleBatch`` in one pass: the value as float64 (Boolean 0/1), the source timestamp
   (else the server's, else the time of arrival), the status mapped by
   ``status.quality_of_status``. A value that is no number (a string, an array, Null)
-  never passes as Good: it is NaN with ``BAD_DECODE``. A Bad status gives NaN whatever
+  never passes as Good: it is NaN with ``BAD_DECODE``, and kept in ``odd`` for the
+  source to say why. A Bad status gives NaN whatever
   value came with it (as our own server and the Modbus source do); Uncertain keeps it.
 * ``silent_for`` is the whole keepalive rule: a subscription whose last publish answer
   (data or keepalive) is older than two keepalive periods is lost, whatever the socket
@@ -62,9 +63,10 @@ def value_of(dv: ua.DataValue) -> tuple[float, int]:
 class Columns:
     """Samples of one publish or one Read, gathered then handed over as one batch."""
 
-    __slots__ = ("ids", "q", "ts", "val")
+    __slots__ = ("ids", "odd", "q", "ts", "val")
 
     def __init__(self) -> None:
+        self.odd: list[tuple[int, ua.DataValue]] = []  # values that were no number
         self.ids: list[int] = []
         self.ts: list[int] = []
         self.val: list[float] = []
@@ -73,6 +75,8 @@ class Columns:
     def add(self, tag_id: int, dv: ua.DataValue, arrival_ns: int) -> int:
         """Add one value; returns its quality byte."""
         value, quality = value_of(dv)
+        if quality == _BAD_DECODE and (dv.StatusCode is None or not dv.StatusCode.is_bad()):
+            self.odd.append((tag_id, dv))
         self.ids.append(tag_id)
         self.ts.append(ts_ns_of(dv, arrival_ns))
         self.val.append(value)
