@@ -109,8 +109,7 @@ async def test_dcmd_runs_only_the_allowed_command_and_journals_each(
     async def send(commands: Sequence[Command]) -> list[tuple[bool, str]]:
         return await flows[0].send_commands(commands)
 
-    hooks = Hooks(status=lambda: None, reset_interlock=lambda name: False,
-                  send_commands=send, journal=keep)
+    hooks = Hooks(status=lambda: None, send_commands=send, journal=keep)
     sink_cfg = convert({"name": "sp", "group_id": "plant1", "edge_node_id": "gw1",
                         "brokers": [f"mqtt://127.0.0.1:{broker.port}"],
                         "primary_host_id": "scada",
