@@ -57,7 +57,7 @@ def test_data_chaos_through_the_daemon_is_kept_once_or_quarantined(tmp_path: Pat
         gw = st.make_gateway(cfg)
         gw.start()
         wait_for("the MQTT source subscribed", lambda: any(
-            e.get("source") == "stf" for e in gw.events("mqtt link up")), 30, logs=st.logs)
+            e.get("link") == "source:stf" for e in gw.events("link up")), 30, logs=st.logs)
         st.start_line()
         time.sleep(RUN_S)
         st.parts["line"].stop()

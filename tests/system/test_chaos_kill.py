@@ -56,7 +56,7 @@ def test_kill9_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) ->
         # after READY): a result the broker acknowledged before that has no session to
         # wait in, and no gateway could have it.
         wait_for("the MQTT results source subscribed", lambda: any(
-            e.get("source") == "quality" for e in gw.events("mqtt link up")), 30, logs=st.logs)
+            e.get("link") == "source:quality" for e in gw.events("link up")), 30, logs=st.logs)
         pub = Publisher(st.broker.port, rate=20.0).start()
         wait_for("first measurements at the MES", lambda: st.mes.count("measurement") > 0, 30,
                  logs=st.logs)
