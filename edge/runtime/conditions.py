@@ -17,7 +17,10 @@ Invariants:
   reset is refused while its condition is active. ``retain`` is true while any of active,
   latched, unacknowledged, unconfirmed holds.
 * Every acknowledge, confirm and reset, taken or refused, is one ``OperatorAction``
-  record (origin, user, target, comment, outcome), journaled before the answer returns.
+  record (origin, user, target, comment, outcome), journaled before the answer returns;
+  a journal that cannot commit (a full disk) holds the answer at most ``AUDIT_WAIT_S``:
+  the record stays queued in memory until the disk takes it, and an operator can still
+  reset an interlock (the interlocks keep working on a full disk).
   A refusal names its reason; it never changes the condition.
 * A reset that takes sends the interlock's reset command (``InterlockAction.reset``) to
   the device, so the tool restarts; a failed command is said in the answer and the record.
@@ -26,6 +29,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -40,6 +44,7 @@ if TYPE_CHECKING:
     from edge.config import Config
 
 log = structlog.get_logger("edge.conditions")
+AUDIT_WAIT_S = 2.0  # the longest an answer waits for its audit record's journal commit
 
 Kind = Literal["interlock", "spc", "health"]
 # What an alarm list needs to draw it: a limit on a value (high/low), or a state that is
@@ -311,7 +316,12 @@ class ConditionBoard:
         record = OperatorAction(ts_ns=self._clock(), origin=origin, user=user or "anonymous",
                                 action=action, target=target, ok=out.ok, comment=comment,
                                 detail=out.detail)
-        await self._journal([record])
+        try:  # shielded: a late commit still happens, only the answer stops waiting
+            await asyncio.wait_for(asyncio.shield(self._journal([record])), AUDIT_WAIT_S)
+        except TimeoutError:
+            log.warning("operator action answered before its record was committed; it is "
+                        "kept in memory until the journal commits (disk full?)",
+                        action=action, target=target, origin=origin, wait_s=AUDIT_WAIT_S)
 
     def _raise(self, cid: str, ts_ns: int, *, latched: bool = False, value: float,
                message: str, severity: int | None = None, lot: str = "",

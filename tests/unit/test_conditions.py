@@ -3,6 +3,7 @@ reasons, and one OperatorAction per operator action. No gateway, no I/O."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import pytest
@@ -123,6 +124,31 @@ async def test_a_latched_interlock_out_of_limits_again_is_active_again() -> None
     c = b.get("interlock:overtemp")
     assert c is not None and (c.active, c.latched, c.acked) == (True, True, False)
     assert "active again" in c.message
+
+
+async def test_a_journal_that_cannot_commit_does_not_block_a_reset(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a full disk the journal commit never comes: a reset still takes (the interlocks
+    must keep working there) after at most AUDIT_WAIT_S, and its record is still handed to
+    the journal, which commits it once the disk takes it."""
+    monkeypatch.setattr("edge.runtime.conditions.AUDIT_WAIT_S", 0.05)
+    plant = Plant()
+    stuck = asyncio.Event()
+    handed: list[Record] = []
+
+    async def full_disk(records: Sequence[Record]) -> None:
+        handed.extend(records)
+        await stuck.wait()  # the writer keeps it in memory, retrying the commit
+
+    b = board(plant)
+    b.bind(probes={"interlock": plant.probe}, reset_latch=plant.reset_latch,
+           send_reset=plant.send_reset, journal=full_disk)
+    plant.latched = True
+    b.observe([trip()])
+    out = await asyncio.wait_for(b.reset("overtemp", origin="cli", user="root"), 5)
+    assert out.ok and plant.sent == ["overtemp"] and not plant.latched
+    assert [r.action for r in handed if isinstance(r, OperatorAction)] == ["reset"]
+    stuck.set()
 
 
 async def test_refusals_name_their_reason_and_change_nothing() -> None:
