@@ -32,9 +32,9 @@ def render(status: StatusDoc | Mapping[str, Any]) -> str:
     lines += ["", "journal (per durable sink)"]
     for sink, st in sorted(doc.get("journal", {}).items()):
         lines.append(
-            f"  {sink:<16} backlog {int(st['depth_points']):>10} points "
-            f"{int(st['depth_bytes']):>12} B  "
-            f"oldest unsent {float(st['oldest_unsent_age_s']):7.1f} s"
+            f"  {sink[:14]:<14} backlog {int(st['depth_points']):>9} points "
+            f"{int(st['depth_bytes']):>11} B  "
+            f"oldest unsent {float(st['oldest_unsent_age_s']):6.1f} s"
         )
     lines.append(
         f"  pending commit {doc.get('journal_pending_points', 0)} points, "
@@ -103,17 +103,16 @@ def _energy(energy: Mapping[str, Any]) -> list[str]:
     lines = ["", "energy"]
     for line, st in sorted(energy.items()):
         per_part = _num(st.get("kwh_per_good_part"))
-        part = f"{per_part:.4f} kWh/good part" if math.isfinite(per_part) else \
-            "- kWh/good part (no shift closed)"
-        lines.append(f"  {line[:16]:<16} shift {str(st.get('shift') or '-')[:8]:<8} "
-                     f"{_num(st.get('shift_kwh')):8.3f} kWh  {part}")
+        part = f"{per_part:.4f} kWh" if math.isfinite(per_part) else "- (no shift closed)"
+        lines.append(f"  {line[:12]:<12} shift {str(st.get('shift') or '-')[:8]:<8} "
+                     f"{_num(st.get('shift_kwh')):8.3f} kWh  per good part {part}")
         motors = sorted((st.get("motors_kwh") or {}).items(), key=lambda kv: -_num(kv[1]))
         top = [f"{m[:20]:<20} {_num(k):8.4f} kWh" for m, k in motors[:4]]
+        if top:
+            lines.append(f"    motors over the last {_num(st.get('window_s')):.0f} s "
+                         f"(top {len(top)} of {len(motors)}; all in the JSON)")
         for i in range(0, len(top), 2):
             lines.append("    " + "  ".join(top[i:i + 2]))
-        if len(motors) > 4:
-            lines.append(f"    and {len(motors) - 4} more motors (last "
-                         f"{_num(st.get('window_s')):.0f} s; all in the JSON)")
     return lines
 
 
