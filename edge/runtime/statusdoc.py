@@ -9,7 +9,10 @@ Invariants:
   ``DIAGNOSTICS`` under ``Diagnostics/<field>/<key>/<field>`` and each interlock's
   ``InterlockStatus`` fields under ``Interlocks/<name>/<field>``; SCADA clients bind to
   those node names. ``tests/unit/test_statusdoc.py`` pins them: renaming a field here is
-  a breaking change for every client.
+  a breaking change for every client. ``oee``, ``energy`` and ``last_wafer`` are not
+  mirrored (their rolling values are OPC-UA tag variables already: ``etch1/oee``, ...).
+* The stages' parts are what each stage last published (``states()`` copies, never
+  recomputes): the board builds the document once a second.
 * ``build_status`` is pure: every input is an argument; nothing here imports the
   gateway, a stage or the journal.
 * Encoded with ``encode`` (msgspec JSON), a NaN or infinite number is ``null``: the
