@@ -93,8 +93,11 @@ class WebGateway:
 
 @asynccontextmanager
 async def web_gateway(tmp_path: Path, web: WebConfig | None = None,
-                      secrets: dict[str, str] | None = None) -> AsyncIterator[WebGateway]:
-    """The gateway running (READY) with its web page listening; stopped on exit."""
+                      secrets: dict[str, str] | None = None,
+                      sections: dict[str, list[object]] | None = None,
+                      ) -> AsyncIterator[WebGateway]:
+    """The gateway running (READY) with its web page listening; stopped on exit.
+    ``sections``: more stage sections (``oee``, ...) beside the interlock."""
     chamber = Chamber()
     rule = InterlockRuleConfig(name=INTERLOCK, tag="etch1/chamber_temp", high=LIMIT,
                                clear_hysteresis=2.0, action=InterlockAction(source="etch1"))
@@ -104,7 +107,7 @@ async def web_gateway(tmp_path: Path, web: WebConfig | None = None,
         JournalSection(commit_interval_ms=1.0),
         sources=[ChamberCfg(chamber)],
         sinks=[web or WebConfig(listen="127.0.0.1:0")],
-        sections={"interlocks": [rule]},
+        sections={"interlocks": [rule], **(sections or {})},
     )
     known = secrets or {}
     gw = Gateway(cfg, secrets=lambda name: known[name], serve_control=_no_socket)

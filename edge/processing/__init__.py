@@ -51,12 +51,13 @@ STAGES: tuple[StageKind, ...] = (
               "edge.processing.health:Health", status="health"),
     StageKind("spc", "spc", "edge.processing.spc:SpcConfig", "edge.processing.spc:Spc",
               status="spc"),
-    StageKind("oee", "oee", "edge.processing.oee:OeeConfig", "edge.processing.oee:Oee"),
+    StageKind("oee", "oee", "edge.processing.oee:OeeConfig", "edge.processing.oee:Oee",
+              status="oee"),
     StageKind("energy", "energy", "edge.processing.energy:EnergyConfig",
-              "edge.processing.energy:Energy"),
+              "edge.processing.energy:Energy", status="energy"),
     # last: a wafer's step record carries the trips, quarantines and alarms made above
     StageKind("wafer_steps", "trace", "edge.processing.trace:WaferTraceConfig",
-              "edge.processing.trace:Trace"),
+              "edge.processing.trace:Trace", status="last_wafer"),
 )
 STAGE_SECTIONS: tuple[str, ...] = tuple(k.section for k in STAGES)
 STATUS_FIELD: dict[str, str] = {k.name: k.status for k in STAGES if k.status}

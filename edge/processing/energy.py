@@ -153,6 +153,8 @@ class _Line:
     per_part: tuple[int, int, float] | None = None  # (tag, ts, value) to publish next
     shift_ws: float = 0.0  # energy of the open shift so far (kept as samples come)
     shift_key: int = -1  # the start minute of the shift shift_ws is for
+    window: dict[str, float] = field(default_factory=dict)  # motor -> kWh, last published
+    last_per_part: float = math.nan  # kWh per good part of the last closed shift
 
 
 class Energy:
@@ -220,6 +222,22 @@ class Energy:
 
     def tick(self, now_ns: int) -> StageOutput:
         return StageOutput(SampleBatch.empty())
+
+    def states(self) -> dict[str, dict[str, object]]:
+        """Per line: the shift now open and its kWh so far, kWh per good part of the last
+        closed shift, each motor's kWh over the window, as last published (no pass over
+        the kept minutes: the status asks every second)."""
+        out: dict[str, dict[str, object]] = {}
+        for line in self.lines:
+            sh = line.open_shift
+            now = sh is not None and line.shift_key == sh.start_min and \
+                sh.start_ns <= line.now_ns
+            out[line.cfg.name] = {
+                "shift": sh.name if now and sh is not None else "",
+                "shift_kwh": line.shift_ws / WS_PER_KWH if now else 0.0,
+                "kwh_per_good_part": line.last_per_part, "window_s": line.cfg.window_s,
+                "motors_kwh": dict(line.window)}
+        return out
 
     def totals(self, line_name: str) -> dict[str, dict[str, float]]:
         """Per motor of a line since the stage started: kwh, measured_kwh, estimated_kwh,
@@ -321,6 +339,8 @@ class Energy:
                 measured_kwh=float(c[0] / WS_PER_KWH), estimated_kwh=float(c[1] / WS_PER_KWH),
                 gap_s=float(c[2]), bridged_s=float(c[3]),
                 good_parts=good if scope == "line" else -1, kwh_per_good_part=per_part))
+        if good > 0:
+            line.last_per_part = reports[-1].kwh_per_good_part
         if cfg.emit_samples and good > 0:
             line.next_pub_ns = -1  # publish the new per-part figure with the next samples
             line.per_part = (self._tags.id_of(f"{cfg.name}/kwh_per_good_part"),
@@ -329,12 +349,20 @@ class Energy:
 
     def _publish(self, line: _Line, ids: list[int], ts: list[int], vals: list[float]) -> None:
         cfg = line.cfg
-        if not cfg.emit_samples or line.now_ns < 0 or line.now_ns < line.next_pub_ns:
+        if line.now_ns < 0 or line.now_ns < line.next_pub_ns:
             return
         line.next_pub_ns = line.now_ns + round(cfg.publish_interval_s * 1e9)
         now_min = line.now_ns // MINUTE_NS
         a = now_min + 1 - round(cfg.window_s / 60)
         window = {m.cfg.name: _window_kwh(m.minutes, a, now_min + 1) for m in line.motors}
+        line.window = window
+        sh = line.open_shift
+        if sh is not None and line.shift_key != sh.start_min:  # a new shift: sum it once
+            line.shift_key = sh.start_min
+            line.shift_ws = sum(float(c[0] + c[1]) for m in line.motors
+                                for k, c in m.minutes.items() if k >= sh.start_min)
+        if not cfg.emit_samples:
+            return
         stations = {s: sum(window[m.cfg.name] for m in line.motors if m.cfg.station_name == s)
                     for s in cfg.stations()}
         for device, v in [*window.items(), *stations.items(),
@@ -342,12 +370,7 @@ class Energy:
             ids.append(self._tags.id_of(f"{device}/energy_kwh"))
             ts.append(line.now_ns)
             vals.append(v)
-        sh = line.open_shift
         if sh is not None:
-            if line.shift_key != sh.start_min:  # a new shift: sum its minutes once
-                line.shift_key = sh.start_min
-                line.shift_ws = sum(float(c[0] + c[1]) for m in line.motors
-                                    for k, c in m.minutes.items() if k >= sh.start_min)
             ids.append(self._tags.id_of(f"{cfg.name}/energy_shift_kwh"))
             ts.append(line.now_ns)
             vals.append(line.shift_ws / WS_PER_KWH)

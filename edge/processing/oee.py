@@ -157,6 +157,7 @@ class _Line:
     kept_from: int = -(2**62)
     trip_owner: dict[str, _Tool] = field(default_factory=dict)
     cmm_owner: dict[str, list[_Tool]] = field(default_factory=dict)
+    rolling: list[OeeReport] = field(default_factory=list)  # the last published window
 
 
 class Oee:
@@ -217,6 +218,19 @@ class Oee:
 
     def tick(self, now_ns: int) -> StageOutput:
         return StageOutput(SampleBatch.empty())
+
+    def states(self) -> dict[str, dict[str, object]]:
+        """Per tool and line: the factors over the rolling window as last published (no
+        recomputation: the status asks every second) and the shift now open."""
+        out: dict[str, dict[str, object]] = {}
+        for line in self.lines:
+            sh = line.open_shift
+            shift = sh.name if sh is not None and sh.start_ns <= line.now_ns else ""
+            for rep in line.rolling:
+                out[rep.name] = {"scope": rep.scope, "line": line.cfg.name, "shift": shift,
+                                 "window_s": line.cfg.window_s,
+                                 **{f: getattr(rep, f) for f in FACTORS}}
+        return out
 
     def report(self, line_name: str, start_ns: int, end_ns: int, shift: str = "",
                ) -> list[OeeReport]:
@@ -283,11 +297,14 @@ class Oee:
 
     def _publish(self, line: _Line, ids: list[int], ts: list[int], vals: list[float]) -> None:
         cfg = line.cfg
-        if not cfg.emit_samples or line.now_ns < 0 or line.now_ns < line.next_pub_ns:
+        if line.now_ns < 0 or line.now_ns < line.next_pub_ns:
             return
         line.next_pub_ns = line.now_ns + round(cfg.publish_interval_s * 1e9)
         end = line.now_ns // MINUTE_NS + 1
-        for rep in _reports(line, end - round(cfg.window_s / 60), end, "", rolling=True):
+        line.rolling = _reports(line, end - round(cfg.window_s / 60), end, "", rolling=True)
+        if not cfg.emit_samples:
+            return
+        for rep in line.rolling:
             for f in FACTORS:
                 v = getattr(rep, f)
                 if math.isfinite(v):

@@ -125,6 +125,7 @@ class _Tool:
         self.lot = ""
         self.recipe = ""
         self.open: _Open | None = None
+        self.last: WaferStep | None = None
 
     # ------------------------------------------------------------------ per batch
 
@@ -184,7 +185,8 @@ class _Tool:
                 earlier = [e for e in events if e.ts_ns < t]
                 events = [e for e in events if e.ts_ns >= t]
                 self._attach(now, earlier)
-                out.append(self._close(now, max(start, now.start_ns)))
+                self.last = self._close(now, max(start, now.start_ns))
+                out.append(self.last)
             done = cut
             self.open = self._new(slot, start, t, elapsed is not None)
         elif now is not None and elapsed is not None and not now.start_from_tool:
@@ -256,10 +258,14 @@ class _Tool:
             return rec.alarm and rec.tag in self.tag_keys
         return False
 
-    def state(self) -> dict[str, object]:
-        step = self.open
-        return {"lot": step.lot if step else "", "wafer": step.slot if step else "",
-                "start_ns": step.start_ns if step else 0}
+    def state(self) -> dict[str, object] | None:
+        """The last step this tool made, in counts (the status's ``last_wafer``)."""
+        s = self.last
+        if s is None:
+            return None
+        return {"tool": s.tool, "lot": s.lot, "wafer": s.wafer, "recipe": s.recipe,
+                "start_ns": s.start_ns, "end_ns": s.end_ns, "trips": len(s.trips),
+                "quarantines": len(s.quarantines), "spc_alarms": len(s.spc_alarms)}
 
 
 class Trace:
@@ -285,8 +291,9 @@ class Trace:
         return StageOutput(SampleBatch.empty())
 
     def states(self) -> dict[str, dict[str, object]]:
-        """Per tool: the lot and wafer in it now and since when."""
-        return {t.cfg.name: t.state() for t in self.tools}
+        """Per tool that has made one: its last wafer step (the status document keeps the
+        one that ended last)."""
+        return {t.cfg.name: st for t in self.tools if (st := t.state()) is not None}
 
 
 def _tag_id(tags: TagRegistry, key: str, tool: str, what: str) -> int:

@@ -64,7 +64,7 @@ class SinkView(Protocol):
 
 @runtime_checkable
 class StatefulStage(Protocol):
-    """A stage that reports its state for the status (interlock, health, spc)."""
+    """A stage that reports its state for the status (``edge.processing.STAGES``)."""
 
     name: str
 

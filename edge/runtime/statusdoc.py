@@ -9,7 +9,10 @@ Invariants:
   ``DIAGNOSTICS`` under ``Diagnostics/<field>/<key>/<field>`` and each interlock's
   ``InterlockStatus`` fields under ``Interlocks/<name>/<field>``; SCADA clients bind to
   those node names. ``tests/unit/test_statusdoc.py`` pins them: renaming a field here is
-  a breaking change for every client.
+  a breaking change for every client. ``oee``, ``energy`` and ``last_wafer`` are not
+  mirrored (their rolling values are OPC-UA tag variables already: ``etch1/oee``, ...).
+* The stages' parts are what each stage last published (``states()`` copies, never
+  recomputes): the board builds the document once a second.
 * ``build_status`` is pure: every input is an argument; nothing here imports the
   gateway, a stage or the journal.
 * Encoded with ``encode`` (msgspec JSON), a NaN or infinite number is ``null``: the
@@ -92,6 +95,44 @@ class SpcStatus(_Doc, frozen=True):
     points: float
 
 
+class OeeStatus(_Doc, frozen=True):
+    """A tool's or a line's OEE over the stage's rolling window (NaN: not known yet)."""
+
+    scope: Literal["tool", "line"]
+    line: str
+    shift: str  # the shift now open ("" outside planned time)
+    availability: float
+    performance: float
+    quality: float
+    oee: float
+    window_s: float
+
+
+class EnergyStatus(_Doc, frozen=True):
+    """A line's energy: this shift so far, per good part of the last closed shift (NaN
+    until one closed with parts), each motor's kWh over the rolling window."""
+
+    shift: str
+    shift_kwh: float
+    kwh_per_good_part: float
+    window_s: float
+    motors_kwh: dict[str, float]
+
+
+class LastWafer(_Doc, frozen=True):
+    """The last ``WaferStep`` the trace stage made (any tool)."""
+
+    tool: str
+    lot: str
+    wafer: str
+    recipe: str
+    start_ns: int
+    end_ns: int
+    trips: int
+    quarantines: int
+    spc_alarms: int
+
+
 class StatusDoc(_Doc, frozen=True):
     gateway: str
     pid: int
@@ -107,6 +148,9 @@ class StatusDoc(_Doc, frozen=True):
     interlocks: dict[str, InterlockStatus]
     health: dict[str, HealthStatus]
     spc: dict[str, SpcStatus]
+    oee: dict[str, OeeStatus] = {}
+    energy: dict[str, EnergyStatus] = {}
+    last_wafer: LastWafer | None = None
 
 
 # The fields of StatusDoc that the OPC-UA Diagnostics object mirrors, in this order.
@@ -116,7 +160,8 @@ DIAGNOSTICS: tuple[str, ...] = (
 
 _STAGE_TYPES: dict[str, type] = {
     "interlocks": dict[str, InterlockStatus], "health": dict[str, HealthStatus],
-    "spc": dict[str, SpcStatus],
+    "spc": dict[str, SpcStatus], "oee": dict[str, OeeStatus],
+    "energy": dict[str, EnergyStatus], "last_wafer": dict[str, LastWafer],
 }
 
 
@@ -138,8 +183,9 @@ def build_status(
     stage_states: Mapping[str, Mapping[str, Mapping[str, object]]],
 ) -> StatusDoc:
     """The document from its inputs. ``stage_states``: document field (``interlocks``,
-    ``health``, ``spc``: ``edge.processing.STAGES`` says which stage fills which) -> that
-    stage's ``states()``."""
+    ``health``, ``spc``, ...: ``edge.processing.STAGES`` says which stage fills which) ->
+    that stage's ``states()``. ``last_wafer`` takes the trace stage's per-tool last steps
+    and keeps the one that ended last."""
     parts: dict[str, object] = {field: {} for field in _STAGE_TYPES}
     for field, states in stage_states.items():
         parts[field] = msgspec.convert(_plain(states), _STAGE_TYPES[field], strict=False)
@@ -152,6 +198,10 @@ def build_status(
         interlocks=parts["interlocks"],  # type: ignore[arg-type]
         health=parts["health"],  # type: ignore[arg-type]
         spc=parts["spc"],  # type: ignore[arg-type]
+        oee=parts["oee"],  # type: ignore[arg-type]
+        energy=parts["energy"],  # type: ignore[arg-type]
+        last_wafer=max(parts["last_wafer"].values(),  # type: ignore[attr-defined]
+                       key=lambda w: w.end_ns, default=None),
     )
 
 

@@ -1,7 +1,11 @@
-"""Plain-text rendering of the status document for ``edge-gateway status``."""
+"""Plain-text rendering of the status document for ``edge-gateway status``.
+
+Every line fits 80 columns (a terminal, a journalctl pager), names cut where needed."""
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,9 +32,9 @@ def render(status: StatusDoc | Mapping[str, Any]) -> str:
     lines += ["", "journal (per durable sink)"]
     for sink, st in sorted(doc.get("journal", {}).items()):
         lines.append(
-            f"  {sink:<16} backlog {int(st['depth_points']):>10} points "
-            f"{int(st['depth_bytes']):>12} B  "
-            f"oldest unsent {float(st['oldest_unsent_age_s']):7.1f} s"
+            f"  {sink[:14]:<14} backlog {int(st['depth_points']):>9} points "
+            f"{int(st['depth_bytes']):>11} B  "
+            f"oldest unsent {float(st['oldest_unsent_age_s']):6.1f} s"
         )
     lines.append(
         f"  pending commit {doc.get('journal_pending_points', 0)} points, "
@@ -55,6 +59,9 @@ def render(status: StatusDoc | Mapping[str, Any]) -> str:
             health_v = float("nan") if health_v is None else float(health_v)
             lines.append(f"  {motor:<24} health {health_v:.2f}  "
                          f"ttf {ttf_txt}")
+    lines += _oee(doc.get("oee") or {})
+    lines += _energy(doc.get("energy") or {})
+    lines += _wafer(doc.get("last_wafer"))
     bad = {n: c for n, c in doc.get("components", {}).items()
            if c.get("restarts") or not c.get("running") or c.get("stuck")}
     if bad:
@@ -64,3 +71,59 @@ def render(status: StatusDoc | Mapping[str, Any]) -> str:
             lines.append(f"  {name:<24} restarts {c['restarts']}{stuck}  "
                          f"{c.get('last_error', '')}")
     return "\n".join(lines) + "\n"
+
+
+def _num(value: object) -> float:
+    """A number of the document; NaN for null (JSON has no NaN) or anything else."""
+    return float(value) if isinstance(value, int | float) else math.nan
+
+
+def _pct(value: object) -> str:
+    v = _num(value)
+    return f"{100 * v:5.1f}%" if math.isfinite(v) else "    - "
+
+
+def _oee(oee: Mapping[str, Any]) -> list[str]:
+    if not oee:
+        return []
+    lines = ["", "oee (rolling window)          availability performance quality    oee"]
+    tools = sorted(oee.items(), key=lambda kv: (kv[1].get("line", ""),
+                                                kv[1].get("scope") == "line", kv[0]))
+    for name, st in tools:
+        label = f"{name[:18]} ({st.get('scope', '?')})"
+        lines.append(f"  {label:<27} {_pct(st.get('availability')):>12} "
+                     f"{_pct(st.get('performance')):>11} {_pct(st.get('quality')):>7} "
+                     f"{_pct(st.get('oee')):>6}  {str(st.get('shift') or '-')[:8]}")
+    return lines
+
+
+def _energy(energy: Mapping[str, Any]) -> list[str]:
+    if not energy:
+        return []
+    lines = ["", "energy"]
+    for line, st in sorted(energy.items()):
+        per_part = _num(st.get("kwh_per_good_part"))
+        part = f"{per_part:.4f} kWh" if math.isfinite(per_part) else "- (no shift closed)"
+        lines.append(f"  {line[:12]:<12} shift {str(st.get('shift') or '-')[:8]:<8} "
+                     f"{_num(st.get('shift_kwh')):8.3f} kWh  per good part {part}")
+        motors = sorted((st.get("motors_kwh") or {}).items(), key=lambda kv: -_num(kv[1]))
+        top = [f"{m[:20]:<20} {_num(k):8.4f} kWh" for m, k in motors[:4]]
+        if top:
+            lines.append(f"    motors over the last {_num(st.get('window_s')):.0f} s "
+                         f"(top {len(top)} of {len(motors)}; all in the JSON)")
+        for i in range(0, len(top), 2):
+            lines.append("    " + "  ".join(top[i:i + 2]))
+    return lines
+
+
+def _wafer(step: Mapping[str, Any] | None) -> list[str]:
+    if not step:
+        return []
+    start, end = int(step.get("start_ns", 0)), int(step.get("end_ns", 0))
+    when = time.strftime("%H:%M:%S", time.gmtime(end / 1e9))
+    return ["", "last wafer",
+            f"  {str(step.get('wafer'))[:24]} on {str(step.get('tool'))[:16]}  "
+            f"recipe {str(step.get('recipe') or '-')[:20]}",
+            f"  left {when} UTC after {(end - start) / 1e9:.0f} s  "
+            f"trips {step.get('trips', 0)}  quarantines {step.get('quarantines', 0)}  "
+            f"spc alarms {step.get('spc_alarms', 0)}"]

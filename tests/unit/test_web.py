@@ -4,6 +4,7 @@ the CLI's refusals, login against hashed users, and the config's loopback rule."
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import re
@@ -23,6 +24,10 @@ from web_gateway import INTERLOCK, LIMIT, web_gateway
 
 from edge.config import loads
 from edge.errors import ConfigError
+from edge.processing.calendar import CalendarConfig, ShiftConfig
+from edge.processing.energy import EnergyConfig, EnergyMotorConfig
+from edge.processing.oee import OeeConfig, OeeToolConfig
+from edge.processing.trace import WaferTraceConfig
 from edge.protocols.opcua.security import hash_password
 from edge.runtime.statusdoc import StatusDoc, encode
 from edge.web.auth import is_loopback, parse_basic
@@ -62,6 +67,49 @@ async def test_status_is_the_typed_status_document_in_strict_json(tmp_path: Path
         assert il["state"] == "ok" and il["limit"] == LIMIT
         assert il["last_value"] is None, "NaN before any sample is null"
         assert doc["interlocks"] == msgspec.json.decode(encode(g.gw.status()))["interlocks"]
+
+
+async def test_status_carries_oee_energy_and_the_last_wafer(tmp_path: Path) -> None:
+    """With OEE, energy and wafer-trace stages configured, GET /api/status has their
+    sections (the page's OEE, Energy and Last wafer tables) as the gateway's own document
+    says, strict JSON; the last wafer appears once a wafer left the tool."""
+    day = CalendarConfig(shifts=[ShiftConfig(name="am", start="00:00", end="12:00"),
+                                 ShiftConfig(name="pm", start="12:00", end="00:00")])
+    temp = "etch1/chamber_temp"  # the test's only tag stands in for state, current and wafer
+    sections: dict[str, list[object]] = {
+        # publishing at every batch: the second sample shows run time and energy
+        "oee": [OeeConfig(name="fab", calendar=day, publish_interval_s=1e-6, tools=[OeeToolConfig(
+            name="etch1", ideal_cycle_s=45.0, state_tag=temp, state_kind="current",
+            count_tag=temp, count_kind="rising")])],
+        "energy": [EnergyConfig(name="stf", calendar=day, publish_interval_s=1e-6, motors=[
+            EnergyMotorConfig(name="etch1_heater", current_tag=temp)])],
+        "wafer_steps": [WaferTraceConfig(name="etch1", wafer_tag=temp)],
+    }
+    async with web_gateway(tmp_path, sections=sections) as g, \
+            httpx.AsyncClient(base_url=g.url) as http:
+        doc = _strict((await http.get("api/status")).content)
+        assert isinstance(doc, dict) and doc["last_wafer"] is None
+        for v in (150.0, 151.0):
+            await g.feed(v)
+        for _ in range(400):  # the stages run after the source emitted: bounded wait
+            doc = _strict((await http.get("api/status")).content)
+            assert isinstance(doc, dict)
+            if doc["last_wafer"] is not None and doc["oee"] and doc["energy"]:
+                break
+            await asyncio.sleep(0.05)
+        own = msgspec.json.decode(encode(g.gw.status()))
+        assert doc["oee"] == own["oee"] and doc["energy"] == own["energy"]
+        assert set(doc["oee"]) == {"etch1", "fab"}
+        tool = doc["oee"]["etch1"]
+        assert {k: tool[k] for k in ("scope", "line", "window_s")} == {
+            "scope": "tool", "line": "fab", "window_s": 3600.0}
+        assert tool["shift"] in ("am", "pm") and tool["availability"] == 1.0
+        stf = doc["energy"]["stf"]
+        assert set(stf["motors_kwh"]) == {"etch1_heater"} and stf["motors_kwh"]["etch1_heater"] > 0
+        assert stf["kwh_per_good_part"] is None, "no shift closed: null, not NaN"
+        wafer = doc["last_wafer"]
+        assert (wafer["tool"], wafer["wafer"], wafer["trips"]) == ("etch1", "150", 0)
+        assert 0 < wafer["start_ns"] <= wafer["end_ns"]
 
 
 async def test_tags_search_returns_latest_value_quality_and_age(tmp_path: Path) -> None:
@@ -154,6 +202,8 @@ async def test_the_page_is_served_and_needs_nothing_from_the_internet(tmp_path: 
         r = await http.get("")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
         assert "Interlocks" in r.text and "api/status" in r.text
+        for table in ('id="oee"', 'id="energy"', 'id="wafer"', "d.last_wafer"):
+            assert table in r.text
         assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", r.text)
         assert not re.search(r"""(fetch|import)\(\s*["'`](https?:)?//""", r.text)
 
