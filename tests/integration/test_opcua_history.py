@@ -55,10 +55,11 @@ async def stored(sink: OpcUaSink, samples: int, records: int = 0) -> None:
 
 async def recording_ms(sink: OpcUaSink) -> int:
     """Once the history records: now, on a whole millisecond (node-opcua's Date keeps
-    milliseconds), plus one."""
+    milliseconds), plus two: a read from one millisecond before it then starts after the
+    recording span began (which can be in the same millisecond as now), never in a gap."""
     assert sink._history is not None
     await asyncio.wait_for(sink._history.ready.wait(), 60)
-    return time.time_ns() // 1_000_000 * 1_000_000 + 1_000_000
+    return time.time_ns() // 1_000_000 * 1_000_000 + 2_000_000
 
 
 async def test_raw_history_walks_continuation_points_and_says_where_the_gap_is(
