@@ -19,8 +19,8 @@ Invariants:
   At most ``max_events`` per step are kept, the rest counted in ``dropped``.
 * State is in memory: a wafer that left the tool while the gateway was down has no
   step record (no reading ever showed it leave); the tool's next wafer does.
-* Pure and synchronous like every stage: no I/O, work per batch is one ``np.isin`` and
-  a few numpy reductions per tool tag.
+* Pure and synchronous like every stage: no I/O, work per batch is one tag-table
+  lookup (``TagSet``) and a few numpy reductions per tool tag.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from edge.model import (
     TextValue,
     WaferStep,
 )
+from edge.processing.tagset import TagSet
 
 _BAD = 0x80
 
@@ -120,6 +121,8 @@ class _Tool:
                    if i >= 0]
         self.control = np.array(control, np.int32)
         self.all_ids = np.union1d(self.sum_ids, self.control).astype(np.int32)
+        self._all_set = TagSet(self.all_ids)
+        self._control_set = TagSet(self.control)
         self.tag_keys = {*keys, *(k for k in (cfg.wafer_tag, cfg.lot_tag, cfg.elapsed_tag,
                                               cfg.recipe_tag) if k)}
         self.lot = ""
@@ -136,7 +139,7 @@ class _Tool:
                     and not rec.quality & _BAD):
                 self.recipe = rec.value
         if len(batch):
-            idx = np.flatnonzero(np.isin(batch.tag_id, self.all_ids))
+            idx = np.flatnonzero(self._all_set.contains(batch.tag_id))
         else:
             idx = np.empty(0, np.intp)
         if idx.shape[0]:
@@ -144,7 +147,7 @@ class _Tool:
             idx = idx[order]
             tid, ts = batch.tag_id[idx], batch.ts_ns[idx]
             val, q = batch.value[idx], batch.quality[idx]
-            ctl = np.flatnonzero(np.isin(tid, self.control) & (q < _BAD) & np.isfinite(val))
+            ctl = np.flatnonzero(self._control_set.contains(tid) & (q < _BAD) & np.isfinite(val))
             done = 0  # subset rows [0, done) are summarised
             k = 0
             while k < ctl.shape[0]:
