@@ -142,7 +142,7 @@ async def run(clients: int, tags: int, rate: int, seconds: float, publishing_ms:
         cfg = OpcUaConfig(endpoint=f"opc.tcp://127.0.0.1:{free_port()}/edge",
                           history=OpcUaHistoryConfig(enabled=history), threaded=threaded)
         ctx = BuildContext("bench", reg, metrics, Path(tmp), lambda n: "",
-                           Hooks(lambda: None, lambda n: False))
+                           Hooks(lambda: None))
         sink = cfg.build(ctx)
         assert isinstance(sink, OpcUaSink | ThreadedOpcUaSink)
         server_task = asyncio.create_task(sink.run())
