@@ -10,8 +10,9 @@ What runs, each in its own process on 127.0.0.1 (free ports, one temporary folde
   as root the tools run SCHED_FIFO 5 (``--device-rt``, default on): a real PLC answers
   from its own CPU, not from the two cores the bench saturates;
 * load generators: ``pipeline_mqtt.py`` (batched JSON arrays, 1,000 devices, QoS 1),
-  ``pipeline_files.py`` (one bulk samples CSV and one CMM CSV per second), and a
-  node-opcua client subscribed to 1,000 of the tags for the whole run.
+  ``pipeline_files.py`` (one bulk samples CSV and one CMM CSV per second), and
+  ``--opcua-clients`` node-opcua clients (default 1) each subscribed to 1,000 of the
+  tags for the whole run.
 
 The gateway's stages: compensation (CMM rows), the etch over-temperature interlocks,
 health on 14 of the MQTT motors, SPC (EWMA) on the chamber temperature; sinks: the MES
@@ -174,7 +175,8 @@ def etch_interlock(name: str) -> dict[str, Any]:
 
 
 def gateway_config(tmp: Path, ports: dict[str, int], tsdb: Peer, influx_v1: bool,
-                   *, opcua_interval_ms: float, tools: int) -> dict[str, Any]:
+                   *, opcua_interval_ms: float, tools: int,
+                   opcua_threaded: bool | None = None) -> dict[str, Any]:
     devices = [dev(i) for i in range(DEVICES)]
     sink: dict[str, Any] = {"type": "influx", "name": "tsdb", "url": tsdb.url, "timeout_s": 30.0}
     if influx_v1:
@@ -214,7 +216,8 @@ def gateway_config(tmp: Path, ports: dict[str, int], tsdb: Peer, influx_v1: bool
             sink,
             {"type": "opcua", "name": "opcua", "profile": "demo",
              "endpoint": f"opc.tcp://127.0.0.1:{ports['opcua']}/edge",
-             "update_interval_ms": opcua_interval_ms},
+             "update_interval_ms": opcua_interval_ms}
+            | ({} if opcua_threaded is None else {"threaded": opcua_threaded}),
         ],
     }
 
@@ -232,7 +235,7 @@ class World:
     gw: Gateway | None = None
     mqtt_pub: Proc | None = None
     files: Proc | None = None
-    node: subprocess.Popen[bytes] | None = None
+    nodes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     mes: Mes | None = None
     tsdb: Peer | None = None
     broker: Peer | None = None
@@ -268,15 +271,16 @@ class World:
                 out[p.name] = p.pid
         for peer in self.peers:
             out[peer.name] = peer.proc.pid
-        if self.node is not None:
-            out["opcua-client"] = self.node.pid
+        for k, node in enumerate(self.nodes):
+            out[f"opcua-client-{k}"] = node.pid
         return out
 
     def close(self) -> None:
-        if self.node is not None and self.node.poll() is None:
-            self.node.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.node.wait(5)
+        for node in self.nodes:
+            if node.poll() is None:
+                node.terminate()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    node.wait(5)
         for proc in reversed(self.procs):
             with contextlib.suppress(Exception):
                 proc.stop()
@@ -328,7 +332,8 @@ def start_world(w: World) -> None:
 
 def start_gateway(w: World) -> float:
     cfg = gateway_config(w.tmp, w.ports, w.tsdb, w.args.influx,  # type: ignore[arg-type]
-                         opcua_interval_ms=w.args.opcua_interval_ms, tools=w.args.etch_tools)
+                         opcua_interval_ms=w.args.opcua_interval_ms, tools=w.args.etch_tools,
+                         opcua_threaded=w.args.opcua_threaded)
     w.gw = Gateway(w.tmp, cfg)
     w.gw.start(ready_timeout=120)
     return float(w.gw.ready_s)
@@ -350,20 +355,23 @@ def start_generators(w: World) -> None:
         p.start()
 
 
-def start_opcua_client(w: World, seconds: float) -> None:
+def start_opcua_clients(w: World, seconds: float) -> None:
+    """``--opcua-clients`` node-opcua clients (own processes), each subscribed to every
+    one of the 1,000 MQTT tags at ``--opcua-publishing-ms``, for the whole run."""
     ensure_node_opcua()
-    spec = {"endpoint": f"opc.tcp://127.0.0.1:{w.ports['opcua']}/edge",
-            "pki": str(w.tmp / "pki"), "security": "none", "ns_uri": "urn:edge-gateway:tags",
-            "signal_ready": True,
-            "steps": [{"subscribe": [f"s={dev(i)}/current_a" for i in range(DEVICES)],
-                       "ms": int(seconds * 1000), "publishing_ms": 100}]}
-    err = (w.tmp / "opcua-client.log").open("wb")
-    w.node = subprocess.Popen(["node", str(NODE_DIR / "opcua_client.js"), json.dumps(spec)],
-                              cwd=NODE_DIR, stdout=(w.tmp / "opcua-client.json").open("wb"),
-                              stderr=err)
-    wait_for("the OPC-UA client to subscribe",
-             lambda: b"SUBSCRIBED" in (w.tmp / "opcua-client.log").read_bytes(), 60)
-
+    for k in range(w.args.opcua_clients):
+        spec = {"endpoint": f"opc.tcp://127.0.0.1:{w.ports['opcua']}/edge",
+                "pki": str(w.tmp / f"pki{k}"), "security": "none",
+                "ns_uri": "urn:edge-gateway:tags", "signal_ready": True,
+                "steps": [{"subscribe": [f"s={dev(i)}/current_a" for i in range(DEVICES)],
+                           "ms": int(seconds * 1000),
+                           "publishing_ms": w.args.opcua_publishing_ms}]}
+        log = w.tmp / f"opcua-client-{k}.log"
+        w.nodes.append(subprocess.Popen(
+            ["node", str(NODE_DIR / "opcua_client.js"), json.dumps(spec)], cwd=NODE_DIR,
+            stdout=(w.tmp / f"opcua-client-{k}.json").open("wb"), stderr=log.open("wb")))
+        wait_for(f"OPC-UA client {k} to subscribe",
+                 lambda log=log: b"SUBSCRIBED" in log.read_bytes(), 60)  # type: ignore[misc]
 
 # --------------------------------------------------------------------------- interlocks
 
@@ -774,6 +782,11 @@ def main() -> None:
     ap.add_argument("--outage-rate", type=float, default=200_000)
     ap.add_argument("--drain-timeout", type=float, default=300.0)
     ap.add_argument("--opcua-interval-ms", type=float, default=50.0)
+    ap.add_argument("--opcua-clients", type=int, default=1,
+                    help="node-opcua clients, each subscribed to all 1,000 MQTT tags")
+    ap.add_argument("--opcua-publishing-ms", type=float, default=100.0)
+    ap.add_argument("--opcua-threaded", action=argparse.BooleanOptionalAction, default=None,
+                    help="the OPC-UA sink's `threaded` option (default: the sink's default)")
     ap.add_argument("--ready-tags", type=int, default=5000)
     ap.add_argument("--ready-runs", type=int, default=3)
     ap.add_argument("--influx", action="store_true", help="influxd 1.x instead of VictoriaMetrics")
@@ -806,7 +819,7 @@ def main() -> None:
         if not ({"steps", "outage"} <= skip):
             results["ready_s_bench_config"] = round(start_gateway(w), 3)
             planned = (len(rates) * (args.seconds + args.warm + 30) + args.outage_s + 600)
-            start_opcua_client(w, planned)
+            start_opcua_clients(w, planned)
             start_generators(w)
             windows: dict[str, list[float]] = {}
             results["steps"] = []
@@ -826,8 +839,8 @@ def main() -> None:
             print(json.dumps(results["accounting"]), flush=True)
             results["trip_reactions"] = trip_reactions(w, windows, t_wall0, t_mono0)
             print(json.dumps(results["trip_reactions"]), flush=True)
-            if w.node is not None:
-                w.node.terminate()
+            for node in w.nodes:
+                node.terminate()
         w.close()
         if "ready" not in skip:
             results["ready"] = ready_times(base, args.ready_tags, args.ready_runs)
