@@ -19,7 +19,7 @@ demo: venv
 	$(BIN)/edge-gateway demo $(if $(INFLUX),--influx-url $(INFLUX))
 
 test: venv peers node
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider --durations=25
 
 venv: $(STAMP)
 
