@@ -9,7 +9,9 @@ Invariants:
 * One connection at a time: ``brokers`` are walked in turn, the next one after a failed
   or lost connection, never two at once. The link runtime (``sink:<name>/broker``) owns
   the backoff and logs the link going down and up.
-* bdSeq is written to ``<state_dir>/sparkplug/<name>.bdseq`` before each CONNECT.
+* bdSeq is written to ``<state_dir>/sparkplug/<name>.bdseq`` before the first CONNECT
+  that carries it; it advances per CONNECT packet sent, not per attempt (the session's
+  docstring has the rules and the assertion ids).
 * LIVE: ``publish`` (the fast path) sends a tag's value only when it changed since the
   last one sent (report by exception), at QoS 0, and only while born. Every value still
   updates the latest-value table the births report.
@@ -253,11 +255,17 @@ class SparkplugSink:
     async def _session(self) -> None:
         host, port = self.brokers[self._next_broker % len(self.brokers)]
         where = f"{host}:{port}"
+        before = self.state
         self.state, actions = S.step(self.state, S.Dial())
         will: aiomqtt.Will | None = None
         for a in actions:
             if isinstance(a, S.PersistBdSeq):
-                _save_bdseq(self.bdseq_path, a.bd_seq)
+                try:
+                    _save_bdseq(self.bdseq_path, a.bd_seq)
+                except OSError as exc:  # never CONNECT with a bdSeq a restart could reuse
+                    self.state = before
+                    raise RetryableError(f"bdSeq not persisted to {self.bdseq_path}: "
+                                         f"{exc}") from exc
             elif isinstance(a, S.Connect):
                 will = aiomqtt.Will(self._topic("NDEATH"),
                                     P.death(a.bd_seq, now_ms()).SerializeToString(),
@@ -267,8 +275,10 @@ class SparkplugSink:
                               self.cfg.keepalive_s, self.cfg.username, self.password,
                               self.cfg.tls)
         link = self._links.open(f"sink:{self.name}/broker")
+        client: Client | None = None
         try:
-            async with Client(broker, will=will) as client:
+            client = Client(broker, will=will)
+            async with client:
                 self._client = client
                 self._generation += 1
                 link.up(broker=where, bd_seq=self.state.bd_seq)
@@ -288,6 +298,8 @@ class SparkplugSink:
         finally:
             self._client = None
             self._born.clear()
+            if client is not None and client.connect_sent:  # its bdSeq is used up
+                self.state, _ = S.step(self.state, S.ConnectSent())
             self.state, _ = S.step(self.state, S.Lost())
 
     async def _wait_host(self, client: Client) -> None:
