@@ -13,7 +13,14 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from test_sparkplug_sink import Host, check_seq_rules, make_sink, summary, values_of
+from test_sparkplug_sink import (
+    Host,
+    check_seq_rules,
+    make_sink,
+    mqtt_when_ready,
+    summary,
+    values_of,
+)
 
 from edge.journal import Journal, JournalWriter
 from edge.model import SampleBatch
@@ -32,27 +39,6 @@ def codec() -> Iterator[SparkplugCodec]:
     c = SparkplugCodec()
     yield c
     c.close()
-
-
-async def mqtt_when_ready(stack: contextlib.AsyncExitStack, port: int) -> aiomqtt.Client:
-    """The host's client once the cluster answers a QoS 1 round trip (JetStream elects its
-    meta leader and makes the $MQTT_* streams first: seconds on a loaded machine)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 120
-    while True:
-        inner = contextlib.AsyncExitStack()
-        try:
-            client = await inner.enter_async_context(
-                aiomqtt.Client("127.0.0.1", port, identifier="scada", timeout=10))
-            await client.publish("probe/ready", b"1", qos=1)
-        except aiomqtt.MqttError:
-            with contextlib.suppress(Exception):
-                await inner.aclose()
-            assert loop.time() < deadline, "NATS cluster's MQTT never became ready"
-            await asyncio.sleep(0.5)
-            continue
-        stack.push_async_exit(inner)
-        return client
 
 
 async def test_nats_cluster_node_killed_mid_stream_loses_nothing(

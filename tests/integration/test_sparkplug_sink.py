@@ -386,3 +386,24 @@ async def test_walks_to_the_next_broker_url(broker: Peer, codec: SparkplugCodec,
                 await run
     # the refused attempt on the dead URL sent no CONNECT: bdSeq 0 is still the first one's
     assert metric(birth.payload, "bdSeq")["value"] == "0"
+
+
+async def mqtt_when_ready(stack: contextlib.AsyncExitStack, port: int) -> aiomqtt.Client:
+    """The host's client once the cluster answers a QoS 1 round trip (JetStream elects its
+    meta leader and makes the $MQTT_* streams first: seconds on a loaded machine)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 120
+    while True:
+        inner = contextlib.AsyncExitStack()
+        try:
+            client = await inner.enter_async_context(
+                aiomqtt.Client("127.0.0.1", port, identifier="scada", timeout=10))
+            await client.publish("probe/ready", b"1", qos=1)
+        except aiomqtt.MqttError:
+            with contextlib.suppress(Exception):
+                await inner.aclose()
+            assert loop.time() < deadline, "NATS cluster's MQTT never became ready"
+            await asyncio.sleep(0.5)
+            continue
+        stack.push_async_exit(inner)
+        return client
