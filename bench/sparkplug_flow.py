@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import contextlib
 import json
 import multiprocessing as mp
 import os
 import queue
+import shutil
 import sys
 import tempfile
 import time
@@ -218,6 +220,13 @@ async def run_edge(sink: SparkplugSink, writer: JournalWriter, metrics: Metrics,
             await tasks[0]
 
 
+def workdir() -> Path:
+    """A temporary folder for the run's journal and brokers, removed at exit."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-sparkplug-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    return tmp
+
+
 def load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -226,7 +235,7 @@ def load() -> str:
 
 
 def replay(a: argparse.Namespace) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-sparkplug-"))
+    tmp = workdir()
     broker = start_mosquitto(tmp)
     host = HostProc(broker.port, a.tags)
     sink, writer, metrics = make_edge([broker.port], tmp, a.tags)
@@ -299,7 +308,7 @@ def replay(a: argparse.Namespace) -> None:
 
 
 def latency(a: argparse.Namespace) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-sparkplug-"))
+    tmp = workdir()
     nodes = start_nats_cluster(tmp)
     try:
         host = HostProc(nodes[2].port)
@@ -368,7 +377,7 @@ def rss(a: argparse.Namespace) -> None:
     of ``--rows`` rows, with and without a Sparkplug sink (mosquitto, no primary host)."""
     import subprocess
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-sparkplug-"))
+    tmp = workdir()
     broker = start_mosquitto(tmp)
     print("| gateway | VmRSS MB | VmHWM MB | load |")
     print("|---|---:|---:|---|")
