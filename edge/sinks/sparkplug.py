@@ -9,7 +9,9 @@ Invariants:
 * One connection at a time: ``brokers`` are walked in turn, the next one after a failed
   or lost connection, never two at once. The link runtime (``sink:<name>/broker``) owns
   the backoff and logs the link going down and up.
-* bdSeq is written to ``<state_dir>/sparkplug/<name>.bdseq`` before each CONNECT.
+* bdSeq is written to ``<state_dir>/sparkplug/<name>.bdseq`` before the first CONNECT
+  that carries it; it advances per CONNECT packet sent, not per attempt (the session's
+  docstring has the rules and the assertion ids).
 * LIVE: ``publish`` (the fast path) sends a tag's value only when it changed since the
   last one sent (report by exception), at QoS 0, and only while born. Every value still
   updates the latest-value table the births report.
@@ -17,13 +19,10 @@ Invariants:
   metrics ``Judgements/*`` (``edge.protocols.sparkplug.records``), one JSON record per
   value, live as NDATA and replayed like samples (keys -1.. in the live bookkeeping).
 * DURABLE: the delivery loop gives us journal entries through our own cursor. A sample
-  the live path already handled while born on the current connection (its timestamp
-  between the first and the last one the live path handled for that tag since the
-  births) is not sent again; every other one is sent as DDATA with ``is_historical =
-  true``. The first live timestamp is kept above every timestamp the live path saw
-  before the births, so a sample that never went out live is never taken for one that
-  did (this assumes a tag's samples reach the live path in timestamp order, and that the
-  clock does not step back across a restart). ``write`` returns (and the cursor
+  the live path already sent on the current connection is not sent again; every other
+  one is sent as DDATA with ``is_historical = true`` (``sparkplug_live.LiveLedger``
+  tells which, and why a sample that never went out live is never taken for one that
+  did). ``write`` returns (and the cursor
   moves) only when a QoS 1 publish on ``ack_topic`` sent after them on the same
   connection is acknowledged while the node is still born; otherwise it raises
   ``RetryableError`` and the same entries come again (repeats are marked historical;
@@ -39,7 +38,6 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiomqtt
@@ -49,12 +47,13 @@ from edge.components import BuildContext, Hooks, WriteResult
 from edge.errors import RetryableError
 from edge.model import DataType, Record, SampleBatch, TagSpec
 from edge.protocols.mqtt import BrokerConfig, Client
+from edge.protocols.sparkplug import bdseq
 from edge.protocols.sparkplug import payload as P
 from edge.protocols.sparkplug import records as R
 from edge.protocols.sparkplug import session as S
-from edge.runtime.private import private_dir, write_private
 from edge.sinks.sparkplug_config import SparkplugSinkConfig, parse_broker
 from edge.sinks.sparkplug_dcmd import handle_dcmd
+from edge.sinks.sparkplug_live import LiveLedger
 
 __all__ = ["SparkplugSink", "SparkplugSinkConfig"]
 
@@ -110,15 +109,11 @@ class SparkplugSink:
         self.record_key = {name: -1 - i for i, name in enumerate(R.METRICS)}
         self.record_alias = {name: alias for alias, name in self.record_metrics}
         self.ack_topic = cfg.ack_topic or f"edge-gateway/{cfg.group_id}/{cfg.edge_node_id}/ack"
-        self.bdseq_path = ctx.state_dir / "sparkplug" / f"{cfg.name}.bdseq"
+        self.bdseq_path = bdseq.path_for(ctx.state_dir, cfg.name)
         self.state = S.Session(cfg.group_id, cfg.edge_node_id, tuple(self.device_metrics),
-                               cfg.primary_host_id, bd_seq=_load_bdseq(self.bdseq_path))
+                               cfg.primary_host_id, bd_seq=bdseq.load(self.bdseq_path))
         self.latest: dict[int, float] = {}
-        self._sent: dict[int, float] = {}  # last value published live, this session
-        # tag -> [first, last] ts_ns the live path handled since the births
-        self._live: dict[int, list[int]] = {}
-        self._seen: dict[int, int] = {}  # tag -> newest ts_ns the live path ever saw
-        self._floor: dict[int, int] = {}  # ``_seen`` when the births went out
+        self.ledger = LiveLedger()
         self._client: Client | None = None
         self._generation = 0
         self._born = asyncio.Event()
@@ -135,9 +130,10 @@ class SparkplugSink:
     def publish(self, batch: SampleBatch, records: Sequence[Record]) -> None:
         born = self._born.is_set()
         points: dict[str, list[tuple[int, DataType, int, float]]] = defaultdict(list)
-        # the fast path: _handled_live inlined, dicts bound once
-        specs, latest, sent, alias = self.tag, self.latest, self._sent, self.alias
-        seen, live = self._seen, self._live
+        # the fast path: LiveLedger.handled inlined, dicts bound once
+        ledger = self.ledger
+        specs, latest, sent, alias = self.tag, self.latest, ledger.sent, self.alias
+        seen, live = ledger.seen, ledger.live
         for tag, ts, value in zip(batch.tag_id.tolist(), batch.ts_ns.tolist(),
                                   batch.value.tolist(), strict=True):
             spec = specs.get(tag)
@@ -150,7 +146,7 @@ class SparkplugSink:
                 continue
             span = live.get(tag)
             if span is None:
-                floor = self._floor.get(tag, -1)
+                floor = ledger.floor.get(tag, -1)
                 live[tag] = [ts if ts > floor else floor + 1, ts]
             elif ts > span[1]:
                 span[1] = ts
@@ -163,30 +159,9 @@ class SparkplugSink:
             self._send(device, pts, historical=False)
         texts = [(self.record_alias[name], r.ts_ns // 1_000_000, R.text(r))
                  for r in records if (name := R.metric_of(r)) is not None
-                 and self._handled_live(self.record_key[name], r.ts_ns, born)]
+                 and ledger.handled(self.record_key[name], r.ts_ns, born)]
         if texts:
             self._send("", [], historical=False, texts=texts)
-
-    def _handled_live(self, key: int, ts: int, born: bool) -> bool:
-        """Note a value the live path saw; True when it goes out live (born). ``_seen``
-        holds the newest timestamp seen while not born; ``_live`` the span since the
-        births (both go into the floor at the next births)."""
-        if not born:
-            if ts > self._seen.get(key, -1):
-                self._seen[key] = ts
-            return False
-        span = self._live.get(key)
-        if span is None:
-            floor = self._floor.get(key, -1)
-            self._live[key] = [ts if ts > floor else floor + 1, ts]
-        elif ts > span[1]:
-            span[1] = ts
-        return True
-
-    def _went_live(self, key: int, ts: int) -> bool:
-        """Went out live on this connection (before the mark ``write`` sends next)."""
-        span = self._live.get(key)
-        return span is not None and span[0] <= ts <= span[1]
 
     # ---------------------------------------------------------- DurableSink
     async def connect(self) -> None:
@@ -205,13 +180,13 @@ class SparkplugSink:
             if entry.kind == "records":
                 texts += [(self.record_alias[name], r.ts_ns // 1_000_000, R.text(r))
                           for r in entry.records() if (name := R.metric_of(r)) is not None
-                          and not self._went_live(self.record_key[name], r.ts_ns)]
+                          and not self.ledger.went_live(self.record_key[name], r.ts_ns)]
                 continue
             b = entry.samples()
             for tag, ts, value in zip(b.tag_id.tolist(), b.ts_ns.tolist(), b.value.tolist(),
                                       strict=True):
                 spec = self.tag.get(tag)
-                if spec is None or self._went_live(tag, ts):
+                if spec is None or self.ledger.went_live(tag, ts):
                     continue
                 points[spec.device].append((self.alias[tag], spec.dtype, ts // 1_000_000,
                                             value))
@@ -253,11 +228,17 @@ class SparkplugSink:
     async def _session(self) -> None:
         host, port = self.brokers[self._next_broker % len(self.brokers)]
         where = f"{host}:{port}"
+        before = self.state
         self.state, actions = S.step(self.state, S.Dial())
         will: aiomqtt.Will | None = None
         for a in actions:
             if isinstance(a, S.PersistBdSeq):
-                _save_bdseq(self.bdseq_path, a.bd_seq)
+                try:
+                    bdseq.save(self.bdseq_path, a.bd_seq)
+                except OSError as exc:  # never CONNECT with a bdSeq a restart could reuse
+                    self.state = before
+                    raise RetryableError(f"bdSeq not persisted to {self.bdseq_path}: "
+                                         f"{exc}") from exc
             elif isinstance(a, S.Connect):
                 will = aiomqtt.Will(self._topic("NDEATH"),
                                     P.death(a.bd_seq, now_ms()).SerializeToString(),
@@ -267,8 +248,10 @@ class SparkplugSink:
                               self.cfg.keepalive_s, self.cfg.username, self.password,
                               self.cfg.tls)
         link = self._links.open(f"sink:{self.name}/broker")
+        client: Client | None = None
         try:
-            async with Client(broker, will=will) as client:
+            client = Client(broker, will=will)
+            async with client:
                 self._client = client
                 self._generation += 1
                 link.up(broker=where, bd_seq=self.state.bd_seq)
@@ -288,6 +271,8 @@ class SparkplugSink:
         finally:
             self._client = None
             self._born.clear()
+            if client is not None and client.connect_sent:  # its bdSeq is used up
+                self.state, _ = S.step(self.state, S.ConnectSent())
             self.state, _ = S.step(self.state, S.Lost())
 
     async def _wait_host(self, client: Client) -> None:
@@ -354,12 +339,7 @@ class SparkplugSink:
                         await client.subscribe(t, qos=1)
                 case S.PublishNodeBirth(bd_seq=bd, seq=seq):
                     self._born.clear()
-                    self._sent.clear()
-                    for key, (_, last) in self._live.items():
-                        if last > self._seen.get(key, -1):
-                            self._seen[key] = last
-                    self._floor = dict(self._seen)
-                    self._live.clear()
+                    self.ledger.births()
                     body = P.node_birth(bd, now_ms(), [], {}, self.record_metrics)
                     body.seq = seq
                     client.publish_nowait(self._topic("NBIRTH"), body.SerializeToString())
@@ -369,7 +349,7 @@ class SparkplugSink:
                                           self.command_metrics.get(device, ()))
                     for m in metrics:
                         if m.tag.id in self.latest:
-                            self._sent[m.tag.id] = self.latest[m.tag.id]
+                            self.ledger.sent[m.tag.id] = self.latest[m.tag.id]
                     client.publish_nowait(self._topic("DBIRTH", device),
                                           body.SerializeToString())
                 case S.StartReplay():
@@ -387,17 +367,3 @@ class SparkplugSink:
         if self.state.phase is S.Phase.BORN and not self._born.is_set():
             self._born.set()  # a rebirth: data flows again after the new births
 
-
-def _load_bdseq(path: Path) -> int | None:
-    try:
-        return int(path.read_text().strip()) % 256
-    except FileNotFoundError:
-        return None
-    except ValueError:
-        log.warning("sparkplug bdSeq file unreadable; starting again from 0", file=str(path))
-        return None
-
-
-def _save_bdseq(path: Path, bd_seq: int) -> None:
-    private_dir(path.parent)
-    write_private(path, f"{bd_seq}\n".encode())

@@ -88,6 +88,30 @@ def tck_id_topics_nbirth_bdseq_increment(seen: Sequence[Msg],
         assert 0 < (bd - prev) % 256 < 64, ("tck-id-topics-nbirth-bdseq-increment", prev, bd)
 
 
+def tck_id_message_flow_edge_node_birth_publish_will_message_payload_bdseq(
+        wills: Sequence[int], stale: Iterable[int] = ()) -> None:
+    """The bdSeq in the Will of each CONNECT packet the broker received (``wills``, in
+    order, as a tap in front of the broker saw them) is the previous one plus one, 255 ->
+    0: an attempt refused before its CONNECT takes no value (the TCK's broker-side check,
+    also tck-id-topics-nbirth-bdseq-increment). ``stale``: indexes of CONNECTs after a
+    restart from a restored, older bdSeq file."""
+    skip = set(stale)
+    for k, (prev, bd) in enumerate(pairwise(wills), start=1):
+        if k not in skip:
+            assert bd == (prev + 1) % 256, (
+                "tck-id-message-flow-edge-node-birth-publish-will-message-payload-bdSeq",
+                k, prev, bd)
+
+
+def tck_id_topics_nbirth_bdseq_matching(seen: Sequence[Msg], wills: Sequence[int]) -> None:
+    """Each NBIRTH carries the bdSeq of a CONNECT's Will, births in the order of their
+    CONNECTs (a rebirth repeats the current one)."""
+    at = 0
+    for bd in (_bdseq(m) for m in seen if m.kind == "NBIRTH"):
+        assert bd in wills[at:], ("tck-id-topics-nbirth-bdseq-matching", bd, wills[at:])
+        at += list(wills[at:]).index(bd)
+
+
 def values(seen: Sequence[Msg], alias: str) -> list[tuple[float, bool]]:
     """(value, historical) of every DDATA metric with this alias, in arrival order."""
     return [(float(m["value"]), bool(m.get("isHistorical")))
@@ -119,7 +143,13 @@ def in_order_per_metric(seen: Sequence[Msg], alias: str) -> None:
 
 
 def all_checks(seen: Sequence[Msg], alias: str, committed: Iterable[float],
-               stale: Iterable[int] = ()) -> None:
+               stale: Iterable[int] = (), wills: Sequence[int] | None = None,
+               stale_connects: Iterable[int] = ()) -> None:
+    """Every check; the CONNECT ones when the Wills' bdSeqs were tapped (``wills``)."""
+    if wills is not None:
+        tck_id_message_flow_edge_node_birth_publish_will_message_payload_bdseq(
+            wills, stale_connects)
+        tck_id_topics_nbirth_bdseq_matching(seen, wills)
     tck_id_payloads_nbirth_seq(seen)
     tck_id_payloads_sequence_num_incrementing(seen)
     tck_id_payloads_ndeath_seq(seen)

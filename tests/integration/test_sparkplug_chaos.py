@@ -4,7 +4,8 @@ the link cut and refused (hw_sim link proxy), the primary host offline and back,
 of the gateway and a restart, a clean restart from a stale (restored) bdSeq file. After
 each fault every committed value reached the host; at the end the named checks after the
 specification's assertion ids (tests/integration/sparkplug_checks.py) hold for the whole
-run.
+run, the bdSeq of every CONNECT's Will among them: a tap in front of the broker records
+each CONNECT, as the TCK's broker-side monitor does.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import sparkplug_checks as check
+from mqtt_tap import ConnectTap
 from test_sparkplug_sink import Host, host
 
 from hw_sim.link import LinkProxy
@@ -114,12 +116,15 @@ async def test_chaos_every_value_arrives_and_the_spec_rules_hold(
     """Link cut, link refused 2 s, host offline and back, kill -9 and restart, restart
     from a stale bdSeq file: after each the host has every committed value, and the
     seq/bdSeq, at-least-once, exactly-once-live and order checks hold for the run."""
-    proxy = LinkProxy(free_port(), "127.0.0.1", broker.port)
+    tap = ConnectTap(broker.port)  # records each CONNECT that reaches the broker
+    await tap.start()
+    proxy = LinkProxy(free_port(), "127.0.0.1", tap.port)
     await proxy.start()
     state = tmp_path / "edge"
     state.mkdir()
     edge = Edge(proxy.listen_port, state)
     stale_birth: list[int] = []
+    stale_connect: list[int] = []
     try:
         async with host(broker.port, codec) as h:
             await h.state(True, 1)
@@ -151,6 +156,7 @@ async def test_chaos_every_value_arrives_and_the_spec_rules_hold(
             await death(h, edge, mark)
             (state / "sparkplug" / "sp.bdseq").write_text(f"{(edge.bdseq() - 3) % 256}\n")
             stale_birth.append(births(h))
+            stale_connect.append(len(tap.connects))
             edge.start()
             await caught_up(h, edge, "a restart with a stale bdSeq file")
             mark = len(h.seen)
@@ -158,9 +164,13 @@ async def test_chaos_every_value_arrives_and_the_spec_rules_hold(
             await death(h, edge, mark)
             committed = edge.committed()
             seen = list(h.seen)
+            wills = [int(codec.decode(c.will_payload)["metrics"][0]["value"])
+                     for c in tap.connects]
     finally:
         edge.stop(signal.SIGKILL)
         await proxy.close()
-    check.all_checks(seen, ALIAS, committed, stale=stale_birth)
+        await tap.close()
+    check.all_checks(seen, ALIAS, committed, stale=stale_birth, wills=wills,
+                     stale_connects=stale_connect)
     assert births(h) >= 6  # every fault was a new session
     assert any(hist for _, hist in check.values(seen, ALIAS))  # backlogs came historical

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from edge.protocols.sparkplug.session import (
     Connect,
     Connected,
+    ConnectSent,
     Dial,
     Disconnect,
     HostState,
@@ -54,10 +55,61 @@ def test_first_connect_uses_bdseq_0_persisted_before_connect() -> None:
 
 def test_every_connect_increments_bdseq_and_wraps_after_255() -> None:
     """tck-id-...-will-message-payload-bdSeq: each new connect takes the next bdSeq, 255 -> 0."""
-    s, _ = run(Session("g", "n", bd_seq=254), Dial(), Connected(), Lost())
+    s, _ = run(Session("g", "n", bd_seq=254), Dial(), ConnectSent(), Connected(), Lost())
     assert s.bd_seq == 255
     s, actions = run(s, Dial())
     assert actions == [PersistBdSeq(0), Connect(0)]
+
+
+def test_an_attempt_that_sent_no_connect_leaves_bdseq_for_the_next() -> None:
+    """tck-id-topics-nbirth-bdseq-increment: bdSeq counts CONNECT packets. Attempts refused
+    before their CONNECT (broker down) reuse the same bdSeq in their Will and persist
+    nothing more; the CONNECT that finally goes out carries it, its NBIRTH too."""
+    s, actions = run(NO_HOST, Dial(), Lost())
+    assert actions == [PersistBdSeq(0), Connect(0)]
+    for _ in range(300):  # a long outage: more attempts than bdSeq values
+        s, actions = run(s, Dial(), Lost())
+        assert actions == [Connect(0)]
+    s, actions = run(s, Dial(), ConnectSent(), Connected())
+    assert actions[0] == Connect(0) and PublishNodeBirth(bd_seq=0, seq=0) in actions
+
+
+def test_a_connect_that_went_out_uses_its_bdseq_whatever_follows() -> None:
+    """tck-id-message-flow-edge-node-birth-publish-will-message-payload-bdSeq: once a CONNECT
+    went out (even refused by CONNACK or lost before the births) the next CONNECT's Will
+    carries the next bdSeq, persisted before it."""
+    s, _ = run(HOST, Dial(), ConnectSent(), Lost())  # CONNACK refused or timed out
+    s, actions = run(s, Dial())
+    assert actions == [PersistBdSeq(1), Connect(1)]
+    s, _ = run(s, ConnectSent(), Connected(), Lost())  # waiting for the host, link lost
+    _, actions = run(s, Dial())
+    assert actions == [PersistBdSeq(2), Connect(2)]
+
+
+@given(st.lists(st.sampled_from(["refused", "sent", "born"]), max_size=600))
+def test_will_bdseqs_count_connect_packets_exactly(attempts: list[str]) -> None:
+    """tck-id-topics-nbirth-bdseq-increment over any mix of attempts: the Wills of the
+    CONNECT packets that went out carry 0, 1, 2, ... (mod 256) with no gap; every bdSeq
+    a CONNECT carried was persisted before it."""
+    s = HOST
+    sent: list[int] = []
+    persisted: int | None = None
+    for kind in attempts:
+        s, actions = step(s, Dial())
+        for a in actions:
+            if isinstance(a, PersistBdSeq):
+                persisted = a.bd_seq
+            elif isinstance(a, Connect):
+                assert a.bd_seq == persisted
+                bd = a.bd_seq
+        if kind != "refused":
+            s, _ = step(s, ConnectSent())
+            sent.append(bd)
+        if kind == "born":
+            s, actions = run(s, Connected(), HostState(True, len(sent)))
+            assert PublishNodeBirth(bd_seq=bd, seq=0) in actions
+        s, _ = step(s, Lost())
+    assert sent == [i % 256 for i in range(len(sent))]
 
 
 def test_restart_continues_from_persisted_bdseq() -> None:

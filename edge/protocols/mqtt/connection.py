@@ -13,8 +13,12 @@ Invariants:
   keeps no session state on disk): QoS 1 is the level that survives a crash.
 * Every ``InMessage`` carries the broker's ``dup`` flag (a redelivery).
 * ``session`` subscribes after every connect: a broker may have dropped the session.
+* ``Client.connect_sent`` turns True when the socket (TCP, and TLS if any) is open:
+  paho queues the CONNECT packet, with the Will, right after. False after a failed
+  attempt means no CONNECT left (refused, unreachable, TLS failure); Sparkplug counts
+  bdSeq per CONNECT packet by it.
 * aiomqtt has no manual-ack option (2.5); this module is the one place that reaches
-  into its paho client (``_client``) for it.
+  into its paho client (``_client``) and its socket callback for these.
 """
 
 from __future__ import annotations
@@ -95,8 +99,15 @@ class Client(aiomqtt.Client):
             tls_context=broker.tls.context() if broker.tls is not None else None,
         )
         self.manual_ack = manual_ack
+        self.connect_sent = False
         self._paho: paho.Client = self._client
         self._paho.manual_ack_set(manual_ack)
+
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        # paho (in aiomqtt's executor thread) calls this between opening the socket and
+        # queueing the CONNECT; the event loop reads the flag after the connect returned
+        self.connect_sent = True
+        super()._on_socket_open(client, userdata, sock)
 
     def _on_message(self, client: paho.Client, userdata: Any,
                     message: paho.MQTTMessage) -> None:

@@ -7,10 +7,24 @@ actions say. Each rule below names the specification requirement it keeps.
 
 Invariants:
 
-* bdSeq: every connect uses the next bdSeq (0..255, wrapping) after the last one used,
-  and the shell persists it (``PersistBdSeq``) BEFORE connecting, so a restart never
-  reuses a bdSeq a host still holds. The Will and the NBIRTH of one connection carry
-  the same bdSeq; a rebirth keeps it (no reconnect).
+* bdSeq counts MQTT CONNECT packets, not connection attempts
+  (tck-id-topics-nbirth-bdseq-increment: "increment by one on every new MQTT CONNECT
+  packet"; tck-id-message-flow-edge-node-birth-publish-will-message-payload-bdSeq: the
+  Will's bdSeq is the previous CONNECT's plus one, 255 -> 0). An attempt that fails
+  before its CONNECT leaves (connection refused, TCP or TLS timeout: the shell reports
+  no ``ConnectSent``) does not use its bdSeq up: the next attempt's Will carries the
+  same one. Once a CONNECT went out (``ConnectSent``), whatever follows (CONNACK refused
+  or late, the link lost before or after the births), the next CONNECT takes the next.
+* bdSeq persistence: ``Session.bd_seq`` is the last bdSeq that may have reached a broker.
+  A new one is persisted (``PersistBdSeq``) BEFORE the CONNECT that carries it, so a
+  restart (which starts from the persisted one plus one) never reuses a bdSeq a host
+  may still hold, even after kill -9 between the CONNECT and anything else. Retrying an
+  unsent one writes nothing (no write per refused attempt through a long outage); a
+  restart after one skips it, which no host can notice (hosts match NDEATH to NBIRTH by
+  equality).
+* The Will and the NBIRTH of one connection carry the same bdSeq
+  (tck-id-topics-nbirth-bdseq-matching); a rebirth keeps it, no reconnect
+  (tck-id-operational-behavior-data-commands-rebirth-action-3).
 * Subscriptions (NCMD, DCMD, the host's STATE) come before any birth.
 * No birth before the primary host (when one is configured) is online with a STATE
   timestamp no older than the last one seen; a STATE older than the last one seen is
@@ -48,6 +62,11 @@ class Phase(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class Dial:
     """The shell is about to connect (to the next broker URL)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectSent:
+    """The connection to the broker is open and the CONNECT (with its Will) went out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +109,7 @@ class Stop:
     """Clean shutdown."""
 
 
-Event = Dial | Connected | HostState | HostWait | Rebirth | Send | Lost | Stop
+Event = Dial | ConnectSent | Connected | HostState | HostWait | Rebirth | Send | Lost | Stop
 
 # --------------------------------------------------------------------------- actions
 
@@ -153,7 +172,9 @@ Action = (PersistBdSeq | Connect | Subscribe | PublishNodeBirth | PublishDeviceB
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    """One edge node's session. ``bd_seq`` is the last one used (None: never connected)."""
+    """One edge node's session. ``bd_seq`` is the last bdSeq persisted, which may have
+    reached a broker (None: none ever); ``bd_unsent``: it was persisted for a CONNECT
+    that never went out (known in this process only), so the next attempt reuses it."""
 
     group: str
     node: str
@@ -161,6 +182,7 @@ class Session:
     host_id: str = ""  # "" = no primary host awareness: birth right after subscribing
     phase: Phase = Phase.OFFLINE
     bd_seq: int | None = None
+    bd_unsent: bool = False
     seq: int = 0
     host_online: bool = False
     host_ts: int = -1  # timestamp of the last STATE seen (-1: none)
@@ -196,15 +218,18 @@ def step(s: Session, event: Event) -> tuple[Session, list[Action]]:
         return s, []
     match event:
         case Dial():
-            # bdSeq increments per connect and is persisted before the CONNECT.
+            dialing = replace(s, phase=Phase.CONNECTING, host_online=False, host_heard=False)
+            if s.bd_seq is not None and s.bd_unsent:  # persisted, never sent: reuse it
+                return dialing, [Connect(s.bd_seq)]
             bd = 0 if s.bd_seq is None else (s.bd_seq + 1) % 256
-            return (replace(s, phase=Phase.CONNECTING, bd_seq=bd, host_online=False,
-                            host_heard=False),
+            return (replace(dialing, bd_seq=bd, bd_unsent=True),
                     [PersistBdSeq(bd), Connect(bd)])
+        case ConnectSent():
+            return replace(s, bd_unsent=False), []
         case Connected():
             if s.phase is not Phase.CONNECTING:
                 return s, []
-            waiting = replace(s, phase=Phase.WAITING_HOST, seq=0)
+            waiting = replace(s, phase=Phase.WAITING_HOST, seq=0, bd_unsent=False)
             subscribe: list[Action] = [Subscribe(s.topics())]
             if s.host_id:
                 return waiting, subscribe
