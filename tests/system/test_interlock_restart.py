@@ -39,7 +39,10 @@ def test_reset_restarts_the_tool_and_it_trips_again(tmp_path: Path) -> None:
     refused); once the reset takes, the gateway sends the tool's reset command and the
     tool runs again; a second excursion trips again; the MES has an operator_action for
     each request, with the user."""
-    with stack(tmp_path, mqtt=False) as st:
+    # The chamber cools slowly (the tool's own default), so the reset is refused for a few
+    # seconds after the stop, not for the 0.3 s the fast-cooling harness tool gives: on a
+    # loaded machine the refusal check came after that window.
+    with stack(tmp_path, mqtt=False, etch_opts={"cool_tau_s": 120.0}) as st:
         cfg = st.gateway_config(sources=("etch",), opcua=False)
         etch: dict[str, Any] = cfg["sources"][0]
         etch["commands"].append({"action": "reset", "function": "coil", "address": 0,
