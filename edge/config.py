@@ -115,8 +115,8 @@ class JournalSection(ConfigStruct, frozen=True):
 # type name -> "module:Struct". The struct lives beside the component it configures.
 SOURCE_TYPES: dict[str, str] = {
     "file": "edge.sources.file.config:FileSourceConfig",
-    "modbus": "edge.sources.modbus:ModbusSourceConfig",
-    "s7": "edge.sources.s7_config:S7SourceConfig",
+    "modbus": "edge.sources.modbus.config:ModbusSourceConfig",
+    "s7": "edge.sources.s7.config:S7SourceConfig",
     "mqtt": "edge.sources.mqtt:MqttSourceConfig",
     "opcua": "edge.sources.opcua_config:OpcUaSourceConfig",
 }

@@ -20,8 +20,8 @@ from edge.config import convert
 from edge.errors import RetryableError
 from edge.model import Quality, TagRegistry
 from edge.runtime.metrics import Metrics
-from edge.sources.modbus import ModbusSourceConfig
-from edge.sources.modbus_bus import ModbusBusSource
+from edge.sources.modbus.bus import ModbusBusSource
+from edge.sources.modbus.config import ModbusSourceConfig
 from hw_sim.clock import SimClock
 from hw_sim.etch import EtchModel
 from hw_sim.etch_server import EtchServer

@@ -31,7 +31,7 @@ from edge.components import Command
 from edge.errors import PermanentError, RetryableError
 
 if TYPE_CHECKING:
-    from edge.sources.modbus import ModbusSourceConfig
+    from edge.sources.modbus.config import ModbusSourceConfig
 
 log = structlog.get_logger("edge.sources.modbus")
 

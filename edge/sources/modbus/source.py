@@ -37,16 +37,8 @@ from edge.protocols.modbus.codec import Decoder, Field
 from edge.protocols.modbus.plan import Function, ReadRequest
 from edge.runtime.links import Backoff
 from edge.sources.metrics import SourceMetrics, link_name
-from edge.sources.modbus_command import ModbusCommandPort
-from edge.sources.modbus_config import (
-    ModbusCommandConfig,
-    ModbusDeviceConfig,
-    ModbusSourceConfig,
-    RegisterConfig,
-)
-
-__all__ = ["ModbusCommandConfig", "ModbusDeviceConfig", "ModbusSource", "ModbusSourceConfig",
-           "RegisterConfig", "next_tick"]
+from edge.sources.modbus.command import ModbusCommandPort
+from edge.sources.modbus.config import ModbusSourceConfig, RegisterConfig
 
 log = structlog.get_logger("edge.sources.modbus")
 

@@ -37,7 +37,7 @@ from edge.protocols.s7.codec import encode, parse_type
 from edge.runtime.progress import blocking
 
 if TYPE_CHECKING:
-    from edge.sources.s7_config import S7SourceConfig
+    from edge.sources.s7.config import S7SourceConfig
 
 log = structlog.get_logger("edge.sources.s7")
 

@@ -17,7 +17,7 @@ Invariants:
 * After a connection error or a timeout the connection is closed and opened again
   (through the link runtime: backoff, up/down logged once, the link board), so a late
   answer is never taken for a later request's.
-* Commands use their own connection (``s7_command.py``): a stop never waits behind a
+* Commands use their own connection (``command.py``): a stop never waits behind a
   poll that hangs.
 * A STRING tag is text, not a sample: it is emitted as a ``TextValue`` record when its
   text or its quality changes (the first poll always emits it), with the reason when it
@@ -58,10 +58,8 @@ from edge.protocols.s7.plan import ReadRequest
 from edge.runtime.links import Backoff
 from edge.runtime.progress import blocking
 from edge.sources.metrics import SourceMetrics, link_name
-from edge.sources.s7_command import S7CommandPort
-from edge.sources.s7_config import S7CommandConfig, S7SourceConfig, S7TagConfig, address_of
-
-__all__ = ["S7CommandConfig", "S7Source", "S7SourceConfig", "S7TagConfig", "connect_client"]
+from edge.sources.s7.command import S7CommandPort
+from edge.sources.s7.config import S7SourceConfig, address_of
 
 log = structlog.get_logger("edge.sources.s7")
 

@@ -16,7 +16,7 @@ Invariants:
 * The bus link (``source:<name>``) is lost only when the port or the TCP connection
   is (a ``ConnectionException``); then the link runtime reopens it with backoff and
   every device's samples are ``BAD_NOT_CONNECTED`` meanwhile.
-* The same plan, decoders and word orders as Modbus TCP (``edge.sources.modbus``).
+* The same plan, decoders and word orders as Modbus TCP (``edge.sources.modbus.source``).
 """
 
 from __future__ import annotations
@@ -40,11 +40,11 @@ from edge.errors import PermanentError, RetryableError
 from edge.model import Quality, SampleBatch
 from edge.runtime.links import Backoff, Link
 from edge.sources.metrics import SourceMetrics, link_name
-from edge.sources.modbus import _REJECT_REASON, _Read, _reraise_cancel, next_tick
-from edge.sources.modbus_config import PARITY_CHAR, ModbusCommandConfig, Unit
+from edge.sources.modbus.config import PARITY_CHAR, ModbusCommandConfig, Unit
+from edge.sources.modbus.source import _REJECT_REASON, _Read, _reraise_cancel, next_tick
 
 if TYPE_CHECKING:
-    from edge.sources.modbus_config import ModbusSourceConfig
+    from edge.sources.modbus.config import ModbusSourceConfig
 
 log = structlog.get_logger("edge.sources.modbus")
 
