@@ -224,8 +224,8 @@ async def test_interlock_trip_stops_the_tool_over_rtu(
         line: tuple[str, str], tmp_path: Path) -> None:
     """The interlock stage, fed by the RTU source, trips on the chamber temperature and
     its command (``etch1/stop``, checked against the source's actions) sets the stop coil."""
-    from edge.processing.interlock import (
-        Interlock,
+    from edge.processing.interlock import Interlock
+    from edge.processing.interlock_config import (
         InterlockAction,
         InterlockRuleConfig,
         check_actions,
