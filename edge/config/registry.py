@@ -26,7 +26,7 @@ SINK_TYPES: dict[str, str] = {
     "influx": "edge.sinks.influx:InfluxSinkConfig",
     "opcua": "edge.sinks.opcua:OpcUaConfig",
     "sparkplug": "edge.sinks.sparkplug:SparkplugSinkConfig",
-    "uns": "edge.sinks.uns:UnsSinkConfig",
+    "uns": "edge.sinks.uns_config:UnsSinkConfig",
     "web": "edge.web.config:WebConfig",
 }
 # Top-level sections owned by one component: (struct path, is a list of tables). Today
