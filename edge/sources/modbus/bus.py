@@ -41,7 +41,8 @@ from edge.model import Quality, SampleBatch
 from edge.runtime.links import Backoff, Link
 from edge.sources.metrics import SourceMetrics, link_name
 from edge.sources.modbus.config import PARITY_CHAR, ModbusCommandConfig, Unit
-from edge.sources.modbus.source import _REJECT_REASON, _Read, _reraise_cancel, next_tick
+from edge.sources.modbus.source import _REJECT_REASON, _Read, _reraise_cancel
+from edge.sources.schedule import missed_polls, wait_next
 
 if TYPE_CHECKING:
     from edge.sources.modbus.config import ModbusSourceConfig
@@ -92,10 +93,7 @@ class ModbusBusSource:
         for d in self.devices:
             for c in d.unit.commands:
                 self.commands[f"{d.name}/{c.action}" if cfg.devices else c.action] = (d, c)
-        self.missed = ctx.metrics.counter(
-            "edge_source_missed_polls_total", "Poll ticks skipped because a poll ran late",
-            ["source"],
-        ).labels(cfg.name)
+        self.missed = missed_polls(ctx.metrics, cfg.name)
         self.link = ctx.metrics.links.open(
             link_name(cfg.name, ""), Backoff(initial_s=min(0.2, cfg.backoff_max_s),
                                              max_s=cfg.backoff_max_s))
@@ -205,12 +203,7 @@ class ModbusBusSource:
                     for d in self.devices:
                         await self._emit_all_bad(d, emit, Quality.BAD_NOT_CONNECTED)
                     return lost
-            k, missed = next_tick(k, t0, interval, loop.time())
-            if missed:
-                self.missed.inc(missed)
-            delay = t0 + k * interval - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            k = await wait_next(k, t0, interval, self.missed)
 
     async def _poll_device(self, client: Client, device: _Device, emit: Emit) -> str:
         """Read one device and emit its batch; the reason the bus was lost, or "".
