@@ -36,9 +36,10 @@ from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
 from edge.components import BuildContext, Command, Emit
-from edge.errors import PermanentError, RetryableError
+from edge.errors import RetryableError
 from edge.model import Quality, SampleBatch
 from edge.runtime.links import Backoff, Link
+from edge.sources.commands import command_of
 from edge.sources.metrics import SourceMetrics, link_name
 from edge.sources.modbus.config import PARITY_CHAR, ModbusCommandConfig, Unit
 from edge.sources.modbus.source import _REJECT_REASON, _Read, _reraise_cancel
@@ -303,12 +304,7 @@ class ModbusBusSource:
     async def write(self, command: Command) -> None:
         """Send a configured command (``stop``, or ``<device>/stop`` on a bus with
         ``[[devices]]``) between two requests of the poll; RetryableError on failure."""
-        found = self.commands.get(command.action)
-        if found is None:
-            raise PermanentError(
-                f"source '{self.name}' has no command '{command.action}' "
-                f"(configured: {', '.join(sorted(self.commands)) or 'none'})")
-        device, spec = found
+        device, spec = command_of(self.commands, self.name, command.action)
         client = self._client
         if client is None:
             raise RetryableError(f"source '{self.name}': command '{command.action}' failed: "
