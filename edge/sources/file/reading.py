@@ -133,7 +133,6 @@ class FileReading(abc.ABC):
         self.marks[key] = cur.mark
         return cur
 
-
     async def consume(self, path: Path, emit: Emit, budget: int = 1 << 62) -> tuple[int, bool]:
         """Read and emit the complete new lines of ``path``, about ``budget`` bytes at
         most; (bytes read, whether more may be waiting)."""

@@ -57,6 +57,8 @@ MB = 1 << 20
 
 
 class FileSource(FileReading):
+    """Watches the folders and gives each queued file its turn (``FileReading`` reads it)."""
+
     # emit returns only after the journal commit that also stores the checkpoint.
     wait_durable = True
     # A file unchanged this long gives back its reading state (parser, rows seen); only
@@ -213,7 +215,7 @@ class FileSource(FileReading):
         await self._commit(emit, None, [Quarantine(
             time.time_ns(), self.name, reason, where=path.name, payload="")])
 
-
+    # ------------------------------------------------------------------ checkpoint
 
     async def _load_marks(self) -> dict[str, FileMark]:
         if self._store is not None:
