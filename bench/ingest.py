@@ -38,8 +38,10 @@ from edge.components import BuildContext
 from edge.config import convert
 from edge.model import Record, SampleBatch, TagRegistry
 from edge.runtime.metrics import Metrics
-from edge.sources.file import FileSource, FileSourceConfig
-from edge.sources.modbus import ModbusSource, ModbusSourceConfig
+from edge.sources.file.config import FileSourceConfig
+from edge.sources.file.source import FileSource
+from edge.sources.modbus.config import ModbusSourceConfig
+from edge.sources.modbus.source import ModbusSource
 from edge.sources.mqtt import MqttSource, MqttSourceConfig
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -54,8 +54,8 @@ from edge.components import BuildContext
 from edge.config import convert
 from edge.model import Record, SampleBatch, TagRegistry
 from edge.runtime.metrics import Metrics
-from edge.sources.modbus_bus import ModbusBusSource
-from edge.sources.modbus_config import ModbusSourceConfig
+from edge.sources.modbus.bus import ModbusBusSource
+from edge.sources.modbus.config import ModbusSourceConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 BAUD = 115200

@@ -41,7 +41,8 @@ from edge.components import BuildContext  # noqa: E402
 from edge.config import convert  # noqa: E402
 from edge.model import Record, SampleBatch, TagRegistry  # noqa: E402
 from edge.runtime.metrics import Metrics  # noqa: E402
-from edge.sources.s7 import S7Source, S7SourceConfig  # noqa: E402
+from edge.sources.s7.config import S7SourceConfig  # noqa: E402
+from edge.sources.s7.source import S7Source  # noqa: E402
 
 TAGS = 1000
 KINDS = [("REAL", 4, ">f"), ("INT", 2, ">h"), ("DINT", 4, ">i"), ("BOOL", 1, ""),

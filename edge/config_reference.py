@@ -21,7 +21,7 @@ from edge.config import (
     SOURCE_TYPES,
     GatewaySection,
     JournalSection,
-    _import,
+    import_struct,
 )
 
 START = "<!-- config-reference:start -->"
@@ -98,12 +98,12 @@ def render() -> str:
     out += _table("`[journal]`", JournalSection, seen)
     out += _table("`[asset]`", AssetConfig, seen)
     for kind, path in SOURCE_TYPES.items():
-        out += _table(f'`[[sources]]` with `type = "{kind}"`', _import(path, kind), seen)
+        out += _table(f'`[[sources]]` with `type = "{kind}"`', import_struct(path, kind), seen)
     for kind, path in SINK_TYPES.items():
-        out += _table(f'`[[sinks]]` with `type = "{kind}"`', _import(path, kind), seen)
+        out += _table(f'`[[sinks]]` with `type = "{kind}"`', import_struct(path, kind), seen)
     for name, (path, is_list) in SECTION_TYPES.items():
         title = f"`[[{name}]]`" if is_list else f"`[{name}]`"
-        out += _table(title, _import(path, name), seen)
+        out += _table(title, import_struct(path, name), seen)
     out.append(END)
     return "\n".join(out) + "\n"
 

@@ -14,7 +14,7 @@ from edge.app import Gateway
 from edge.components import BuildContext, Command, Emit
 from edge.config import Config, GatewaySection, JournalSection
 from edge.model import SampleBatch, TagRegistry
-from edge.processing.interlock import InterlockAction, InterlockRuleConfig
+from edge.processing.interlock_config import InterlockAction, InterlockRuleConfig
 from edge.runtime.control import Handler
 from edge.web.config import WebConfig
 from edge.web.server import WebSink

@@ -45,7 +45,7 @@ STAGES: tuple[StageKind, ...] = (
               "edge.processing.clock:ClockCheck"),
     StageKind("compensation", "compensate", "edge.processing.compensate:CompensationConfig",
               "edge.processing.compensate:Compensate"),
-    StageKind("interlocks", "interlock", "edge.processing.interlock:InterlockRuleConfig",
+    StageKind("interlocks", "interlock", "edge.processing.interlock_config:InterlockRuleConfig",
               "edge.processing.interlock:Interlock", status="interlocks"),
     StageKind("health", "health", "edge.processing.health:HealthConfig",
               "edge.processing.health:Health", status="health"),
@@ -81,7 +81,7 @@ def build_stages(config: Config, ctx: BuildContext,
         problems.extend(str(exc).splitlines())
 
     if config.section("interlocks"):
-        from edge.processing.interlock import InterlockRuleConfig, check_actions
+        from edge.processing.interlock_config import InterlockRuleConfig, check_actions
 
         rules = cast("list[InterlockRuleConfig]", config.section("interlocks"))
         try:

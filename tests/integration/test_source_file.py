@@ -14,7 +14,8 @@ from edge.components import BuildContext
 from edge.config import convert
 from edge.model import CmmReading, Quarantine, Record, SampleBatch, TagRegistry
 from edge.runtime.metrics import Metrics
-from edge.sources.file import FileSource, FileSourceConfig
+from edge.sources.file.config import FileSourceConfig
+from edge.sources.file.source import FileSource
 from hw_sim.baddata import BadData
 from hw_sim.cmm import CmmModel, CmmWriter
 from hw_sim.truth import TruthLog

@@ -17,7 +17,8 @@ from edge.config import convert
 from edge.errors import RetryableError
 from edge.model import Quality, Record, SampleBatch, TagRegistry
 from edge.runtime.metrics import Metrics
-from edge.sources.modbus import ModbusSource, ModbusSourceConfig
+from edge.sources.modbus.config import ModbusSourceConfig
+from edge.sources.modbus.source import ModbusSource
 from hw_sim.clock import SimClock
 from hw_sim.etch import EtchModel
 from hw_sim.etch_server import EtchServer

@@ -20,8 +20,8 @@ from edge.config import convert
 from edge.errors import RetryableError
 from edge.model import Quality, TagRegistry
 from edge.runtime.metrics import Metrics
-from edge.sources.modbus import ModbusSourceConfig
-from edge.sources.modbus_bus import ModbusBusSource
+from edge.sources.modbus.bus import ModbusBusSource
+from edge.sources.modbus.config import ModbusSourceConfig
 from hw_sim.clock import SimClock
 from hw_sim.etch import EtchModel
 from hw_sim.etch_server import EtchServer
@@ -224,8 +224,8 @@ async def test_interlock_trip_stops_the_tool_over_rtu(
         line: tuple[str, str], tmp_path: Path) -> None:
     """The interlock stage, fed by the RTU source, trips on the chamber temperature and
     its command (``etch1/stop``, checked against the source's actions) sets the stop coil."""
-    from edge.processing.interlock import (
-        Interlock,
+    from edge.processing.interlock import Interlock
+    from edge.processing.interlock_config import (
         InterlockAction,
         InterlockRuleConfig,
         check_actions,

@@ -16,7 +16,8 @@ from edge.config import convert
 from edge.errors import PermanentError, RetryableError
 from edge.model import Quality, Record, SampleBatch, TagRegistry, TextValue
 from edge.runtime.metrics import Metrics
-from edge.sources.s7 import S7Source, S7SourceConfig
+from edge.sources.s7.config import S7SourceConfig
+from edge.sources.s7.source import S7Source
 from hw_sim.link import LinkProxy
 from hw_sim.s7_plc import LAYOUT, RESET_BIT, STOP_BIT, S7Plc, values
 

@@ -22,7 +22,7 @@ from edge.journal import Journal, JournalWriter
 from edge.model import OperatorAction, Record, SampleBatch, TagRegistry
 from edge.runtime.metrics import Metrics
 from edge.sinks.sparkplug import SparkplugSink, SparkplugSinkConfig
-from edge.sources.modbus import ModbusSourceConfig
+from edge.sources.modbus.config import ModbusSourceConfig
 from hw_sim.clock import SimClock
 from hw_sim.etch import EtchModel
 from hw_sim.etch_server import EtchServer

@@ -32,7 +32,8 @@ from edge.model import (
 from edge.runtime.links import Backoff
 from edge.runtime.metrics import Metrics
 from edge.sinks.delivery import deliver
-from edge.sinks.uns import UnsSink, UnsSinkConfig
+from edge.sinks.uns import UnsSink
+from edge.sinks.uns_config import UnsSinkConfig
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # tests/ holds peers.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -348,7 +349,7 @@ async def test_a_stalled_broker_coalesces_values_and_never_blocks_publish(
                 if i % 500 == 0:
                     await asyncio.sleep(0.05)  # let the flusher run: it fills its window
             took = time.monotonic() - t0
-            assert int(sink._pending.sum()) <= 3  # one pending value per tag, no queue
+            assert int(sink.values._pending.sum()) <= 3  # one pending value per tag, no queue
             await asyncio.sleep(1.0)
             await proxy.set_mode("cut")  # drop the stalled connection; new ones pass
             await sub.until("the latest value", lambda: sub.on(topic) and

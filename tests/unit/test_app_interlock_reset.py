@@ -20,7 +20,7 @@ from edge.components import BuildContext, Command, Emit, WriteResult
 from edge.config import Config, GatewaySection, JournalSection
 from edge.journal import Entry
 from edge.model import OperatorAction, SampleBatch, TagRegistry
-from edge.processing.interlock import InterlockAction, InterlockRuleConfig
+from edge.processing.interlock_config import InterlockAction, InterlockRuleConfig
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ import pytest
 from edge.config import loads
 from edge.errors import ConfigError
 from edge.model import HealthAlert, InterlockTrip, OperatorAction, Record, SpcViolation
-from edge.processing.interlock import InterlockAction, InterlockRuleConfig, check_actions
+from edge.processing.interlock_config import InterlockAction, InterlockRuleConfig, check_actions
 from edge.runtime.conditions import ConditionBoard, ConditionState, Declared, declared_conditions
 
 

@@ -23,7 +23,7 @@ from edge.config import (
     SOURCE_TYPES,
     GatewaySection,
     JournalSection,
-    _import,
+    import_struct,
     load,
 )
 from edge.errors import ConfigError
@@ -31,9 +31,9 @@ from edge.errors import ConfigError
 # Imported here, not while drawing: hypothesis forbids the random module in strategies
 # and some component modules touch it when first imported.
 _STRUCTS: dict[str, type[Any]] = {
-    **{f"source:{k}": _import(v, k) for k, v in SOURCE_TYPES.items()},
-    **{f"sink:{k}": _import(v, k) for k, v in SINK_TYPES.items()},
-    **{k: _import(v, k) for k, (v, _) in SECTION_TYPES.items()},
+    **{f"source:{k}": import_struct(v, k) for k, v in SOURCE_TYPES.items()},
+    **{f"sink:{k}": import_struct(v, k) for k, v in SINK_TYPES.items()},
+    **{k: import_struct(v, k) for k, (v, _) in SECTION_TYPES.items()},
 }
 _BARE = re.compile(r"^[A-Za-z0-9_-]+$")
 _WORDS = ["etch1", "cmm1", "127.0.0.1", "http://127.0.0.1:9", "stop", "float32", "a/b",

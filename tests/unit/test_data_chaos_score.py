@@ -16,7 +16,7 @@ from edge.config import loads
 from edge.model import Quarantine, SampleBatch, TagRegistry
 from edge.processing.clock import ClockCheck, ClockCheckConfig
 from edge.runtime.metrics import Metrics
-from edge.sources.csv_parse import CmmParser
+from edge.sources.file.csv_parse import CmmParser
 from edge.sources.mqtt import MqttSource, MqttSourceConfig
 from hw_sim.baddata import CHAOS, BadData
 from hw_sim.clock import SimClock

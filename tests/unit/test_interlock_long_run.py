@@ -17,7 +17,8 @@ import pytest
 
 from edge.config import loads
 from edge.model import InterlockTrip, SampleBatch, TagRegistry
-from edge.processing.interlock import Interlock, InterlockRuleConfig
+from edge.processing.interlock import Interlock
+from edge.processing.interlock_config import InterlockRuleConfig
 from hw_sim.etch import EtchConfig, EtchModel, chamber_series
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "edge.example.toml"

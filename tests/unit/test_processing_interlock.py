@@ -12,8 +12,8 @@ from edge.components import Command
 from edge.config import loads
 from edge.errors import ConfigError
 from edge.model import InterlockTrip, Quality, Quarantine, SampleBatch, TagRegistry
-from edge.processing.interlock import (
-    Interlock,
+from edge.processing.interlock import Interlock
+from edge.processing.interlock_config import (
     InterlockAction,
     InterlockRuleConfig,
     check_actions,
@@ -194,7 +194,8 @@ def test_config_errors_name_the_key() -> None:
 def test_arm_restarts_the_stale_clock() -> None:
     """Start-up time is not silence: arming when the sources start resets the stale clock."""
     from edge.model import TagRegistry
-    from edge.processing.interlock import Interlock, InterlockAction, InterlockRuleConfig
+    from edge.processing.interlock import Interlock
+    from edge.processing.interlock_config import InterlockAction, InterlockRuleConfig
 
     tags = TagRegistry()
     tags.add("etch1", "chamber_temp")

@@ -15,7 +15,7 @@ from edge.errors import ConfigError
 from edge.model import Quality, SampleBatch, SpcViolation, TagRegistry
 from edge.protocols.mqtt import uns as U
 from edge.runtime.metrics import Metrics
-from edge.sinks.uns import UnsSinkConfig
+from edge.sinks.uns_config import UnsSinkConfig
 
 
 @pytest.mark.parametrize(("body", "message"), [
@@ -83,7 +83,7 @@ def test_publish_coalesces_without_a_broker(tmp_path: Path) -> None:
     ctx = BuildContext("gw", tags, Metrics(), tmp_path, lambda n: n)
     sink = UnsSinkConfig().build(ctx)
     sink.publish(SampleBatch([0, 0, 9], [1, 2, 3], [1.0, 2.0, 3.0]), [])
-    assert sink._value.tolist() == [2.0] and sink._pending.tolist() == [True]
+    assert sink.values._value.tolist() == [2.0] and sink.values._pending.tolist() == [True]
     assert sink.status_topic == "gw/status"
 
 

@@ -94,7 +94,7 @@ def test_loose_key_and_resolution() -> None:
 def test_csv_headers_under_other_spellings_map_to_the_configured_column() -> None:
     """A file source's value column found under an alias or, loosely, under any case and
     punctuation; a header that spells one column twice is refused with both names."""
-    from edge.sources.csv_parse import SamplesParser
+    from edge.sources.file.csv_parse import SamplesParser
 
     def parser(loose: bool) -> SamplesParser:
         return SamplesParser("ts", ["smelter_1", "smelter_2"], None, "s",

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.sources.csv_parse import CmmParser, SamplesParser
+from edge.sources.file.csv_parse import CmmParser, SamplesParser
 from edge.sources.timestamps import TimestampError, parse_timestamp, zone
 
 HEADER = (b"timestamp,part_id,lot,feature,nominal_mm,tol_mm,measured_mm,"
@@ -25,7 +25,7 @@ def cmm(tz: dt.tzinfo | None = None) -> CmmParser:
 
 
 def test_good_row_is_accepted_with_values() -> None:
-    """A well-formed CMM row becomes a CmmRow with the numbers of the file."""
+    """A well-formed CMM row becomes a CmmReading with the numbers of the file."""
     r = cmm().parse([(2, GOOD)], set())
     assert not r.errors
     row = r.rows[0]

@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 from edge.components import BuildContext
 from edge.model import CmmReading, Quarantine, Record, SampleBatch, TagRegistry
 from edge.runtime.metrics import Metrics
-from edge.sources.file import FileSource, FileSourceConfig, _Cursor
-from edge.sources.file_checkpoint import FileMark
+from edge.sources.file.checkpoint import FileMark
+from edge.sources.file.config import FileSourceConfig
+from edge.sources.file.reading import Cursor
+from edge.sources.file.source import FileSource
 
 HEADER = ("timestamp,part_id,lot,feature,nominal_mm,tol_mm,measured_mm,"
           "part_temp_c,air_temp_c,scale_temp_c")
@@ -108,7 +110,7 @@ def test_fuzz_csv_file_every_good_row_kept_every_bad_row_quarantined(
     data = eol.join(lines) + (eol if newline_at_end else b"")
 
     src, out = _source(), Keep()
-    cur = _Cursor(FileMark(0, 0, 0, 0, "", 0), src._parser())
+    cur = Cursor(FileMark(0, 0, 0, 0, "", 0), src._parser(FILE))
     asyncio.run(src._process(Path(FILE), cur, data, out, final=not newline_at_end))
 
     readings = [r for r in out.records if isinstance(r, CmmReading)]
@@ -131,7 +133,7 @@ def test_fuzz_arbitrary_bytes_after_the_header_never_raise(
     if not newline_at_end and data.endswith(b"\n"):
         return
     src, out = _source(), Keep()
-    cur = _Cursor(FileMark(0, 0, 0, 0, "", 0), src._parser())
+    cur = Cursor(FileMark(0, 0, 0, 0, "", 0), src._parser(FILE))
     asyncio.run(src._process(Path(FILE), cur, data, out, final=not newline_at_end))
     rows = data.split(b"\n")[1:]
     if newline_at_end:

@@ -28,7 +28,7 @@ from edge.model import Quality, Record, SampleBatch, TagRegistry
 from edge.protocols.modbus.codec import Decoder, Field, decode, encode
 from edge.protocols.modbus.plan import Function, ReadRequest, RegisterRef, plan_reads
 from edge.runtime.metrics import Metrics
-from edge.sources.modbus import next_tick
+from edge.sources.schedule import next_tick
 
 LIMITS: dict[Function, int] = {"holding": 125, "input": 125, "coil": 2000, "discrete": 2000}
 

@@ -19,8 +19,8 @@ from edge.errors import ConfigError
 from edge.model import Quality, Record, SampleBatch, TagRegistry
 from edge.protocols.modbus.codec import encode
 from edge.runtime.metrics import Metrics
-from edge.sources.modbus import ModbusSource
-from edge.sources.modbus_bus import ModbusBusSource
+from edge.sources.modbus.bus import ModbusBusSource
+from edge.sources.modbus.source import ModbusSource
 
 
 def _cfg(keys: str, devices: str = "") -> str:

@@ -7,7 +7,7 @@ import gc
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.sources.rowset import MERGE_AT, RowSet
+from edge.sources.file.rowset import MERGE_AT, RowSet
 
 
 @settings(max_examples=60, deadline=None)

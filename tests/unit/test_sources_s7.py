@@ -14,7 +14,8 @@ from edge.components import BuildContext
 from edge.config import ConfigError, convert, loads
 from edge.model import Quality, Record, SampleBatch, TagRegistry
 from edge.runtime.metrics import Metrics
-from edge.sources.s7 import S7Source, S7SourceConfig
+from edge.sources.s7.config import S7SourceConfig
+from edge.sources.s7.source import S7Source
 
 TAGS = [{"name": "t", "address": "DB1.DBD8", "type": "REAL", "scale": 2.0, "offset": 1.0},
         {"name": "run", "address": "DB1.DBX0.0", "type": "BOOL"},

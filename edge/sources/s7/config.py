@@ -5,7 +5,6 @@ failure at the first poll."""
 
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -16,9 +15,10 @@ from edge.model import DataType, TagRegistry
 from edge.protocols.s7.address import Address, parse
 from edge.protocols.s7.codec import S7Type, check, encode, parse_type
 from edge.protocols.s7.plan import ReadRequest, TagRef, max_read_bytes, plan_reads
+from edge.sources.tag_config import ScaledTagConfig
 
 if TYPE_CHECKING:
-    from edge.sources.s7 import S7Source
+    from edge.sources.s7.source import S7Source
 
 
 def address_of(text: str, type_text: str) -> tuple[Address, S7Type]:
@@ -27,27 +27,17 @@ def address_of(text: str, type_text: str) -> tuple[Address, S7Type]:
     return addr, t
 
 
-class S7TagConfig(ConfigStruct, frozen=True):
-    name: str
+class S7TagConfig(ScaledTagConfig, frozen=True, kw_only=True):
     address: str  # DB10.DBD4, DB1.DBX0.3, I0.1, Q1.0, M10.2, MW20...
     type: str  # BOOL, BYTE, WORD, INT, DWORD, DINT, REAL, LREAL, DATE_AND_TIME, STRING[n]
-    scale: float = 1.0
-    offset: float = 0.0
-    unit: str = ""
-    low: float | None = None
-    high: float | None = None
-    description: str = ""
 
     def __post_init__(self) -> None:
-        if not self.name or "/" in self.name:
-            raise ValueError("name must be non-empty and without '/'")
-        if self.scale == 0 or not math.isfinite(self.scale) or not math.isfinite(self.offset):
-            raise ValueError(f"tag '{self.name}': scale must be finite and not 0, offset finite")
+        super().__post_init__()
         try:
             _, t = address_of(self.address, self.type)
         except ValueError as exc:
             raise ValueError(f"tag '{self.name}': {exc}") from None
-        if not t.numeric and (self.scale, self.offset) != (1.0, 0.0):
+        if not t.numeric and self.scaled:
             raise ValueError(f"tag '{self.name}': type {t} is text: scale and offset are "
                              "for numbers")
 
@@ -60,7 +50,7 @@ class S7TagConfig(ConfigStruct, frozen=True):
     @property
     def dtype(self) -> DataType:
         t = parse_type(self.type)
-        if (self.scale, self.offset) != (1.0, 0.0) and t.dtype != "float64":
+        if self.scaled and t.dtype != "float64":
             return "float64"
         return t.dtype
 
@@ -145,7 +135,7 @@ class S7SourceConfig(ConfigStruct, frozen=True):
                      high=t.high, description=t.description)
 
     def build(self, ctx: BuildContext) -> S7Source:
-        from edge.sources.s7 import S7Source
+        from edge.sources.s7.source import S7Source
 
         return S7Source(self, ctx)
 

@@ -31,13 +31,14 @@ from snap7.type import Area as Snap7Area
 from snap7.type import WordLen
 
 from edge.components import Command
-from edge.errors import PermanentError, RetryableError
+from edge.errors import RetryableError
 from edge.protocols.s7.address import parse
 from edge.protocols.s7.codec import encode, parse_type
 from edge.runtime.progress import blocking
+from edge.sources.commands import command_of
 
 if TYPE_CHECKING:
-    from edge.sources.s7_config import S7SourceConfig
+    from edge.sources.s7.config import S7SourceConfig
 
 log = structlog.get_logger("edge.sources.s7")
 
@@ -113,11 +114,7 @@ class S7CommandPort:
 
     async def write(self, command: Command) -> None:
         """Send a configured command (e.g. ``stop``); raises RetryableError on failure."""
-        spec = self.commands.get(command.action)
-        if spec is None:
-            raise PermanentError(
-                f"source '{self.name}' has no command '{command.action}' "
-                f"(configured: {', '.join(sorted(self.commands)) or 'none'})")
+        spec = command_of(self.commands, self.name, command.action)
         async with self._lock:
             try:
                 await blocking(f"s7 command {command.action} to {self.where}", self._send, spec)

@@ -20,8 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from edge.model import CmmReading
 from edge.sources.aliases import loose as loose_key
-from edge.sources.rowset import SeenRows
+from edge.sources.file.rowset import SeenRows
 from edge.sources.timestamps import EpochUnit, TimestampError, parse_timestamp
 
 _T = TypeVar("_T")
@@ -158,29 +159,19 @@ class _Parser(abc.ABC, Generic[_T]):
             raise _Problem("timestamp", str(exc)) from None
 
 
-@dataclass(frozen=True, slots=True)
-class CmmRow:
-    ts_ns: int
-    part_id: str
-    lot: str
-    feature: str
-    nominal_mm: float
-    tol_mm: float
-    measured_mm: float
-    part_temp_c: float
-    air_temp_c: float
-    scale_temp_c: float
-
-
-class CmmParser(_Parser[CmmRow]):
-    """CMM rows; ``columns`` maps a logical field to its header name (default: same)."""
+class CmmParser(_Parser[CmmReading]):
+    """CMM rows, each a ``CmmReading`` of ``device`` found in ``where`` (the file name);
+    ``columns`` maps a logical field to its header name (default: same)."""
 
     def __init__(
-        self, columns: Mapping[str, str], tz: dt.tzinfo | None, epoch_unit: EpochUnit = "s"
+        self, columns: Mapping[str, str], tz: dt.tzinfo | None, epoch_unit: EpochUnit = "s",
+        *, device: str = "", where: str = "",
     ) -> None:
         super().__init__(tz, epoch_unit)
         self.columns = {f: columns.get(f, f) for f in CMM_FIELDS}
         self.index: dict[str, int] = {}
+        self.device = device
+        self.where = where
 
     def _map(self, names: list[str]) -> str | None:
         where = {n: i for i, n in enumerate(names)}
@@ -192,7 +183,7 @@ class CmmParser(_Parser[CmmRow]):
                 return f"header lacks column '{header}'"
         return None
 
-    def _row(self, fields: list[str]) -> CmmRow:
+    def _row(self, fields: list[str]) -> CmmReading:
         ix = self.index
         texts = []
         for name in CMM_TEXT:
@@ -203,9 +194,9 @@ class CmmParser(_Parser[CmmRow]):
         nums = [
             _number(fields, ix[n], n) if n in ix else math.nan for n in CMM_NUMBERS
         ]
-        return CmmRow(
-            self._ts(fields, ix["timestamp"]), texts[0], texts[1], texts[2],
-            nums[0], nums[1], nums[2], nums[3], nums[4], nums[5],
+        return CmmReading(
+            self._ts(fields, ix["timestamp"]), self.device, texts[0], texts[1], texts[2],
+            nums[0], nums[1], nums[2], nums[3], nums[4], nums[5], where=self.where,
         )
 
 

@@ -1,36 +1,27 @@
-"""TOML -> typed, validated configuration.
+"""TOML text -> a checked ``Config``, every mistake in the file reported.
 
 Invariants:
 
-* Every section is decoded by msgspec into a frozen Struct that forbids unknown keys, so
-  a typo is an error, never a silently ignored setting.
 * Every error is a ``ConfigError`` whose message names the component and the key, e.g.
   ``source 'etch1': register 'chamber_temp': scale must not be 0``. ``load`` reports
   every mistake in the file, not only the first (``ConfigProblems``: one per line,
   ``<file>:<line>:`` first where the line is known; see ``edge.config_explain``), and
   raises nothing but ``ConfigError``, whatever the bytes in the file.
-* Secrets are never in the file: a config holds the *name* of a secret, read at start-up
-  from ``$CREDENTIALS_DIRECTORY/<name>`` (systemd ``LoadCredential=``) or the environment.
-* Component types are looked up in ``SOURCE_TYPES``/``SINK_TYPES``/``SECTION_TYPES``; the
-  struct for a type lives beside its component (``edge/sources/modbus.py`` holds
-  ``ModbusSourceConfig``) and is imported only when a config uses it.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
 from edge.asset import AssetConfig
-from edge.components import SinkConfig, SourceConfig, StageConfig
+from edge.config.registry import SECTION_TYPES, SINK_TYPES, SOURCE_TYPES, import_struct
+from edge.config.structs import Config, GatewaySection, JournalSection
 from edge.config_explain import (
     TextIndex,
     did_you_mean,
@@ -41,8 +32,6 @@ from edge.config_explain import (
     singular,
 )
 from edge.errors import ConfigError
-from edge.processing import STAGES
-from edge.runtime import redact
 
 _T = TypeVar("_T")
 
@@ -53,112 +42,6 @@ class ConfigProblems(ConfigError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
-
-
-class ConfigStruct(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Base for every config section: frozen, keyword-only, unknown keys rejected.
-
-    Subclasses repeat ``frozen=True`` in their class line (mypy's dataclass_transform
-    needs it): ``class ModbusSourceConfig(ConfigStruct, frozen=True)``."""
-
-
-class GatewaySection(ConfigStruct, frozen=True):
-    id: str = "edge-gateway"
-    state_dir: str = "/var/lib/edge-gateway"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
-    log_format: Literal["auto", "json", "console"] = "auto"
-    shutdown_timeout_s: float = 10.0
-    # WATCHDOG=1 is withheld once a component has made no progress for this long.
-    stall_timeout_s: float = 30.0
-    metrics_port: int = 0
-    # Sources whose tags an interlock watches run on their own thread and event loop,
-    # so a stop never waits behind the bulk work of the main loop.
-    fast_lane: bool = True
-    # Real-time priority (SCHED_FIFO 1-99) of the fast lane's thread, so a device's answer
-    # is taken at once on a busy CPU instead of after the next time slice; 0: normal
-    # scheduling. Needs CAP_SYS_NICE or RLIMIT_RTPRIO (the unit sets LimitRTPRIO=10);
-    # without either the lane runs at normal priority and the log says so.
-    fast_lane_rt_priority: int = 10
-
-    def __post_init__(self) -> None:
-        if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", self.id):
-            raise ValueError("id must be 1-64 letters, digits, '.', '_' or '-'")
-        if self.shutdown_timeout_s <= 0:
-            raise ValueError("shutdown_timeout_s must be > 0")
-        if self.stall_timeout_s <= 0:
-            raise ValueError("stall_timeout_s must be > 0")
-        if not 0 <= self.metrics_port <= 65535:
-            raise ValueError("metrics_port must be 0 (off) or a TCP port")
-        if not 0 <= self.fast_lane_rt_priority <= 99:
-            raise ValueError("fast_lane_rt_priority must be 0 (off) to 99")
-
-
-class JournalSection(ConfigStruct, frozen=True):
-    path: str = ""  # default: <state_dir>/journal.db
-    durability: Literal["process-crash", "power-loss"] = "process-crash"
-    max_mb: float = 1024.0
-    max_age_h: float = 168.0
-    record_max_age_h: float = 720.0
-    commit_interval_ms: float = 5.0
-    max_pending_points: int = 2_000_000
-
-    def __post_init__(self) -> None:
-        for key in ("max_mb", "max_age_h", "record_max_age_h"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"{key} must be > 0")
-        if not 0 <= self.commit_interval_ms <= 1000:
-            raise ValueError("commit_interval_ms must be between 0 and 1000")
-        if self.max_pending_points < 1000:
-            raise ValueError("max_pending_points must be >= 1000")
-
-
-# type name -> "module:Struct". The struct lives beside the component it configures.
-SOURCE_TYPES: dict[str, str] = {
-    "file": "edge.sources.file:FileSourceConfig",
-    "modbus": "edge.sources.modbus:ModbusSourceConfig",
-    "s7": "edge.sources.s7_config:S7SourceConfig",
-    "mqtt": "edge.sources.mqtt:MqttSourceConfig",
-    "opcua": "edge.sources.opcua_config:OpcUaSourceConfig",
-}
-SINK_TYPES: dict[str, str] = {
-    "mes": "edge.sinks.mes:MesSinkConfig",
-    "influx": "edge.sinks.influx:InfluxSinkConfig",
-    "opcua": "edge.sinks.opcua:OpcUaConfig",
-    "sparkplug": "edge.sinks.sparkplug:SparkplugSinkConfig",
-    "uns": "edge.sinks.uns:UnsSinkConfig",
-    "web": "edge.web.config:WebConfig",
-}
-# Top-level sections owned by one component: (struct path, is a list of tables). Today
-# these are the stage sections, from the one stage table.
-SECTION_TYPES: dict[str, tuple[str, bool]] = {k.section: (k.config, True) for k in STAGES}
-
-
-@dataclass(frozen=True)
-class Config:
-    gateway: GatewaySection
-    journal: JournalSection
-    sources: list[SourceConfig] = field(default_factory=list)
-    sinks: list[SinkConfig] = field(default_factory=list)
-    sections: dict[str, list[StageConfig]] = field(default_factory=dict)
-    path: Path | None = None
-    asset: AssetConfig = field(default_factory=AssetConfig)
-
-    @property
-    def state_dir(self) -> Path:
-        return Path(self.gateway.state_dir)
-
-    @property
-    def journal_path(self) -> Path:
-        return Path(self.journal.path) if self.journal.path else self.state_dir / "journal.db"
-
-    def section(self, name: str) -> list[StageConfig]:
-        """The tables of a stage section (``[]`` when absent); ``name`` must be known."""
-        if name not in SECTION_TYPES:
-            raise KeyError(name)
-        return self.sections.get(name, [])
-
-
-# ------------------------------------------------------------------------ loading
 
 
 def load(path: str | Path) -> Config:
@@ -236,7 +119,7 @@ def from_raw(raw: dict[str, Any], *, path: Path | None = None,
         if name not in raw:
             continue
         try:
-            cls = _import(target, name)
+            cls = import_struct(target, name)
         except ConfigError as exc:
             probs.add(str(exc), name)
             continue
@@ -285,7 +168,7 @@ def _components(raw: Mapping[str, Any], key: str, types: Mapping[str, str],
                       f"(got {kind!r}){hint}", key, i, "type" if "type" in item else None)
             continue
         try:
-            cls = _import(types[kind], where)
+            cls = import_struct(types[kind], where)
         except ConfigError as exc:
             probs.add(str(exc), key, i, "type")
             continue
@@ -316,15 +199,6 @@ def _unique_names(key: str, items: object, probs: _Problems) -> None:
             if name in seen:
                 probs.add(f"{singular(key)} '{name}': name is used twice", key, i, "name")
             seen.add(name)
-
-
-def _import(target: str, label: str) -> type[Any]:
-    module, _, attr = target.partition(":")
-    try:
-        cls: type[Any] = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"{label}: this build has no {target} ({exc})") from None
-    return cls
 
 
 def convert(raw: object, cls: type[_T], label: str) -> _T:
@@ -398,48 +272,3 @@ def _convert_all(raw: object, cls: type[_T], where: str, probs: _Problems, secti
         else:
             return value if ok else None
     return None
-
-
-# ------------------------------------------------------------------------ secrets
-
-
-_SECRET_NAME = re.compile(r"[A-Za-z0-9_\-][A-Za-z0-9_.\-]{0,127}")
-
-
-def check_secret_name(name: str, key: str = "secret") -> None:
-    """ValueError unless ``name`` can only name a file inside the credentials folder."""
-    if not _SECRET_NAME.fullmatch(name):
-        raise ValueError(
-            f"{key} {name!r} is not a secret name: use letters, digits, '_', '-' and '.', "
-            "not starting with '.' (it names a file in $CREDENTIALS_DIRECTORY)"
-        )
-
-
-def secret_reader(environ: Mapping[str, str] | None = None) -> Callable[[str], str]:
-    """Returns ``read(name)``: ``$CREDENTIALS_DIRECTORY/<name>`` first, then ``$<name>``."""
-    env = os.environ if environ is None else environ
-
-    def read(name: str) -> str:
-        try:
-            check_secret_name(name)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from None
-        cred_dir = env.get("CREDENTIALS_DIRECTORY")
-        where = f"environment variable {name}"
-        value: str | None = None
-        if cred_dir and (Path(cred_dir) / name).is_file():
-            value = (Path(cred_dir) / name).read_text(encoding="utf-8").strip()
-            where = f"credential {Path(cred_dir) / name}"
-        else:
-            value = env.get(name)
-        if value is None:
-            raise ConfigError(
-                f"secret '{name}' not found: set the environment variable {name} or give "
-                f"it as a systemd credential (LoadCredential={name}:...)"
-            )
-        if not value.strip():
-            raise ConfigError(f"secret '{name}' is empty ({where})")
-        redact.remember(value)
-        return value
-
-    return read

@@ -16,7 +16,7 @@ Invariants:
 * The bus link (``source:<name>``) is lost only when the port or the TCP connection
   is (a ``ConnectionException``); then the link runtime reopens it with backoff and
   every device's samples are ``BAD_NOT_CONNECTED`` meanwhile.
-* The same plan, decoders and word orders as Modbus TCP (``edge.sources.modbus``).
+* The same plan, decoders and word orders as Modbus TCP (``edge.sources.modbus.source``).
 """
 
 from __future__ import annotations
@@ -36,15 +36,17 @@ from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
 from edge.components import BuildContext, Command, Emit
-from edge.errors import PermanentError, RetryableError
+from edge.errors import RetryableError
 from edge.model import Quality, SampleBatch
 from edge.runtime.links import Backoff, Link
+from edge.sources.commands import command_of
 from edge.sources.metrics import SourceMetrics, link_name
-from edge.sources.modbus import _REJECT_REASON, _Read, _reraise_cancel, next_tick
-from edge.sources.modbus_config import PARITY_CHAR, ModbusCommandConfig, Unit
+from edge.sources.modbus.config import PARITY_CHAR, ModbusCommandConfig, Unit
+from edge.sources.modbus.source import _REJECT_REASON, _Read, _reraise_cancel
+from edge.sources.schedule import missed_polls, wait_next
 
 if TYPE_CHECKING:
-    from edge.sources.modbus_config import ModbusSourceConfig
+    from edge.sources.modbus.config import ModbusSourceConfig
 
 log = structlog.get_logger("edge.sources.modbus")
 
@@ -92,10 +94,7 @@ class ModbusBusSource:
         for d in self.devices:
             for c in d.unit.commands:
                 self.commands[f"{d.name}/{c.action}" if cfg.devices else c.action] = (d, c)
-        self.missed = ctx.metrics.counter(
-            "edge_source_missed_polls_total", "Poll ticks skipped because a poll ran late",
-            ["source"],
-        ).labels(cfg.name)
+        self.missed = missed_polls(ctx.metrics, cfg.name)
         self.link = ctx.metrics.links.open(
             link_name(cfg.name, ""), Backoff(initial_s=min(0.2, cfg.backoff_max_s),
                                              max_s=cfg.backoff_max_s))
@@ -205,12 +204,7 @@ class ModbusBusSource:
                     for d in self.devices:
                         await self._emit_all_bad(d, emit, Quality.BAD_NOT_CONNECTED)
                     return lost
-            k, missed = next_tick(k, t0, interval, loop.time())
-            if missed:
-                self.missed.inc(missed)
-            delay = t0 + k * interval - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            k = await wait_next(k, t0, interval, self.missed)
 
     async def _poll_device(self, client: Client, device: _Device, emit: Emit) -> str:
         """Read one device and emit its batch; the reason the bus was lost, or "".
@@ -310,12 +304,7 @@ class ModbusBusSource:
     async def write(self, command: Command) -> None:
         """Send a configured command (``stop``, or ``<device>/stop`` on a bus with
         ``[[devices]]``) between two requests of the poll; RetryableError on failure."""
-        found = self.commands.get(command.action)
-        if found is None:
-            raise PermanentError(
-                f"source '{self.name}' has no command '{command.action}' "
-                f"(configured: {', '.join(sorted(self.commands)) or 'none'})")
-        device, spec = found
+        device, spec = command_of(self.commands, self.name, command.action)
         client = self._client
         if client is None:
             raise RetryableError(f"source '{self.name}': command '{command.action}' failed: "

@@ -37,16 +37,9 @@ from edge.protocols.modbus.codec import Decoder, Field
 from edge.protocols.modbus.plan import Function, ReadRequest
 from edge.runtime.links import Backoff
 from edge.sources.metrics import SourceMetrics, link_name
-from edge.sources.modbus_command import ModbusCommandPort
-from edge.sources.modbus_config import (
-    ModbusCommandConfig,
-    ModbusDeviceConfig,
-    ModbusSourceConfig,
-    RegisterConfig,
-)
-
-__all__ = ["ModbusCommandConfig", "ModbusDeviceConfig", "ModbusSource", "ModbusSourceConfig",
-           "RegisterConfig", "next_tick"]
+from edge.sources.modbus.command import ModbusCommandPort
+from edge.sources.modbus.config import ModbusSourceConfig, RegisterConfig
+from edge.sources.schedule import missed_polls, wait_next
 
 log = structlog.get_logger("edge.sources.modbus")
 
@@ -76,18 +69,6 @@ class _Read:
         self.failing = ""
 
 
-def next_tick(k: int, t0: float, interval: float, now: float) -> tuple[int, int]:
-    """The tick to poll after poll ``k`` ended at ``now``, and how many ticks it skipped.
-
-    Tick k is due at ``t0 + k * interval``; a tick that passed while poll k ran is
-    skipped (no burst to catch up, no drift): the next poll waits for the next tick.
-    """
-    nxt = k + 1
-    if t0 + nxt * interval <= now:
-        nxt = math.floor((now - t0) / interval) + 1
-    return nxt, nxt - k - 1
-
-
 def _reraise_cancel() -> None:
     """Re-raise a cancellation that pymodbus' ``wait_for`` swallowed (Python 3.11 loses a
     cancel that races with the answer), so that stopping the source always works."""
@@ -114,10 +95,7 @@ class ModbusSource:
             [ctx.tags.id_of(f"{self.device}/{cfg.registers[i].name}") for i in order], np.int32
         )
         self.port = ModbusCommandPort(cfg, self._client)
-        self.missed = ctx.metrics.counter(
-            "edge_source_missed_polls_total", "Poll ticks skipped because a poll ran late",
-            ["source"],
-        ).labels(cfg.name)
+        self.missed = missed_polls(ctx.metrics, cfg.name)
         self.polls = 0
         self.link = ctx.metrics.links.open(
             link_name(cfg.name, self.device), Backoff(initial_s=min(0.2, cfg.backoff_max_s),
@@ -183,12 +161,7 @@ class ModbusSource:
             if lost:
                 return lost
             await self.port.keep_open()
-            k, missed = next_tick(k, t0, interval, loop.time())
-            if missed:
-                self.missed.inc(missed)
-            delay = t0 + k * interval - loop.time()
-            if delay > 0:  # when late, the reads themselves yield to the loop
-                await asyncio.sleep(delay)
+            k = await wait_next(k, t0, interval, self.missed)
 
     async def _poll_once(self, client: AsyncModbusTcpClient, emit: Emit) -> tuple[bool, str]:
         n = len(self.tag_ids)

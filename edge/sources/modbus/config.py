@@ -16,7 +16,6 @@ source's). Keys of another transport are refused by name, never silently ignored
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -27,11 +26,12 @@ from edge.config import ConfigStruct
 from edge.model import DataType, TagRegistry
 from edge.protocols.modbus.codec import WORDS, Order, RegType
 from edge.protocols.modbus.plan import Function, ReadRequest, RegisterRef, plan_reads
+from edge.sources.tag_config import ScaledTagConfig
 
 if TYPE_CHECKING:
     from edge.components import BuildContext
-    from edge.sources.modbus import ModbusSource
-    from edge.sources.modbus_bus import ModbusBusSource
+    from edge.sources.modbus.bus import ModbusBusSource
+    from edge.sources.modbus.source import ModbusSource
 
 Transport = Literal["tcp", "rtu", "rtu-over-tcp"]
 Parity = Literal["none", "even", "odd"]
@@ -39,27 +39,15 @@ PARITY_CHAR: dict[Parity, str] = {"none": "N", "even": "E", "odd": "O"}
 SERIAL_KEYS = ("serial_port", "baudrate", "parity", "stop_bits")
 
 
-class RegisterConfig(ConfigStruct, frozen=True):
-    name: str
+class RegisterConfig(ScaledTagConfig, frozen=True, kw_only=True):
     address: int
     function: Function = "holding"
     type: RegType | None = None  # default: bool for coil/discrete, uint16 otherwise
     word_order: Order = "big"
     byte_order: Order = "big"
-    scale: float = 1.0
-    offset: float = 0.0
-    unit: str = ""
-    low: float | None = None
-    high: float | None = None
-    description: str = ""
 
     def __post_init__(self) -> None:
-        if not self.name or "/" in self.name:
-            raise ValueError("name must be non-empty and without '/'")
-        if self.scale == 0 or not math.isfinite(self.scale):
-            raise ValueError("scale must not be 0")
-        if not math.isfinite(self.offset):
-            raise ValueError("offset must be a finite number")
+        super().__post_init__()
         bits = self.function in ("coil", "discrete")
         if bits and self.type not in (None, "bool"):
             raise ValueError(f"type must be 'bool' for function '{self.function}'")
@@ -302,16 +290,15 @@ class ModbusSourceConfig(ConfigStruct, frozen=True):
     def declare_tags(self, tags: TagRegistry) -> None:
         for u in self.units():
             for r in u.registers:
-                scaled = (r.scale, r.offset) != (1.0, 0.0)
-                dtype: DataType = "float64" if scaled and r.rtype != "float64" else r.rtype
+                dtype: DataType = "float64" if r.scaled and r.rtype != "float64" else r.rtype
                 tags.add(u.name, r.name, unit=r.unit, dtype=dtype, low=r.low,
                          high=r.high, description=r.description)
 
     def build(self, ctx: BuildContext) -> ModbusSource | ModbusBusSource:
         if self.bus:
-            from edge.sources.modbus_bus import ModbusBusSource
+            from edge.sources.modbus.bus import ModbusBusSource
             return ModbusBusSource(self, ctx)
-        from edge.sources.modbus import ModbusSource
+        from edge.sources.modbus.source import ModbusSource
         return ModbusSource(self, ctx)
 
     def actions(self) -> frozenset[str]:

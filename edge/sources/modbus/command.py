@@ -28,10 +28,11 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 
 from edge.components import Command
-from edge.errors import PermanentError, RetryableError
+from edge.errors import RetryableError
+from edge.sources.commands import command_of
 
 if TYPE_CHECKING:
-    from edge.sources.modbus import ModbusSourceConfig
+    from edge.sources.modbus.config import ModbusSourceConfig
 
 log = structlog.get_logger("edge.sources.modbus")
 
@@ -82,12 +83,7 @@ class ModbusCommandPort:
 
     async def write(self, command: Command) -> None:
         """Send a configured command (e.g. ``stop``); raises RetryableError on failure."""
-        spec = self.commands.get(command.action)
-        if spec is None:
-            raise PermanentError(
-                f"source '{self.name}' has no command '{command.action}' "
-                f"(configured: {', '.join(sorted(self.commands)) or 'none'})"
-            )
+        spec = command_of(self.commands, self.name, command.action)
         address = spec.address - self.cfg.address_base
         async with self._lock:
             try:

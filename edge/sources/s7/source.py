@@ -17,7 +17,7 @@ Invariants:
 * After a connection error or a timeout the connection is closed and opened again
   (through the link runtime: backoff, up/down logged once, the link board), so a late
   answer is never taken for a later request's.
-* Commands use their own connection (``s7_command.py``): a stop never waits behind a
+* Commands use their own connection (``command.py``): a stop never waits behind a
   poll that hangs.
 * A STRING tag is text, not a sample: it is emitted as a ``TextValue`` record when its
   text or its quality changes (the first poll always emits it), with the reason when it
@@ -58,10 +58,9 @@ from edge.protocols.s7.plan import ReadRequest
 from edge.runtime.links import Backoff
 from edge.runtime.progress import blocking
 from edge.sources.metrics import SourceMetrics, link_name
-from edge.sources.s7_command import S7CommandPort
-from edge.sources.s7_config import S7CommandConfig, S7SourceConfig, S7TagConfig, address_of
-
-__all__ = ["S7CommandConfig", "S7Source", "S7SourceConfig", "S7TagConfig", "connect_client"]
+from edge.sources.s7.command import S7CommandPort
+from edge.sources.s7.config import S7SourceConfig, address_of
+from edge.sources.schedule import missed_polls, wait_next
 
 log = structlog.get_logger("edge.sources.s7")
 
@@ -110,15 +109,6 @@ class _Plan:
     index: npt.NDArray[np.intp]
 
 
-def next_tick(k: int, t0: float, interval: float, now: float) -> tuple[int, int]:
-    """The tick to poll after poll ``k`` ended at ``now``, and how many ticks it skipped
-    (tick k is due at ``t0 + k * interval``: no drift, no burst to catch up)."""
-    nxt = k + 1
-    if t0 + nxt * interval <= now:
-        nxt = math.floor((now - t0) / interval) + 1
-    return nxt, nxt - k - 1
-
-
 def read_all(client: Client, reads: Sequence[_Read]) -> list[bytearray | BaseException]:
     """Every planned read (blocking); after an error that loses the connection the rest
     get that error without being sent."""
@@ -165,10 +155,7 @@ class S7Source:
         self._last_text: list[tuple[str, int] | None] = [None] * len(self.texts)
         self._plans: dict[int, _Plan] = {}
         self.reads = self._plan(cfg.pdu_size).reads
-        self.missed = ctx.metrics.counter(
-            "edge_source_missed_polls_total", "Poll ticks skipped because a poll ran late",
-            ["source"],
-        ).labels(cfg.name)
+        self.missed = missed_polls(ctx.metrics, cfg.name)
         self.polls = 0
         self.where = f"{cfg.host}:{cfg.port}"
         self.port = S7CommandPort(cfg, functools.partial(connect_client, cfg))
@@ -270,12 +257,7 @@ class S7Source:
             if lost:
                 return lost
             await self.port.keep_open()
-            k, missed = next_tick(k, t0, interval, loop.time())
-            if missed:
-                self.missed.inc(missed)
-            delay = t0 + k * interval - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
+            k = await wait_next(k, t0, interval, self.missed)
 
     async def _emit_poll(self, emit: Emit, plan: _Plan,
                          results: list[bytearray | BaseException]) -> tuple[bool, str]:
