@@ -1,4 +1,5 @@
-"""``edge-gateway``: run, check-config, status, journal, interlock, wafer-history, demo.
+"""``edge-gateway``: run, check-config, status, journal, interlock, wafer-history, discover,
+demo.
 
 Exit status: 0 fine, 1 runtime failure, 2 configuration error (one line per mistake,
 each naming the component and key), 3 the daemon is not running (for commands that need
@@ -115,6 +116,19 @@ def _parser() -> argparse.ArgumentParser:
     wh.add_argument("--sink", default="", help="which MES sink when the config has several")
     wh.add_argument("--json", action="store_true")
     wh.set_defaults(func=cmd_wafer_history)
+    dc = sub.add_parser("discover", help="browse an OPC-UA server and print a [[sources]] "
+                        "config for it")
+    dc.add_argument("endpoint", help="opc.tcp://host:port[/path]")
+    dc.add_argument("--name", default="plc", help="the source's name (default: plc)")
+    dc.add_argument("--device", default="", help="the tags' device (default: the name)")
+    dc.add_argument("--user", default="", help="log in as this user (default: anonymous)")
+    dc.add_argument("--password-env", default="", metavar="VAR",
+                    help="the environment variable holding the password (never argv)")
+    dc.add_argument("--max-tags", type=int, default=1000)
+    dc.add_argument("--max-nodes", type=int, default=20_000)
+    dc.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
+    dc.add_argument("--output", "-o", default="", help="write to this file (default: stdout)")
+    dc.set_defaults(func=cmd_discover)
     return p
 
 
@@ -301,6 +315,41 @@ def cmd_wafer_history(args: argparse.Namespace) -> int:
         print(json.dumps(doc, indent=2))
     else:
         sys.stdout.write(render(doc, target.url))
+    return 0
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from edge.sources.opcua_discover import DiscoveryError, discover, render
+
+    if not args.endpoint.startswith("opc.tcp://"):
+        print("edge-gateway: the endpoint must start with opc.tcp://", file=sys.stderr)
+        return EXIT_CONFIG
+    password = ""
+    if args.password_env:
+        if args.password_env not in os.environ:
+            print(f"edge-gateway: environment variable {args.password_env} is not set",
+                  file=sys.stderr)
+            return EXIT_CONFIG
+        password = os.environ[args.password_env]
+    logging.getLogger("asyncua").setLevel(logging.ERROR)  # its notes are no answer here
+    try:
+        found = asyncio.run(discover(args.endpoint, user=args.user, password=password,
+                                     timeout_s=args.timeout, max_tags=args.max_tags,
+                                     max_nodes=args.max_nodes))
+    except DiscoveryError as exc:
+        print(f"edge-gateway: {exc}", file=sys.stderr)
+        return 1
+    text = render(found, name=args.name, device=args.device)
+    if args.output:
+        Path(args.output).write_text(text)
+        readable = sum(1 for t in found.tags if not t.skipped)
+        print(f"wrote {args.output}: {readable} tags, {len(found.tags) - readable} skipped",
+              file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return 0
 
 
