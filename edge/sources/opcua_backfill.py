@@ -41,6 +41,7 @@ from asyncua import Client, ua
 from edge.model import SampleBatch
 from edge.protocols.opcua.client import Columns, status_name
 from edge.runtime.metrics import Metrics
+from edge.sources.opcua_connect import within
 
 log = structlog.get_logger("edge.sources.opcua")
 
@@ -143,7 +144,7 @@ class Backfill:
         ok: list[int] = []
         refused: dict[str, list[int]] = {}
         try:
-            results = await asyncio.wait_for(client.uaclient.read(params), self.timeout_s)
+            results = await within(self.timeout_s, client.uaclient.read(params))
         except ua.UaStatusCodeError as exc:
             refused[status_name(exc.code)] = gap.tolist()
             return np.array(ok, np.intp), refused
@@ -182,8 +183,7 @@ class Backfill:
                 hv.ContinuationPoint = cont
                 params.NodesToRead.append(hv)
             try:
-                results = await asyncio.wait_for(client.uaclient.history_read(params),
-                                                 self.timeout_s)
+                results = await within(self.timeout_s, client.uaclient.history_read(params))
             except ua.UaStatusCodeError as exc:  # the service itself refused
                 failed.setdefault(status_name(exc.code), []).extend(p for p, _ in pending)
                 break
