@@ -58,6 +58,7 @@ from edge.sources.metrics import SourceMetrics, link_name
 from edge.sources.opcua_backfill import Backfill
 from edge.sources.opcua_config import OpcUaSourceConfig
 from edge.sources.opcua_connect import LIB_ERRORS, close, describe, make_client, within
+from edge.sources.opcua_outage import Outages
 from edge.sources.opcua_poll import Group, Poller
 from edge.sources.opcua_subscription import BatchSubscription, Out, Publish, watch_publish
 from edge.sources.opcua_types import TypeWatch, enum_names
@@ -86,7 +87,7 @@ class OpcUaSource:
         self.link = ctx.metrics.links.open(
             link_name(cfg.name, self.device),
             Backoff(initial_s=min(0.2, cfg.backoff_max_s), max_s=cfg.backoff_max_s))
-        self.missing_since: float | None = None  # wall clock of the loss, None: data flows
+        self.outages = Outages(self.link.state, cfg.backfill)
         self.sessions = 0
         self.subscriptions: list[BatchSubscription] = []  # of the current session
         self.poller = Poller(cfg.name, cfg.timeout_s)
@@ -232,24 +233,22 @@ class OpcUaSource:
             self.metrics.received(len(batch))
 
         try:
-            await self.backfill.fill(client, out)
+            self.outages.filled(await self.backfill.fill(client, out))
         except LIB_ERRORS as exc:
             raise _Lost(f"backfill failed: {describe(exc)}") from exc
 
     def _flowing(self) -> None:
-        if self.missing_since is not None:
-            missing = time.time() - self.missing_since
+        missing = self.outages.flowing()
+        if missing is not None:
             log.info("opcua data flowing again", source=self.name, endpoint=self.cfg.endpoint,
                      missing_s=round(missing, 3), session=self.sessions)
-            self.missing_since = None
         self.link.up()
 
     async def _missing(self, emit: Emit, reason: str) -> None:
         """Data stops here: every tag Bad once, one log line (not one per attempt)."""
         self.metrics.link(self.device, False)
-        if self.missing_since is not None:
+        if not self.outages.lost(reason):
             return
-        self.missing_since = time.time()
         log.warning("opcua data missing", source=self.name, endpoint=self.cfg.endpoint,
                     tags=len(self.tag_ids), reason=reason)
         now = time.time_ns()

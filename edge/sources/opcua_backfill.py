@@ -32,6 +32,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +54,14 @@ _HISTORY_READ = 0x04  # AccessLevel bit
 
 def _datetime(ts_ns: int) -> datetime:
     return datetime.fromtimestamp(ts_ns // 1000 / 1e6, UTC)
+
+
+class Filled(NamedTuple):
+    """What one backfill did: values read, tags that had a gap, tags it could not fill."""
+
+    values: int
+    tags: int
+    unfilled: int
 
 
 class Backfill:
@@ -96,12 +105,13 @@ class Backfill:
         return batch
 
     async def fill(self, client: Client, emit: Callable[[SampleBatch], Awaitable[None]]
-                   ) -> None:
+                   ) -> Filled:
         """Read and hand over every tag's gap (see the module docstring). Raises the
         transport's errors (the session is lost); a refusal is logged, not raised."""
         gap = np.flatnonzero(self.seen != NONE)
         if not len(gap):
-            return
+            return Filled(0, 0, 0)
+        unfilled: set[int] = set()
         end_ns = ua_now_ns()
         gap_from = max(int(self.seen[gap].min()), end_ns - self.max_ns)
         self.watermark[:] = NONE
@@ -109,6 +119,7 @@ class Backfill:
         history, refused = await self._readable(client, gap)
         for reason, positions in refused.items():
             self._refused(positions, reason)
+            unfilled.update(positions)
         total = 0
         order = history[np.argsort(self.seen[history], kind="stable")]
         for i in range(0, len(order), _CHUNK):
@@ -117,6 +128,7 @@ class Backfill:
             batch, failed = await self._read_chunk(client, chunk, start_ns, end_ns)
             for reason, positions in failed.items():
                 self._refused(positions, reason)
+                unfilled.update(positions)
             if len(batch):
                 p = self.pos[batch.tag_id]
                 np.maximum.at(self.watermark, p, batch.ts_ns)
@@ -131,6 +143,7 @@ class Backfill:
                      gap_from=_datetime(gap_from).isoformat(),
                      gap_to=_datetime(end_ns).isoformat(),
                      took_s=round(asyncio.get_running_loop().time() - started, 3))
+        return Filled(total, len(gap), len(unfilled))
 
     async def _readable(self, client: Client, gap: npt.NDArray[np.intp]
                         ) -> tuple[npt.NDArray[np.intp], dict[str, list[int]]]:

@@ -302,6 +302,9 @@ async def test_backfill_fills_a_cut_links_gap_exactly_once(
                 await until(lambda: any(q == BAD_NC for _, _, q in emit.of(counter, mark)),
                             10, "Bad after the cut")
                 bad_at = len(emit.batches)
+                down = source.link.state.source  # what `status` shows meanwhile
+                assert down is not None and not down.link_up and down.outages == 1
+                assert "keepalive" in down.bad_reason or "lost" in down.bad_reason
                 last_before = max(v for _, v, q in emit.of(counter) if q == GOOD)
                 lost_ns = emit.of(counter, mark)[-1][0]
                 # the PLC keeps counting and historizing: let the gap grow to 2 s
@@ -321,3 +324,10 @@ async def test_backfill_fills_a_cut_links_gap_exactly_once(
     assert len(unavailable) == 1 and unavailable[0]["nodes"] == ["ns=1;s=PLC.Flag"]
     assert unavailable[0]["reason"] == "no HistoryRead access"
     assert any(q == GOOD for _, _, q in emit.of(flag, bad_at))
+    # the status document's part for this source: outage length and backfill outcome
+    st = source.link.state.source
+    flowing = [e for e in logs if e["event"] == "opcua data flowing again"]
+    assert st is not None and st.link_up and st.bad_reason == "" and st.outages == 1
+    assert st.last_outage_s == pytest.approx(flowing[0]["missing_s"], abs=0.01)
+    assert (st.backfill, st.backfilled_values, st.unfilled_tags) == (
+        "partial", filled[0]["values"], 1)

@@ -26,9 +26,11 @@ from edge.protocols.opcua.client import (
     ts_ns_of,
     value_of,
 )
+from edge.runtime.links import LinkState
 from edge.runtime.metrics import Metrics
-from edge.sources.opcua_backfill import Backfill
+from edge.sources.opcua_backfill import Backfill, Filled
 from edge.sources.opcua_config import OpcUaSourceConfig
+from edge.sources.opcua_outage import Outages
 from edge.sources.opcua_types import TextTag, TypeWatch, describe
 
 
@@ -234,3 +236,32 @@ def test_backfill_drops_live_values_it_already_delivered_until_a_newer_one() -> 
     assert out.ts_ns.tolist() == [50, 110] and not bf.dedup
     assert bf.live(SampleBatch([3], [60], [5.0])).ts_ns.tolist() == [60]  # clock stepped back
     assert bf.seen.tolist() == [110, 50]
+
+
+def test_outages_reach_the_links_status_with_reason_length_and_backfill() -> None:
+    """The link's SourceStatus follows the data: Bad with the first reason of an outage
+    (a failed reconnect keeps it), the outage's length once data flows, the backfill's
+    outcome; the first session is no outage and reports no backfill."""
+    state = LinkState("source:plc")
+    out = Outages(state, backfill=True)
+    assert state.source is not None and not state.source.link_up
+    assert state.source.backfill == "none" and math.isnan(state.source.last_outage_s)
+    out.filled(Filled(0, 0, 0))  # first session: no tag had a gap
+    assert out.flowing(100.0) is None and state.source.link_up
+    assert state.source.outages == 0 and state.source.backfill == "none"
+    assert out.lost("connection lost: OSError", 200.0)
+    assert not out.lost("cannot open a session: refused", 201.0)  # the same outage
+    st = state.source
+    assert (st.link_up, st.bad_reason, st.bad_since, st.outages) == (
+        False, "connection lost: OSError", 200.0, 1)
+    out.filled(Filled(values=57, tags=3, unfilled=1))
+    assert out.flowing(203.5) == 3.5 and out.flowing(204.0) is None
+    st = state.source
+    assert (st.link_up, st.bad_reason, st.bad_since, st.last_outage_s) == (True, "", 0.0, 3.5)
+    assert (st.backfill, st.backfilled_values, st.unfilled_tags) == ("partial", 57, 1)
+    out.lost("x", 300.0)
+    out.filled(Filled(values=0, tags=3, unfilled=3))
+    assert state.source.backfill == "no_history"
+    off = LinkState("source:other")
+    Outages(off, backfill=False).filled(Filled(5, 1, 0))
+    assert off.source is not None and off.source.backfill == "off"
