@@ -183,8 +183,8 @@ def test_monitored_item_request_carries_sampling_queue_and_deadband() -> None:
 
 
 def test_text_tags_are_not_samples_and_refuse_sample_options() -> None:
-    """A text tag declares no sample tag; a deadband or a polling group for it is a
-    config error naming the tag."""
+    """A text tag declares no sample tag; a deadband for it is a config error naming the
+    tag; a polling group takes it (its values are read like a subscription's)."""
     raw = raw_config()
     raw["groups"][0]["tags"].append({"name": "recipe", "node_id": "ns=1;s=R", "type": "text"})
     cfg = convert(raw, OpcUaSourceConfig, "source 'plc'")
@@ -197,8 +197,8 @@ def test_text_tags_are_not_samples_and_refuse_sample_options() -> None:
     raw = raw_config()
     raw["groups"][0]["mode"] = "poll"
     raw["groups"][0]["tags"].append({"name": "recipe", "node_id": "ns=1;s=R", "type": "text"})
-    with pytest.raises(ConfigError, match="tag 'recipe': text tags need mode = 'subscribe'"):
-        convert(raw, OpcUaSourceConfig, "source 'plc'")
+    polled = convert(raw, OpcUaSourceConfig, "source 'plc'")
+    assert polled.groups[0].tags[-1].type == "text"
 
 
 def _dv(value: object, vt: ua.VariantType, ts: int = 1) -> ua.DataValue:
