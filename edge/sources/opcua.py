@@ -228,8 +228,8 @@ class OpcUaSource:
 
     async def _backfill(self, client: Client, emit: Emit) -> None:
         """Fill the gap from the server's history before any live value is emitted."""
-        async def out(batch: SampleBatch) -> None:
-            await emit(batch, [])
+        async def out(batch: SampleBatch, mark: tuple[str, bytes]) -> None:
+            await emit(batch, [], checkpoint=mark)
             self.metrics.received(len(batch))
 
         try:

@@ -3,8 +3,12 @@
 How a backfill is visible: its values travel as ordinary samples (the server's value,
 source timestamp and status; the columnar ``SampleBatch`` has no room for an origin
 flag), in batches that hold only backfilled values, emitted before any live value of the
-new session. Each backfill logs one line ("opcua backfill": tags, values, the gap's
-bounds) and adds its values to ``edge_opcua_backfilled_total{source}``.
+new session. Each backfill batch carries the journal checkpoint
+``opcua_backfill:<source>`` (JSON: the gap's bounds in ns, values and tags so far),
+committed with it: the journal says which source-time window of which tags the last
+backfill wrote, and the writer never sheds a batch that carries a checkpoint. Each
+backfill logs one line ("opcua backfill": tags, values, the gap's bounds), adds its
+values to ``edge_opcua_backfilled_total{source}`` and shows in the status document.
 
 Invariants:
 
@@ -29,6 +33,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -70,6 +75,7 @@ class Backfill:
     def __init__(self, source: str, tag_ids: npt.NDArray[np.int32], node_ids: list[ua.NodeId],
                  metrics: Metrics, *, max_s: float, max_values: int, timeout_s: float) -> None:
         self.source = source
+        self.checkpoint = f"opcua_backfill:{source}"
         self.tag_ids = tag_ids
         self.node_ids = node_ids
         self.pos = np.full(int(tag_ids.max(initial=-1)) + 1, -1, np.int64)
@@ -104,7 +110,8 @@ class Backfill:
         np.maximum.at(self.seen, p, batch.ts_ns)
         return batch
 
-    async def fill(self, client: Client, emit: Callable[[SampleBatch], Awaitable[None]]
+    async def fill(self, client: Client,
+                   emit: Callable[[SampleBatch, tuple[str, bytes]], Awaitable[None]]
                    ) -> Filled:
         """Read and hand over every tag's gap (see the module docstring). Raises the
         transport's errors (the session is lost); a refusal is logged, not raised."""
@@ -133,8 +140,10 @@ class Backfill:
                 p = self.pos[batch.tag_id]
                 np.maximum.at(self.watermark, p, batch.ts_ns)
                 np.maximum.at(self.seen, p, batch.ts_ns)
-                await emit(batch)
                 total += len(batch)
+                mark = {"gap_from_ns": gap_from, "gap_to_ns": end_ns, "values": total,
+                        "tags": len(history)}
+                await emit(batch, (self.checkpoint, json.dumps(mark).encode()))
         self.dedup = bool((self.watermark != NONE).any())
         if total:
             self._values.inc(total)

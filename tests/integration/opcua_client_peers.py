@@ -24,12 +24,15 @@ class Collector:
     def __init__(self) -> None:
         self.batches: list[SampleBatch] = []
         self.records: list[Record] = []
+        self.checkpoints: list[tuple[int, str, bytes]] = []  # (batch index, key, value)
 
     async def __call__(self, batch: SampleBatch | None, records: Sequence[Record], /, *,
                        checkpoint: tuple[str, bytes] | None = None) -> None:
         if batch is not None:
             self.batches.append(batch)
         self.records.extend(records)
+        if checkpoint is not None:
+            self.checkpoints.append((len(self.batches) - 1, *checkpoint))
 
     def of(self, tag_id: int, since: int = 0) -> list[tuple[int, float, int]]:
         """(ts_ns, value, quality) of one tag, from batch ``since`` on, in arrival order."""

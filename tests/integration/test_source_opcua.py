@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import sys
 import time
@@ -331,3 +332,8 @@ async def test_backfill_fills_a_cut_links_gap_exactly_once(
     assert st.last_outage_s == pytest.approx(flowing[0]["missing_s"], abs=0.01)
     assert (st.backfill, st.backfilled_values, st.unfilled_tags) == (
         "partial", filled[0]["values"], 1)
+    # each backfill batch carries the journal checkpoint that marks it; the last one has
+    # the totals
+    marks = [(i, json.loads(v)) for i, k, v in emit.checkpoints if k == "opcua_backfill:plc"]
+    assert marks and marks[-1][1]["values"] == filled[0]["values"]
+    assert sum(len(emit.batches[i]) for i, _ in marks) == filled[0]["values"]
