@@ -29,7 +29,9 @@ SecurityPolicy = Literal["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep",
                          "Aes256_Sha256_RsaPss"]
 
 
-TagType = DataType | Literal["text"]
+# One Literal (not a union of two): check-config lists every valid value of a wrong one
+# ("float64[4]": arrays are no type of ours).
+TagType = Literal[DataType, "text"]
 
 
 class OpcUaTagConfig(ConfigStruct, frozen=True):

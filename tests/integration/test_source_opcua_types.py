@@ -97,19 +97,26 @@ async def test_a_polled_text_tag_on_an_unknown_node_is_bad_once_with_the_reason(
 async def test_an_array_node_is_refused_with_a_reason_at_its_first_value(
         plc: NodeOpcUaServer, tmp_path: Path) -> None:
     """A numeric tag on an array node is Bad (bad_decode, NaN) with one Quarantine record
-    naming the node and what it delivered, however many values come; the other tags flow."""
+    and one log line naming the node, what it delivered and that arrays are not read (what
+    to do instead), however many values come; the other tags flow."""
     source, tags = build(with_tags(
         plc.endpoint, {"name": "arr", "node_id": "ns=1;s=PLC.Array"}), tmp_path)
     emit = Collector()
     arr, counter = tags.id_of("plc/arr"), tags.id_of("plc/counter")
-    async with running(source, emit):
-        await until(lambda: len(emit.of(arr)) >= 5, 60, "five array values")
+    with capture_logs() as logs:
+        async with running(source, emit):
+            await until(lambda: len(emit.of(arr)) >= 5, 60, "five array values")
     assert all(q == BAD_DECODE and math.isnan(v) for _, v, q in emit.of(arr))
     assert any(q == GOOD for _, _, q in emit.of(counter))
     quarantines = [r for r in emit.records if isinstance(r, Quarantine)]
     assert len(quarantines) == 1
-    assert quarantines[0].reason == ("node ns=1;s=PLC.Array delivered Double[4] where the tag "
-                                     "expects float64: value set Bad (bad_decode)")
+    assert quarantines[0].reason == (
+        "node ns=1;s=PLC.Array delivered Double[4] where the tag expects float64: value set "
+        "Bad (bad_decode); arrays are not read: a tag takes one scalar node (give each "
+        "element a node of its own in the PLC)")
+    lines = [e for e in logs if e["event"] == "opcua tag type mismatch"]
+    assert len(lines) == 1 and lines[0]["delivered"] == "Double[4]"
+    assert lines[0]["hint"].startswith("arrays are not read")
 
 
 async def test_a_type_change_at_run_time_is_a_quarantine_not_a_restart(

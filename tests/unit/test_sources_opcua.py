@@ -265,3 +265,15 @@ def test_outages_reach_the_links_status_with_reason_length_and_backfill() -> Non
     off = LinkState("source:other")
     Outages(off, backfill=False).filled(Filled(5, 1, 0))
     assert off.source is not None and off.source.backfill == "off"
+
+
+def test_an_array_type_is_refused_with_the_valid_types_listed() -> None:
+    """A tag typed as an array ("float64[4]") is a config error that lists every type a
+    tag takes (text included), so the engineer sees arrays are not one of them."""
+    raw = raw_config()
+    raw["groups"][0]["tags"][0]["type"] = "float64[4]"
+    with pytest.raises(ConfigError) as err:
+        load(raw)
+    message = str(err.value)
+    assert "tag 'temp': type: invalid enum value 'float64[4]'" in message
+    assert "'float64'" in message and "'text'" in message and "'bool'" in message
