@@ -27,6 +27,11 @@ Invariants:
   the reason, per session; the other tags are not affected.
 * A command (``write``) writes its declared value to its node on the current session, or
   fails at once when there is none: it never waits for a reconnect.
+* The source never waits forever for a server: opening a session (client setup and
+  connect) gets 3 x ``timeout_s``, each subscription's setup 3 x ``timeout_s``, every
+  request ``timeout_s``, a close 2 s; and a stop (cancellation) ends it whatever it waits
+  on (``opcua_connect.within``; Python 3.11's ``wait_for`` lost such stops). The outage
+  and backfill show in the status document (``opcua_outage``).
 """
 
 from __future__ import annotations
