@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import resource
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,23 @@ from peers import start_node_opcua_server
 def cpu_s() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
+
+
+async def until(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    """Wait for ``cond``, at most ``timeout`` s: a run that stalls says where."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"not within {timeout:.0f} s: {what}")
+        await asyncio.sleep(0.01)
+
+
+async def stop(task: asyncio.Task[None], timeout: float = 30.0) -> None:
+    """Cancel the source and wait (bounded) until it has ended."""
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        raise SystemExit(f"the source did not stop within {timeout:.0f} s of its cancellation")
 
 
 class _Count:
@@ -89,16 +105,13 @@ async def ours(endpoint: str, items: int, seconds: float, tmp: Path) -> tuple[fl
     source = cfg.build(BuildContext("bench", tags, Metrics(), tmp, lambda n: ""))
     task = asyncio.create_task(source.run(emit))
     try:
-        while received[0] < items:  # the initial values of every item  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+        await until(lambda: received[0] >= items, 300, "the initial values of every item")
         await asyncio.sleep(2.0)
         n0, c0, t0 = received[0], cpu_s(), time.monotonic()
         await asyncio.sleep(seconds)
         n, c, t = received[0] - n0, cpu_s() - c0, time.monotonic() - t0
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop(task)
     return n / t, c / max(n, 1) * 10_000
 
 
@@ -127,22 +140,18 @@ async def restart(tmp: Path, items: int, keepalive_s: float) -> None:
     source = cfg.build(BuildContext("bench", tags, Metrics(), tmp, lambda n: ""))
     task = asyncio.create_task(source.run(emit))
     try:
-        while received[0] < items:  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+        await until(lambda: received[0] >= items, 300, "the initial values of every item")
         await server.kill()
         server = await start_node_opcua_server(tmp / "srv", port=server.port, extra=items,
                                                interval_ms=1000, timeout=120)
         ready = time.monotonic()
         before = received[0]
-        while received[0] == before:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+        await until(lambda: received[0] > before, 300, "data after the restart")
         back = time.monotonic() - ready
         print(f"data back after {back:.2f} s; stopping the source ...", file=sys.stderr,
               flush=True)
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop(task)
     print("bare connect + subscribe ...", file=sys.stderr, flush=True)
     t0 = time.monotonic()
     async with Client(server.endpoint, timeout=30) as client:

@@ -36,6 +36,7 @@ import structlog
 
 from edge.errors import RetryableError
 from edge.runtime.redact import redact
+from edge.runtime.statusdoc import SourceStatus
 
 if TYPE_CHECKING:
     from edge.runtime.metrics import Metrics
@@ -71,6 +72,7 @@ class LinkState:
     since: float = 0.0
     last_error: str = ""
     attempt: int = 0
+    source: SourceStatus | None = None  # set by a source that watches its own data
 
 
 class Link:

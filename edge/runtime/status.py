@@ -233,6 +233,9 @@ class StatusBoard:
                    for n, s in self.sink_states.items()},
             stage_states={STATUS_FIELD[s.name]: s.states() for s in self.stages
                           if s.name in STATUS_FIELD},
+            sources={name.removeprefix("source:"): st.source
+                     for name, st in self.link_board.states().items()
+                     if st.source is not None},
         )
 
     def status_line(self) -> str:

@@ -56,6 +56,26 @@ class ComponentStatus(_Doc, frozen=True):
     stuck: str = ""  # the blocking call it has been stuck in past stall_timeout_s, if any
 
 
+# After a source's last outage: "filled" (every gap read from the server's history),
+# "partial" (some tags had no history), "no_history" (none had), "off" (backfill
+# disabled), "none" (no outage yet).
+BackfillOutcome = Literal["none", "filled", "partial", "no_history", "off"]
+
+
+class SourceStatus(_Doc, frozen=True):
+    """A source that watches its own data (the OPC-UA client): whether data flows, why
+    its tags are Bad, how long the last outage lasted, what the last backfill recovered."""
+
+    link_up: bool  # data flows (a session is up and delivered values)
+    bad_reason: str  # why every tag of the source is Bad now; "" while data flows
+    bad_since: float  # wall-clock time (s) data went missing; 0 while it flows
+    outages: int  # since the gateway started
+    last_outage_s: float  # how long data was missing the last time; NaN: no outage yet
+    backfill: BackfillOutcome
+    backfilled_values: int  # values the last backfill read from the server's history
+    unfilled_tags: int  # tags whose gap the last backfill could not fill (no history)
+
+
 class InterlockStatus(_Doc, frozen=True):
     state: Literal["ok", "tripped"]
     tag: str
@@ -151,11 +171,12 @@ class StatusDoc(_Doc, frozen=True):
     oee: dict[str, OeeStatus] = {}
     energy: dict[str, EnergyStatus] = {}
     last_wafer: LastWafer | None = None
+    sources: dict[str, SourceStatus] = {}  # by source name: those that report one
 
 
 # The fields of StatusDoc that the OPC-UA Diagnostics object mirrors, in this order.
 DIAGNOSTICS: tuple[str, ...] = (
-    "journal", "links", "rates", "sinks", "journal_pending_points",
+    "journal", "links", "rates", "sinks", "journal_pending_points", "sources",
 )
 
 _STAGE_TYPES: dict[str, type] = {
@@ -181,6 +202,7 @@ def build_status(
     links: Mapping[str, bool], rates: Mapping[str, float],
     components: Mapping[str, Mapping[str, object]], sinks: Mapping[str, SinkStatus],
     stage_states: Mapping[str, Mapping[str, Mapping[str, object]]],
+    sources: Mapping[str, SourceStatus] | None = None,
 ) -> StatusDoc:
     """The document from its inputs. ``stage_states``: document field (``interlocks``,
     ``health``, ``spc``, ...: ``edge.processing.STAGES`` says which stage fills which) ->
@@ -202,6 +224,7 @@ def build_status(
         energy=parts["energy"],  # type: ignore[arg-type]
         last_wafer=max(parts["last_wafer"].values(),  # type: ignore[attr-defined]
                        key=lambda w: w.end_ns, default=None),
+        sources=dict(sources or {}),
     )
 
 

@@ -27,8 +27,11 @@ def render(status: StatusDoc | Mapping[str, Any]) -> str:
     for key, value in sorted(doc.get("rates", {}).items()):
         lines.append(f"  {key:<34} {value:>12.1f}")
     lines += ["", "links"]
+    sources = doc.get("sources") or {}
     for name, up in sorted(doc.get("links", {}).items()):
         lines.append(f"  {name:<34} {'up' if up else 'DOWN'}")
+        if name.startswith("source:") and name[7:] in sources:
+            lines += _source(sources[name[7:]])
     lines += ["", "journal (per durable sink)"]
     for sink, st in sorted(doc.get("journal", {}).items()):
         lines.append(
@@ -71,6 +74,21 @@ def render(status: StatusDoc | Mapping[str, Any]) -> str:
             lines.append(f"  {name:<24} restarts {c['restarts']}{stuck}  "
                          f"{c.get('last_error', '')}")
     return "\n".join(lines) + "\n"
+
+
+def _source(st: Mapping[str, Any]) -> list[str]:
+    """A source's data under its link: why its tags are Bad, the last outage, backfill."""
+    lines = []
+    if st.get("bad_reason"):
+        since = time.strftime("%H:%M:%S", time.localtime(_num(st.get("bad_since")) or 0))
+        lines.append(f"    tags Bad since {since}: {st['bad_reason']}"[:80])
+    last = _num(st.get("last_outage_s"))
+    if math.isfinite(last):
+        fill = {"off": "backfill off", "none": "nothing to backfill"}.get(
+            str(st.get("backfill")), f"backfilled {st.get('backfilled_values', 0)} values, "
+                                     f"{st.get('unfilled_tags', 0)} tags without history")
+        lines.append(f"    {st.get('outages', 0)} outages, last {last:.1f} s; {fill}"[:80])
+    return lines
 
 
 def _num(value: object) -> float:

@@ -27,6 +27,11 @@ Invariants:
   the reason, per session; the other tags are not affected.
 * A command (``write``) writes its declared value to its node on the current session, or
   fails at once when there is none: it never waits for a reconnect.
+* The source never waits forever for a server: opening a session (client setup and
+  connect) gets 3 x ``timeout_s``, each subscription's setup 3 x ``timeout_s``, every
+  request ``timeout_s``, a close 2 s; and a stop (cancellation) ends it whatever it waits
+  on (``opcua_connect.within``; Python 3.11's ``wait_for`` lost such stops). The outage
+  and backfill show in the status document (``opcua_outage``).
 """
 
 from __future__ import annotations
@@ -39,7 +44,6 @@ from pathlib import Path
 import numpy as np
 import structlog
 from asyncua import Client, ua
-from asyncua.crypto import security_policies
 
 from edge.components import BuildContext, Command, Emit
 from edge.errors import PermanentError, RetryableError
@@ -57,49 +61,17 @@ from edge.protocols.opcua.variants import DTYPES
 from edge.runtime.links import Backoff
 from edge.sources.metrics import SourceMetrics, link_name
 from edge.sources.opcua_backfill import Backfill
-from edge.sources.opcua_config import OpcUaGroupConfig, OpcUaSourceConfig
+from edge.sources.opcua_config import OpcUaSourceConfig
+from edge.sources.opcua_connect import LIB_ERRORS, close, describe, make_client, within
+from edge.sources.opcua_outage import Outages
+from edge.sources.opcua_poll import Group, Poller
 from edge.sources.opcua_subscription import BatchSubscription, Out, Publish, watch_publish
-from edge.sources.opcua_types import TextTag, TypeWatch, enum_names
+from edge.sources.opcua_types import TypeWatch, enum_names
 
 log = structlog.get_logger("edge.sources.opcua")
 
-_POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
-    "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
-    "Aes128_Sha256_RsaOaep": security_policies.SecurityPolicyAes128Sha256RsaOaep,
-    "Aes256_Sha256_RsaPss": security_policies.SecurityPolicyAes256Sha256RsaPss,
-}
-_LIB_ERRORS = (OSError, TimeoutError, ua.UaError, ConnectionError)
-
-
 class _Lost(Exception):
     """The session is lost; the message says why."""
-
-
-def _describe(exc: BaseException) -> str:
-    """``TimeoutError: no answer in time`` rather than an empty message."""
-    text = str(exc) or ("no answer in time" if isinstance(exc, TimeoutError) else "")
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-class _Group:
-    """One configured group, resolved: node ids and our tag ids, in config order."""
-
-    def __init__(self, cfg: OpcUaGroupConfig, device: str, ctx: BuildContext) -> None:
-        self.cfg = cfg
-        self.node_ids = [ua.NodeId.from_string(t.node_id) for t in cfg.tags]
-        # -1 for a text tag: it has no sample tag, its values are TextValue records
-        self.tag_ids = [-1 if t.type == "text" else ctx.tags.id_of(f"{device}/{t.name}")
-                        for t in cfg.tags]
-        self.text = {i: TextTag(f"{device}/{t.name}", t.node_id)
-                     for i, t in enumerate(cfg.tags) if t.type == "text"}
-
-
-def _stop_publish_loop(client: Client) -> None:
-    """Cancel the session's publish loop: asyncua stops it only in a polite close, and
-    after a lost connection it would retry every second, forever, with a traceback."""
-    task = getattr(client.uaclient.session, "_publish_task", None)
-    if task is not None and not task.done():
-        task.cancel()
 
 
 class OpcUaSource:
@@ -108,7 +80,7 @@ class OpcUaSource:
         self.cfg = cfg
         self.device = cfg.device_name
         self.metrics = SourceMetrics(ctx.metrics, cfg.name)
-        self.groups = [_Group(g, self.device, ctx) for g in cfg.groups]
+        self.groups = [Group(g, self.device, ctx) for g in cfg.groups]
         numeric = [(t, n, c) for g in self.groups
                    for t, n, c in zip(g.tag_ids, g.node_ids, g.cfg.tags, strict=True) if t >= 0]
         self.tag_ids = np.array([t for t, _, _ in numeric], np.int32)
@@ -120,10 +92,10 @@ class OpcUaSource:
         self.link = ctx.metrics.links.open(
             link_name(cfg.name, self.device),
             Backoff(initial_s=min(0.2, cfg.backoff_max_s), max_s=cfg.backoff_max_s))
-        self.missing_since: float | None = None  # wall clock of the loss, None: data flows
+        self.outages = Outages(self.link.state, cfg.backfill)
         self.sessions = 0
         self.subscriptions: list[BatchSubscription] = []  # of the current session
-        self.failing: dict[int, str] = {}  # polled tag id -> the Bad status it last had
+        self.poller = Poller(cfg.name, cfg.timeout_s)
         self.client: Client | None = None  # of the current session, for commands
         self.commands = {c.action: c for c in cfg.commands}
         self.backfill = Backfill(cfg.name, self.tag_ids, [n for _, n, _ in numeric], ctx.metrics,
@@ -135,28 +107,6 @@ class OpcUaSource:
 
     # ------------------------------------------------------------------ session
 
-    async def _client(self) -> Client:
-        cfg = self.cfg
-        client = Client(cfg.endpoint, timeout=cfg.timeout_s,
-                        watchdog_intervall=min(cfg.keepalive_s, cfg.timeout_s))
-        client.application_uri = self.application_uri
-        client.name = client.description = f"edge-gateway {cfg.name}"
-        client.session_timeout = int(cfg.session_timeout_s * 1000)
-        if cfg.user:
-            client.set_user(cfg.user)
-            client.set_password(self.password)
-        if cfg.security_policy != "None":
-            if cfg.certificate:
-                cert, key = Path(cfg.certificate), Path(cfg.private_key)
-            else:
-                cert, key = await client.setup_self_signed_certificate(
-                    self.pki / "key.pem", self.pki / "cert.der")
-            await client.set_security(
-                _POLICIES[cfg.security_policy], str(cert), str(key),
-                server_certificate=cfg.server_certificate or None,
-                mode=getattr(ua.MessageSecurityMode, cfg.security_mode))
-        return client
-
     async def _session(self, emit: Emit) -> None:
         """One session: connect, subscribe, poll; emit until it is lost (raises)."""
         cfg = self.cfg
@@ -166,18 +116,20 @@ class OpcUaSource:
         polite = False  # a session to close on a connection that still stands
         try:
             try:
-                client = await self._client()
-                await asyncio.wait_for(client.connect(), cfg.timeout_s * 2)
+                async with asyncio.timeout(cfg.timeout_s * 3):
+                    client = await make_client(cfg, password=self.password, pki=self.pki,
+                                               application_uri=self.application_uri)
+                    await client.connect()
                 polite = True
-            except (*_LIB_ERRORS, ValueError) as exc:
+            except (*LIB_ERRORS, ValueError) as exc:
                 security = f"{cfg.security_policy}/{cfg.security_mode}"
                 raise _Lost(f"cannot open a session on {cfg.endpoint} (security {security}): "
-                            f"{_describe(exc)}") from exc
+                            f"{describe(exc)}") from exc
 
             async def lost(exc: Exception) -> None:
                 nonlocal polite
                 polite = False
-                out.put_nowait(f"connection lost: {_describe(exc)}")
+                out.put_nowait(f"connection lost: {describe(exc)}")
 
             client.connection_lost_callback = lost
             watch_publish(client, out)
@@ -186,9 +138,10 @@ class OpcUaSource:
             try:
                 for g in self.groups:
                     if g.cfg.mode == "subscribe":
-                        subs.append(await self._subscribe(client, g, out, refused))
-            except _LIB_ERRORS as exc:
-                raise _Lost(f"creating subscriptions failed: {_describe(exc)}") from exc
+                        subs.append(await within(cfg.timeout_s * 3,
+                                                 self._subscribe(client, g, out, refused)))
+            except LIB_ERRORS as exc:
+                raise _Lost(f"creating subscriptions failed: {describe(exc)}") from exc
             self.sessions += 1
             self.subscriptions = subs
             self.client = client
@@ -198,7 +151,7 @@ class OpcUaSource:
                 await self._refused(emit, refused)
             if cfg.backfill:
                 await self._backfill(client, emit)
-            tasks = [asyncio.create_task(self._poll(client, g, out))
+            tasks = [asyncio.create_task(self.poller.poll(client, g, out))
                      for g in self.groups if g.cfg.mode == "poll"]
             await self._serve(emit, out, subs)
         except _Lost as exc:
@@ -206,12 +159,16 @@ class OpcUaSource:
             raise RetryableError(str(exc)) from None
         finally:
             self.client = None
-            for task in tasks:
-                task.cancel()
-            if client is not None:
-                await self._close(client, polite)
+            try:
+                for task in tasks:
+                    task.cancel()
+                if tasks:  # a poll ends at its next await (a Read is bounded)
+                    await asyncio.wait(tasks, timeout=cfg.timeout_s)
+            finally:
+                if client is not None:
+                    await close(client, polite)
 
-    async def _subscribe(self, client: Client, g: _Group, out: Out,
+    async def _subscribe(self, client: Client, g: Group, out: Out,
                          refused: list[tuple[int, str, ua.StatusCode]]) -> BatchSubscription:
         gc = g.cfg
         params = ua.CreateSubscriptionParameters()
@@ -245,44 +202,13 @@ class OpcUaSource:
                 refused.append((g.tag_ids[i], gc.tags[i].node_id, r))
         return sub
 
-    async def _poll(self, client: Client, g: _Group, out: Out
-                    ) -> None:
-        """Read the group every ``poll_interval_ms`` on a drift-free schedule (a late read
-        skips the ticks it missed)."""
-        loop = asyncio.get_running_loop()
-        interval = g.cfg.poll_interval_ms / 1000.0
-        params = ua.ReadParameters()
-        params.TimestampsToReturn = ua.TimestampsToReturn.Both
-        for nid in g.node_ids:
-            rv = ua.ReadValueId()
-            rv.NodeId = nid
-            rv.AttributeId = ua.AttributeIds.Value
-            params.NodesToRead.append(rv)
-        t0 = loop.time()
-        k = 0
-        while True:
-            try:
-                results = await asyncio.wait_for(client.uaclient.read(params),
-                                                 self.cfg.timeout_s)
-            except _LIB_ERRORS as exc:
-                out.put_nowait(f"read of group '{g.cfg.name}' failed: {_describe(exc)}")
-                return
-            arrival = time.time_ns()
-            cols = Columns()
-            for i, (tag, dv) in enumerate(zip(g.tag_ids, results, strict=True)):
-                if cols.add(tag, dv, arrival) & 0x80 or tag in self.failing:
-                    self._note(tag, g.cfg.tags[i].node_id, dv.StatusCode)
-            out.put_nowait(Publish(cols.batch(), cols.odd, []))
-            k = max(k + 1, int((loop.time() - t0) / interval) + 1)
-            await asyncio.sleep(max(0.0, t0 + k * interval - loop.time()))
-
     async def _serve(self, emit: Emit, out: Out,
                      subs: list[BatchSubscription]) -> None:
         """Emit what arrives; check every subscription's keepalive; raise _Lost."""
         tick = max(0.02, self.cfg.keepalive_s / 4)
         while True:
             try:
-                item = await asyncio.wait_for(out.get(), tick)
+                item: Publish | str | None = await within(tick, out.get())
             except TimeoutError:
                 item = None
             if isinstance(item, str):
@@ -307,29 +233,27 @@ class OpcUaSource:
 
     async def _backfill(self, client: Client, emit: Emit) -> None:
         """Fill the gap from the server's history before any live value is emitted."""
-        async def out(batch: SampleBatch) -> None:
-            await emit(batch, [])
+        async def out(batch: SampleBatch, mark: tuple[str, bytes]) -> None:
+            await emit(batch, [], checkpoint=mark)
             self.metrics.received(len(batch))
 
         try:
-            await self.backfill.fill(client, out)
-        except _LIB_ERRORS as exc:
-            raise _Lost(f"backfill failed: {_describe(exc)}") from exc
+            self.outages.filled(await self.backfill.fill(client, out))
+        except LIB_ERRORS as exc:
+            raise _Lost(f"backfill failed: {describe(exc)}") from exc
 
     def _flowing(self) -> None:
-        if self.missing_since is not None:
-            missing = time.time() - self.missing_since
+        missing = self.outages.flowing()
+        if missing is not None:
             log.info("opcua data flowing again", source=self.name, endpoint=self.cfg.endpoint,
                      missing_s=round(missing, 3), session=self.sessions)
-            self.missing_since = None
         self.link.up()
 
     async def _missing(self, emit: Emit, reason: str) -> None:
         """Data stops here: every tag Bad once, one log line (not one per attempt)."""
         self.metrics.link(self.device, False)
-        if self.missing_since is not None:
+        if not self.outages.lost(reason):
             return
-        self.missing_since = time.time()
         log.warning("opcua data missing", source=self.name, endpoint=self.cfg.endpoint,
                     tags=len(self.tag_ids), reason=reason)
         now = time.time_ns()
@@ -374,43 +298,12 @@ class OpcUaSource:
             NodeId=ua.NodeId.from_string(spec.node_id), AttributeId=ua.AttributeIds.Value,
             Value=ua.DataValue(Value=ua.Variant(value, variant))))
         try:
-            results = await asyncio.wait_for(client.uaclient.write(params), self.cfg.timeout_s)
-        except _LIB_ERRORS as exc:
+            results = await within(self.cfg.timeout_s, client.uaclient.write(params))
+        except LIB_ERRORS as exc:
             raise RetryableError(f"source '{self.name}': {command.action} on {spec.node_id} "
-                                 f"failed: {_describe(exc)}") from exc
+                                 f"failed: {describe(exc)}") from exc
         if not results[0].is_good():
             raise PermanentError(f"source '{self.name}': {command.action}: the server refused "
                                  f"the write to {spec.node_id}: {status_name(results[0])}")
         log.info("opcua command written", source=self.name, action=command.action,
                  node_id=spec.node_id, value=value, reason=command.reason)
-
-    def _note(self, tag: int, node_id: str, status: ua.StatusCode | None) -> None:
-        """Log a polled tag going Bad (with the server's reason) or recovering, once each."""
-        name = "" if status is None or not status.is_bad() else status_name(status)
-        if self.failing.get(tag, "") == name:
-            return
-        if name:
-            self.failing[tag] = name
-            log.warning("opcua tag bad", source=self.name, node_id=node_id, status=name)
-        else:
-            del self.failing[tag]
-            log.info("opcua tag recovered", source=self.name, node_id=node_id)
-
-    @staticmethod
-    async def _close(client: Client, polite: bool) -> None:
-        """Close politely if the server still answers; never wait long for a dead one.
-        Without a standing connection only the socket is closed: asyncua's disconnect
-        would log a warning per reconnect attempt while a PLC is down."""
-        client.connection_lost_callback = None
-        if not polite:
-            client.disconnect_socket()
-            _stop_publish_loop(client)
-            return
-        # Not wait_for: it waits for the cancelled disconnect to finish, and asyncua's can
-        # outlive its cancellation (seen with 2,000 items: stopping the source hung).
-        closing = asyncio.ensure_future(client.disconnect())
-        done, _ = await asyncio.wait({closing}, timeout=2.0)
-        if not done or closing.exception() is not None:
-            closing.cancel()
-            client.disconnect_socket()
-            _stop_publish_loop(client)

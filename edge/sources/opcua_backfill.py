@@ -3,8 +3,12 @@
 How a backfill is visible: its values travel as ordinary samples (the server's value,
 source timestamp and status; the columnar ``SampleBatch`` has no room for an origin
 flag), in batches that hold only backfilled values, emitted before any live value of the
-new session. Each backfill logs one line ("opcua backfill": tags, values, the gap's
-bounds) and adds its values to ``edge_opcua_backfilled_total{source}``.
+new session. Each backfill batch carries the journal checkpoint
+``opcua_backfill:<source>`` (JSON: the gap's bounds in ns, values and tags so far),
+committed with it: the journal says which source-time window of which tags the last
+backfill wrote, and the writer never sheds a batch that carries a checkpoint. Each
+backfill logs one line ("opcua backfill": tags, values, the gap's bounds), adds its
+values to ``edge_opcua_backfilled_total{source}`` and shows in the status document.
 
 Invariants:
 
@@ -29,9 +33,11 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +47,7 @@ from asyncua import Client, ua
 from edge.model import SampleBatch
 from edge.protocols.opcua.client import Columns, status_name
 from edge.runtime.metrics import Metrics
+from edge.sources.opcua_connect import within
 
 log = structlog.get_logger("edge.sources.opcua")
 
@@ -54,12 +61,21 @@ def _datetime(ts_ns: int) -> datetime:
     return datetime.fromtimestamp(ts_ns // 1000 / 1e6, UTC)
 
 
+class Filled(NamedTuple):
+    """What one backfill did: values read, tags that had a gap, tags it could not fill."""
+
+    values: int
+    tags: int
+    unfilled: int
+
+
 class Backfill:
     """Watermarks of one source's tags and the HistoryRead that fills a gap."""
 
     def __init__(self, source: str, tag_ids: npt.NDArray[np.int32], node_ids: list[ua.NodeId],
                  metrics: Metrics, *, max_s: float, max_values: int, timeout_s: float) -> None:
         self.source = source
+        self.checkpoint = f"opcua_backfill:{source}"
         self.tag_ids = tag_ids
         self.node_ids = node_ids
         self.pos = np.full(int(tag_ids.max(initial=-1)) + 1, -1, np.int64)
@@ -94,13 +110,15 @@ class Backfill:
         np.maximum.at(self.seen, p, batch.ts_ns)
         return batch
 
-    async def fill(self, client: Client, emit: Callable[[SampleBatch], Awaitable[None]]
-                   ) -> None:
+    async def fill(self, client: Client,
+                   emit: Callable[[SampleBatch, tuple[str, bytes]], Awaitable[None]]
+                   ) -> Filled:
         """Read and hand over every tag's gap (see the module docstring). Raises the
         transport's errors (the session is lost); a refusal is logged, not raised."""
         gap = np.flatnonzero(self.seen != NONE)
         if not len(gap):
-            return
+            return Filled(0, 0, 0)
+        unfilled: set[int] = set()
         end_ns = ua_now_ns()
         gap_from = max(int(self.seen[gap].min()), end_ns - self.max_ns)
         self.watermark[:] = NONE
@@ -108,6 +126,7 @@ class Backfill:
         history, refused = await self._readable(client, gap)
         for reason, positions in refused.items():
             self._refused(positions, reason)
+            unfilled.update(positions)
         total = 0
         order = history[np.argsort(self.seen[history], kind="stable")]
         for i in range(0, len(order), _CHUNK):
@@ -116,12 +135,15 @@ class Backfill:
             batch, failed = await self._read_chunk(client, chunk, start_ns, end_ns)
             for reason, positions in failed.items():
                 self._refused(positions, reason)
+                unfilled.update(positions)
             if len(batch):
                 p = self.pos[batch.tag_id]
                 np.maximum.at(self.watermark, p, batch.ts_ns)
                 np.maximum.at(self.seen, p, batch.ts_ns)
-                await emit(batch)
                 total += len(batch)
+                mark = {"gap_from_ns": gap_from, "gap_to_ns": end_ns, "values": total,
+                        "tags": len(history)}
+                await emit(batch, (self.checkpoint, json.dumps(mark).encode()))
         self.dedup = bool((self.watermark != NONE).any())
         if total:
             self._values.inc(total)
@@ -130,6 +152,7 @@ class Backfill:
                      gap_from=_datetime(gap_from).isoformat(),
                      gap_to=_datetime(end_ns).isoformat(),
                      took_s=round(asyncio.get_running_loop().time() - started, 3))
+        return Filled(total, len(gap), len(unfilled))
 
     async def _readable(self, client: Client, gap: npt.NDArray[np.intp]
                         ) -> tuple[npt.NDArray[np.intp], dict[str, list[int]]]:
@@ -143,7 +166,7 @@ class Backfill:
         ok: list[int] = []
         refused: dict[str, list[int]] = {}
         try:
-            results = await asyncio.wait_for(client.uaclient.read(params), self.timeout_s)
+            results = await within(self.timeout_s, client.uaclient.read(params))
         except ua.UaStatusCodeError as exc:
             refused[status_name(exc.code)] = gap.tolist()
             return np.array(ok, np.intp), refused
@@ -182,8 +205,7 @@ class Backfill:
                 hv.ContinuationPoint = cont
                 params.NodesToRead.append(hv)
             try:
-                results = await asyncio.wait_for(client.uaclient.history_read(params),
-                                                 self.timeout_s)
+                results = await within(self.timeout_s, client.uaclient.history_read(params))
             except ua.UaStatusCodeError as exc:  # the service itself refused
                 failed.setdefault(status_name(exc.code), []).extend(p for p, _ in pending)
                 break

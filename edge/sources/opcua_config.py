@@ -29,7 +29,9 @@ SecurityPolicy = Literal["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep",
                          "Aes256_Sha256_RsaPss"]
 
 
-TagType = DataType | Literal["text"]
+# One Literal (not a union of two): check-config lists every valid value of a wrong one
+# ("float64[4]": arrays are no type of ours).
+TagType = Literal[DataType, "text"]
 
 
 class OpcUaTagConfig(ConfigStruct, frozen=True):
@@ -38,7 +40,8 @@ class OpcUaTagConfig(ConfigStruct, frozen=True):
     unit: str = ""
     # Our data type (every number travels as float64). "text": a String, LocalizedText or
     # enumeration node, journaled as text_value records (the enumeration's names) when it
-    # changes. An array node is refused at its first value (Bad, a quarantine record).
+    # changes, in a subscription or a polling group alike. An array node is refused at
+    # its first value (Bad, a quarantine record).
     type: TagType = "float64"
     sampling_interval_ms: float | None = None  # default: the group's
     queue_size: int = 1  # server-side queue per monitored item
@@ -113,8 +116,6 @@ class OpcUaGroupConfig(ConfigStruct, frozen=True):
             raise ValueError("tags must list at least one tag")
         if self.mode == "poll":
             for t in self.tags:
-                if t.type == "text":
-                    raise ValueError(f"tag '{t.name}': text tags need mode = 'subscribe'")
                 if t.deadband != "none" or t.sampling_interval_ms is not None:
                     raise ValueError(f"tag '{t.name}': deadband and sampling_interval_ms "
                                      "apply to mode = 'subscribe' only")

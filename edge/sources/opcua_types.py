@@ -36,6 +36,8 @@ from edge.protocols.opcua.status import quality_of_status
 log = structlog.get_logger("edge.sources.opcua")
 
 _BAD_DECODE = int(Quality.BAD_DECODE)
+ARRAYS = ("arrays are not read: a tag takes one scalar node (give each element a node of "
+          "its own in the PLC)")
 _TEXT_TYPES = (ua.VariantType.String, ua.VariantType.LocalizedText)
 
 
@@ -165,8 +167,11 @@ class TypeWatch:
         self.mismatch[key] = what
         reason = (f"node {node_id} delivered {what} where the tag expects {expected}: "
                   f"value set Bad (bad_decode)")
+        if what.endswith("]"):
+            reason += f"; {ARRAYS}"
         log.warning("opcua tag type mismatch", source=self.source, node_id=node_id,
-                    delivered=what, expected=expected)
+                    delivered=what, expected=expected,
+                    hint=ARRAYS if what.endswith("]") else "")
         return [Quarantine(ts_ns=ts_ns, source=self.source, reason=reason, where="data type",
                            subject=node_id, payload=what)]
 

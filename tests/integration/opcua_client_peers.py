@@ -24,12 +24,15 @@ class Collector:
     def __init__(self) -> None:
         self.batches: list[SampleBatch] = []
         self.records: list[Record] = []
+        self.checkpoints: list[tuple[int, str, bytes]] = []  # (batch index, key, value)
 
     async def __call__(self, batch: SampleBatch | None, records: Sequence[Record], /, *,
                        checkpoint: tuple[str, bytes] | None = None) -> None:
         if batch is not None:
             self.batches.append(batch)
         self.records.extend(records)
+        if checkpoint is not None:
+            self.checkpoints.append((len(self.batches) - 1, *checkpoint))
 
     def of(self, tag_id: int, since: int = 0) -> list[tuple[int, float, int]]:
         """(ts_ns, value, quality) of one tag, from batch ``since`` on, in arrival order."""
@@ -65,6 +68,16 @@ def plc_config(endpoint: str, mode: str = "subscribe", **over: object) -> dict[s
     return raw
 
 
+_ASYNCUA_LOOPS = ("_publish_loop", "_connection_supervisor", "_stale_watchdog_loop",
+                  "_renew_channel_loop")
+
+
+def asyncua_loops() -> int:
+    """asyncua client background loops still running in this event loop."""
+    return sum(1 for t in asyncio.all_tasks()
+               if getattr(t.get_coro(), "__qualname__", "").endswith(_ASYNCUA_LOOPS))
+
+
 async def until(cond: Callable[[], bool], timeout: float, what: str) -> float:
     """Wait (bounded) for ``cond``; the seconds it took."""
     loop = asyncio.get_running_loop()
@@ -76,12 +89,26 @@ async def until(cond: Callable[[], bool], timeout: float, what: str) -> float:
     return loop.time() - start
 
 
+async def stopped(task: asyncio.Task[None], timeout: float = 15.0) -> float:
+    """Cancel the source's task and wait (bounded) until it has ended; the seconds it took.
+    A source that swallows its cancellation fails here instead of hanging the test."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if not done:
+        raise AssertionError(f"the source did not stop within {timeout} s of its cancellation")
+    error = None if task.cancelled() else task.exception()
+    if error is not None:
+        raise error
+    return loop.time() - start
+
+
 @contextlib.asynccontextmanager
 async def running(source: OpcUaSource, emit: Collector) -> AsyncIterator[asyncio.Task[None]]:
     task = asyncio.create_task(source.run(emit))
     try:
         yield task
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        if not task.done():
+            await stopped(task)

@@ -36,8 +36,9 @@ async def plc(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[NodeOpc
         await server.kill()
 
 
-def with_tags(endpoint: str, *tags: dict[str, object]) -> dict[str, object]:
-    raw = plc_config(endpoint)
+def with_tags(endpoint: str, *tags: dict[str, object], mode: str = "subscribe"
+              ) -> dict[str, object]:
+    raw = plc_config(endpoint, mode=mode)
     raw["groups"][0]["tags"].extend(tags)  # type: ignore[index]
     return raw
 
@@ -46,14 +47,16 @@ def texts(emit: Collector, tag: str) -> list[TextValue]:
     return [r for r in emit.records if isinstance(r, TextValue) and r.tag == tag]
 
 
+@pytest.mark.parametrize("mode", ["subscribe", "poll"])
 async def test_strings_and_enumerations_are_text_records_on_change(
-        plc: NodeOpcUaServer, tmp_path: Path) -> None:
+        plc: NodeOpcUaServer, tmp_path: Path, mode: str) -> None:
     """A String node and an enumeration node configured as text tags arrive as TextValue
     records, one per change (never the same text twice in a row), the enumeration by its
-    names; no sample tag is declared for them."""
+    names, in a subscription and in a polling group alike; no sample tag is declared for
+    them."""
     source, tags = build(with_tags(
         plc.endpoint, {"name": "batch", "node_id": "ns=1;s=PLC.Text", "type": "text"},
-        {"name": "mode", "node_id": "ns=1;s=PLC.Mode", "type": "text"}), tmp_path)
+        {"name": "mode", "node_id": "ns=1;s=PLC.Mode", "type": "text"}, mode=mode), tmp_path)
     emit = Collector()
     async with running(source, emit):
         await until(lambda: len(texts(emit, "plc/mode")) >= 3
@@ -67,22 +70,53 @@ async def test_strings_and_enumerations_are_text_records_on_change(
     assert "plc/batch" not in tags and "plc/mode" not in tags
 
 
+async def test_a_polled_text_tag_on_an_unknown_node_is_bad_once_with_the_reason(
+        plc: NodeOpcUaServer, tmp_path: Path) -> None:
+    """In a polling group, a text tag whose node the server does not have gives one Bad
+    TextValue and one log line naming the server's status, however many Reads follow;
+    the group's other tags keep flowing."""
+    source, tags = build(with_tags(
+        plc.endpoint, {"name": "ghost", "node_id": "ns=1;s=PLC.NoText", "type": "text"},
+        {"name": "batch", "node_id": "ns=1;s=PLC.Text", "type": "text"}, mode="poll"),
+        tmp_path)
+    emit = Collector()
+    counter = tags.id_of("plc/counter")
+    with capture_logs() as logs:
+        async with running(source, emit):
+            await until(lambda: len(emit.batches) >= 8 and texts(emit, "plc/batch"), 60,
+                        "eight polls")
+    ghost = texts(emit, "plc/ghost")
+    assert len(ghost) == 1 and ghost[0].quality & 0x80 and ghost[0].reason
+    assert [t.quality for t in texts(emit, "plc/batch")] == [GOOD] * len(texts(emit, "plc/batch"))
+    assert all(q == GOOD for _, _, q in emit.of(counter))
+    bad = [e for e in logs if e["event"] == "opcua tag bad"]
+    assert [(e["node_id"], e["status"]) for e in bad] == [("ns=1;s=PLC.NoText",
+                                                           "BadNodeIdUnknown")]
+
+
 async def test_an_array_node_is_refused_with_a_reason_at_its_first_value(
         plc: NodeOpcUaServer, tmp_path: Path) -> None:
     """A numeric tag on an array node is Bad (bad_decode, NaN) with one Quarantine record
-    naming the node and what it delivered, however many values come; the other tags flow."""
+    and one log line naming the node, what it delivered and that arrays are not read (what
+    to do instead), however many values come; the other tags flow."""
     source, tags = build(with_tags(
         plc.endpoint, {"name": "arr", "node_id": "ns=1;s=PLC.Array"}), tmp_path)
     emit = Collector()
     arr, counter = tags.id_of("plc/arr"), tags.id_of("plc/counter")
-    async with running(source, emit):
-        await until(lambda: len(emit.of(arr)) >= 5, 60, "five array values")
+    with capture_logs() as logs:
+        async with running(source, emit):
+            await until(lambda: len(emit.of(arr)) >= 5, 60, "five array values")
     assert all(q == BAD_DECODE and math.isnan(v) for _, v, q in emit.of(arr))
     assert any(q == GOOD for _, _, q in emit.of(counter))
     quarantines = [r for r in emit.records if isinstance(r, Quarantine)]
     assert len(quarantines) == 1
-    assert quarantines[0].reason == ("node ns=1;s=PLC.Array delivered Double[4] where the tag "
-                                     "expects float64: value set Bad (bad_decode)")
+    assert quarantines[0].reason == (
+        "node ns=1;s=PLC.Array delivered Double[4] where the tag expects float64: value set "
+        "Bad (bad_decode); arrays are not read: a tag takes one scalar node (give each "
+        "element a node of its own in the PLC)")
+    lines = [e for e in logs if e["event"] == "opcua tag type mismatch"]
+    assert len(lines) == 1 and lines[0]["delivered"] == "Double[4]"
+    assert lines[0]["hint"].startswith("arrays are not read")
 
 
 async def test_a_type_change_at_run_time_is_a_quarantine_not_a_restart(

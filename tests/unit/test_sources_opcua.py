@@ -26,9 +26,11 @@ from edge.protocols.opcua.client import (
     ts_ns_of,
     value_of,
 )
+from edge.runtime.links import LinkState
 from edge.runtime.metrics import Metrics
-from edge.sources.opcua_backfill import Backfill
+from edge.sources.opcua_backfill import Backfill, Filled
 from edge.sources.opcua_config import OpcUaSourceConfig
+from edge.sources.opcua_outage import Outages
 from edge.sources.opcua_types import TextTag, TypeWatch, describe
 
 
@@ -181,8 +183,8 @@ def test_monitored_item_request_carries_sampling_queue_and_deadband() -> None:
 
 
 def test_text_tags_are_not_samples_and_refuse_sample_options() -> None:
-    """A text tag declares no sample tag; a deadband or a polling group for it is a
-    config error naming the tag."""
+    """A text tag declares no sample tag; a deadband for it is a config error naming the
+    tag; a polling group takes it (its values are read like a subscription's)."""
     raw = raw_config()
     raw["groups"][0]["tags"].append({"name": "recipe", "node_id": "ns=1;s=R", "type": "text"})
     cfg = convert(raw, OpcUaSourceConfig, "source 'plc'")
@@ -195,8 +197,8 @@ def test_text_tags_are_not_samples_and_refuse_sample_options() -> None:
     raw = raw_config()
     raw["groups"][0]["mode"] = "poll"
     raw["groups"][0]["tags"].append({"name": "recipe", "node_id": "ns=1;s=R", "type": "text"})
-    with pytest.raises(ConfigError, match="tag 'recipe': text tags need mode = 'subscribe'"):
-        convert(raw, OpcUaSourceConfig, "source 'plc'")
+    polled = convert(raw, OpcUaSourceConfig, "source 'plc'")
+    assert polled.groups[0].tags[-1].type == "text"
 
 
 def _dv(value: object, vt: ua.VariantType, ts: int = 1) -> ua.DataValue:
@@ -234,3 +236,44 @@ def test_backfill_drops_live_values_it_already_delivered_until_a_newer_one() -> 
     assert out.ts_ns.tolist() == [50, 110] and not bf.dedup
     assert bf.live(SampleBatch([3], [60], [5.0])).ts_ns.tolist() == [60]  # clock stepped back
     assert bf.seen.tolist() == [110, 50]
+
+
+def test_outages_reach_the_links_status_with_reason_length_and_backfill() -> None:
+    """The link's SourceStatus follows the data: Bad with the first reason of an outage
+    (a failed reconnect keeps it), the outage's length once data flows, the backfill's
+    outcome; the first session is no outage and reports no backfill."""
+    state = LinkState("source:plc")
+    out = Outages(state, backfill=True)
+    assert state.source is not None and not state.source.link_up
+    assert state.source.backfill == "none" and math.isnan(state.source.last_outage_s)
+    out.filled(Filled(0, 0, 0))  # first session: no tag had a gap
+    assert out.flowing(100.0) is None and state.source.link_up
+    assert state.source.outages == 0 and state.source.backfill == "none"
+    assert out.lost("connection lost: OSError", 200.0)
+    assert not out.lost("cannot open a session: refused", 201.0)  # the same outage
+    st = state.source
+    assert (st.link_up, st.bad_reason, st.bad_since, st.outages) == (
+        False, "connection lost: OSError", 200.0, 1)
+    out.filled(Filled(values=57, tags=3, unfilled=1))
+    assert out.flowing(203.5) == 3.5 and out.flowing(204.0) is None
+    st = state.source
+    assert (st.link_up, st.bad_reason, st.bad_since, st.last_outage_s) == (True, "", 0.0, 3.5)
+    assert (st.backfill, st.backfilled_values, st.unfilled_tags) == ("partial", 57, 1)
+    out.lost("x", 300.0)
+    out.filled(Filled(values=0, tags=3, unfilled=3))
+    assert state.source.backfill == "no_history"
+    off = LinkState("source:other")
+    Outages(off, backfill=False).filled(Filled(5, 1, 0))
+    assert off.source is not None and off.source.backfill == "off"
+
+
+def test_an_array_type_is_refused_with_the_valid_types_listed() -> None:
+    """A tag typed as an array ("float64[4]") is a config error that lists every type a
+    tag takes (text included), so the engineer sees arrays are not one of them."""
+    raw = raw_config()
+    raw["groups"][0]["tags"][0]["type"] = "float64[4]"
+    with pytest.raises(ConfigError) as err:
+        load(raw)
+    message = str(err.value)
+    assert "tag 'temp': type: invalid enum value 'float64[4]'" in message
+    assert "'float64'" in message and "'text'" in message and "'bool'" in message

@@ -13,11 +13,13 @@ from edge.runtime.statusdoc import (
     InterlockStatus,
     JournalDepth,
     SinkStatus,
+    SourceStatus,
     StatusDoc,
     build_status,
     diagnostics,
     encode,
 )
+from edge.runtime.view import render
 
 INTERLOCK_STATE = {
     "state": "tripped", "tag": "etch1/chamber_temp", "last_trip_ns": 5, "last_value": 191.0,
@@ -36,7 +38,14 @@ def doc(**stage_states: dict[str, dict[str, object]]) -> StatusDoc:
         components={"journal": {"running": True, "restarts": 0, "last_error": ""}},
         sinks={"mes": SinkStatus(link_up=True, delivered_points=3, last_error="", attempt=0)},
         stage_states=stage_states or {"interlocks": {"etch_overtemp": INTERLOCK_STATE}},
+        sources={"plc": PLC_DOWN},
     )
+
+
+PLC_DOWN = SourceStatus(
+    link_up=False, bad_reason="connection lost: ConnectionError: transport lost",
+    bad_since=1_700_000_000.0, outages=2, last_outage_s=3.25, backfill="partial",
+    backfilled_values=57, unfilled_tags=1)
 
 
 def paths(tree: object, prefix: str = "") -> list[str]:
@@ -49,7 +58,8 @@ def paths(tree: object, prefix: str = "") -> list[str]:
 def test_diagnostics_node_names_are_pinned() -> None:
     """The Diagnostics node names (a contract with SCADA clients) come from the document's
     field names and stay exactly these."""
-    assert DIAGNOSTICS == ("journal", "links", "rates", "sinks", "journal_pending_points")
+    assert DIAGNOSTICS == ("journal", "links", "rates", "sinks", "journal_pending_points",
+                           "sources")
     assert set(DIAGNOSTICS) <= set(StatusDoc.__struct_fields__)
     assert paths(diagnostics(doc())) == [
         "journal/mes/depth_points", "journal/mes/depth_entries", "journal/mes/depth_bytes",
@@ -59,7 +69,32 @@ def test_diagnostics_node_names_are_pinned() -> None:
         "sinks/mes/link_up", "sinks/mes/delivered_points", "sinks/mes/last_error",
         "sinks/mes/attempt",
         "journal_pending_points",
+        # added deliberately (issue 16): an OPC-UA source's outage and backfill
+        "sources/plc/link_up", "sources/plc/bad_reason", "sources/plc/bad_since",
+        "sources/plc/outages", "sources/plc/last_outage_s", "sources/plc/backfill",
+        "sources/plc/backfilled_values", "sources/plc/unfilled_tags",
     ]
+
+
+def test_a_sources_outage_and_backfill_show_in_json_and_the_cli_view() -> None:
+    """Why an OPC-UA source's tags are Bad, the last outage's length and what the backfill
+    recovered reach ``status --json`` and the text view, under the source's link."""
+    back = json.loads(encode(doc()))
+    assert back["sources"]["plc"]["bad_reason"].startswith("connection lost")
+    assert back["sources"]["plc"]["backfill"] == "partial"
+    text = render(doc())
+    lines = text.splitlines()
+    at = lines.index(next(line for line in lines if line.strip().startswith("source:etch1")))
+    assert "source:plc" not in text  # no link of that name: nothing is invented
+    assert not lines[at + 1].startswith("    ")  # etch1 reports no source status
+    d = build_status(
+        gateway="gw", pid=1, uptime_s=1.0, ready=True, journal={}, journal_bytes=0,
+        journal_pending_points=0, links={"source:plc": False}, rates={}, sinks={},
+        stage_states={}, components={}, sources={"plc": PLC_DOWN})
+    shown = render(d)
+    assert "tags Bad since" in shown and "connection lost: ConnectionError" in shown
+    assert "2 outages, last 3.2 s; backfilled 57 values, 1 tags without history" in shown
+    assert all(len(line) <= 80 for line in shown.splitlines())
 
 
 def test_interlock_node_names_are_pinned() -> None:
