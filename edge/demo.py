@@ -108,6 +108,7 @@ async def start_broker(port: int) -> Any:
 async def _demo(args: argparse.Namespace) -> int:
     from edge.app import Gateway
     from edge.config import from_raw
+    from edge.runtime.aio import wait_event
     from edge.runtime.view import render
     from hw_sim.plant import Plant
 
@@ -160,9 +161,7 @@ async def _demo(args: argparse.Namespace) -> int:
                 sys.stdout.write(time.strftime("%H:%M:%S ") + gw.board.status_line() + "\n")
             sys.stdout.flush()
             refresh = 2.0 if screen else 10.0
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(),
-                                       min(refresh, max(0.0, t_end - time.monotonic())))
+            await wait_event(stop, min(refresh, max(0.0, t_end - time.monotonic())))
         stop.set()
         rc = await run
         print(f"demo stopped (exit {rc}); state kept in {state}")

@@ -51,6 +51,7 @@ from edge.protocols.sparkplug import bdseq
 from edge.protocols.sparkplug import payload as P
 from edge.protocols.sparkplug import records as R
 from edge.protocols.sparkplug import session as S
+from edge.runtime.aio import wait_event
 from edge.sinks.sparkplug_config import SparkplugSinkConfig, parse_broker
 from edge.sinks.sparkplug_dcmd import handle_dcmd
 from edge.sinks.sparkplug_live import LiveLedger
@@ -165,9 +166,7 @@ class SparkplugSink:
 
     # ---------------------------------------------------------- DurableSink
     async def connect(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._born.wait(), 1.0)
-        if not self._born.is_set():
+        if not await wait_event(self._born, 1.0):
             raise RetryableError("not born: broker or primary host away")
 
     async def write(self, entries: Sequence[Entry]) -> WriteResult:

@@ -39,6 +39,7 @@ from edge.errors import RetryableError
 from edge.model import Record, SampleBatch, record_type
 from edge.protocols.mqtt import BrokerConfig, Client
 from edge.protocols.mqtt import uns as U
+from edge.runtime.aio import wait_event
 from edge.sinks.uns_config import UnsSinkConfig, broker_address
 from edge.sinks.uns_values import LatestValues
 
@@ -93,9 +94,7 @@ class UnsSink:
 
     # ---------------------------------------------------------- DurableSink
     async def connect(self) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._ready.wait(), 1.0)
-        if not self._ready.is_set():
+        if not await wait_event(self._ready, 1.0):
             raise RetryableError("not connected to the broker")
 
     async def write(self, entries: Sequence[Entry]) -> WriteResult:

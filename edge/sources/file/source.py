@@ -44,6 +44,7 @@ import watchfiles
 from edge.components import BuildContext, Emit
 from edge.model import Quarantine, Record, SampleBatch
 from edge.runtime import progress
+from edge.runtime.aio import wait_event
 from edge.sources.file import checkpoint, read, rows
 from edge.sources.file.checkpoint import FileMark
 from edge.sources.file.config import FileSourceConfig
@@ -116,8 +117,7 @@ class FileSource(FileReading):
                 if self._tails:
                     due = min(self._tails.values()) + self.cfg.settle_s * 1e9
                     wait = min(wait, (due - time.time_ns()) / 1e9 + 0.05)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), max(0.0, wait))
+                await wait_event(wake, wait)
         finally:
             if watcher is not None:
                 watcher.cancel()
