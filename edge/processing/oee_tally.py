@@ -27,6 +27,7 @@ Invariants:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -249,3 +250,29 @@ class ToolTally:
         for k in [k for k in self.minutes if k < before_minute]:
             del self.minutes[k]
         self.parts = {p: v for p, v in self.parts.items() if v[0] >= before_minute}
+
+    # ------------------------------------------------------------------ restart
+
+    def dump(self) -> dict[str, Any]:
+        """Everything the tally knows, for a checkpoint (``load`` takes it back)."""
+        keys = sorted(self.minutes)
+        rows = np.stack([self.minutes[k] for k in keys]) if keys else np.zeros((0, N_COLS))
+        return {
+            "minutes": keys, "rows": rows.astype(np.float64).tobytes(),
+            "last": [self.last_ts, self.last_up, self.last_trip, self.stop_start,
+                     self.stop_trip, self.last_count, self.last_count_ts, self.last_high,
+                     self.no_data_ns, self.last_part_ts],
+            "pending": self.pending, "trip_rises": self.trip_rises,
+            "il_trips": self.il_trips,
+            "parts": {p: list(v) for p, v in self.parts.items()}}
+
+    def load(self, d: dict[str, Any]) -> None:
+        rows = np.frombuffer(d["rows"], np.float64).reshape(-1, N_COLS)
+        self.minutes = {int(k): rows[i].copy() for i, k in enumerate(d["minutes"])}
+        (self.last_ts, self.last_up, self.last_trip, self.stop_start, self.stop_trip,
+         self.last_count, self.last_count_ts, self.last_high, self.no_data_ns,
+         self.last_part_ts) = d["last"]
+        self.pending = [(int(m), int(ns)) for m, ns in d["pending"]]
+        self.trip_rises = [int(x) for x in d["trip_rises"]]
+        self.il_trips = [int(x) for x in d["il_trips"]]
+        self.parts = {str(p): (int(v[0]), int(v[1])) for p, v in d["parts"].items()}
