@@ -18,7 +18,8 @@ Invariants:
   parts outside it are not judged. Planned time with no usable state (before the first
   sample, or a gap longer than ``max_gap_s``) is ``no_data_s``, reported and left out of
   availability, which is judged over the time the tool's state was known.
-* availability = run / (planned - no data); performance = ideal cycle x parts / run;
+* availability = run / (planned - no data); performance = ideal cycle x parts seen
+  (not made across a gap) / run;
   quality = good / judged parts (1 when none was judged); oee = their product. A line
   pools its tools: sum of run over sum of known time, of ideal time over run, of good
   over judged.

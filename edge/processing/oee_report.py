@@ -25,6 +25,7 @@ from edge.processing.oee_tally import (
     SCRAP,
     STOPS,
     TRIPS,
+    UNSEEN,
 )
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ def reports(line: _Line, a: int, b: int, shift: str, rolling: bool = False,
     reports = [_report(line, "tool", t.cfg.name, c, planned_s, t.cfg.ideal_cycle_s, a, b,
                        shift) for t, c in per_tool]
     pooled = sum((c for _, c in per_tool), np.zeros(N_COLS))
-    ideal = sum(c[COUNT] * t.cfg.ideal_cycle_s for t, c in per_tool)
+    ideal = sum((c[COUNT] - c[UNSEEN]) * t.cfg.ideal_cycle_s for t, c in per_tool)
     reports.append(_report(line, "line", line.cfg.name, pooled,
                            planned_s * len(line.tools), math.nan, a, b, shift,
                            ideal_s=ideal))
@@ -76,12 +77,13 @@ def _report(line: _Line, scope: str, name: str, c: npt.NDArray[np.float64],
     known = run + downs
     no_data = max(0.0, planned_s - known)
     count = int(c[COUNT])
-    ideal = count * ideal_cycle_s if ideal_s is None else ideal_s
+    seen = count - int(c[UNSEEN])  # performance is judged over the time the state was known
+    ideal = seen * ideal_cycle_s if ideal_s is None else ideal_s
     judged = c[GOOD] + c[SCRAP] + c[REWORK]
     availability = run / known if known > 0 else math.nan
     performance = ideal / run if run > 0 else math.nan
     quality = c[GOOD] / judged if judged > 0 else 1.0
-    per_part = ideal / count if count else 0.0
+    per_part = ideal / seen if seen else 0.0
     return OeeReport(
         ts_ns=b * MINUTE_NS, start_ns=a * MINUTE_NS, scope=scope,  # type: ignore[arg-type]
         name=name, line=line.cfg.name, shift=shift, planned_s=planned_s, run_s=run,
