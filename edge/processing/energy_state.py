@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge.processing import stage_state
-from edge.processing.calendar import Calendar, Shift
+from edge.processing.calendar import MINUTE_NS, Calendar, Shift
 from edge.processing.energy_config import EnergyConfig, EnergyMotorConfig
 
 # per minute: measured Ws, estimated Ws, gap s, bridged s
@@ -56,17 +56,6 @@ class _Line:
     last_per_part: float = math.nan  # kWh per good part of the last closed shift
 
 
-def _cols(minutes: dict[int, npt.NDArray[np.float64]]) -> dict[str, Any]:
-    keys = sorted(minutes)
-    rows = np.stack([minutes[k] for k in keys]) if keys else np.zeros((0, _COLS))
-    return {"minutes": keys, "rows": rows.astype(np.float64).tobytes()}
-
-
-def _uncols(d: dict[str, Any]) -> dict[int, npt.NDArray[np.float64]]:
-    rows = np.frombuffer(d["rows"], np.float64).reshape(-1, _COLS)
-    return {int(k): rows[i].copy() for i, k in enumerate(d["minutes"])}
-
-
 def dump_line(line: _Line) -> dict[str, Any]:
     return {
         "now_ns": line.now_ns, "open_shift": stage_state.shift_dump(line.open_shift),
@@ -79,8 +68,19 @@ def dump_line(line: _Line) -> dict[str, Any]:
         "shift_ws": line.shift_ws, "shift_key": line.shift_key,
         "last_per_part": line.last_per_part,
         "motors": {m.cfg.name: {"state": m.state.tobytes(), "last_ts": int(m.last_ts[0]),
-                                "total": m.total.tobytes(), **_cols(m.minutes)}
+                                "total": m.total.tobytes(),
+                                **stage_state.rows(_compact(line, m), _COLS)}
                    for m in line.motors}}
+
+
+def _compact(line: _Line, motor: _Motor) -> dict[int, npt.NDArray[np.float64]]:
+    """A motor's minutes for a checkpoint: the open shift's older than the rolling window
+    summed into its first minute (``stage_state.compact``)."""
+    sh = line.open_shift
+    before = line.now_ns // MINUTE_NS - math.ceil(line.cfg.window_s / 60) - 2
+    return stage_state.compact(
+        motor.minutes, before, lambda m: sh is not None and sh.start_min <= m < sh.end_min,
+        sh.start_min if sh is not None else None)
 
 
 def load_line(line: _Line, d: dict[str, Any]) -> None:
@@ -105,4 +105,4 @@ def load_line(line: _Line, d: dict[str, Any]) -> None:
         m.state[:] = np.frombuffer(md["state"], np.float64)
         m.last_ts[0] = int(md["last_ts"])
         m.total[:] = np.frombuffer(md["total"], np.float64)
-        m.minutes = _uncols(md)
+        m.minutes = stage_state.unrows(md, _COLS)

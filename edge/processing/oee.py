@@ -44,6 +44,7 @@ from typing import Literal
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from edge.components import BuildContext, StageOutput
 from edge.config import ConfigStruct
@@ -251,7 +252,7 @@ class Oee:
         return stage_state.dumps({"lines": {line.cfg.name: {
             "now_ns": line.now_ns, "kept_from": line.kept_from,
             "open_shift": stage_state.shift_dump(line.open_shift),
-            "tools": {t.cfg.name: t.tally.dump() for t in line.tools}}
+            "tools": {t.cfg.name: t.tally.dump(_compact(line, t)) for t in line.tools}}
             for line in self.lines}})
 
     def restore(self, data: bytes) -> None:
@@ -341,6 +342,21 @@ class Oee:
                     ids.append(self._tags.id_of(f"{rep.name}/{f}"))
                     ts.append(line.now_ns)
                     vals.append(v)
+
+
+def _compact(line: _Line, tool: _Tool) -> dict[int, npt.NDArray[np.float64]]:
+    """A tool's minutes for a checkpoint: the planned minutes of the open shift older than
+    the rolling window summed into its first planned minute (``stage_state.compact``)."""
+    cal, sh = line.calendar, line.open_shift
+    before = line.now_ns // MINUTE_NS - math.ceil(line.cfg.window_s / 60) - 2
+    bucket = None
+    if sh is not None:
+        bucket = next((m for m in range(sh.start_min, min(sh.end_min, before))
+                       if cal.planned(m)), None)
+    return stage_state.compact(
+        tool.tally.minutes, before,
+        lambda m: sh is not None and sh.start_min <= m < sh.end_min and cal.planned(m),
+        bucket, exact=[m for m, _ in tool.tally.pending])
 
 
 def check_references(oee: Sequence[OeeConfig], interlocks: Sequence[str],

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from edge.processing import stage_state
 from edge.processing.calendar import MINUTE_NS
 
 # columns of a minute
@@ -260,12 +261,11 @@ class ToolTally:
 
     # ------------------------------------------------------------------ restart
 
-    def dump(self) -> dict[str, Any]:
-        """Everything the tally knows, for a checkpoint (``load`` takes it back)."""
-        keys = sorted(self.minutes)
-        rows = np.stack([self.minutes[k] for k in keys]) if keys else np.zeros((0, N_COLS))
+    def dump(self, minutes: dict[int, npt.NDArray[np.float64]]) -> dict[str, Any]:
+        """Everything the tally knows, for a checkpoint (``load`` takes it back), with
+        ``minutes`` standing for its per-minute sums (``stage_state.compact``)."""
         return {
-            "minutes": keys, "rows": rows.astype(np.float64).tobytes(),
+            **stage_state.rows(minutes, N_COLS),
             "last": [self.last_ts, self.last_up, self.last_trip, self.stop_start,
                      self.stop_trip, self.last_count, self.last_count_ts, self.last_high,
                      self.no_data_ns, self.last_part_ts],
@@ -274,8 +274,7 @@ class ToolTally:
             "parts": {p: list(v) for p, v in self.parts.items()}}
 
     def load(self, d: dict[str, Any]) -> None:
-        rows = np.frombuffer(d["rows"], np.float64).reshape(-1, N_COLS)
-        self.minutes = {int(k): rows[i].copy() for i, k in enumerate(d["minutes"])}
+        self.minutes = stage_state.unrows(d, N_COLS)
         (self.last_ts, self.last_up, self.last_trip, self.stop_start, self.stop_trip,
          self.last_count, self.last_count_ts, self.last_high, self.no_data_ns,
          self.last_part_ts) = d["last"]

@@ -13,15 +13,21 @@ Invariants:
   crash would lose or repeat a record), else every ``CHECKPOINT_S`` of wall time. A crash
   therefore loses at most ``CHECKPOINT_S`` of samples' effect on the state, plus the time
   the gateway was down; each stage's docstring says how that time is counted.
+* A snapshot stays small (an SD card takes every byte): per-minute sums older than the
+  rolling window are summed into one minute of the open shift (``compact``), exact for
+  the shift's report; a minute a stop still going has time in is kept as it is.
 * A snapshot is versioned msgpack. One that does not decode (a torn disk, another
   version) is logged and the stage starts empty: the data is in the journal either way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 from edge.processing.calendar import Shift
 
@@ -70,3 +76,31 @@ def shift_dump(sh: Shift | None) -> list[Any] | None:
 
 def shift_load(d: list[Any] | None) -> Shift | None:
     return None if d is None else Shift(str(d[0]), int(d[1]), int(d[2]))
+
+
+def compact(minutes: dict[int, npt.NDArray[np.float64]], before: int,
+            counted: Callable[[int], bool], bucket: int | None,
+            exact: Iterable[int] = ()) -> dict[int, npt.NDArray[np.float64]]:
+    """Per-minute sums made small for a checkpoint: minutes from ``before`` on (a rolling
+    window reaches back to there) and those in ``exact`` as they are; the older ones that
+    ``counted`` accepts (the open shift's) summed into the one minute ``bucket``, the rest
+    left out. Exact for whatever sums them over a period holding ``bucket`` and them."""
+    keep = set(exact)
+    out: dict[int, npt.NDArray[np.float64]] = {}
+    for k, row in minutes.items():
+        if k >= before or k in keep:
+            out[k] = out[k] + row if k in out else row.copy()
+        elif bucket is not None and counted(k):
+            out[bucket] = out[bucket] + row if bucket in out else row.copy()
+    return out
+
+
+def rows(minutes: dict[int, npt.NDArray[np.float64]], width: int) -> dict[str, Any]:
+    keys = sorted(minutes)
+    table = np.stack([minutes[k] for k in keys]) if keys else np.zeros((0, width))
+    return {"minutes": keys, "rows": table.astype(np.float64).tobytes()}
+
+
+def unrows(d: dict[str, Any], width: int) -> dict[int, npt.NDArray[np.float64]]:
+    table = np.frombuffer(d["rows"], np.float64).reshape(-1, width)
+    return {int(k): table[i].copy() for i, k in enumerate(d["minutes"])}

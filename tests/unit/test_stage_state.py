@@ -211,3 +211,20 @@ def test_a_snapshot_is_due_with_records_and_otherwise_every_interval() -> None:
     with pytest.raises(ValueError, match="version 99"):
         stage.restore(msgspec.msgpack.encode({"v": 99}))
     assert math.isfinite(stage_state.CHECKPOINT_S)
+
+
+def test_a_snapshot_late_in_a_shift_holds_the_window_not_the_shift() -> None:
+    """Seven hours into a shift a tool's snapshot holds the last hour's minutes and one sum
+    of the older ones (an SD card writes it every few seconds): under 10 kB, not the
+    ~46 kB of every minute; restored, the shift's report is the same."""
+    stage, tags = _oee()
+    batches = _oee_batches(tags)
+    for batch, recs in batches[:7 * 60]:
+        stage.process(batch, recs, 0)
+    snap = stage.snapshot(0)
+    assert snap is not None and len(snap) < 10_000, len(snap)
+    again, _ = _oee()
+    again.restore(snap)
+    t0 = DAY0 + 6 * 3600 * S
+    assert again.report("fab", t0, t0 + 8 * 3600 * S) == stage.report("fab", t0,
+                                                                      t0 + 8 * 3600 * S)
