@@ -31,6 +31,7 @@ import structlog
 from edge.components import (
     Armable,
     BuildContext,
+    Checkpointed,
     Command,
     DurableSink,
     Hooks,
@@ -178,6 +179,24 @@ class Gateway:
         assert self.writer is not None, "checkpoints are read once the journal is open"
         return await self.writer.checkpoint(key)
 
+    async def _restore_stages(self) -> None:
+        """Each checkpointed stage takes back the state committed with the last data it
+        made (a restart, clean or not, resumes a shift or a wafer's step)."""
+        assert self.writer is not None
+        for stage in self.stages:
+            if not isinstance(stage, Checkpointed):
+                continue
+            data = await self.writer.checkpoint(stage.checkpoint_key)
+            if data is None:
+                continue
+            try:
+                stage.restore(data)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.error("stage state not restored; it starts empty", stage=stage.name,
+                          error=str(exc))
+            else:
+                log.info("stage state restored", stage=stage.name, bytes=len(data))
+
     def _build_stages(self, ctx: BuildContext) -> None:
         self.stages = build_stages(self.cfg, ctx)
 
@@ -280,6 +299,7 @@ class Gateway:
         flow = self.flow
         flow.start()
         writer = self.writer
+        await self._restore_stages()
         sup = self.supervisor
         t_start = time.monotonic()
         if self.stages:

@@ -96,6 +96,20 @@ class Stage(Protocol):
 
 
 @runtime_checkable
+class Checkpointed(Protocol):
+    """A stage whose state summarises data already journaled (OEE tallies, energy totals,
+    a wafer's open step). The runtime stores ``snapshot`` in the same journal transaction
+    as the data it hands over with it (None: not due) and gives the last one stored to
+    ``restore`` at start, before any source runs (``edge.processing.stage_state``)."""
+
+    checkpoint_key: str
+
+    def snapshot(self, mono_ns: int) -> bytes | None: ...
+
+    def restore(self, data: bytes) -> None: ...
+
+
+@runtime_checkable
 class Armable(Protocol):
     """A stage whose clocks (stale data) start when the sources start, not at build."""
 

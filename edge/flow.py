@@ -29,7 +29,16 @@ from collections.abc import Awaitable, Callable, Sequence
 import msgspec
 import structlog
 
-from edge.components import Command, Commandable, Emit, LiveSink, Source, Stage, WaitsDurable
+from edge.components import (
+    Checkpointed,
+    Command,
+    Commandable,
+    Emit,
+    LiveSink,
+    Source,
+    Stage,
+    WaitsDurable,
+)
 from edge.journal import JournalWriter
 from edge.model import InterlockTrip, Record, SampleBatch
 from edge.runtime.fastlane import FastLane, LockedStage
@@ -49,6 +58,8 @@ class Flow:
         (the condition board), before the live sinks get them."""
         self.sources = list(sources)
         self.stages = list(stages)
+        # Stage state commits with the data it summarises (edge.processing.stage_state).
+        self._checkpointed = tuple(s for s in self.stages if isinstance(s, Checkpointed))
         self.writer = writer
         self.live = tuple(live)
         # Bound once: the fast path calls these for every batch.
@@ -203,6 +214,17 @@ class Flow:
             futures.append(self.writer.submit(list(records), checkpoint, urgent=wait))
         if checkpoint is not None and not futures:
             futures.append(self.writer.submit(None, checkpoint, urgent=wait))
+        if self._checkpointed:  # no await since the stages ran: same transaction as the data
+            mono_ns = time.monotonic_ns()
+            for stage in self._checkpointed:
+                try:
+                    state = stage.snapshot(mono_ns)
+                except Exception as exc:  # a stage's bug must not stop the data path
+                    log.error("stage state not saved", stage=stage.name, error=repr(exc),
+                              exc_info=exc)
+                    continue
+                if state is not None:
+                    self.writer.submit(None, (stage.checkpoint_key, state))
         if records:
             for watch in self._watch:
                 try:

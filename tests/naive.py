@@ -200,7 +200,7 @@ def energy_scan(ts: Sequence[int], current: Sequence[float], watts_per_amp: floa
     """Per sample: measured Ws, estimated Ws, gap s, bridged s of the interval it ends."""
     ws, est, gap, bridged = ([0.0] * len(ts) for _ in range(4))
     last: tuple[int, float] | None = None
-    mean_w: float | None = None
+    faded_ws = faded_s = 0.0
     bad_since = False
     for i, (t, c) in enumerate(zip(ts, current, strict=True)):
         if not math.isfinite(c):
@@ -214,12 +214,11 @@ def energy_scan(ts: Sequence[int], current: Sequence[float], watts_per_amp: floa
         dt_s = (t - last[0]) / 1e9
         if t - last[0] <= max_gap_ns:
             ws[i] = (last[1] + c) / 2 * watts_per_amp * dt_s
-            p = ws[i] / dt_s
-            w = 1 - math.exp(-dt_s / tau_s)
-            mean_w = p if mean_w is None else mean_w + (p - mean_w) * w
+            fade = math.exp(-dt_s / tau_s)  # every measured Ws and s weighs e^(-age/tau)
+            faded_ws, faded_s = faded_ws * fade + ws[i], faded_s * fade + dt_s
             bridged[i] = dt_s if bad_since else 0.0
         else:
-            mean = mean_w if mean_w is not None else (last[1] + c) / 2 * watts_per_amp
+            mean = faded_ws / faded_s if faded_s > 0 else (last[1] + c) / 2 * watts_per_amp
             est[i] = mean * dt_s
             gap[i] = dt_s
         last, bad_since = (t, c), False

@@ -26,6 +26,15 @@ Invariants:
 * kWh per good part waits up to ``report_wait_s`` (sample time) after the close for the
   ``OeeReport``s of ``parts_tools`` for the same shift (the oee stage runs before this
   one; give both the same calendar); without them the report says ``good_parts = -1``.
+* Restarts (``stage_state``): every motor's integrator (its last good sample, mean
+  power), kept minutes and the open and pending shifts are a journal checkpoint,
+  committed with every report and every OEE count taken and otherwise every
+  ``CHECKPOINT_S``. After a crash the shift goes on from the last checkpoint: no report
+  is lost or made twice; the samples since the checkpoint and the time the gateway was
+  down are one gap per motor (from the checkpoint's last good sample to the first one
+  after the restart), estimated at the mean power before it and counted as any gap.
+  The same samples are in the journal, so the measured energy they held is not lost
+  from InfluxDB or the MES, only estimated in the shift's totals.
 * Publishing the rolling values looks up only the window's minutes, and the shift so
   far is kept as samples come: no per-publish pass over every kept minute.
 """
@@ -34,127 +43,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
-import msgspec
 import numpy as np
 import numpy.typing as npt
 
 from edge.components import BuildContext, StageOutput
-from edge.config import ConfigStruct
 from edge.errors import ConfigError
 from edge.model import EnergyReport, OeeReport, Quality, Record, SampleBatch, TagRegistry
-from edge.processing.calendar import MINUTE_NS, Calendar, CalendarConfig, Shift
+from edge.processing import energy_state, stage_state
+from edge.processing.calendar import MINUTE_NS, Calendar
+from edge.processing.energy_config import EnergyConfig, EnergyMotorConfig
+from edge.processing.energy_state import _COLS, _Line, _Motor, _Pending
 
 WS_PER_KWH = 3.6e6
-
-
-class EnergyMotorConfig(ConfigStruct, frozen=True):
-    """One motor: its name (tag device of ``<name>/energy_kwh``), its current tag and its
-    station (default: the name up to its first ``_``)."""
-
-    name: str
-    current_tag: str
-    station: str = ""
-
-    def __post_init__(self) -> None:
-        if self.current_tag.count("/") < 1:
-            raise ValueError(f"current_tag must be 'device/name', got {self.current_tag!r}")
-
-    @property
-    def station_name(self) -> str:
-        return self.station or self.name.split("_", 1)[0]
-
-
-class EnergyConfig(ConfigStruct, frozen=True):
-    """``[[energy]]``: one line's motors, their electrical model and the shift calendar."""
-
-    name: str
-    motors: list[EnergyMotorConfig]
-    voltage_v: float = 24.0
-    power_factor: float = 1.0
-    max_gap_s: float = 2.0
-    gap_mean_s: float = 600.0
-    window_s: float = 3600.0
-    publish_interval_s: float = 10.0
-    close_after_s: float = 30.0
-    parts_tools: list[str] = msgspec.field(default_factory=list)
-    report_wait_s: float = 300.0
-    calendar: CalendarConfig = msgspec.field(default_factory=CalendarConfig)
-    emit_samples: bool = True
-
-    def __post_init__(self) -> None:
-        if not self.motors:
-            raise ValueError("motors must list at least one motor")
-        names = [m.name for m in self.motors]
-        if len(set(names)) != len(names):
-            raise ValueError("motors: a motor name is used twice")
-        for key in ("voltage_v", "max_gap_s", "gap_mean_s", "window_s", "publish_interval_s"):
-            if not getattr(self, key) > 0:
-                raise ValueError(f"{key} must be > 0")
-        if not 0 < self.power_factor <= 1:
-            raise ValueError("power_factor must be in (0, 1]")
-        if self.close_after_s < 0 or self.report_wait_s < 0:
-            raise ValueError("close_after_s and report_wait_s must be >= 0")
-        if self.window_s < 60:
-            raise ValueError("window_s must be >= 60 (energy is kept per minute)")
-
-    def stations(self) -> list[str]:
-        return sorted({m.station_name for m in self.motors})
-
-    def declare_tags(self, tags: TagRegistry) -> None:
-        """``<motor|station|line>/energy_kwh`` (rolling window), ``<line>/energy_shift_kwh``
-        and ``<line>/kwh_per_good_part``."""
-        if not self.emit_samples:
-            return
-        window = f"energy over the last {self.window_s:g} s"
-        for device in [m.name for m in self.motors] + self.stations() + [self.name]:
-            tags.add(device, "energy_kwh", unit="kWh", low=0.0, description=window)
-        tags.add(self.name, "energy_shift_kwh", unit="kWh", low=0.0,
-                 description="energy of the shift so far")
-        tags.add(self.name, "kwh_per_good_part", unit="kWh", low=0.0,
-                 description="energy per good part of the last shift")
-
-
-# per minute: measured Ws, estimated Ws, gap s, bridged s
-_COLS = 4
-
-
-@dataclass(slots=True)
-class _Motor:
-    cfg: EnergyMotorConfig
-    tag: int
-    out_tag: int
-    state: npt.NDArray[np.float64]
-    last_ts: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(1, np.int64))
-    total: npt.NDArray[np.float64] = field(default_factory=lambda: np.zeros(_COLS))
-    minutes: dict[int, npt.NDArray[np.float64]] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class _Pending:
-    shift: Shift
-    totals: dict[str, npt.NDArray[np.float64]]  # motor -> summed columns
-    good: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class _Line:
-    cfg: EnergyConfig
-    calendar: Calendar
-    params: npt.NDArray[np.float64]
-    motors: list[_Motor]
-    now_ns: int = -1
-    next_pub_ns: int = -1
-    open_shift: Shift | None = None
-    reported_until_min: int = -(2**62)
-    pending: list[_Pending] = field(default_factory=list)
-    good_seen: dict[tuple[str, int], int] = field(default_factory=dict)
-    per_part: tuple[int, int, float] | None = None  # (tag, ts, value) to publish next
-    shift_ws: float = 0.0  # energy of the open shift so far (kept as samples come)
-    shift_key: int = -1  # the start minute of the shift shift_ws is for
-    window: dict[str, float] = field(default_factory=dict)  # motor -> kWh, last published
-    last_per_part: float = math.nan  # kWh per good part of the last closed shift
+__all__ = ["Energy", "EnergyConfig", "EnergyMotorConfig"]
 
 
 class Energy:
@@ -188,6 +90,8 @@ class Energy:
                                cfg.gap_mean_s])
             self.lines.append(_Line(cfg, Calendar(cfg.calendar), params, motors))
         self._tags = tags
+        self.checkpoint_key = "stage:energy"
+        self._save = stage_state.SaveClock()
         self._m_gap = self._m_est = self._m_late = None
         if ctx is not None:
             met = ctx.metrics
@@ -205,7 +109,9 @@ class Energy:
                 if (isinstance(rec, OeeReport) and rec.scope == "tool"
                         and rec.name in line.cfg.parts_tools):
                     line.good_seen[(rec.name, rec.start_ns)] = rec.good_count
+                    self._save.must = True
         if len(batch):
+            self._save.changed = True
             ids: list[int] = []
             ts: list[int] = []
             vals: list[float] = []
@@ -216,8 +122,11 @@ class Energy:
             if ids:
                 extra = SampleBatch(ids, ts, vals, [int(Quality.GOOD)] * len(ids))
                 out.batch = SampleBatch.concat([out.batch, extra])
+        made = len(out.records)
         for line in self.lines:
             self._flush(line, out)
+        if len(out.records) > made or any(line.pending for line in self.lines):
+            self._save.must = True
         return out
 
     def tick(self, now_ns: int) -> StageOutput:
@@ -244,6 +153,23 @@ class Energy:
         gap_s, bridged_s."""
         line = next(x for x in self.lines if x.cfg.name == line_name)
         return {m.cfg.name: _as_dict(m.total) for m in line.motors}
+
+    def snapshot(self, mono_ns: int) -> bytes | None:
+        """Every motor's integrator and kept minutes and every line's open and pending
+        shifts, when a checkpoint is due (``stage_state``)."""
+        if not self._save.due(mono_ns):
+            return None
+        return stage_state.dumps({"lines": {line.cfg.name: energy_state.dump_line(line)
+                                            for line in self.lines}})
+
+    def restore(self, data: bytes) -> None:
+        """Take back a snapshot; lines and motors are matched by name (ones the config no
+        longer has are ignored). The first sample after it ends a gap: estimated at the
+        motor's mean power like any gap longer than ``max_gap_s``."""
+        saved = stage_state.loads(data, "energy")["lines"]
+        for line in self.lines:
+            if line.cfg.name in saved:
+                energy_state.load_line(line, saved[line.cfg.name])
 
     # ------------------------------------------------------------------ internals
 

@@ -18,12 +18,21 @@ Invariants:
   parts outside it are not judged. Planned time with no usable state (before the first
   sample, or a gap longer than ``max_gap_s``) is ``no_data_s``, reported and left out of
   availability, which is judged over the time the tool's state was known.
-* availability = run / (planned - no data); performance = ideal cycle x parts / run;
+* availability = run / (planned - no data); performance = ideal cycle x parts seen
+  (not made across a gap) / run;
   quality = good / judged parts (1 when none was judged); oee = their product. A line
   pools its tools: sum of run over sum of known time, of ideal time over run, of good
   over judged.
 * A shift's report is made once a tool's state samples are ``close_after_s`` past its
   end, so a stop still going is classified by what is known then.
+* Restarts (``stage_state``): the tallies and the open shift are a journal checkpoint,
+  committed with every report, trip and verdict the stage takes or makes and otherwise
+  every ``CHECKPOINT_S``. After a crash (kill -9, power loss) the shift goes on from the
+  last checkpoint: no report is lost or made twice, no part or verdict counted twice;
+  what a crash can lose is the state samples since the checkpoint and the time the
+  gateway was down, which are ``no_data`` (out of availability, like any gap), and the
+  parts the counter made meanwhile are counted when it is read again (a light barrier's
+  or a motor's parts in that time are lost: no counter holds them).
 """
 
 from __future__ import annotations
@@ -49,22 +58,10 @@ from edge.model import (
     SampleBatch,
     TagRegistry,
 )
+from edge.processing import stage_state
 from edge.processing.calendar import MINUTE_NS, Calendar, CalendarConfig, Shift
-from edge.processing.oee_tally import (
-    COUNT,
-    DOWN_FAULT,
-    DOWN_MICRO,
-    DOWN_TRIP,
-    GOOD,
-    MICROS,
-    N_COLS,
-    REWORK,
-    RUN,
-    SCRAP,
-    STOPS,
-    TRIPS,
-    ToolTally,
-)
+from edge.processing.oee_report import reports
+from edge.processing.oee_tally import ToolTally
 
 FACTORS = ("availability", "performance", "quality", "oee")
 
@@ -186,6 +183,8 @@ class Oee:
                 if tool.cfg.quality_device:
                     line.cmm_owner.setdefault(tool.cfg.quality_device, []).append(tool)
             self.lines.append(line)
+        self.checkpoint_key = "stage:oee"
+        self._save = stage_state.SaveClock()
         self._m_gap = None
         if ctx is not None:
             self._m_gap = ctx.metrics.counter(
@@ -199,17 +198,23 @@ class Oee:
             for rec in records:
                 if isinstance(rec, InterlockTrip) and rec.interlock in line.trip_owner:
                     line.trip_owner[rec.interlock].tally.trip(rec.ts_ns)
+                    self._save.must = True
                 elif isinstance(rec, Measurement) and rec.device in line.cmm_owner:
                     for tool in line.cmm_owner[rec.device]:
                         tool.tally.verdict(rec.part_id, rec.ts_ns, rec.verdict)
+                    self._save.must = True
         if not len(batch):
             return out
+        self._save.changed = True
         ids: list[int] = []
         ts: list[int] = []
         vals: list[float] = []
         for line in self.lines:
             self._take(line, batch)
-            out.records.extend(self._close(line))
+            closed = self._close(line)
+            if closed:
+                out.records.extend(closed)
+                self._save.must = True
             self._publish(line, ids, ts, vals)
         if ids:
             extra = SampleBatch(ids, ts, vals, [int(Quality.GOOD)] * len(ids))
@@ -237,7 +242,33 @@ class Oee:
         """The reports (each tool, then the line) over the planned minutes of a period,
         from the minutes still kept (the open shift and the rolling window)."""
         line = next(x for x in self.lines if x.cfg.name == line_name)
-        return _reports(line, start_ns // MINUTE_NS, end_ns // MINUTE_NS, shift)
+        return reports(line, start_ns // MINUTE_NS, end_ns // MINUTE_NS, shift)
+
+    def snapshot(self, mono_ns: int) -> bytes | None:
+        """The tallies and the open shift of every line when a checkpoint is due
+        (``stage_state``): a restart resumes the shift where this left it."""
+        if not self._save.due(mono_ns):
+            return None
+        return stage_state.dumps({"lines": {line.cfg.name: {
+            "now_ns": line.now_ns, "kept_from": line.kept_from,
+            "open_shift": stage_state.shift_dump(line.open_shift),
+            "tools": {t.cfg.name: t.tally.dump(_compact(line, t)) for t in line.tools}}
+            for line in self.lines}})
+
+    def restore(self, data: bytes) -> None:
+        """Take back a snapshot; lines and tools are matched by name, ones the config no
+        longer has are ignored, new ones start empty. Time between the snapshot and the
+        next state sample is a gap: ``no_data`` like any gap longer than ``max_gap_s``."""
+        saved = stage_state.loads(data, "oee")["lines"]
+        for line in self.lines:
+            d = saved.get(line.cfg.name)
+            if d is None:
+                continue
+            line.now_ns, line.kept_from = int(d["now_ns"]), int(d["kept_from"])
+            line.open_shift = stage_state.shift_load(d["open_shift"])
+            for tool in line.tools:
+                if tool.cfg.name in d["tools"]:
+                    tool.tally.load(d["tools"][tool.cfg.name])
 
     # ------------------------------------------------------------------ internals
 
@@ -284,7 +315,7 @@ class Oee:
         close_ns = round(line.cfg.close_after_s * 1e9)
         while line.open_shift is not None and now >= line.open_shift.end_ns + close_ns:
             sh = line.open_shift
-            out += _reports(line, sh.start_min, sh.end_min, sh.name)
+            out += reports(line, sh.start_min, sh.end_min, sh.name)
             line.open_shift = cal.next_shift(sh.end_ns)
         keep = now // MINUTE_NS - math.ceil(line.cfg.window_s / 60) - 1
         if line.open_shift is not None:
@@ -301,7 +332,7 @@ class Oee:
             return
         line.next_pub_ns = line.now_ns + round(cfg.publish_interval_s * 1e9)
         end = line.now_ns // MINUTE_NS + 1
-        line.rolling = _reports(line, end - round(cfg.window_s / 60), end, "", rolling=True)
+        line.rolling = reports(line, end - round(cfg.window_s / 60), end, "", rolling=True)
         if not cfg.emit_samples:
             return
         for rep in line.rolling:
@@ -313,71 +344,19 @@ class Oee:
                     vals.append(v)
 
 
-def _sums(line: _Line, tool: _Tool, a: int, b: int) -> npt.NDArray[np.float64]:
-    """A tool's columns summed over the planned minutes in ``[a, b)``, its stop still
-    going classified provisionally."""
-    total = np.zeros(N_COLS)
-    prov = tool.tally.provisional()
-    for m, row in tool.tally.minutes.items():
-        if a <= m < b and line.calendar.planned(m):
-            total += row
-            if m in prov:
-                col, ns = prov[m]
-                total[DOWN_FAULT] -= ns
-                total[col] += ns
-    return total
-
-
-def _reports(line: _Line, a: int, b: int, shift: str, rolling: bool = False,
-             ) -> list[OeeReport]:
-    cal = line.calendar
-    if rolling:  # the window ends now: the rest of this minute is not planned yet
-        planned_s = 60.0 * cal.planned_minutes(a, b - 1) + (
-            (line.now_ns - (b - 1) * MINUTE_NS) / 1e9 if cal.planned(b - 1) else 0.0)
-    else:
-        planned_s = 60.0 * cal.planned_minutes(a, b)
-    per_tool = [(t, _sums(line, t, a, b)) for t in line.tools]
-    for t, c in per_tool:
-        if t.state_tag < 0:  # no state reported: running through planned time
-            c[RUN] = planned_s * 1e9
-    reports = [_report(line, "tool", t.cfg.name, c, planned_s, t.cfg.ideal_cycle_s, a, b,
-                       shift) for t, c in per_tool]
-    pooled = sum((c for _, c in per_tool), np.zeros(N_COLS))
-    ideal = sum(c[COUNT] * t.cfg.ideal_cycle_s for t, c in per_tool)
-    reports.append(_report(line, "line", line.cfg.name, pooled,
-                           planned_s * len(line.tools), math.nan, a, b, shift,
-                           ideal_s=ideal))
-    return reports
-
-
-def _report(line: _Line, scope: str, name: str, c: npt.NDArray[np.float64],
-            planned_s: float, ideal_cycle_s: float, a: int, b: int, shift: str,
-            ideal_s: float | None = None) -> OeeReport:
-    run = c[RUN] / 1e9
-    downs = (c[DOWN_TRIP] + c[DOWN_FAULT] + c[DOWN_MICRO]) / 1e9
-    known = run + downs
-    no_data = max(0.0, planned_s - known)
-    count = int(c[COUNT])
-    ideal = count * ideal_cycle_s if ideal_s is None else ideal_s
-    judged = c[GOOD] + c[SCRAP] + c[REWORK]
-    availability = run / known if known > 0 else math.nan
-    performance = ideal / run if run > 0 else math.nan
-    quality = c[GOOD] / judged if judged > 0 else 1.0
-    per_part = ideal / count if count else 0.0
-    return OeeReport(
-        ts_ns=b * MINUTE_NS, start_ns=a * MINUTE_NS, scope=scope,  # type: ignore[arg-type]
-        name=name, line=line.cfg.name, shift=shift, planned_s=planned_s, run_s=run,
-        no_data_s=no_data, down_interlock_s=c[DOWN_TRIP] / 1e9,
-        down_fault_s=c[DOWN_FAULT] / 1e9, down_microstop_s=c[DOWN_MICRO] / 1e9,
-        speed_loss_s=run - ideal, scrap_loss_s=per_part * c[SCRAP],
-        rework_loss_s=per_part * c[REWORK], availability=availability,
-        performance=performance, quality=quality,
-        oee=availability * performance * quality, ideal_cycle_s=ideal_cycle_s,
-        total_count=count, good_count=int(c[GOOD]), scrap_count=int(c[SCRAP]),
-        rework_count=int(c[REWORK]), trips=int(c[TRIPS]), stops=int(c[STOPS]),
-        micro_stoppages=int(c[MICROS]))
-
-
+def _compact(line: _Line, tool: _Tool) -> dict[int, npt.NDArray[np.float64]]:
+    """A tool's minutes for a checkpoint: the planned minutes of the open shift older than
+    the rolling window summed into its first planned minute (``stage_state.compact``)."""
+    cal, sh = line.calendar, line.open_shift
+    before = line.now_ns // MINUTE_NS - math.ceil(line.cfg.window_s / 60) - 2
+    bucket = None
+    if sh is not None:
+        bucket = next((m for m in range(sh.start_min, min(sh.end_min, before))
+                       if cal.planned(m)), None)
+    return stage_state.compact(
+        tool.tally.minutes, before,
+        lambda m: sh is not None and sh.start_min <= m < sh.end_min and cal.planned(m),
+        bucket, exact=[m for m, _ in tool.tally.pending])
 
 
 def check_references(oee: Sequence[OeeConfig], interlocks: Sequence[str],

@@ -14,7 +14,10 @@ Invariants:
   ``TRIP_LEAD_NS`` before the stop to its end) -> ``interlock``; else at most
   ``microstop_max_s`` long -> ``micro``; else ``fault``. Until then its time is kept
   as pending; a report closed during a stop classifies it by what is known so far.
-* A part is counted in the minute its counter advanced; it is scrap when the tool's trip
+* A part is counted in the minute its counter advanced; parts it advanced by across a
+  gap longer than ``max_gap_s`` (a dead link, the gateway restarting) are ``UNSEEN``:
+  in the count and the quality, but not in performance, whose run time the gap left out
+  too; it is scrap when the tool's trip
   bits rose between the previous part and it (``scrap_on_trip``: the tool itself says
   its process limit was passed; a gateway interlock that stops the tool early, on a
   reading, classifies the stop but does not scrap the part). A CMM verdict per part (the
@@ -27,16 +30,19 @@ Invariants:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from edge.processing import stage_state
 from edge.processing.calendar import MINUTE_NS
 
 # columns of a minute
 RUN, NO_DATA, DOWN_TRIP, DOWN_FAULT, DOWN_MICRO = 0, 1, 2, 3, 4  # ns
 COUNT, GOOD, SCRAP, REWORK, TRIPS, STOPS, MICROS = 5, 6, 7, 8, 9, 10, 11
-N_COLS = 12
+UNSEEN = 12  # parts the counter made across a gap (no data): counted, not in performance
+N_COLS = 13
 TRIP_LEAD_NS = 5_000_000_000
 _VERDICT_COL = {"conforming": GOOD, "nonconforming": SCRAP, "indeterminate": REWORK}
 _VERDICT_RANK = {GOOD: 0, REWORK: 1, SCRAP: 2}
@@ -181,12 +187,15 @@ class ToolTally:
         if not ts.shape[0]:
             return
         prev = np.concatenate(([self.last_count], value[:-1]))
+        prev_ts = np.concatenate(([self.last_count_ts], ts[:-1]))
         step = value - prev
         if self.count_wrap > 0:
             step = np.mod(step, self.count_wrap)
         step = np.where(np.isfinite(step) & (step > 0), step, 0.0)
         for i in np.flatnonzero(step).tolist():
             self.part(int(ts[i]), int(step[i]))
+            if ts[i] - prev_ts[i] > self.max_gap_ns:
+                self.row(int(ts[i]) // MINUTE_NS)[UNSEEN] += int(step[i])
         self.last_count, self.last_count_ts = float(value[-1]), int(ts[-1])
 
     def rising(self, ts: npt.NDArray[np.int64], high: npt.NDArray[np.bool_]) -> None:
@@ -249,3 +258,27 @@ class ToolTally:
         for k in [k for k in self.minutes if k < before_minute]:
             del self.minutes[k]
         self.parts = {p: v for p, v in self.parts.items() if v[0] >= before_minute}
+
+    # ------------------------------------------------------------------ restart
+
+    def dump(self, minutes: dict[int, npt.NDArray[np.float64]]) -> dict[str, Any]:
+        """Everything the tally knows, for a checkpoint (``load`` takes it back), with
+        ``minutes`` standing for its per-minute sums (``stage_state.compact``)."""
+        return {
+            **stage_state.rows(minutes, N_COLS),
+            "last": [self.last_ts, self.last_up, self.last_trip, self.stop_start,
+                     self.stop_trip, self.last_count, self.last_count_ts, self.last_high,
+                     self.no_data_ns, self.last_part_ts],
+            "pending": self.pending, "trip_rises": self.trip_rises,
+            "il_trips": self.il_trips,
+            "parts": {p: list(v) for p, v in self.parts.items()}}
+
+    def load(self, d: dict[str, Any]) -> None:
+        self.minutes = stage_state.unrows(d, N_COLS)
+        (self.last_ts, self.last_up, self.last_trip, self.stop_start, self.stop_trip,
+         self.last_count, self.last_count_ts, self.last_high, self.no_data_ns,
+         self.last_part_ts) = d["last"]
+        self.pending = [(int(m), int(ns)) for m, ns in d["pending"]]
+        self.trip_rises = [int(x) for x in d["trip_rises"]]
+        self.il_trips = [int(x) for x in d["il_trips"]]
+        self.parts = {str(p): (int(v[0]), int(v[1])) for p, v in d["parts"].items()}

@@ -17,8 +17,15 @@ Invariants:
 * Records of the tool (an interlock trip or quarantine on one of its tags, or naming its
   wafer tag in its context; an SPC alarm on one of its tags) are attached to the step.
   At most ``max_events`` per step are kept, the rest counted in ``dropped``.
-* State is in memory: a wafer that left the tool while the gateway was down has no
-  step record (no reading ever showed it leave); the tool's next wafer does.
+* Restarts (``stage_state``): each tool's open step (wafer, lot, recipe, start, the
+  summary so far and its events) is a journal checkpoint, committed with every step
+  record and every event or recipe it takes, and otherwise every ``CHECKPOINT_S``.
+  After a crash a wafer still in the tool keeps its start time and its trips and gets
+  exactly one step record when it leaves; the summary lacks the samples of the last
+  ``CHECKPOINT_S`` before the crash and of the time the gateway was down (they are in
+  the journal; the summary's counts say how many it holds). A wafer that left the tool
+  while the gateway was down gets its record when a reading shows the next wafer: it
+  ends at that wafer's start (the tool's own time with ``elapsed_tag``, else the reading).
 * Pure and synchronous like every stage: no I/O, work per batch is one tag-table
   lookup (``TagSet``) and a few numpy reductions per tool tag.
 """
@@ -28,6 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -45,7 +53,10 @@ from edge.model import (
     TagSummary,
     TextValue,
     WaferStep,
+    decode_records,
+    encode_records,
 )
+from edge.processing import stage_state
 from edge.processing.tagset import TagSet
 
 _BAD = 0x80
@@ -132,12 +143,16 @@ class _Tool:
 
     # ------------------------------------------------------------------ per batch
 
-    def feed(self, batch: SampleBatch, records: Sequence[Record], out: list[Record]) -> None:
+    def feed(self, batch: SampleBatch, records: Sequence[Record], out: list[Record]) -> bool:
+        """Take a batch; True when a record was made or taken (a checkpoint is due)."""
+        made = len(out)
         events = [r for r in records if self._mine(r)]
+        must = bool(events)
         for rec in records:
             if (isinstance(rec, TextValue) and rec.tag == self.cfg.recipe_tag
                     and not rec.quality & _BAD):
                 self.recipe = rec.value
+                must = True
         if len(batch):
             idx = np.flatnonzero(self._all_set.contains(batch.tag_id))
         else:
@@ -160,6 +175,7 @@ class _Tool:
             self._summarise(tid, val, q, done, tid.shape[0])
         if self.open is not None:
             self._attach(self.open, events)
+        return must or len(out) > made
 
     def _control(self, group: list[int], tid: npt.NDArray[np.int32],
                  ts: npt.NDArray[np.int64], val: npt.NDArray[np.float64],
@@ -261,6 +277,39 @@ class _Tool:
             return rec.alarm and rec.tag in self.tag_keys
         return False
 
+    def dump(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"lot": self.lot, "recipe": self.recipe, "keys": self.keys,
+                             "last": encode_records([self.last]) if self.last else None}
+        st = self.open
+        if st is not None:
+            d["open"] = {
+                "lot": st.lot, "slot": st.slot, "recipe": st.recipe, "start_ns": st.start_ns,
+                "first_seen_ns": st.first_seen_ns, "start_from_tool": st.start_from_tool,
+                "n": st.n.tobytes(), "total": st.total.tobytes(), "lo": st.lo.tobytes(),
+                "hi": st.hi.tobytes(), "last": st.last.tobytes(), "bad": st.bad.tobytes(),
+                "events": encode_records(st.events), "dropped": st.dropped}
+        return d
+
+    def load(self, d: dict[str, Any]) -> None:
+        self.lot, self.recipe = str(d["lot"]), str(d["recipe"])
+        last = decode_records(d["last"]) if d["last"] is not None else []
+        self.last = last[0] if last and isinstance(last[0], WaferStep) else None
+        o = d.get("open")
+        if o is None:
+            return
+        step = self._new(str(o["slot"]), int(o["start_ns"]), int(o["first_seen_ns"]),
+                         bool(o["start_from_tool"]))
+        step.lot, step.recipe = str(o["lot"]), str(o["recipe"])
+        step.events, step.dropped = decode_records(o["events"]), int(o["dropped"])
+        if list(d["keys"]) == self.keys:
+            step.n[:] = np.frombuffer(o["n"], np.int64)
+            step.total[:] = np.frombuffer(o["total"], np.float64)
+            step.lo[:] = np.frombuffer(o["lo"], np.float64)
+            step.hi[:] = np.frombuffer(o["hi"], np.float64)
+            step.last[:] = np.frombuffer(o["last"], np.float64)
+            step.bad[:] = np.frombuffer(o["bad"], np.int64)
+        self.open = step
+
     def state(self) -> dict[str, object] | None:
         """The last step this tool made, in counts (the status's ``last_wafer``)."""
         s = self.last
@@ -283,12 +332,32 @@ class Trace:
         if twice:
             raise ConfigError(f"wafer_steps: tool {twice[0]!r} configured twice")
         self.tools = [_Tool(cfg, tags) for cfg in configs]
+        self.checkpoint_key = "stage:trace"
+        self._save = stage_state.SaveClock()
 
     def process(self, batch: SampleBatch, records: Sequence[Record], now_ns: int) -> StageOutput:
         out = StageOutput(batch, list(records))
         for tool in self.tools:
-            tool.feed(batch, records, out.records)
+            if tool.feed(batch, records, out.records):
+                self._save.must = True
+        if len(batch):
+            self._save.changed = True
         return out
+
+    def snapshot(self, mono_ns: int) -> bytes | None:
+        """Each tool's open step (its summary so far and its events) and last step, when a
+        checkpoint is due (``stage_state``)."""
+        if not self._save.due(mono_ns):
+            return None
+        return stage_state.dumps({"tools": {t.cfg.name: t.dump() for t in self.tools}})
+
+    def restore(self, data: bytes) -> None:
+        """Take back a snapshot; tools are matched by name (a tool whose summarised tags
+        changed in the config starts its open step's summary afresh)."""
+        saved = stage_state.loads(data, "trace")["tools"]
+        for tool in self.tools:
+            if tool.cfg.name in saved:
+                tool.load(saved[tool.cfg.name])
 
     def tick(self, now_ns: int) -> StageOutput:
         return StageOutput(SampleBatch.empty())

@@ -1,5 +1,7 @@
 """Gateway objects of the OPC-UA server: interlocks (state, last trip, Reset), health, SPC,
-measurements and the Diagnostics object. Trips, SPC alarms and health alerts are alarm
+measurements, each tool's last wafer (``Wafers/<tool>/LastWafer``, from its ``WaferStep``
+records: the digital thread's last step, summary per tag under ``Telemetry``) and the
+Diagnostics object. Trips, SPC alarms and health alerts are alarm
 conditions (``opcua_alarms``), not events of a type of ours.
 
 Invariants:
@@ -12,6 +14,8 @@ Invariants:
   a write of another type.
 * No value reads Good without being one: a NaN in the document (no sample yet, not
   tripped) and a value the document dropped (None) read BadNoData.
+* A last wafer's ``WaferId`` is written after every other variable of its step: a client
+  that subscribes to it reads a complete step when it changes.
 * One name per thing: an interlock's state is the status document's ``InterlockStatus``
   fields (``trips``, ``last_trip_ns``, ``trip_value``, ...; pinned by test_statusdoc); a
   trip record adds only what the document lacks (``LastAction``, the stop's outcome) and
@@ -28,7 +32,7 @@ from datetime import UTC, datetime
 import structlog
 from asyncua import Node, Server, ua
 
-from edge.model import HealthAlert, InterlockTrip, Measurement, SpcViolation
+from edge.model import HealthAlert, InterlockTrip, Measurement, SpcViolation, WaferStep
 from edge.runtime.statusdoc import StatusDoc, as_tree, diagnostics
 
 log = structlog.get_logger("edge.opcua")
@@ -173,7 +177,8 @@ class GatewayObjects:
     async def create(self) -> None:
         m = self.mirror
         for path, name in (("interlocks", "Interlocks"), ("health", "Health"), ("spc", "SPC"),
-                           ("measurements", "Measurements"), ("diagnostics", "Diagnostics")):
+                           ("measurements", "Measurements"), ("wafers", "Wafers"),
+                           ("diagnostics", "Diagnostics")):
             await m.folder(path, name)
 
     async def interlock(self, name: str) -> str:
@@ -239,10 +244,39 @@ class GatewayObjects:
             await m.set(obj, "LastLength20_mm", record.l20_mm, ts=ts)
             await m.set(obj, "LastUncertainty_mm", record.u_mm, ts=ts)
             await m.set(obj, "LastVerdict", record.verdict, ts=ts)
+        elif isinstance(record, WaferStep):
+            await self._wafer_step(record)
 
     async def _child(self, root: str, name: str) -> str:
         await self.mirror.child(root, name)
         return f"{root}/{name}"
+
+    async def _wafer_step(self, step: WaferStep) -> None:
+        m, u32 = self.mirror, ua.VariantType.UInt32
+        tool = await self._child("wafers", step.tool)
+        n = self._counts[f"wafer:{step.tool}"] = self._counts.get(f"wafer:{step.tool}", 0) + 1
+        obj = await self._child(tool, "LastWafer")
+        ts = _ts(step.end_ns)
+        trips = [f"{t.interlock}: {t.tag} {t.condition} {t.value:g} (limit {t.limit:g})"
+                 for t in step.trips]
+        for name, value, vtype in (
+                ("Lot", step.lot, None), ("Recipe", step.recipe, None),
+                ("Start", _ts(step.start_ns), None), ("End", ts, None),
+                ("FirstSeen", _ts(step.first_seen_ns), None),
+                ("DurationS", (step.end_ns - step.start_ns) / 1e9, None),
+                ("Trips", len(step.trips), u32), ("TripDetails", "; ".join(trips), None),
+                ("Quarantines", len(step.quarantines), u32),
+                ("SpcAlarms", len(step.spc_alarms), u32)):
+            await m.set(obj, name, value, vtype=vtype, ts=ts)
+        tel = await self._child(obj, "Telemetry")
+        for s in step.telemetry:
+            tag = await self._child(tel, s.tag.replace("/", "."))
+            for name, v in (("Min", s.min), ("Mean", s.mean), ("Max", s.max), ("Last", s.last)):
+                await m.set(tag, name, v, ts=ts)
+            await m.set(tag, "Samples", s.n, vtype=u32, ts=ts)
+            await m.set(tag, "BadSamples", s.bad, vtype=u32, ts=ts)
+        await m.set(tool, "StepCount", n, vtype=u32, ts=ts)
+        await m.set(obj, "WaferId", step.wafer, ts=ts)
 
     async def _trip(self, trip: InterlockTrip) -> None:
         obj = await self.interlock(trip.interlock)

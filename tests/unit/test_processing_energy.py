@@ -208,3 +208,16 @@ def test_energy_per_motor_at_10_hz_with_bad_data() -> None:
     print(f"hour, 10 Hz, 10% bad: worst motor error {worst:.4%}")
     assert worst < 0.01
     assert all(g["estimated_kwh"] == 0.0 for g in got.values())
+
+
+def test_a_gap_after_a_short_history_is_estimated_at_its_time_weighted_mean() -> None:
+    """Ten seconds idle, then 100 s running, then a 30 s gap: the gap is estimated at the
+    time-weighted mean power of those 110 s (a fading mean normalised by its weights),
+    not pulled towards the first idle interval."""
+    ts = np.concatenate([np.arange(0, 110_000_000_000, 100_000_000, dtype=np.int64),
+                         np.array([140_000_000_000], np.int64)])
+    cur = np.where(ts < 10_000_000_000, 0.05, 1.2)
+    out = _scan(ts, cur, _state(), np.array([24.0, 2e9, 600.0]))
+    mean_w = float(out[0].sum()) / 109.9
+    assert out[2, -1] == pytest.approx(30.1)  # from the last sample at 109.9 s
+    assert out[1, -1] / out[2, -1] == pytest.approx(mean_w, rel=0.01)

@@ -10,9 +10,10 @@ from edge.processing.kernels._base import F8, I8, kernel, types
 
 # params: 0 watts per amp (voltage x power factor), 1 longest interval integrated (ns),
 #         2 time constant of the mean power a gap is estimated at (s)
-# state:  0 1 once a good sample was seen, 1 its current (A), 2 mean power (W, weighted
-#         by time, decaying with params[2]), 3 measured seconds so far, 4 a Bad sample
-#         since the last good one
+# state:  0 1 once a good sample was seen, 1 its current (A), 2 measured Ws and 3 measured
+#         seconds, both fading with the time constant params[2] (their ratio is the mean
+#         power: a normalised mean, so a short history is not biased towards its first
+#         interval), 4 a Bad sample since the last good one
 # last_ts: 0 the last good sample's time (ns; integer, as float64 would round it)
 N_ENERGY_PARAMS, N_ENERGY_STATE = 3, 5
 
@@ -55,16 +56,14 @@ def energy_scan(ts: np.ndarray, current: np.ndarray, params: np.ndarray, state: 
         if dt <= max_gap:
             e = (state[1] + cur) * 0.5 * wpa * dt_s
             out_ws[i] = e
-            if state[3] > 0.0:
-                state[2] += (e / dt_s - state[2]) * (1.0 - math.exp(-dt_s / tau))
-            else:
-                state[2] = e / dt_s
-            state[3] += dt_s
+            fade = math.exp(-dt_s / tau)
+            state[2] = state[2] * fade + e
+            state[3] = state[3] * fade + dt_s
             if state[4] > 0.0:
                 out_bridged_s[i] = dt_s
         else:
             if state[3] > 0.0:
-                out_est_ws[i] = state[2] * dt_s
+                out_est_ws[i] = state[2] / state[3] * dt_s
             else:
                 out_est_ws[i] = (state[1] + cur) * 0.5 * wpa * dt_s
             out_gap_s[i] = dt_s
