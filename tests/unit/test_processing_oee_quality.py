@@ -14,7 +14,7 @@ from edge.model import CmmReading, Measurement, OeeReport, SampleBatch, TagRegis
 from edge.processing.calendar import CalendarConfig, ShiftConfig
 from edge.processing.compensate import Compensate, CompensationConfig
 from edge.processing.oee import Oee, OeeConfig, OeeToolConfig
-from edge.sources.csv_parse import CmmParser
+from edge.sources.file.csv_parse import CmmParser
 from hw_sim.baddata import BadData
 from hw_sim.cmm import CSV_HEADER, CmmConfig, CmmModel, CmmPart, CmmWriter
 from hw_sim.truth import TruthLog
