@@ -61,6 +61,7 @@ from edge.protocols.opcua.variants import DTYPES
 from edge.runtime.links import Backoff
 from edge.sources.metrics import SourceMetrics, link_name
 from edge.sources.opcua_backfill import Backfill
+from edge.sources.opcua_call import call_method
 from edge.sources.opcua_config import OpcUaSourceConfig
 from edge.sources.opcua_connect import LIB_ERRORS, close, describe, make_client, within
 from edge.sources.opcua_outage import Outages
@@ -290,6 +291,9 @@ class OpcUaSource:
         client = self.client
         if client is None:
             raise RetryableError(f"source '{self.name}': no session with {self.cfg.endpoint}")
+        if spec.method:
+            await call_method(self.name, client, spec, command, self.cfg.timeout_s)
+            return
         variant = DTYPES[spec.type].variant
         value = bool(spec.value) if spec.type == "bool" else (
             float(spec.value) if spec.type.startswith("float") else int(spec.value))

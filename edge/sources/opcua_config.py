@@ -75,26 +75,41 @@ class OpcUaTagConfig(ConfigStruct, frozen=True):
 
 
 class OpcUaCommandConfig(ConfigStruct, frozen=True):
-    """A declared command: writing ``value`` (as ``type``) to ``node_id``, e.g. a stop bit."""
+    """A declared command: writing ``value`` (as ``type``) to ``node_id`` (e.g. a stop
+    bit), or calling the PLC's ``method`` on its ``object`` with ``arguments`` (typed by
+    the method's own InputArguments)."""
 
     action: str
-    node_id: str
+    node_id: str = ""  # a write: the variable
     value: float | bool = True
     type: DataType = "bool"
+    method: str = ""  # a call: the method's node id, e.g. "ns=3;s=Line1.Press.Halt"
+    object: str = ""  # ... on this object; empty: the object the method is a component of
+    arguments: list[str | float | bool] = msgspec.field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.action:
             raise ValueError("action must not be empty")
-        try:
-            ua.NodeId.from_string(self.node_id)
-        except (ValueError, ua.UaStringParsingError) as exc:
-            raise ValueError(f"node_id {self.node_id!r} is not a node id ({exc})") from None
+        if bool(self.node_id) == bool(self.method):
+            raise ValueError("give either node_id (a write) or method (a call)")
+        if self.node_id and (self.object or self.arguments):
+            raise ValueError("object and arguments go with method, not node_id")
+        for key in ("node_id", "method", "object"):
+            text = getattr(self, key)
+            if not text:
+                continue
+            try:
+                ua.NodeId.from_string(text)
+            except (ValueError, ua.UaStringParsingError) as exc:
+                raise ValueError(f"{key} {text!r} is not a node id ({exc})") from None
         if isinstance(self.value, float) and not math.isfinite(self.value):
             raise ValueError("value must be finite")
         if self.type != "bool" and isinstance(self.value, bool):
             raise ValueError(f"value must be a number for type '{self.type}'")
         if self.type not in ("bool", "float32", "float64") and self.value != int(self.value):
             raise ValueError(f"value must be a whole number for type '{self.type}'")
+        if any(isinstance(a, float) and not math.isfinite(a) for a in self.arguments):
+            raise ValueError("arguments must be finite")
 
 
 class OpcUaGroupConfig(ConfigStruct, frozen=True):

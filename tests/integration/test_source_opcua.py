@@ -215,6 +215,39 @@ async def test_stop_command_writes_the_stop_bit(plc: NodeOpcUaServer, tmp_path: 
         assert await reader.get_node("ns=1;s=PLC.Stop").read_value() is True
 
 
+async def test_stop_command_calls_the_plcs_method_with_typed_arguments(
+        plc: NodeOpcUaServer, tmp_path: Path) -> None:
+    """A declared command calls a method on the PLC with its arguments typed by the
+    method (a config number reaches an Int16 argument): the stop bit reads True
+    afterwards. A call the server refuses, or arguments the method does not take, is a
+    PermanentError naming why."""
+    halt = {"method": "ns=1;s=PLC.Halt"}  # on the object it belongs to: PLC
+    raw = plc_config(plc.endpoint, commands=[
+        {"action": "halt", **halt, "arguments": ["interlock", 7]},
+        {"action": "refused", **halt, "arguments": ["interlock", -1]},
+        {"action": "short", **halt, "arguments": ["interlock"]},
+        {"action": "typed", **halt, "arguments": [3, 7]},
+    ])
+    async with Client(plc.endpoint) as writer:  # start from a running PLC
+        await writer.get_node("ns=1;s=PLC.Stop").write_value(False)
+    source, _ = build(raw, tmp_path)
+    emit = Collector()
+    async with running(source, emit):
+        await until(lambda: source.client is not None, 60, "a session")
+        with capture_logs() as logs:
+            await source.write(Command("plc", "halt", reason="test"))
+        (called,) = [e for e in logs if e["event"] == "opcua method called"]
+        assert called["result"] == [7] and called["arguments"] == ["interlock", 7]
+        with pytest.raises(PermanentError, match="BadInvalidArgument"):
+            await source.write(Command("plc", "refused"))
+        with pytest.raises(PermanentError, match="takes 2 arguments, the command gives 1"):
+            await source.write(Command("plc", "short"))
+        with pytest.raises(PermanentError, match="argument 1 must be text for a String"):
+            await source.write(Command("plc", "typed"))
+    async with Client(plc.endpoint) as reader:
+        assert await reader.get_node("ns=1;s=PLC.Stop").read_value() is True
+
+
 async def test_network_black_hole_marks_tags_bad_then_data_flows_again(
         plc: NodeOpcUaServer, tmp_path: Path) -> None:
     """A link that goes silent (the hw_sim proxy swallows every byte, no connection

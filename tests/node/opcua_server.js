@@ -22,6 +22,7 @@
 //                        BadSessionIdInvalid)
 //   DropSubscriptions()  the server deletes their subscriptions (BadSubscriptionIdInvalid)
 //   ToggleMorph()        PLC.Morph switches between Double and String (returns 1 or 0)
+//   Halt(reason, code)   sets PLC.Stop (a PLC's stop method); code < 0: BadInvalidArgument
 // Prints "READY <port>" on stdout once it listens; runs until killed.
 "use strict";
 const path = require("path");
@@ -67,7 +68,7 @@ async function main() {
     const counter = add("Counter", "Int32", 0, false);
     addressSpace.installHistoricalDataNode(counter, { maxOnlineValues: 100000 });
     const flag = add("Flag", "Boolean", false, false);
-    add("Stop", "Boolean", false, true);
+    const stop = add("Stop", "Boolean", false, true);
     const text = add("Text", "String", "batch-0", false);
     const modeType = ns.addEnumerationType({
         browseName: "MachineMode", enumeration: ["Idle", "Running", "Stopped"] });
@@ -117,6 +118,20 @@ async function main() {
     });
 
     method("ToggleMorph", () => { morphed = !morphed; return morphed ? 1 : 0; });
+    // Halt(reason String, code Int16) -> UInt32: what a PLC's stop method does: sets
+    // PLC.Stop and returns the code; a code < 0 is refused (BadInvalidArgument).
+    ns.addMethod(plc, {
+        browseName: "Halt", nodeId: "s=PLC.Halt",
+        inputArguments: [{ name: "reason", dataType: DataType.String },
+                         { name: "code", dataType: DataType.Int16 }],
+        outputArguments: [{ name: "code", dataType: DataType.UInt32 }],
+    }).bindMethod(async (inputs, _context) => {
+        if (inputs[1].value < 0) return { statusCode: StatusCodes.BadInvalidArgument };
+        stop.setValueFromSource({ dataType: DataType.Boolean, value: true });
+        process.stderr.write(`Halt: ${inputs[0].value} ${inputs[1].value}\n`);
+        return { statusCode: StatusCodes.Good,
+                 outputArguments: [{ dataType: DataType.UInt32, value: inputs[1].value }] };
+    });
 
     let tick = 0;
     setInterval(() => {
