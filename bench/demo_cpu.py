@@ -15,6 +15,10 @@ end. Threads are named from ``py-spy dump`` when ``--py-spy`` is given. ``--prof
 then samples the process for S s with py-spy and splits the samples between the plant
 (hw_sim), the embedded broker (amqtt), the gateway (edge, asyncua) and the event loop.
 Trees are run in turn, ``--runs`` times; medians are printed with the load average.
+``--paired`` instead starts every tree's demo (one after the other) and measures them
+all over the same ``--runs`` windows of ``--seconds``: on a shared machine each window's
+load is then the same for every tree. ``--numba-cache DIR`` keeps the compiled kernels
+across invocations (a first start compiles them, minutes on a loaded machine).
 
     .venv/bin/python bench/demo_cpu.py line --baseline a82457e --runs 3
     .venv/bin/python bench/demo_cpu.py demo --tree /tmp/base --tree . --runs 3 \\
@@ -226,33 +230,53 @@ def profile(py_spy: str, pid: int, seconds: float, out: Path) -> dict[str, dict[
     return res
 
 
-def run_demo(tree: Path, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    state = Path(tempfile.mkdtemp(prefix="demo-", dir=tmp))
-    env = dict(os.environ, PYTHONPATH=str(tree), PYTHONUNBUFFERED="1",
-               NUMBA_CACHE_DIR=str(tmp / "numba-cache"))
-    cmd = [sys.executable, "-m", "edge", "demo", "--quiet", "--state-dir", str(state),
-           "--opcua-port", str(free_port())]
-    proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    ready = threading.Event()
+class Demo:
+    """One ``python -m edge demo --quiet`` of a source tree, started and waited for."""
 
-    def reader() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line)
+    def __init__(self, tree: Path, args: argparse.Namespace, tmp: Path) -> None:
+        self.tree = tree
+        self.state = Path(tempfile.mkdtemp(prefix="demo-", dir=tmp))
+        env = dict(os.environ, PYTHONPATH=str(tree), PYTHONUNBUFFERED="1",
+                   NUMBA_CACHE_DIR=args.numba_cache or str(tmp / "numba-cache"))
+        cmd = [sys.executable, "-m", "edge", "demo", "--quiet", "--state-dir",
+               str(self.state), "--opcua-port", str(free_port())]
+        self.t_start = time.monotonic()
+        self.proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        self.pid = self.proc.pid
+        self.lines: list[str] = []
+        self.ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
             if line.startswith("OPC-UA server"):
-                ready.set()
+                self.ready.set()
 
-    threading.Thread(target=reader, daemon=True).start()
+    def wait_ready(self) -> float:
+        """Seconds from start to READY (the endpoints line)."""
+        while not self.ready.wait(1.0):
+            if self.proc.poll() is not None or time.monotonic() - self.t_start > 300:
+                raise RuntimeError(f"demo did not become ready: {''.join(self.lines)[-2000:]}")
+        return time.monotonic() - self.t_start
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def run_demo(tree: Path, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    demo = Demo(tree, args, tmp)
     try:
-        t_start = time.monotonic()
-        while not ready.wait(1.0):
-            if proc.poll() is not None or time.monotonic() - t_start > 300:
-                raise RuntimeError(f"demo did not become ready: {''.join(lines)[-2000:]}")
-        to_ready = time.monotonic() - t_start
+        to_ready = demo.wait_ready()
         time.sleep(args.settle)
-        pid = proc.pid
+        pid = demo.pid
         la0 = os.getloadavg()[0]
         p0, th0, w0 = proc_ticks(f"/proc/{pid}/stat"), thread_ticks(pid), time.monotonic()
         time.sleep(args.seconds)
@@ -261,23 +285,58 @@ def run_demo(tree: Path, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         rss = rss_mb(pid)
         names = thread_names(args.py_spy, pid)
         wall = w1 - w0
-        per_kind: dict[str, float] = collections.Counter()
+        per_kind: dict[str, float] = collections.defaultdict(float)
         for tid, t1 in th1.items():
             kind = thread_kind(names.get(tid, ""), tid, pid)
             per_kind[kind] += (t1 - th0.get(tid, 0)) / CLK_TCK / wall
-        raw = Path(args.keep) / f"{tree.name}-{state.name}.txt" if args.keep else \
-            state / "profile.txt"
+        raw = Path(args.keep) / f"{tree.name}-{demo.state.name}.txt" if args.keep else \
+            demo.state / "profile.txt"
         prof = profile(args.py_spy, pid, args.profile, raw) if args.py_spy and args.profile \
             else {}
         return {"cores": (p1 - p0) / CLK_TCK / wall, "rss_mb": rss, "threads": per_kind,
                 "profile": prof, "to_ready_s": to_ready, "load": (la0 + la1) / 2}
     finally:
-        proc.send_signal(signal.SIGINT)
+        demo.stop()
+
+
+def cmd_paired(args: argparse.Namespace) -> None:
+    """Every tree's demo at once, measured over the same windows: on a loaded machine
+    the trees share each window's load, so their ratio is steadier than that of runs
+    taken one after the other (the demos add their own load, about 0.25 core each)."""
+    trees = [Path(t).resolve() for t in args.tree]
+    with tempfile.TemporaryDirectory(prefix="demo-cpu-") as tmp:
+        demos: list[Demo] = []
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            for t in trees:  # one after the other: each demo takes port 8008 if free
+                demos.append(Demo(t, args, Path(tmp)))
+                demos[-1].wait_ready()
+            time.sleep(args.settle)
+            cores: dict[Path, list[float]] = {t: [] for t in trees}
+            loads = []
+            for w in range(args.runs):
+                t0 = {d.tree: proc_ticks(f"/proc/{d.pid}/stat") for d in demos}
+                w0 = time.monotonic()
+                time.sleep(args.seconds)
+                wall = time.monotonic() - w0
+                for d in demos:
+                    cores[d.tree].append((proc_ticks(f"/proc/{d.pid}/stat") - t0[d.tree])
+                                         / CLK_TCK / wall)
+                loads.append(os.getloadavg()[0])
+                print(f"window {w + 1}: " + ", ".join(
+                    f"{d.tree.name} {cores[d.tree][-1]:.3f}" for d in demos)
+                    + f" cores, load {loads[-1]:.1f}", flush=True)
+            rss = {d.tree: rss_mb(d.pid) for d in demos}
+        finally:
+            for d in demos:
+                d.stop()
+    first = trees[0]
+    print(f"\nmedians of {args.runs} windows of {args.seconds:.0f} s, all trees at once, "
+          f"load average {statistics.median(loads):.1f}:")
+    for tree in trees:
+        ratio = statistics.median(a / b for a, b in zip(cores[tree], cores[first],
+                                                        strict=True))
+        print(f"{tree}: {statistics.median(cores[tree]):.3f} cores, RSS {rss[tree]:.0f} MB, "
+              f"per-window ratio to {first.name} {ratio:.3f}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -328,10 +387,17 @@ def main() -> None:
     de.add_argument("--py-spy", default="", help="path of py-spy, to name threads")
     de.add_argument("--profile", type=float, default=0.0, help="py-spy seconds after the run")
     de.add_argument("--keep", default="", help="folder to keep py-spy's raw profiles in")
+    de.add_argument("--numba-cache", default="",
+                    help="numba cache folder kept across invocations (default: a fresh one,"
+                         " so each tree's first run compiles the kernels)")
+    de.add_argument("--paired", action="store_true",
+                    help="run every tree's demo at once; --runs windows of --seconds")
     de.set_defaults(func=cmd_demo)
     args = ap.parse_args()
     if args.what == "demo" and not args.tree:
         args.tree = [str(ROOT)]
+    if args.what == "demo" and args.paired:
+        args.func = cmd_paired
     args.func(args)
 
 

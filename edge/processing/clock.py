@@ -193,21 +193,23 @@ class ClockCheck:
                                       f" tags of device '{dev}'")
                 self.devices.append(_Device(dev, cfg.name, tags, ids, round(cfg.jump_s * 1e9),
                                             round(cfg.confirm_s * 1e9), cfg.max_hold))
-        self._all = np.concatenate([d.ids for d in self.devices]) if self.devices else \
-            np.empty(0, np.int32)
+        # Which device (index + 1; 0: none) owns each tag id: one lookup per batch
+        # instead of an np.isin (a sort) per device.
+        top = max((int(d.ids.max()) for d in self.devices), default=-1)
+        self._owner = np.zeros(top + 2, np.int32)
+        for i, d in enumerate(self.devices):
+            self._owner[d.ids] = i + 1
 
     def process(self, batch: SampleBatch, records: Sequence[Record], now_ns: int) -> StageOutput:
         out = StageOutput(batch, list(records))
         if not len(batch):
             return out
-        watched = np.isin(batch.tag_id, self._all)
-        if not watched.any():
+        owner = self._owner[np.minimum(batch.tag_id, self._owner.shape[0] - 1)]
+        if not owner.any():
             return out
-        parts = [batch.take(~watched)]
-        for dev in self.devices:
-            mine = np.isin(batch.tag_id, dev.ids)
-            if mine.any():
-                dev.judge(batch.take(mine), now_ns, parts, out.records)
+        parts = [batch.take(owner == 0)]
+        for i in np.unique(owner[owner > 0]).tolist():
+            self.devices[i - 1].judge(batch.take(owner == i), now_ns, parts, out.records)
         out.batch = SampleBatch.concat([p for p in parts if len(p)])
         return out
 

@@ -153,3 +153,24 @@ def test_a_jump_that_arrives_all_at_once_after_a_stall_is_still_quarantined() ->
     run._take(*run._tick(T0 + 26 * TICK + 2 * S))  # the stage's ticks go on
     assert sorted(v for _, v, _ in run.quarantined) == [float(k) for k in range(1, 21)]
     assert [v for _, v in run.kept] == [0.0, 21.0, 22.0, 23.0, 24.0, 25.0]
+
+
+def test_watched_devices_in_one_batch_are_judged_each_apart() -> None:
+    """In a batch that mixes two watched devices and others, only the device whose clock
+    jumped is quarantined; the rest passes, unwatched samples (ids above every watched
+    one too) untouched."""
+    tags = TagRegistry()
+    for dev, name in [("press_1", "force"), ("oven_2", "temp"), ("press_1", "speed"),
+                      ("scale", "w")]:
+        tags.add(dev, name)
+    cfg = msgspec.convert({"name": "clocks", "devices": ["press_1", "oven_2"]},
+                          ClockCheckConfig)
+    stage = ClockCheck([cfg], tags)
+    batch = SampleBatch([0, 1, 2, 3, 1, 0], [T0, T0 + H, T0, T0 + H, T0 + H, T0],
+                        [1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    out = stage.process(batch, [], T0)
+    assert sorted(zip(out.batch.tag_id.tolist(), out.batch.value.tolist(), strict=True)) == [
+        (0, 1.0), (0, 6.0), (2, 3.0), (3, 4.0)]
+    (q,) = out.records
+    assert isinstance(q, Quarantine) and q.where == "oven_2"
+    assert [s.value for s in q.evidence] == [2.0, 5.0]

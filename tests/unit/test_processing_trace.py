@@ -168,3 +168,36 @@ def test_summary_tags_default_to_the_wafer_tags_device() -> None:
     assert stage.tools[0].keys == ["etch1/chamber_temp", "etch1/lot", "etch1/wafer",
                                    "etch1/wafer_elapsed"]
     assert np.all(stage.tools[0].sum_ids < tags.id_of("other/x"))
+
+
+def test_a_batch_of_many_readings_per_tag_is_summarised_like_each_reading_alone() -> None:
+    """A file-sized batch (many readings per tag, out of order, Bad and NaN among them, a
+    tag listed twice in ``tags``) gives the same step summary, to the bit, as a direct
+    count over its Good finite readings."""
+    tags = _tags()
+    cfg = msgspec.convert({"name": "etch1", "wafer_tag": "etch1/wafer",
+                           "tags": ["etch1/chamber_temp", "other/x", "etch1/chamber_temp"]},
+                          WaferTraceConfig)
+    stage = Trace([cfg], tags)
+    temp, wafer, x = (tags.id_of(k) for k in ("etch1/chamber_temp", "etch1/wafer", "other/x"))
+    rng = np.random.default_rng(7)
+    n = 200
+    ts = T0 + rng.permutation(n).astype(np.int64) * POLL
+    tid = rng.choice([temp, x], n).astype(np.int32)
+    val = rng.normal(180.0, 30.0, n)
+    val[::17] = math.nan
+    q = np.where(np.arange(n) % 13 == 0, int(Quality.BAD_TIMEOUT), 0).astype(np.uint8)
+    start = SampleBatch([wafer], [T0 - POLL], [1.0])
+    stage.process(start, [], T0)
+    stage.process(SampleBatch(tid, ts, val, q), [], T0)
+    out = stage.process(SampleBatch([wafer], [T0 + n * POLL], [2.0]), [], T0)
+    [step] = [r for r in out.records if isinstance(r, WaferStep)]
+    order = np.argsort(ts, kind="stable")
+    for key, tag in [("etch1/chamber_temp", temp), ("other/x", x)]:
+        rows = order[tid[order] == tag]
+        good = val[rows][(q[rows] < 0x80) & np.isfinite(val[rows])]
+        want = (good.shape[0], float(good.sum()) / good.shape[0], float(good.min()),
+                float(good.max()), float(good[-1]), int(np.count_nonzero(q[rows] >= 0x80)))
+        got = [(s.n, s.mean, s.min, s.max, s.last, s.bad) for s in step.telemetry
+               if s.tag == key]
+        assert got == [want] * (2 if key == "etch1/chamber_temp" else 1)
