@@ -48,7 +48,7 @@ from edge.protocols.opcua.status import STATUS_OF_QUALITY
 from edge.protocols.opcua.variants import DTYPES
 from edge.sinks import opcua_history, opcua_limits, opcua_notify, opcua_standard
 from edge.sinks.latest import newest
-from edge.sinks.opcua_alarms import OpcUaConditions, caller
+from edge.sinks.opcua_alarms import Board, OpcUaConditions, answer, caller
 from edge.sinks.opcua_insert import insert_nodes
 from edge.sinks.opcua_objects import GatewayObjects
 from edge.sinks.opcua_space import asset_folders, object_item, tag_items, tag_nodeid
@@ -93,8 +93,8 @@ class OpcUaConfig(ConfigStruct, frozen=True):
     update_slice: int = 500
     status_interval_s: float = 1.0
     login_fail_interval_s: float = 0.5
-    # the server on its own thread and loop (edge.sinks.opcua_thread); then without
-    # Alarms & Conditions and the Reset method (the condition board stays on the main loop)
+    # the server on its own thread and loop (edge.sinks.opcua_thread); its calls into the
+    # condition board and the status document cross to the main loop
     threaded: bool = False
     history: opcua_history.OpcUaHistoryConfig = msgspec.field(
         default_factory=opcua_history.OpcUaHistoryConfig)
@@ -132,7 +132,7 @@ class OpcUaConfig(ConfigStruct, frozen=True):
                 raise ConfigError(
                     f"sink '{self.name}': users: no user defined for the production profile")
         if self.threaded:
-            return ThreadedOpcUaSink(lambda c: OpcUaSink(self, c, users), ctx)
+            return ThreadedOpcUaSink(lambda c, b: OpcUaSink(self, c, users, board=b), ctx)
         return OpcUaSink(self, ctx, users)
 
     def preflight(self) -> list[str]:
@@ -149,9 +149,13 @@ class OpcUaSink:
     """The OPC-UA server as a live sink (see the module docstring)."""
 
     def __init__(
-        self, cfg: OpcUaConfig, ctx: BuildContext, users: dict[str, sec.PasswordHash]
+        self, cfg: OpcUaConfig, ctx: BuildContext, users: dict[str, sec.PasswordHash], *,
+        board: Board | None = None,
     ) -> None:
+        """``board``: the condition board as this server reaches it (by default the
+        gateway's, ``ctx.hooks.conditions``; the threaded server's crosses threads)."""
         self.cfg = cfg
+        self.board: Board | None = board if board is not None else ctx.hooks.conditions
         self.ctx = ctx
         self.name = cfg.name
         self.endpoint = cfg.endpoint
@@ -280,8 +284,8 @@ class OpcUaSink:
         objects = GatewayObjects(server, self.idx, self._reset, self._refresh.set)
         await objects.create()
         self._objects = objects
-        if self.ctx.hooks.conditions is not None:
-            self._alarms = OpcUaConditions(server, self.idx, self.ctx.hooks.conditions)
+        if self.board is not None:
+            self._alarms = OpcUaConditions(server, self.idx, self.board)
             await self._alarms.install()
         if self._history is not None:
             await opcua_history.install(server, self._history, list(self.ctx.tags),
@@ -324,11 +328,11 @@ class OpcUaSink:
         server.set_certificate_validator(trust.validate)
 
     async def _reset(self, name: str) -> bool:
-        board = self.ctx.hooks.conditions
+        board = self.board
         if board is None:
             return False
-        out = await board.reset(name, origin="opcua", user=caller())
-        return out.ok
+        code = await answer(board.reset(name, origin="opcua", user=caller()))
+        return bool(code.is_good())
 
     async def _status_loop(self) -> None:
         while True:

@@ -24,8 +24,11 @@ Invariants:
   type or a subtype", and alarm clients filter on ``OfType(AcknowledgeableConditionType)``.
   ``install`` replaces asyncua's evaluator (process-wide: the only asyncua server in the
   daemon is this one) with one that follows the subtype chain.
-* Board changes arrive by a listener (synchronous, on the loop) into a queue that one
-  task drains: a slow client never blocks the board.
+* Board changes arrive by a listener (synchronous, on the server's loop) into a queue
+  that one task drains: a slow client never blocks the board. The board is the real one
+  (server on the main loop) or ``opcua_crossing.BoardAcrossThreads`` (threaded server):
+  an action it cannot answer in time is BadTimeout, one while the daemon stops
+  BadShutdown.
 """
 
 from __future__ import annotations
@@ -33,9 +36,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import deque
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from asyncua import Server, ua
@@ -44,7 +48,8 @@ from asyncua.server import monitored_item_service
 from asyncua.server.address_space import AddressSpace
 from asyncua.server.internal_session import InternalSession
 
-from edge.runtime.conditions import ConditionBoard, ConditionState, Outcome
+from edge.runtime.conditions import ConditionState, Outcome
+from edge.sinks.opcua_crossing import BoardUnavailable
 from edge.sinks.opcua_insert import insert_nodes
 from edge.sinks.opcua_space import HAS_COMPONENT, HAS_PROPERTY, PROPERTY_TYPE, object_item
 
@@ -72,6 +77,35 @@ _STATES = (("EnabledState", "Enabled", "Disabled"), ("ActiveState", "Active", "I
            ("ConfirmedState", "Confirmed", "Unconfirmed"), ("LatchedState", "Latched",
                                                           "Unlatched"))
 EVENT_IDS_KEPT = 64  # per condition: an Acknowledge may name one of its recent events
+
+
+class Board(Protocol):
+    """What the server uses of the condition board (``ConditionBoard``, or
+    ``BoardAcrossThreads`` for the threaded server)."""
+
+    def subscribe(self, listener: Callable[[ConditionState], None]) -> Callable[[], None]: ...
+
+    def conditions(self) -> list[ConditionState]: ...
+
+    async def acknowledge(self, cid: str, *, origin: str, user: str,
+                          comment: str = "") -> Outcome: ...
+
+    async def confirm(self, cid: str, *, origin: str, user: str,
+                      comment: str = "") -> Outcome: ...
+
+    async def reset(self, interlock: str, *, origin: str, user: str,
+                    comment: str = "") -> Outcome: ...
+
+
+async def answer(action: Awaitable[Outcome]) -> ua.StatusCode:
+    """The status code of an operator action's outcome; the board not answering in time
+    is BadTimeout, the daemon stopping BadShutdown."""
+    try:
+        return _status(await action)
+    except TimeoutError:
+        return ua.StatusCode(ua.StatusCodes.BadTimeout)
+    except BoardUnavailable:
+        return ua.StatusCode(ua.StatusCodes.BadShutdown)
 
 
 def user_of(session: InternalSession | None) -> str:
@@ -139,7 +173,7 @@ def _track_callers(server: Server) -> None:
 class OpcUaConditions:
     """The board's conditions as OPC-UA condition instances and events (module docstring)."""
 
-    def __init__(self, server: Server, idx: int, board: ConditionBoard) -> None:
+    def __init__(self, server: Server, idx: int, board: Board) -> None:
         self.server = server
         self.idx = idx
         self.board = board
@@ -162,7 +196,8 @@ class OpcUaConditions:
         folder = ua.NodeId("_conditions", self.idx)
         items = [object_item(folder, "Conditions", self.server.nodes.objects.nodeid, self.idx,
                              folder=True)]
-        for c in self.board.conditions():
+        conditions = self.board.conditions()
+        for c in conditions:
             items += self._items(c, folder)
             self._by_node[self.nodeid(c.id)] = c.id
         await insert_nodes(iserver.aspace, items)
@@ -170,7 +205,7 @@ class OpcUaConditions:
                                 (_ID.AcknowledgeableConditionType_Confirm, self._confirm),
                                 (_ID.AlarmConditionType_Reset, self._reset)):
             iserver.isession.add_method_callback(ua.NodeId(method), handler)
-        for c in self.board.conditions():
+        for c in conditions:
             await self._apply(c)
 
     def close(self) -> None:
@@ -211,23 +246,23 @@ class OpcUaConditions:
         if isinstance(checked, ua.StatusCode):
             return checked
         cid, comment = checked
-        return _status(await self.board.acknowledge(cid, origin="opcua", user=caller(),
-                                                    comment=comment))
+        return await answer(self.board.acknowledge(cid, origin="opcua", user=caller(),
+                                                   comment=comment))
 
     async def _confirm(self, parent: ua.NodeId, *args: Any) -> ua.StatusCode:
         checked = self._check(parent, args)
         if isinstance(checked, ua.StatusCode):
             return checked
         cid, comment = checked
-        return _status(await self.board.confirm(cid, origin="opcua", user=caller(),
-                                                comment=comment))
+        return await answer(self.board.confirm(cid, origin="opcua", user=caller(),
+                                               comment=comment))
 
     async def _reset(self, parent: ua.NodeId, *args: Any) -> ua.StatusCode:
         cid = self._condition(parent)
         if cid is None or not cid.startswith("interlock:"):
             return ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown if cid is None
                                  else ua.StatusCodes.BadNotSupported)
-        return _status(await self.board.reset(cid, origin="opcua", user=caller()))
+        return await answer(self.board.reset(cid, origin="opcua", user=caller()))
 
     # ------------------------------------------------------------------ mirroring
 

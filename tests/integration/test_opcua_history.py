@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from opcua_fixtures import NS_URI, FakeGateway, demo_registry, running_sink, until
+from opcua_fixtures import (
+    NS_URI,
+    FakeGateway,
+    demo_registry,
+    history_ready,
+    running_sink,
+    server_mode,  # noqa: F401  (every test in both server modes)
+    until,
+)
 from peers import run_node_client
 
 from edge.model import InterlockTrip, OperatorAction, Quality, SampleBatch, SpcViolation
@@ -57,8 +64,7 @@ async def recording_ms(sink: OpcUaSink) -> int:
     """Once the history records: now, on a whole millisecond (node-opcua's Date keeps
     milliseconds), plus two: a read from one millisecond before it then starts after the
     recording span began (which can be in the same millisecond as now), never in a gap."""
-    assert sink._history is not None
-    await asyncio.wait_for(sink._history.ready.wait(), 60)
+    await history_ready(sink)
     return time.time_ns() // 1_000_000 * 1_000_000 + 2_000_000
 
 
