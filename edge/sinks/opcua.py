@@ -90,8 +90,8 @@ class OpcUaConfig(ConfigStruct, frozen=True):
     status_interval_s: float = 1.0
     login_fail_interval_s: float = 0.5
     # the server on its own thread and loop (edge.sinks.opcua_thread); its calls into the
-    # condition board and the status document cross to the main loop
-    threaded: bool = False
+    # condition board and the status document cross to the main loop. false: on the main loop
+    threaded: bool = True
     history: opcua_history.OpcUaHistoryConfig = msgspec.field(
         default_factory=opcua_history.OpcUaHistoryConfig)
     limits: opcua_limits.OpcUaLimits = msgspec.field(default_factory=opcua_limits.OpcUaLimits)
