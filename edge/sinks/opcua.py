@@ -40,7 +40,8 @@ from edge.model import Record, SampleBatch
 from edge.protocols.opcua import security as sec
 from edge.protocols.opcua.variants import DTYPES
 from edge.sinks import opcua_history, opcua_limits, opcua_notify, opcua_standard
-from edge.sinks.opcua_alarms import Board, OpcUaConditions, answer, caller
+from edge.sinks.opcua_alarms import OpcUaConditions, caller
+from edge.sinks.opcua_board import Board, answer
 from edge.sinks.opcua_insert import insert_nodes
 from edge.sinks.opcua_objects import GatewayObjects
 from edge.sinks.opcua_space import asset_folders, object_item, tag_items, tag_nodeid

@@ -36,10 +36,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 from asyncua import Server, ua
@@ -48,8 +47,8 @@ from asyncua.server import monitored_item_service
 from asyncua.server.address_space import AddressSpace
 from asyncua.server.internal_session import InternalSession
 
-from edge.runtime.conditions import ConditionState, Outcome
-from edge.sinks.opcua_crossing import BoardUnavailable
+from edge.runtime.conditions import ConditionState
+from edge.sinks.opcua_board import Board, answer
 from edge.sinks.opcua_insert import insert_nodes
 from edge.sinks.opcua_space import HAS_COMPONENT, HAS_PROPERTY, PROPERTY_TYPE, object_item
 
@@ -61,15 +60,6 @@ _ID = ua.ObjectIds
 _TYPE = {"limit": ua.NodeId(_ID.ExclusiveLevelAlarmType),
          "off_normal": ua.NodeId(_ID.OffNormalAlarmType)}
 _EVENT = {"limit": event_objects.ExclusiveLevelAlarm, "off_normal": event_objects.OffNormalAlarm}
-_STATUS = {
-    "unknown": ua.StatusCodes.BadNodeIdUnknown,
-    "disabled": ua.StatusCodes.BadConditionDisabled,
-    "already_acked": ua.StatusCodes.BadConditionBranchAlreadyAcked,
-    "already_confirmed": ua.StatusCodes.BadConditionBranchAlreadyConfirmed,
-    "not_acked": ua.StatusCodes.BadInvalidState,
-    "active": ua.StatusCodes.BadInvalidState,
-    "command_failed": ua.StatusCodes.BadCommunicationError,
-}
 _TWO_STATE = ua.NodeId(_ID.TwoStateVariableType)
 _CONDITION_VARIABLE = ua.NodeId(_ID.ConditionVariableType)
 _STATES = (("EnabledState", "Enabled", "Disabled"), ("ActiveState", "Active", "Inactive"),
@@ -77,35 +67,6 @@ _STATES = (("EnabledState", "Enabled", "Disabled"), ("ActiveState", "Active", "I
            ("ConfirmedState", "Confirmed", "Unconfirmed"), ("LatchedState", "Latched",
                                                           "Unlatched"))
 EVENT_IDS_KEPT = 64  # per condition: an Acknowledge may name one of its recent events
-
-
-class Board(Protocol):
-    """What the server uses of the condition board (``ConditionBoard``, or
-    ``BoardAcrossThreads`` for the threaded server)."""
-
-    def subscribe(self, listener: Callable[[ConditionState], None]) -> Callable[[], None]: ...
-
-    def conditions(self) -> list[ConditionState]: ...
-
-    async def acknowledge(self, cid: str, *, origin: str, user: str,
-                          comment: str = "") -> Outcome: ...
-
-    async def confirm(self, cid: str, *, origin: str, user: str,
-                      comment: str = "") -> Outcome: ...
-
-    async def reset(self, interlock: str, *, origin: str, user: str,
-                    comment: str = "") -> Outcome: ...
-
-
-async def answer(action: Awaitable[Outcome]) -> ua.StatusCode:
-    """The status code of an operator action's outcome; the board not answering in time
-    is BadTimeout, the daemon stopping BadShutdown."""
-    try:
-        return _status(await action)
-    except TimeoutError:
-        return ua.StatusCode(ua.StatusCodes.BadTimeout)
-    except BoardUnavailable:
-        return ua.StatusCode(ua.StatusCodes.BadShutdown)
 
 
 def user_of(session: InternalSession | None) -> str:
@@ -396,12 +357,6 @@ def _variable(parent: ua.NodeId, name: str, value: object, vt: ua.VariantType, d
         RequestedNewNodeId=ua.NodeId(f"{parent.Identifier}.{name}", parent.NamespaceIndex),
         BrowseName=ua.QualifiedName(name, 0), NodeClass=ua.NodeClass.Variable,
         NodeAttributes=attrs, TypeDefinition=tdef)
-
-
-def _status(out: Outcome) -> ua.StatusCode:
-    if out.ok:
-        return ua.StatusCode(ua.StatusCodes.Good)
-    return ua.StatusCode(_STATUS.get(out.refusal, ua.StatusCodes.BadInvalidState))
 
 
 def _time(ts_ns: int) -> datetime:

@@ -37,16 +37,13 @@ from typing import Any, TypeVar
 import structlog
 
 from edge.runtime.conditions import ConditionBoard, ConditionState, Outcome
+from edge.sinks.opcua_board import BoardUnavailable
 
 log = structlog.get_logger("edge.opcua")
 
 READ_TIMEOUT_S = 10.0
 ACTION_TIMEOUT_S = 15.0  # above the board's audit wait (2 s) plus a device's reset answer
 T = TypeVar("T")
-
-
-class BoardUnavailable(RuntimeError):
-    """The gateway's main loop is gone (the daemon is stopping)."""
 
 
 class BoardAcrossThreads:

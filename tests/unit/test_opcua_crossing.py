@@ -14,8 +14,8 @@ from asyncua import ua
 from edge.model import HealthAlert
 from edge.runtime.conditions import ConditionBoard, ConditionState, Declared, Outcome
 from edge.sinks import opcua_crossing
-from edge.sinks.opcua_alarms import answer
-from edge.sinks.opcua_crossing import BoardAcrossThreads, BoardUnavailable
+from edge.sinks.opcua_board import BoardUnavailable, answer
+from edge.sinks.opcua_crossing import BoardAcrossThreads
 
 T = TypeVar("T")
 MOTOR = "health:m1"
