@@ -94,8 +94,9 @@ async def update_rate(
     reg = registry(10, tags // 10)
     metrics = Metrics()
     with tempfile.TemporaryDirectory() as tmp:
+        # the in-loop server writing every round, as when these figures were first taken
         cfg = OpcUaConfig(endpoint=f"opc.tcp://127.0.0.1:{free_port()}/edge",
-                          update_interval_ms=interval_ms)
+                          update_interval_ms=interval_ms, threaded=False, coalesce_max_ms=0.0)
         ctx = BuildContext("bench", reg, metrics, Path(tmp), lambda n: "",
                            Hooks(lambda: None))
         sink = cfg.build(ctx)

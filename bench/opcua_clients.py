@@ -130,7 +130,8 @@ def _prober(port: int, stop: threading.Event, out: list[float]) -> None:
 
 
 async def run(clients: int, tags: int, rate: int, seconds: float, publishing_ms: float,
-              history: bool, threaded: bool, profile: bool = False) -> dict[str, object]:
+              history: bool, threaded: bool, profile: bool = False,
+              coalesce: bool = True) -> dict[str, object]:
     costs = _Costs()
     if profile:
         costs.install()
@@ -140,7 +141,8 @@ async def run(clients: int, tags: int, rate: int, seconds: float, publishing_ms:
     metrics = Metrics()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = OpcUaConfig(endpoint=f"opc.tcp://127.0.0.1:{free_port()}/edge",
-                          history=OpcUaHistoryConfig(enabled=history), threaded=threaded)
+                          history=OpcUaHistoryConfig(enabled=history), threaded=threaded,
+                          coalesce_max_ms=1000.0 if coalesce else 0.0)
         ctx = BuildContext("bench", reg, metrics, Path(tmp), lambda n: "",
                            Hooks(lambda: None))
         sink = cfg.build(ctx)
@@ -217,7 +219,8 @@ async def run(clients: int, tags: int, rate: int, seconds: float, publishing_ms:
     notes = [s["count"] / s["seconds"] for s in subs]
     return {
         "clients": clients, "tags": tags, "rate": rate, "history": history,
-        "threaded": threaded, "asyncua_deepcopy": not opcua_notify._installed,
+        "threaded": threaded, "coalesce": coalesce,
+        "asyncua_deepcopy": not opcua_notify._installed,
         "loop_lag_p99_ms": round(float(np.percentile(lag, 99)), 2),
         "loop_lag_max_ms": round(float(lag.max()), 1),
         "reaction_p50_ms": round(float(np.percentile(rtt, 50)), 2),
@@ -240,6 +243,8 @@ def main() -> None:
     ap.add_argument("--publishing-ms", type=float, default=1000.0)
     ap.add_argument("--no-history", action="store_true")
     ap.add_argument("--threaded", action="store_true")
+    ap.add_argument("--no-coalesce", action="store_true",
+                    help="write every tag every update interval (before edge.sinks.opcua_writer)")
     ap.add_argument("--deepcopy", action="store_true",
                     help="keep asyncua's per-client deepcopy (before edge.sinks.opcua_notify)")
     ap.add_argument("--profile", action="store_true",
@@ -251,7 +256,8 @@ def main() -> None:
     try:
         print(json.dumps(asyncio.run(run(args.clients, args.tags, args.rate, args.seconds,
                                          args.publishing_ms, not args.no_history,
-                                         args.threaded, args.profile))))
+                                         args.threaded, args.profile,
+                                         not args.no_coalesce))))
     finally:
         for proc in SPAWNED:
             if proc.returncode is None:

@@ -2,18 +2,14 @@
 
 Invariants:
 
-* ``publish`` runs on the event loop for every batch and only stashes the latest
-  (value, timestamp, quality) per tag into preallocated arrays and marks the tag dirty
-  (numpy, no per-point Python); records are queued. It never awaits and never fails on
-  data: unknown tag ids are ignored.
-* One writer task applies the dirty tags in slices that each hold the loop for at most
-  ``slice_budget_ms`` (then it yields), at most every ``update_interval_ms``; a tag that
-  changes several times between two rounds is written once, with its latest value.
-  Live values come from this fast path, never from the journal.
-* Every value is written with the variant type of its node (``protocols.opcua.variants``),
-  its source timestamp and a status code mapped from ``model.Quality``
-  (``protocols.opcua.status``); an integer value that is NaN or outside its type's range
-  is written as BadOutOfRange.
+* ``publish`` runs on the server's event loop for every batch: the tag values go to the
+  fast path (``opcua_writer.TagWriter``: latest value per tag, no per-point Python),
+  records are queued, both are handed to the history feed. It never awaits and never
+  fails on data.
+* One writer task applies the queued records and the tags that are due (``TagWriter``:
+  coalesced to the clients' publishing pace, in slices of at most ``slice_budget_ms``),
+  at most every ``update_interval_ms``. Live values come from this fast path, never from
+  the journal; the history is fed every value, whatever was coalesced.
 * Profiles: ``demo`` offers only security None with anonymous login. ``production``
   offers only Basic256Sha256 SignAndEncrypt, user name login against hashed passwords,
   no anonymous and no built-in admin, and refuses client certificates that are not in
@@ -27,14 +23,12 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlparse
 
 import msgspec
-import numpy as np
-import numpy.typing as npt
 import structlog
 from asyncua import Server, ua
 
@@ -42,17 +36,17 @@ from edge.components import BuildContext, LiveSink
 from edge.config import ConfigStruct, check_secret_name
 from edge.errors import ConfigError
 from edge.history.feed import HistoryFeed
-from edge.model import Quality, Record, SampleBatch
+from edge.model import Record, SampleBatch
 from edge.protocols.opcua import security as sec
-from edge.protocols.opcua.status import STATUS_OF_QUALITY
 from edge.protocols.opcua.variants import DTYPES
 from edge.sinks import opcua_history, opcua_limits, opcua_notify, opcua_standard
-from edge.sinks.latest import newest
 from edge.sinks.opcua_alarms import OpcUaConditions, caller
+from edge.sinks.opcua_board import Board, answer
 from edge.sinks.opcua_insert import insert_nodes
 from edge.sinks.opcua_objects import GatewayObjects
 from edge.sinks.opcua_space import asset_folders, object_item, tag_items, tag_nodeid
 from edge.sinks.opcua_thread import ThreadedOpcUaSink
+from edge.sinks.opcua_writer import TagWriter
 
 log = structlog.get_logger("edge.opcua")
 
@@ -89,13 +83,16 @@ class OpcUaConfig(ConfigStruct, frozen=True):
     cert_file: str = ""  # default <state_dir>/opcua/server_cert.der (generated)
     key_file: str = ""  # default <state_dir>/opcua/server_key.pem (generated)
     update_interval_ms: float = 50.0
+    # a monitored tag is written at most once per its clients' pace (publishing interval /
+    # queue size), at least every coalesce_max_ms; 0: every update_interval_ms
+    coalesce_max_ms: float = 1000.0
     slice_budget_ms: float = 0.8
     update_slice: int = 500
     status_interval_s: float = 1.0
     login_fail_interval_s: float = 0.5
-    # the server on its own thread and loop (edge.sinks.opcua_thread); then without
-    # Alarms & Conditions and the Reset method (the condition board stays on the main loop)
-    threaded: bool = False
+    # the server on its own thread and loop (edge.sinks.opcua_thread); its calls into the
+    # condition board and the status document cross to the main loop. false: on the main loop
+    threaded: bool = True
     history: opcua_history.OpcUaHistoryConfig = msgspec.field(
         default_factory=opcua_history.OpcUaHistoryConfig)
     limits: opcua_limits.OpcUaLimits = msgspec.field(default_factory=opcua_limits.OpcUaLimits)
@@ -119,6 +116,8 @@ class OpcUaConfig(ConfigStruct, frozen=True):
             raise ValueError("slice_budget_ms must be between 0.05 and 50")
         if not 0 <= self.update_interval_ms <= 10_000:
             raise ValueError("update_interval_ms must be between 0 and 10000")
+        if not 0 <= self.coalesce_max_ms <= 60_000:
+            raise ValueError("coalesce_max_ms must be between 0 and 60000")
         if self.status_interval_s <= 0:
             raise ValueError("status_interval_s must be > 0")
         if self.login_fail_interval_s < 0:
@@ -132,7 +131,7 @@ class OpcUaConfig(ConfigStruct, frozen=True):
                 raise ConfigError(
                     f"sink '{self.name}': users: no user defined for the production profile")
         if self.threaded:
-            return ThreadedOpcUaSink(lambda c: OpcUaSink(self, c, users), ctx)
+            return ThreadedOpcUaSink(lambda c, b: OpcUaSink(self, c, users, board=b), ctx)
         return OpcUaSink(self, ctx, users)
 
     def preflight(self) -> list[str]:
@@ -149,9 +148,13 @@ class OpcUaSink:
     """The OPC-UA server as a live sink (see the module docstring)."""
 
     def __init__(
-        self, cfg: OpcUaConfig, ctx: BuildContext, users: dict[str, sec.PasswordHash]
+        self, cfg: OpcUaConfig, ctx: BuildContext, users: dict[str, sec.PasswordHash], *,
+        board: Board | None = None,
     ) -> None:
+        """``board``: the condition board as this server reaches it (by default the
+        gateway's, ``ctx.hooks.conditions``; the threaded server's crosses threads)."""
         self.cfg = cfg
+        self.board: Board | None = board if board is not None else ctx.hooks.conditions
         self.ctx = ctx
         self.name = cfg.name
         self.endpoint = cfg.endpoint
@@ -159,15 +162,11 @@ class OpcUaSink:
         self.server: Server | None = None
         self.idx = 0
         self._users = users
-        self._value = np.zeros(0, np.float64)
-        self._ts = np.zeros(0, np.int64)
-        self._quality = np.zeros(0, np.uint8)
-        self._dirty = np.zeros(0, np.bool_)
-        self._kind = np.zeros(0, np.uint8)
-        self._low = np.zeros(0, np.float64)
-        self._high = np.zeros(0, np.float64)
-        self._vtypes: list[ua.VariantType] = []
-        self._fit_registry()
+        self._tags = TagWriter(ctx.tags, ctx.metrics,
+                               update_interval_s=cfg.update_interval_ms / 1000,
+                               slice_budget_s=cfg.slice_budget_ms / 1000,
+                               update_slice=cfg.update_slice,
+                               coalesce_max_s=cfg.coalesce_max_ms / 1000)
         self._nodeids: list[ua.NodeId] = []
         self._records: deque[Record] = deque(maxlen=10_000)
         self._wake = asyncio.Event()
@@ -177,45 +176,17 @@ class OpcUaSink:
         self._history: HistoryFeed | None = opcua_history.feed_for(
             cfg.history, ctx.state_dir, ctx.tags, ctx.metrics, cfg.name)
         m = ctx.metrics
-        self._m_updates = m.counter("edge_opcua_updates_total", "Tag values written to OPC-UA")
-        self._m_dirty = m.gauge("edge_opcua_pending_tags", "Tags waiting for their OPC-UA write")
         self._m_events = m.counter("edge_opcua_records_total", "Records applied to OPC-UA",
                                    ["type"])
         self._m_build = m.gauge("edge_opcua_address_space_build_seconds",
                                 "Time to build the OPC-UA address space at start-up")
-
-    def _fit_registry(self) -> None:
-        """Size the per-tag arrays to the registry. Tags declared after this sink was built
-        (the gateway's own per-sink tags, once every sink is known) are served too; what
-        was published already stays."""
-        new = list(self.ctx.tags)[self._dirty.shape[0]:]
-        if not new:
-            return
-        k = len(new)
-        self._value = np.concatenate((self._value, np.zeros(k, np.float64)))
-        self._ts = np.concatenate((self._ts, np.zeros(k, np.int64)))
-        self._quality = np.concatenate(
-            (self._quality, np.full(k, int(Quality.BAD_MISSING), np.uint8)))
-        self._dirty = np.concatenate((self._dirty, np.zeros(k, np.bool_)))
-        self._kind = np.concatenate((self._kind, np.array(
-            [_KIND_BOOL if t.dtype == "bool" else _KIND_INT if DTYPES[t.dtype].integer
-             else _KIND_FLOAT for t in new], np.uint8)))
-        self._low = np.concatenate(
-            (self._low, np.array([DTYPES[t.dtype].low for t in new], np.float64)))
-        self._high = np.concatenate(
-            (self._high, np.array([DTYPES[t.dtype].high for t in new], np.float64)))
-        self._vtypes += [DTYPES[t.dtype].variant for t in new]
 
     # ------------------------------------------------------------------ fast path
 
     def publish(self, batch: SampleBatch, records: Sequence[Record]) -> None:
         n = len(batch)
         if n:
-            ids, last = newest(batch, self._ts, time.time_ns())  # late data never goes back in time
-            self._value[ids] = batch.value[last]
-            self._ts[ids] = batch.ts_ns[last]
-            self._quality[ids] = batch.quality[last]
-            self._dirty[ids] = True
+            self._tags.publish(batch)
         if records:
             self._records.extend(records)
         if n or records:
@@ -254,7 +225,7 @@ class OpcUaSink:
     async def _start(self) -> Server:
         cfg = self.cfg
         t0 = time.perf_counter()
-        self._fit_registry()
+        self._tags.fit()
         server = opcua_standard.server(opcua_standard.cache_folder(self.ctx.state_dir))
         opcua_limits.install(server, cfg.limits, self.ctx.metrics)
         opcua_notify.install()
@@ -280,8 +251,8 @@ class OpcUaSink:
         objects = GatewayObjects(server, self.idx, self._reset, self._refresh.set)
         await objects.create()
         self._objects = objects
-        if self.ctx.hooks.conditions is not None:
-            self._alarms = OpcUaConditions(server, self.idx, self.ctx.hooks.conditions)
+        if self.board is not None:
+            self._alarms = OpcUaConditions(server, self.idx, self.board)
             await self._alarms.install()
         if self._history is not None:
             await opcua_history.install(server, self._history, list(self.ctx.tags),
@@ -289,7 +260,7 @@ class OpcUaSink:
         await self._apply_status()
         await server.start()
         self.server = server
-        self._dirty[: len(self._nodeids)] |= self._ts[: len(self._nodeids)] > 0
+        self._tags.bind(self._nodeids)
         took = time.perf_counter() - t0
         self._m_build.set(took)
         self.started.set()
@@ -324,11 +295,11 @@ class OpcUaSink:
         server.set_certificate_validator(trust.validate)
 
     async def _reset(self, name: str) -> bool:
-        board = self.ctx.hooks.conditions
+        board = self.board
         if board is None:
             return False
-        out = await board.reset(name, origin="opcua", user=caller())
-        return out.ok
+        code = await answer(board.reset(name, origin="opcua", user=caller()))
+        return bool(code.is_good())
 
     async def _status_loop(self) -> None:
         while True:
@@ -361,59 +332,17 @@ class OpcUaSink:
     async def _writer(self, server: Server) -> None:
         interval = self.cfg.update_interval_ms / 1000
         while True:
-            await self._wake.wait()
+            due = self._tags.next_due_s()
+            if due is None or due > 0:  # new data or records wake it; due tags end the wait
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), due)
             self._wake.clear()
             t0 = time.monotonic()
             while self._records and self._objects is not None:
                 record = self._records.popleft()
                 await self._objects.apply_record(record)
                 self._m_events.labels(type(record).__name__).inc()
-            idx = np.flatnonzero(self._dirty)
-            if idx.size:
-                self._dirty[idx] = False
-                self._m_dirty.set(int(idx.size))
-                await self._write_tags(server, idx)
-                self._m_dirty.set(int(np.count_nonzero(self._dirty)))
+            await self._tags.write_due(server)
             wait = interval - (time.monotonic() - t0)
             if wait > 0:
                 await asyncio.sleep(wait)
-
-    async def _write_tags(self, server: Server, idx: npt.NDArray[np.intp]) -> None:
-        values = self._value[idx]
-        quality = self._quality[idx]
-        kind = self._kind[idx]
-        integral = kind != _KIND_FLOAT
-        invalid = integral & (
-            ~np.isfinite(values) | (values < self._low[idx]) | (values > self._high[idx])
-        )
-        ints = np.where(invalid | ~np.isfinite(values), 0, values).astype(np.int64).tolist()
-        floats = values.tolist()
-        kinds = kind.tolist()
-        quals = quality.tolist()
-        bad = invalid.tolist()
-        micros = (self._ts[idx] // 1000).tolist()
-        ids = idx.tolist()
-        write = server.write_attribute_value
-        nodeids, vtypes = self._nodeids, self._vtypes
-        budget = self.cfg.slice_budget_ms / 1000
-        cap = self.cfg.update_slice
-        now = datetime.now(UTC)
-        deadline = time.perf_counter() + budget
-        in_slice = 0
-        for k, tag in enumerate(ids):
-            kd = kinds[k]
-            v: object = floats[k] if kd == _KIND_FLOAT else ints[k] if kd == _KIND_INT \
-                else ints[k] != 0
-            status = _OUT_OF_RANGE if bad[k] and quals[k] < 0x80 else STATUS_OF_QUALITY[quals[k]]
-            await write(nodeids[tag], ua.DataValue(
-                ua.Variant(v, vtypes[tag]), StatusCode=status,
-                SourceTimestamp=_EPOCH + timedelta(microseconds=micros[k]), ServerTimestamp=now,
-            ))
-            in_slice += 1
-            if in_slice >= cap or (k & 15 == 15 and time.perf_counter() > deadline):
-                self._m_updates.inc(in_slice)
-                in_slice = 0
-                await asyncio.sleep(0)
-                now = datetime.now(UTC)
-                deadline = time.perf_counter() + budget
-        self._m_updates.inc(in_slice)

@@ -24,8 +24,11 @@ Invariants:
   type or a subtype", and alarm clients filter on ``OfType(AcknowledgeableConditionType)``.
   ``install`` replaces asyncua's evaluator (process-wide: the only asyncua server in the
   daemon is this one) with one that follows the subtype chain.
-* Board changes arrive by a listener (synchronous, on the loop) into a queue that one
-  task drains: a slow client never blocks the board.
+* Board changes arrive by a listener (synchronous, on the server's loop) into a queue
+  that one task drains: a slow client never blocks the board. The board is the real one
+  (server on the main loop) or ``opcua_crossing.BoardAcrossThreads`` (threaded server):
+  an action it cannot answer in time is BadTimeout, one while the daemon stops
+  BadShutdown.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ from asyncua.server import monitored_item_service
 from asyncua.server.address_space import AddressSpace
 from asyncua.server.internal_session import InternalSession
 
-from edge.runtime.conditions import ConditionBoard, ConditionState, Outcome
+from edge.runtime.conditions import ConditionState
+from edge.sinks.opcua_board import Board, answer
 from edge.sinks.opcua_insert import insert_nodes
 from edge.sinks.opcua_space import HAS_COMPONENT, HAS_PROPERTY, PROPERTY_TYPE, object_item
 
@@ -56,15 +60,6 @@ _ID = ua.ObjectIds
 _TYPE = {"limit": ua.NodeId(_ID.ExclusiveLevelAlarmType),
          "off_normal": ua.NodeId(_ID.OffNormalAlarmType)}
 _EVENT = {"limit": event_objects.ExclusiveLevelAlarm, "off_normal": event_objects.OffNormalAlarm}
-_STATUS = {
-    "unknown": ua.StatusCodes.BadNodeIdUnknown,
-    "disabled": ua.StatusCodes.BadConditionDisabled,
-    "already_acked": ua.StatusCodes.BadConditionBranchAlreadyAcked,
-    "already_confirmed": ua.StatusCodes.BadConditionBranchAlreadyConfirmed,
-    "not_acked": ua.StatusCodes.BadInvalidState,
-    "active": ua.StatusCodes.BadInvalidState,
-    "command_failed": ua.StatusCodes.BadCommunicationError,
-}
 _TWO_STATE = ua.NodeId(_ID.TwoStateVariableType)
 _CONDITION_VARIABLE = ua.NodeId(_ID.ConditionVariableType)
 _STATES = (("EnabledState", "Enabled", "Disabled"), ("ActiveState", "Active", "Inactive"),
@@ -139,7 +134,7 @@ def _track_callers(server: Server) -> None:
 class OpcUaConditions:
     """The board's conditions as OPC-UA condition instances and events (module docstring)."""
 
-    def __init__(self, server: Server, idx: int, board: ConditionBoard) -> None:
+    def __init__(self, server: Server, idx: int, board: Board) -> None:
         self.server = server
         self.idx = idx
         self.board = board
@@ -162,7 +157,8 @@ class OpcUaConditions:
         folder = ua.NodeId("_conditions", self.idx)
         items = [object_item(folder, "Conditions", self.server.nodes.objects.nodeid, self.idx,
                              folder=True)]
-        for c in self.board.conditions():
+        conditions = self.board.conditions()
+        for c in conditions:
             items += self._items(c, folder)
             self._by_node[self.nodeid(c.id)] = c.id
         await insert_nodes(iserver.aspace, items)
@@ -170,7 +166,7 @@ class OpcUaConditions:
                                 (_ID.AcknowledgeableConditionType_Confirm, self._confirm),
                                 (_ID.AlarmConditionType_Reset, self._reset)):
             iserver.isession.add_method_callback(ua.NodeId(method), handler)
-        for c in self.board.conditions():
+        for c in conditions:
             await self._apply(c)
 
     def close(self) -> None:
@@ -211,23 +207,23 @@ class OpcUaConditions:
         if isinstance(checked, ua.StatusCode):
             return checked
         cid, comment = checked
-        return _status(await self.board.acknowledge(cid, origin="opcua", user=caller(),
-                                                    comment=comment))
+        return await answer(self.board.acknowledge(cid, origin="opcua", user=caller(),
+                                                   comment=comment))
 
     async def _confirm(self, parent: ua.NodeId, *args: Any) -> ua.StatusCode:
         checked = self._check(parent, args)
         if isinstance(checked, ua.StatusCode):
             return checked
         cid, comment = checked
-        return _status(await self.board.confirm(cid, origin="opcua", user=caller(),
-                                                comment=comment))
+        return await answer(self.board.confirm(cid, origin="opcua", user=caller(),
+                                               comment=comment))
 
     async def _reset(self, parent: ua.NodeId, *args: Any) -> ua.StatusCode:
         cid = self._condition(parent)
         if cid is None or not cid.startswith("interlock:"):
             return ua.StatusCode(ua.StatusCodes.BadNodeIdUnknown if cid is None
                                  else ua.StatusCodes.BadNotSupported)
-        return _status(await self.board.reset(cid, origin="opcua", user=caller()))
+        return await answer(self.board.reset(cid, origin="opcua", user=caller()))
 
     # ------------------------------------------------------------------ mirroring
 
@@ -361,12 +357,6 @@ def _variable(parent: ua.NodeId, name: str, value: object, vt: ua.VariantType, d
         RequestedNewNodeId=ua.NodeId(f"{parent.Identifier}.{name}", parent.NamespaceIndex),
         BrowseName=ua.QualifiedName(name, 0), NodeClass=ua.NodeClass.Variable,
         NodeAttributes=attrs, TypeDefinition=tdef)
-
-
-def _status(out: Outcome) -> ua.StatusCode:
-    if out.ok:
-        return ua.StatusCode(ua.StatusCodes.Good)
-    return ua.StatusCode(_STATUS.get(out.refusal, ua.StatusCodes.BadInvalidState))
 
 
 def _time(ts_ns: int) -> datetime:

@@ -18,7 +18,12 @@ Invariants:
   the BaseEventType fields (EventId, EventType, SourceNode, SourceName, Time,
   ReceiveTime, Message, Severity) and any field named after a record field
   (``Interlock`` -> ``interlock``, ``ActionOk`` -> ``action_ok``); anything else is null.
-  The WhereClause is not applied (every kept record is returned).
+  The filter's WhereClause is applied (``opcua_history_filter``: OfType, comparisons,
+  InList, Between, And/Or/Not); a filter it cannot apply refuses the read
+  (BadFilterOperatorUnsupported, BadEventFilterInvalid), never unfiltered events. A
+  filtered page may hold fewer events than asked (up to ``FILTER_PAGES`` store pages are
+  read to fill it), with the continuation point after the last record read; gap events
+  are always returned (a filter does not hide that the history is incomplete).
 * **Continuation points** are the store's ``Position`` of the last value returned: a
   response holds at most ``min(NumValuesPerNode, max_values_per_read)`` entries, and the
   client resumes exactly after the last one (no value repeated or skipped, even with
@@ -55,6 +60,7 @@ from edge.protocols.opcua.status import STATUS_OF_QUALITY
 from edge.protocols.opcua.variants import DTYPES
 from edge.runtime.metrics import Metrics
 from edge.sinks.opcua_history_events import event_field, gap_event, gateway_source_node
+from edge.sinks.opcua_history_filter import FilterRefused, where
 
 log = structlog.get_logger("edge.opcua")
 
@@ -65,6 +71,7 @@ DEFAULT_RECORD_TYPES = ("interlock_trip", "spc_violation", "health_alert", "oper
                         "quarantine", "measurement")
 # EventNotifier bits: SubscribeToEvents | HistoryRead
 EVENT_NOTIFIER = 0x01 | 0x04
+FILTER_PAGES = 16  # store pages read at most for one filtered event read
 
 
 class OpcUaHistoryConfig(ConfigStruct, frozen=True):
@@ -167,7 +174,7 @@ class GatewayHistory(HistoryManager):  # type: ignore[misc]  # asyncua is untype
                 else:
                     await self._read_one(params.HistoryReadDetails, rv,
                                          params.TimestampsToReturn, result)
-            except _Refused as exc:
+            except (_Refused, FilterRefused) as exc:
                 result.StatusCode = ua.StatusCode(exc.code)
             except RuntimeError as exc:  # the store is not open (starting, or restarting)
                 log.warning("opcua history read refused", error=str(exc))
@@ -204,21 +211,30 @@ class GatewayHistory(HistoryManager):  # type: ignore[misc]  # asyncua is untype
             lo, hi, reverse = _window(details.StartTime, details.EndTime,
                                       details.NumValuesPerNode)
             limit = min(details.NumValuesPerNode or self.max_values, self.max_values)
-            rec_read = await self.feed.read_records(
-                lo, hi, limit=limit, reverse=reverse, after=_continuation(rv.ContinuationPoint))
-            clauses = list(details.Filter.SelectClauses if details.Filter else [])
+            flt = details.Filter
+            keep = where(flt.WhereClause if flt else None, self.iserver.aspace,
+                         self.source_node)
+            clauses = list(flt.SelectClauses if flt else [])
             events: list[ua.HistoryEventFieldList] = []
-            gaps = iter(rec_read.gaps)
-            gap = next(gaps, None)
-            for i, (row, rec) in enumerate(rec_read.records):
-                while gap is not None and gap[0] <= i:
+            after = _continuation(rv.ContinuationPoint)
+            for _ in range(FILTER_PAGES if keep is not None else 1):
+                rec_read = await self.feed.read_records(lo, hi, limit=limit, reverse=reverse,
+                                                        after=after)
+                gaps = iter(rec_read.gaps)
+                gap = next(gaps, None)
+                for i, (row, rec) in enumerate(rec_read.records):
+                    while gap is not None and gap[0] <= i:
+                        events.append(gap_event(gap[1], clauses, self.event_source))
+                        gap = next(gaps, None)
+                    if keep is None or keep(rec, row):
+                        events.append(ua.HistoryEventFieldList(EventFields=[
+                            event_field(rec, row, c, self.source_node) for c in clauses]))
+                while gap is not None:
                     events.append(gap_event(gap[1], clauses, self.event_source))
                     gap = next(gaps, None)
-                events.append(ua.HistoryEventFieldList(EventFields=[
-                    event_field(rec, row, c, self.source_node) for c in clauses]))
-            while gap is not None:
-                events.append(gap_event(gap[1], clauses, self.event_source))
-                gap = next(gaps, None)
+                after = rec_read.more
+                if events or after is None:
+                    break
             result.HistoryData = ua.HistoryEvent(Events=events)
             result.ContinuationPoint = rec_read.more.pack() if rec_read.more else None
             if not events:

@@ -4,7 +4,10 @@ fields a client selects, answered from a record.
 Invariants:
 
 * The BaseEventType fields come from every record the same way: EventId (unique per
-  stored record), EventType (BaseEventType), SourceNode (the gateway object the record
+  stored record), EventType (``event_type``: a limit trip ExclusiveLevelAlarmType, any
+  other trip, an SPC alarm or a health alert OffNormalAlarmType, as their conditions
+  are; an acknowledge, confirm or reset its AuditCondition*EventType; anything else
+  BaseEventType), SourceNode (the gateway object the record
   belongs to, else the Server object), SourceName, Time and ReceiveTime (the record's
   time), Message (one line), Severity (trips 900, SPC alarms 700, health 600, ...).
 * Any other selected field named after a record field (``Interlock`` -> ``interlock``,
@@ -48,7 +51,7 @@ def event_field(rec: Record, row: int, clause: ua.SimpleAttributeOperand,
     if name == "EventId":
         return ua.Variant(b"edge-history-%d" % row, ua.VariantType.ByteString)
     if name == "EventType":
-        return ua.Variant(ua.NodeId(ua.ObjectIds.BaseEventType), ua.VariantType.NodeId)
+        return ua.Variant(event_type(rec), ua.VariantType.NodeId)
     if name == "SourceNode":
         return ua.Variant(source_node(rec), ua.VariantType.NodeId)
     if name == "SourceName":
@@ -100,6 +103,25 @@ def _record_field(rec: Record, name: str) -> ua.Variant:
     if isinstance(v, str):
         return ua.Variant(v, ua.VariantType.String)
     return ua.Variant(msgspec.json.encode(v).decode(), ua.VariantType.String)
+
+
+_ID = ua.ObjectIds
+_AUDIT = {"acknowledge": ua.NodeId(_ID.AuditConditionAcknowledgeEventType),
+          "confirm": ua.NodeId(_ID.AuditConditionConfirmEventType),
+          "reset": ua.NodeId(_ID.AuditConditionResetEventType)}
+
+
+def event_type(rec: Record) -> ua.NodeId:
+    """The event type a record is in the history: its condition's type for a trip, an
+    SPC alarm or a health alert; the audit type of an operator action on a condition."""
+    if isinstance(rec, InterlockTrip):
+        limit = rec.condition in ("high", "low") or rec.condition[:1] in ("<", ">")
+        return ua.NodeId(_ID.ExclusiveLevelAlarmType if limit else _ID.OffNormalAlarmType)
+    if isinstance(rec, HealthAlert) or (isinstance(rec, SpcViolation) and rec.alarm):
+        return ua.NodeId(_ID.OffNormalAlarmType)
+    if isinstance(rec, OperatorAction) and rec.action in _AUDIT:
+        return _AUDIT[rec.action]
+    return ua.NodeId(_ID.BaseEventType)
 
 
 def source_name(rec: Record) -> str:

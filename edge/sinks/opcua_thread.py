@@ -16,10 +16,12 @@ Invariants:
 * The queue is bounded (``MAX_PENDING`` batches): past it, the oldest sample batches are
   dropped (the live values coalesce to the latest anyway), their records kept; counted in
   ``edge_opcua_handoff_dropped_total`` and logged once per drain.
-* What the server calls back into the gateway (the status document) runs on the main
-  loop, never on the server thread: the server thread waits for it, at most
-  ``CALL_TIMEOUT_S`` (then: no status this round, and logged). The condition board is
-  not handed to the threaded server: it serves no Alarms & Conditions and no Reset.
+* What the server calls back into the gateway runs on the main loop, never on the server
+  thread: the status document (the server thread waits for it, at most
+  ``CALL_TIMEOUT_S``; then no status this round, and logged) and the condition board
+  (``opcua_crossing.BoardAcrossThreads``: Alarms & Conditions, Acknowledge, Confirm,
+  Reset, ConditionRefresh, each wait bounded). The history feed is the server's own: fed
+  and read on the server thread.
 * ``started`` mirrors the sink's on the main loop. Cancelling ``run`` stops the server
   (its own ``finally``) and joins the thread; an exception of the server's ``run`` is
   raised by ``run`` (the supervisor restarts the sink as before).
@@ -41,6 +43,7 @@ import structlog
 from edge.components import BuildContext, Hooks
 from edge.model import Record, SampleBatch
 from edge.runtime.statusdoc import StatusDoc
+from edge.sinks.opcua_crossing import BoardAcrossThreads
 
 if TYPE_CHECKING:
     from edge.sinks.opcua import OpcUaSink
@@ -55,16 +58,14 @@ T = TypeVar("T")
 class ThreadedOpcUaSink:
     """An ``OpcUaSink`` run on its own thread; the same live-sink interface."""
 
-    def __init__(self, make: Callable[[BuildContext], OpcUaSink], ctx: BuildContext) -> None:
+    def __init__(self, make: Callable[[BuildContext, BoardAcrossThreads | None], OpcUaSink],
+                 ctx: BuildContext) -> None:
         self._main: asyncio.AbstractEventLoop | None = None
         self._outer = ctx.hooks
-        # The condition board lives on the main loop and is not thread-safe: the threaded
-        # server serves no Alarms & Conditions and refuses Reset (said once at start).
-        self.inner = make(dataclasses.replace(ctx, hooks=Hooks(status=self._status)))
-        if ctx.hooks.conditions is not None:
-            log.warning("threaded OPC-UA server: no Alarms & Conditions and no Reset method "
-                        "on it (use the web page or the CLI, or threaded = false)",
-                        sink=self.inner.name)
+        board = ctx.hooks.conditions
+        self.board = BoardAcrossThreads(board) if board is not None else None
+        self.inner = make(dataclasses.replace(ctx, hooks=Hooks(status=self._status)),
+                          self.board)
         self.name = self.inner.name
         self.endpoint = self.inner.endpoint
         self.ctx = ctx
@@ -100,6 +101,8 @@ class ThreadedOpcUaSink:
 
     async def run(self) -> None:
         self._main = asyncio.get_running_loop()
+        if self.board is not None:
+            self.board.main = self._main
         loop = asyncio.new_event_loop()
         done: concurrent.futures.Future[None] = concurrent.futures.Future()
         task = loop.create_task(self._serve())

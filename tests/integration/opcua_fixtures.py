@@ -1,14 +1,22 @@
-"""Shared set-up for the OPC-UA tests: an in-process OPC-UA sink with a fake gateway."""
+"""Shared set-up for the OPC-UA tests: an in-process OPC-UA sink with a fake gateway.
+
+A test module that imports ``server_mode`` runs each of its tests twice: against the
+server on the test's event loop (``threaded = false``) and on its own thread
+(``threaded = true``); ``running_sink`` builds the one the test runs for.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import pytest
 
 from edge.components import BuildContext, Hooks
 from edge.model import OperatorAction, Record, TagRegistry
@@ -22,12 +30,45 @@ from edge.runtime.statusdoc import (
     StatusDoc,
 )
 from edge.sinks.opcua import OpcUaConfig, OpcUaSink
+from edge.sinks.opcua_thread import ThreadedOpcUaSink
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # tests/ holds peers.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from peers import free_port
 
 NS_URI = "urn:edge-gateway:tags"
+T = TypeVar("T")
+_THREADED: ContextVar[bool] = ContextVar("opcua_threaded", default=False)
+
+
+@pytest.fixture(params=[False, True], ids=["in-loop", "threaded"], autouse=True)
+def server_mode(request: pytest.FixtureRequest) -> Iterator[bool]:
+    """Each test of a module that imports this: once per server mode."""
+    token = _THREADED.set(bool(request.param))
+    try:
+        yield bool(request.param)
+    finally:
+        _THREADED.reset(token)
+
+
+async def on_server(sink: OpcUaSink | ThreadedOpcUaSink,
+                    make: Callable[[OpcUaSink], Coroutine[Any, Any, T]]) -> T:
+    """Run ``make(server sink)`` on the loop the server runs on (its own thread's, when
+    threaded): what the server owns is only touched there."""
+    if isinstance(sink, ThreadedOpcUaSink):
+        assert sink._loop is not None
+        inner = sink.inner
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(make(inner),
+                                                                         sink._loop))
+    return await make(sink)
+
+
+async def history_ready(sink: OpcUaSink | ThreadedOpcUaSink, timeout: float = 60) -> None:
+    """Until the sink's history store is open."""
+    async def ready(s: OpcUaSink) -> None:
+        assert s._history is not None
+        await asyncio.wait_for(s._history.ready.wait(), timeout)
+    await on_server(sink, ready)
 
 
 def sample_status() -> StatusDoc:
@@ -102,8 +143,10 @@ def demo_registry() -> TagRegistry:
 async def running_sink(
     tmp: Path, tags: TagRegistry, gw: FakeGateway, *,
     secrets: dict[str, str] | None = None, **cfg: Any,
-) -> AsyncIterator[OpcUaSink]:
+) -> AsyncIterator[Any]:
+    """The sink (``OpcUaSink``, or ``ThreadedOpcUaSink`` in the threaded mode), started."""
     port = free_port()
+    cfg.setdefault("threaded", _THREADED.get())
     config = OpcUaConfig(endpoint=f"opc.tcp://127.0.0.1:{port}/edge", **cfg)
     ctx = BuildContext(
         gateway_id="gw-test", tags=tags, metrics=Metrics(), state_dir=tmp / "state",
@@ -111,7 +154,7 @@ async def running_sink(
         hooks=Hooks(status=lambda: gw.status, conditions=gw.board),
     )
     sink = config.build(ctx)
-    assert isinstance(sink, OpcUaSink)
+    assert isinstance(sink, ThreadedOpcUaSink if config.threaded else OpcUaSink)
     task = asyncio.create_task(sink.run())
     try:
         # A cold start builds the standard address space cache: 48 s was seen on this

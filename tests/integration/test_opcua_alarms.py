@@ -12,7 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from opcua_fixtures import FakeGateway, demo_registry, running_sink
+from opcua_fixtures import (
+    FakeGateway,
+    demo_registry,
+    running_sink,
+    server_mode,  # noqa: F401  (every test in both server modes)
+)
 from peers import ensure_node_opcua
 
 from edge.model import HealthAlert, InterlockTrip

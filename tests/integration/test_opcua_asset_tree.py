@@ -12,7 +12,8 @@ from asyncua import Client, ua
 from edge.asset import AssetConfig, AssetLevels
 from edge.components import BuildContext, Hooks
 from edge.runtime.metrics import Metrics
-from edge.sinks.opcua import OpcUaConfig, OpcUaSink
+from edge.sinks.opcua import OpcUaConfig
+from edge.sinks.opcua_thread import ThreadedOpcUaSink
 
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,7 +38,7 @@ async def test_a_client_browses_devices_under_their_asset_folders(tmp_path: Path
                        hooks=Hooks(status=lambda: gw.status, conditions=gw.board),
                        asset=asset)
     sink = OpcUaConfig(endpoint=f"opc.tcp://127.0.0.1:{port}/edge").build(ctx)
-    assert isinstance(sink, OpcUaSink)
+    assert isinstance(sink, ThreadedOpcUaSink)  # the default
     task = asyncio.create_task(sink.run())
     try:
         await asyncio.wait_for(sink.started.wait(), 120)  # a cold start builds a cache

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from opcua_fixtures import NS_URI, FakeGateway, demo_registry, running_sink, until
+from opcua_fixtures import (
+    NS_URI,
+    FakeGateway,
+    demo_registry,
+    history_ready,
+    running_sink,
+    server_mode,  # noqa: F401  (every test in both server modes)
+    until,
+)
 from peers import run_node_client
 
-from edge.model import InterlockTrip, OperatorAction, Quality, SampleBatch, SpcViolation
+from edge.model import (
+    HealthAlert,
+    InterlockTrip,
+    OperatorAction,
+    Quality,
+    Quarantine,
+    SampleBatch,
+    SpcViolation,
+)
 from edge.sinks.opcua import OpcUaSink
 from edge.sinks.opcua_history import OpcUaHistoryConfig
 
@@ -57,8 +72,7 @@ async def recording_ms(sink: OpcUaSink) -> int:
     """Once the history records: now, on a whole millisecond (node-opcua's Date keeps
     milliseconds), plus two: a read from one millisecond before it then starts after the
     recording span began (which can be in the same millisecond as now), never in a gap."""
-    assert sink._history is not None
-    await asyncio.wait_for(sink._history.ready.wait(), 60)
+    await history_ready(sink)
     return time.time_ns() // 1_000_000 * 1_000_000 + 2_000_000
 
 
@@ -153,3 +167,64 @@ async def test_event_history_of_trips_spc_and_operator_actions(tmp_path: Path) -
     assert got[2]["User"] == "alice" and got[2]["Comment"] == "chiller fixed"
     assert len({e["EventId"] for e in got}) == 3
     assert bad["status"] == ["BadContinuationPointInvalid"]
+
+
+def severity_at_least(n: int) -> dict[str, Any]:
+    return {"op": "GreaterThanOrEqual", "args": [{"field": "Severity"},
+                                                 {"lit": n, "type": "UInt16"}]}
+
+
+async def test_event_history_applies_the_where_clause_or_refuses_it(tmp_path: Path) -> None:
+    """An event HistoryRead with a WhereClause (as an alarm-history view sends it) gets only
+    the events it selects: OfType(AlarmConditionType) with Severity >= 700, an Or with a
+    Not and an audit type, a Time window, SourceName equality; an operator the server
+    cannot apply (Like) is refused with BadFilterOperatorUnsupported, not answered with
+    every event."""
+    gw = FakeGateway()
+    async with running_sink(tmp_path, demo_registry(), gw, history=history()) as sink:
+        t0 = await recording_ms(sink)
+        ms = 1_000_000
+        records = [
+            InterlockTrip(ts_ns=t0, interlock="etch_overtemp", tag="etch1/chamber_temp",
+                          condition="high", value=191.5, limit=188.0, action="stop",
+                          action_ok=True, reaction_ns=1_500_000),
+            SpcViolation(ts_ns=t0 + ms, tag="etch1/pressure", rule="we1", value=14.2,
+                         center=12.0, sigma=0.5, alarm=True),
+            SpcViolation(ts_ns=t0 + 2 * ms, tag="etch1/pressure", rule="we2", value=13.1,
+                         center=12.0, sigma=0.5, alarm=False),
+            HealthAlert(ts_ns=t0 + 3 * ms, motor="stf/motor1", health=0.4, ttf_s=900.0,
+                        reason="health 0.40 below 0.5"),
+            OperatorAction(ts_ns=t0 + 4 * ms, origin="opcua", user="alice",
+                           action="acknowledge", target="interlock:etch_overtemp", ok=True),
+            Quarantine(ts_ns=t0 + 5 * ms, source="mqtt", reason="not JSON"),
+        ]
+        sink.publish(SampleBatch.empty(), records)
+        await stored(sink, 0, len(records))
+        fields = ["EventType", "SourceName", "Severity", "Time"]
+        window = {"events": fields, "start": iso(t0), "end": iso(t0 + 6 * ms)}
+        alarms, low, timed, named, like, everything = await history_read(sink, tmp_path, [
+            window | {"where": {"op": "And", "args": [{"ofType": "i=2915"},
+                                                      severity_at_least(700)]}},
+            window | {"where": {"op": "Or", "args": [
+                {"ofType": "i=2790"},
+                {"op": "Not", "args": [severity_at_least(500)]}]}},
+            window | {"where": {"op": "And", "args": [
+                {"op": "GreaterThanOrEqual", "args": [
+                    {"field": "Time"}, {"lit": iso(t0 + 2 * ms), "type": "DateTime"}]},
+                {"op": "LessThan", "args": [
+                    {"field": "Time"}, {"lit": iso(t0 + 4 * ms), "type": "DateTime"}]}]}},
+            window | {"where": {"op": "Equals", "args": [
+                {"field": "SourceName"}, {"lit": "etch_overtemp", "type": "String"}]}},
+            window | {"where": {"op": "Like", "args": [
+                {"field": "SourceName"}, {"lit": "etch%", "type": "String"}]}},
+            window,
+        ])
+    assert [(e["EventType"], e["Severity"]) for e in alarms["events"]] == [
+        ("ns=0;i=9482", 900), ("ns=0;i=10637", 700)]
+    assert [(e["EventType"], e["Severity"]) for e in low["events"]] == [
+        ("ns=0;i=2041", 400), ("ns=0;i=8944", 300)]
+    assert [e["Time"] for e in timed["events"]] == [node_iso(t0 + 2 * ms),
+                                                    node_iso(t0 + 3 * ms)]
+    assert [e["Severity"] for e in named["events"]] == [900]
+    assert like["status"] == ["BadFilterOperatorUnsupported"] and like["events"] == []
+    assert len(everything["events"]) == len(records)

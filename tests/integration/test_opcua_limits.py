@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 from asyncua import Client, ua
-from opcua_fixtures import NS_URI, FakeGateway, demo_registry, running_sink, until
+from opcua_fixtures import (
+    NS_URI,
+    FakeGateway,
+    demo_registry,
+    running_sink,
+    server_mode,  # noqa: F401  (every test in both server modes)
+    until,
+)
 
 from edge.model import SampleBatch
 from edge.sinks.opcua import OpcUaSink

@@ -13,7 +13,12 @@ from typing import Any
 import pytest
 from asyncua import Client, ua
 from asyncua.crypto.security_policies import SecurityPolicyBasic256Sha256
-from opcua_fixtures import FakeGateway, demo_registry, running_sink
+from opcua_fixtures import (
+    FakeGateway,
+    demo_registry,
+    running_sink,
+    server_mode,  # noqa: F401  (every test in both server modes)
+)
 
 from edge.protocols.opcua.security import hash_password
 

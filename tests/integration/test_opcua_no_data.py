@@ -6,7 +6,13 @@ from pathlib import Path
 
 import msgspec
 from asyncua import ua
-from opcua_fixtures import FakeGateway, demo_registry, running_sink, until
+from opcua_fixtures import (
+    FakeGateway,
+    demo_registry,
+    running_sink,
+    server_mode,  # noqa: F401  (every test in both server modes)
+    until,
+)
 
 
 async def test_nan_and_dropped_values_read_bad_no_data(tmp_path: Path) -> None:

@@ -10,7 +10,14 @@ import msgspec
 import numpy as np
 import pytest
 from asyncua import ua
-from opcua_fixtures import NS_URI, FakeGateway, demo_registry, running_sink, until
+from opcua_fixtures import (
+    NS_URI,
+    FakeGateway,
+    demo_registry,
+    running_sink,
+    server_mode,  # noqa: F401  (every test in both server modes)
+    until,
+)
 from peers import node_client_result, run_node_client, spawn_node_client, wait_stderr_line
 
 from edge.model import InterlockTrip, Quality, SampleBatch, TagRegistry

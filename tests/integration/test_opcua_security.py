@@ -8,7 +8,13 @@ import stat
 from pathlib import Path
 
 import pytest
-from opcua_fixtures import NS_URI, FakeGateway, demo_registry, running_sink
+from opcua_fixtures import (
+    NS_URI,
+    FakeGateway,
+    demo_registry,
+    running_sink,
+    server_mode,  # noqa: F401  (every test in both server modes)
+)
 from peers import run_node_client
 
 from edge.protocols.opcua.security import hash_password

@@ -23,9 +23,9 @@ TS0 = 1_700_000_000_000_000_000
 
 async def test_threaded_server_serves_values_history_status_and_reset(tmp_path: Path) -> None:
     """With the server on its own thread a client reads published values and their history,
-    the status document is mirrored, Reset is refused (the condition board stays on the
-    main loop: the threaded server does not touch it), and stopping the sink ends the
-    server thread."""
+    the status document is mirrored, the Reset method reaches the condition board on the
+    main loop (the latch is released, the action audited with its origin), and stopping
+    the sink ends the server thread."""
     gw = FakeGateway()
     cfg = OpcUaConfig(endpoint=f"opc.tcp://127.0.0.1:{free_port()}/edge", threaded=True)
     ctx = BuildContext("gw-test", demo_registry(), Metrics(), tmp_path / "state",
@@ -64,8 +64,9 @@ async def test_threaded_server_serves_values_history_status_and_reset(tmp_path: 
                 assert asyncio.get_running_loop().time() < deadline
                 await asyncio.sleep(0.05)
             out = await interlock.call_method(ua.NodeId("_interlocks/etch_overtemp/Reset", idx))
-            assert out is False
-        assert gw.resets == []
+            assert out is True
+        assert gw.resets == ["etch_overtemp"]
+        assert [(a.origin, a.action, a.ok) for a in gw.actions] == [("opcua", "reset", True)]
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

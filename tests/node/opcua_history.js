@@ -4,6 +4,10 @@
 // Spec: { endpoint, pki, ns_uri,
 //         reads: [ { node: "s=<id>", start: iso|null, end: iso|null, max: n,
 //                    events?: [field names] (read events of the Server object instead),
+//                    where?: a WhereClause tree for the event filter:
+//                      {op: "And"|"Or"|"Not"|"Equals"|"GreaterThanOrEqual"|..., args: [..]}
+//                      | {ofType: "i=2915"} | {field: "Severity"}
+//                      | {lit: value, type: "UInt16"|"DateTime"|"String"|"NodeId"|...},
 //                    cp?: "garbage" (send this continuation point first) } ] }
 // Each read walks its continuation points to the end with session.historyRead.
 // Prints one JSON object: {ok, error?, results: [{pages, status: [..], values|events}]}.
@@ -12,6 +16,8 @@
 const {
   OPCUAClient, MessageSecurityMode, SecurityPolicy, resolveNodeId, TimestampsToReturn,
   HistoryReadRequest, ReadRawModifiedDetails, ReadEventDetails, constructEventFilter,
+  ContentFilterElement, FilterOperator, LiteralOperand, SimpleAttributeOperand, DataType,
+  AttributeIds, makeContentFilter, ofType, coerceQualifiedName,
 } = require("node-opcua-client");
 const { OPCUACertificateManager } = require("node-opcua-certificate-manager");
 
@@ -38,11 +44,30 @@ function date(s) {
   return s ? new Date(s) : new Date(Date.UTC(1601, 0, 1));
 }
 
+// A WhereClause tree (see the usage) as node-opcua filter objects.
+function clause(t) {
+  if (t.ofType) return ofType(t.ofType);
+  if (t.field) {
+    return new SimpleAttributeOperand({ typeDefinitionId: resolveNodeId("BaseEventType"),
+      attributeId: AttributeIds.Value, browsePath: [coerceQualifiedName(t.field)] });
+  }
+  if (t.type) {
+    let v = t.lit;
+    if (t.type === "DateTime") v = new Date(v);
+    if (t.type === "NodeId") v = resolveNodeId(v);
+    return new LiteralOperand({ value: { dataType: DataType[t.type], value: v } });
+  }
+  return new ContentFilterElement({ filterOperator: FilterOperator[t.op],
+    filterOperands: t.args.map(clause) });
+}
+
 async function walk(session, ns, r) {
   const nodeId = r.events ? resolveNodeId("Server") : resolveNodeId(`ns=${ns};${r.node}`);
   const details = r.events
     ? new ReadEventDetails({ startTime: date(r.start), endTime: date(r.end),
-        numValuesPerNode: r.max || 0, filter: constructEventFilter(r.events) })
+        numValuesPerNode: r.max || 0,
+        filter: constructEventFilter(r.events, r.where ? makeContentFilter(clause(r.where))
+                                                       : undefined) })
     : new ReadRawModifiedDetails({ isReadModified: false, startTime: date(r.start),
         endTime: date(r.end), numValuesPerNode: r.max || 0, returnBounds: false });
   const res = { pages: 0, status: [], values: [], events: [] };

@@ -128,13 +128,14 @@ async def test_torn_or_foreign_standard_space_cache_is_rebuilt(tmp_path: Path) -
 def test_publish_keeps_latest_value_per_tag(tmp_path: Path) -> None:
     """publish coalesces to the last sample per tag and ignores unknown tag ids."""
     ctx = BuildContext("gw", registry(), Metrics(), tmp_path, lambda n: "")
-    sink = OpcUaConfig().build(ctx)
+    sink = OpcUaConfig(threaded=False).build(ctx)
     assert isinstance(sink, OpcUaSink)
     sink.publish(SampleBatch([0, 1, 0, 99, -1, 1], [1, 2, 3, 4, 5, 6],
                              [1.0, 2.0, 3.0, 4.0, 5.0, np.nan], [0, 0, 0x42, 0, 0, 0x81]), [])
-    assert sink._dirty.tolist()[:3] == [True, True, False]
-    assert sink._value[0] == 3.0 and sink._quality[0] == 0x42 and sink._ts[0] == 3
-    assert np.isnan(sink._value[1]) and sink._quality[1] == 0x81
+    tags = sink._tags
+    assert tags._dirty.tolist()[:3] == [True, True, False]
+    assert tags._value[0] == 3.0 and tags._quality[0] == 0x42 and tags._ts[0] == 3
+    assert np.isnan(tags._value[1]) and tags._quality[1] == 0x81
 
 
 def test_password_hashes_and_user_manager(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -203,12 +204,13 @@ def test_tags_declared_after_the_sink_was_built_are_served(tmp_path: Path) -> No
     tags.add("etch1", "chamber_temp")
     ctx = BuildContext(gateway_id="gw", tags=tags, metrics=Metrics(), state_dir=tmp_path,
                        secrets=lambda name: "")
-    sink = OpcUaConfig().build(ctx)
+    sink = OpcUaConfig(threaded=False).build(ctx)
     assert isinstance(sink, OpcUaSink)
     sink.publish(SampleBatch(np.array([0, 1], np.int32), np.array([5, 5]),
                              np.array([1.5, 2.5])), [])
     late = tags.add("gateway", "journal_depth_mes", dtype="int32").id
-    sink._fit_registry()
+    sink._tags.fit()
     sink.publish(SampleBatch(np.array([late], np.int32), np.array([6]), np.array([7.0])), [])
-    assert sink._value.tolist() == [1.5, 7.0] and sink._dirty.tolist() == [True, True]
-    assert sink._kind.tolist()[late] == 1  # an integer node
+    w = sink._tags
+    assert w._value.tolist() == [1.5, 7.0] and w._dirty.tolist() == [True, True]
+    assert w._kind.tolist()[late] == 1  # an integer node
