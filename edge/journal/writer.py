@@ -24,7 +24,7 @@ Invariants:
 * When the disk refuses a commit (full, I/O error) the items stay pending in memory
   and the commit is retried with backoff (``edge.runtime.links.Backoff``). Pending
   samples beyond ``max_pending_points`` are dropped oldest first, counted and logged;
-  pending records are never dropped.
+  pending records are never dropped, nor items a (retried) commit already holds.
   Meanwhile ``wait_capacity`` never blocks: producers (and with them the interlocks and
   the live values) keep running; memory is bounded by the shedding, not by stalling.
 """
@@ -320,11 +320,12 @@ class JournalWriter:
             return
         kept: deque[_Pending] = deque()
         dropped = 0
-        for item, ckpt, fut in self._pending:
+        on_thread = self._job[0] if self._job is not None else 0  # being committed
+        for i, (item, ckpt, fut) in enumerate(self._pending):
             over = self._pending_points - dropped > self.max_pending_points
             # A sample batch that carries a checkpoint is kept: dropping it would let the
             # source resume past data that was never stored.
-            if over and isinstance(item, SampleBatch) and ckpt is None:
+            if over and i >= on_thread and isinstance(item, SampleBatch) and ckpt is None:
                 dropped += len(item)
                 fut.set_exception(RuntimeError("dropped: journal unwritable and memory full"))
                 fut.exception()  # mark retrieved: nobody may be waiting on it
