@@ -197,9 +197,8 @@ class Flow:
         futures = []
         if len(batch):
             # Both items carry the checkpoint: the writer never sheds an item that does,
-            # so a source cannot resume past samples that were dropped. Only the last
-            # is urgent: an urgent item starts the commit, which must hold both.
-            futures.append(self.writer.submit(batch, checkpoint, urgent=wait and not records))
+            # so a source cannot resume past samples that were dropped.
+            futures.append(self.writer.submit(batch, checkpoint, urgent=wait))
         if records:
             futures.append(self.writer.submit(list(records), checkpoint, urgent=wait))
         if checkpoint is not None and not futures:

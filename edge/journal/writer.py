@@ -11,9 +11,6 @@ Invariants:
   once: a broker lets only a few unacknowledged messages out, so every millisecond
   the commit waits is a millisecond the whole source waits. Items that arrive while
   a commit runs go into the next one, which starts as soon as that one ended.
-* An urgent item starts its commit from ``submit`` itself when none is running (no
-  turn of the event loop before the journal thread has it); a producer that submits
-  several items for one commit marks only the last one urgent.
 * ``wait_commit`` wakes a consumer (a delivery loop) on the next commit that holds
   records (or samples): records reach their sink without a polling delay.
   ``read_on_commit`` goes one step further for an idle consumer: its read runs on the
@@ -122,8 +119,6 @@ class JournalWriter:
         self._wakeup.set()
         if urgent:
             self._urgent = True
-            if self._job is None and not self._unwritable and self._loop is not None:
-                self._start()
             if self._grouping is not None and not self._grouping.done():
                 self._grouping.set_result(None)
         if self._unwritable:
