@@ -236,16 +236,14 @@ class JournalWriter:
         rng = random.Random()
         self._loop = asyncio.get_running_loop()
         while True:
-            if self._job is None and not self._pending:
+            if not self._pending:
                 self._idle.set()
                 self._wakeup.clear()
                 if self._closed:
                     return
                 await self._wakeup.wait()
-                if self._job is None:  # items that came during a commit go at once
-                    await self._group()
-            if self._job is None:
-                self._start()
+                await self._group()
+            self._start()
             assert self._job is not None
             n, job, items = self._job
             t0 = time.perf_counter()
