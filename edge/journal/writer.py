@@ -13,12 +13,15 @@ Invariants:
   a commit runs go into the next one, which starts as soon as that one ended.
 * ``wait_commit`` wakes a consumer (a delivery loop) on the next commit that holds
   records (or samples): records reach their sink without a polling delay.
+  ``read_on_commit`` goes one step further for an idle consumer: its read runs on the
+  journal thread right behind the append, so it has the new entries when it wakes. A
+  read given there must not change the journal (its result may be dropped).
 * A checkpoint submitted with an item (or alone) commits in the same transaction; of
   several for one key the last wins.
 * When the disk refuses a commit (full, I/O error) the items stay pending in memory
   and the commit is retried with backoff (``edge.runtime.links.Backoff``). Pending
   samples beyond ``max_pending_points`` are dropped oldest first, counted and logged;
-  pending records are never dropped.
+  pending records are never dropped, nor items a (retried) commit already holds.
   Meanwhile ``wait_capacity`` never blocks: producers (and with them the interlocks and
   the live values) keep running; memory is bounded by the shedding, not by stalling.
 """
@@ -26,13 +29,15 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import random
 import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 
@@ -49,6 +54,7 @@ T = TypeVar("T")
 Item = SampleBatch | Sequence[Record]
 Checkpoint = tuple[str, bytes]
 _Pending = tuple[Item | None, Checkpoint | None, "asyncio.Future[int]"]
+_Reader = tuple[str, Callable[[], Any], "asyncio.Future[Any]"]
 
 
 class JournalWriter:
@@ -73,6 +79,9 @@ class JournalWriter:
         self._urgent = False  # an urgent item is pending
         self._committed: dict[str, int] = {"samples": 0, "records": 0}  # commits holding each
         self._commit_waiters: list[tuple[str, int, asyncio.Future[None]]] = []
+        self._readers: list[_Reader] = []  # read_on_commit: not yet behind a commit
+        self._job: tuple[int, asyncio.Future[list[int]], list[Item]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         self._capacity = asyncio.Event()
@@ -165,7 +174,43 @@ class JournalWriter:
             if waiter in self._commit_waiters:
                 self._commit_waiters.remove(waiter)
 
+    async def read_on_commit(self, kind: str, since: int, fn: Callable[[], T],
+                             timeout: float) -> T | None:
+        """``fn()``, run on the journal thread right after the next commit that holds
+        ``kind``; None once ``commits(kind) > since`` without it (read yourself) or
+        after ``timeout`` seconds. ``fn`` must not change the journal."""
+        if self._committed[kind] > since:
+            return None
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        reader: _Reader = (kind, fn, fut)
+        self._readers.append(reader)
+        try:
+            async with asyncio.timeout(timeout):
+                return await fut
+        except TimeoutError:
+            return None
+        finally:
+            if reader in self._readers:
+                self._readers.remove(reader)
+
     # ----------------------------------------------------------------- committer
+
+    def _start(self) -> None:
+        """Hand everything pending to the journal thread as one commit, and behind it the
+        reads of the idle readers of the kinds it holds."""
+        assert self._loop is not None
+        batch = list(self._pending)
+        self._urgent = False
+        items = [it for it, _, _ in batch if it is not None]
+        checkpoints = dict(ck for _, ck, _ in batch if ck is not None)
+        job = self._executor.submit(self.journal.append, items, checkpoints)
+        self._job = (len(batch), asyncio.wrap_future(job, loop=self._loop), items)
+        if self._readers:
+            kinds = _kinds(items)
+            for reader in [r for r in self._readers if r[0] in kinds]:
+                self._readers.remove(reader)
+                read = self._executor.submit(reader[1])
+                read.add_done_callback(_to_loop(self._loop, reader[2]))
 
     async def run(self) -> None:
         """Commit until closed; meanwhile apply the journal's age limits every
@@ -189,6 +234,7 @@ class JournalWriter:
     async def _commit_loop(self) -> None:
         attempt = 0
         rng = random.Random()
+        self._loop = asyncio.get_running_loop()
         while True:
             if not self._pending:
                 self._idle.set()
@@ -197,14 +243,14 @@ class JournalWriter:
                     return
                 await self._wakeup.wait()
                 await self._group()
-            batch = list(self._pending)
-            self._urgent = False
-            items = [it for it, _, _ in batch if it is not None]
-            checkpoints = dict(ck for _, ck, _ in batch if ck is not None)
+            self._start()
+            assert self._job is not None
+            n, job, items = self._job
             t0 = time.perf_counter()
             try:
-                seqs = iter(await self.call(self.journal.append, items, checkpoints))
+                seqs = iter(await job)
             except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as exc:
+                self._job = None
                 self.commit_errors += 1
                 self._unwritable = True
                 self._capacity.set()
@@ -218,11 +264,12 @@ class JournalWriter:
                 self._shed_memory()
                 await asyncio.sleep(delay)
                 continue
+            self._job = None
             attempt = 0
             self._unwritable = False
             self._m_commit.observe(time.perf_counter() - t0)
             self.last_commit_ns = time.monotonic_ns()
-            for _ in batch:
+            for _ in range(n):
                 item, _, fut = self._pending.popleft()
                 self._pending_points -= _points(item)
                 seq = next(seqs) if item is not None else 0
@@ -249,25 +296,29 @@ class JournalWriter:
             self._grouping = None
 
     def _notify(self, items: Sequence[Item]) -> None:
-        if any(isinstance(it, SampleBatch) for it in items):
-            self._committed["samples"] += 1
-        if any(not isinstance(it, SampleBatch) for it in items):
-            self._committed["records"] += 1
+        kinds = _kinds(items)
+        for kind in kinds:
+            self._committed[kind] += 1
         if self._commit_waiters:
             for kind, since, fut in self._commit_waiters:
                 if self._committed[kind] > since and not fut.done():
                     fut.set_result(None)
+        if self._readers:  # came after this commit started: they read themselves
+            for kind, _, reader in self._readers:
+                if kind in kinds and not reader.done():
+                    reader.set_result(None)
 
     def _shed_memory(self) -> None:
         if self._pending_points <= self.max_pending_points:
             return
         kept: deque[_Pending] = deque()
         dropped = 0
-        for item, ckpt, fut in self._pending:
+        on_thread = self._job[0] if self._job is not None else 0  # being committed
+        for i, (item, ckpt, fut) in enumerate(self._pending):
             over = self._pending_points - dropped > self.max_pending_points
             # A sample batch that carries a checkpoint is kept: dropping it would let the
             # source resume past data that was never stored.
-            if over and isinstance(item, SampleBatch) and ckpt is None:
+            if over and i >= on_thread and isinstance(item, SampleBatch) and ckpt is None:
                 dropped += len(item)
                 fut.set_exception(RuntimeError("dropped: journal unwritable and memory full"))
                 fut.exception()  # mark retrieved: nobody may be waiting on it
@@ -289,6 +340,31 @@ class JournalWriter:
             log.error("journal close: pending data not committed", points=self._pending_points)
         await self.call(self.journal.close)
         self._executor.shutdown(wait=True)
+
+
+def _kinds(items: Sequence[Item]) -> set[str]:
+    kinds = set()
+    for it in items:
+        kinds.add("samples" if isinstance(it, SampleBatch) else "records")
+    return kinds
+
+
+def _to_loop(loop: asyncio.AbstractEventLoop,
+             fut: asyncio.Future[Any]) -> Callable[[concurrent.futures.Future[Any]], None]:
+    """A done-callback (journal thread) that passes the outcome to ``fut`` on ``loop``."""
+    def copy(job: concurrent.futures.Future[Any]) -> None:
+        if fut.done():  # timed out meanwhile: the result is not wanted
+            return
+        exc = job.exception()
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(job.result())
+
+    def done(job: concurrent.futures.Future[Any]) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            loop.call_soon_threadsafe(copy, job)
+    return done
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

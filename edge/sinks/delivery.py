@@ -15,8 +15,9 @@ Invariants:
   (``edge.runtime.redact``): a peer that echoes our request does not put a token there.
 * Each sink has its own loop and cursor: a slow or dead sink blocks nobody else, and
   ingestion never waits on delivery.
-* An idle sink of records only is woken by the next journal commit that holds records
-  (publish-to-peer latency of milliseconds); a sink of samples polls every
+* An idle sink of records only is woken by the next journal commit that holds records,
+  with the new entries already read on the journal thread right behind that commit
+  (``JournalWriter.read_on_commit``: no further hop); a sink of samples polls every
   ``idle_poll_s``, which batches them.
 """
 
@@ -118,6 +119,7 @@ async def deliver(
     records_only = tuple(sink.kinds) == ("records",)
     dead: list[tuple[Entry, Rejection]] = []  # settled with the next read
     upto = 0
+    ready: ReadResult | None = None  # read behind the commit that woke an idle loop
     while True:
         if not connected:
             try:
@@ -128,16 +130,19 @@ async def deliver(
             except Exception as exc:  # a sink's connect may raise anything on a bad link
                 await _lost(link, sink, exc, m, "connect")
                 continue
-        seen = writer.commits("records")
-        result = await writer.call(settle_and_read, dead, upto)
-        dead, upto = [], 0
+        if ready is not None and ready.entries:  # nothing to settle: the loop was idle
+            result, ready = ready, None
+        else:
+            seen = writer.commits("records")
+            result = await writer.call(settle_and_read, dead, upto)
+            dead, upto = [], 0
         if not result.entries:
             if result.upto > journal.cursor(sink.name):
                 await writer.call(journal.ack, sink.name, result.upto)
             if stop is not None and stop.is_set() and writer.pending_points == 0:
                 return
-            if records_only:  # events someone waits for: wake on the commit
-                await writer.wait_commit("records", seen, idle_poll_s)
+            if records_only:  # events someone waits for: read right behind the commit
+                ready = await writer.read_on_commit("records", seen, read, idle_poll_s)
             else:  # samples: the poll interval batches them
                 await asyncio.sleep(idle_poll_s)
             continue

@@ -26,8 +26,9 @@ Invariants:
   urgent: the journal commits it without its grouping wait, since the broker sends only
   ``max_inflight_messages`` (mosquitto: 20) unacknowledged messages and the source
   takes nothing more until this batch is acknowledged.
-* Messages already queued are emitted together (no added latency, fewer batches).
-  Taking a message that is already queued does not yield to the event loop, so the
+* Messages already queued are taken together (``Client.receive``: one wake-up for all
+  of them, see ``edge.protocols.mqtt.connection``) and emitted together (no added
+  latency, fewer batches). Taking them does not yield to the event loop, so the
   consumer yields itself once it has held the loop for ``YIELD_S``: a backlog of queued
   messages must not hold the loop (and with it the interlocks) until it is drained.
 * Commands are published from the caller's task, never from the message loop.
@@ -41,7 +42,7 @@ import datetime as dt
 import functools
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import aiomqtt
 import msgspec
@@ -51,11 +52,12 @@ import structlog
 
 from edge.components import BuildContext, Command, Emit
 from edge.errors import PermanentError, RetryableError
-from edge.model import CmmReading, Quarantine, Record, SampleBatch
-from edge.protocols.mqtt import BrokerConfig, Client, session
+from edge.model import CmmReading, Quarantine
+from edge.protocols.mqtt import BrokerConfig, Client, Received, session
 from edge.runtime.links import Backoff
 from edge.sources.aliases import Spellings
 from edge.sources.metrics import QuarantineLog, SourceMetrics, link_name
+from edge.sources.mqtt_batch import Batch, hand_over
 from edge.sources.mqtt_config import (
     MqttSourceConfig,
     SubscriptionConfig,
@@ -156,7 +158,7 @@ class MqttSource:
         """One broker connection: connect, subscribe, consume until the link is lost."""
         try:
             async with session(self._broker, self._subscriptions,
-                               manual_ack=self.wait_durable) as client:
+                               manual_ack=self.wait_durable, inbox=True) as client:
                 self._client = client
                 self.link.up(proven=False, broker=self.where)
                 await self._consume(client, emit)
@@ -170,51 +172,50 @@ class MqttSource:
 
         While the keeper waits for one batch's journal commit, the next batch grows here
         (one batch in hand, one waiting): commits are grouped, never one per message."""
-        pending: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=1)
+        pending: asyncio.Queue[Batch | None] = asyncio.Queue(maxsize=1)
         keeper = asyncio.create_task(self._keep(client, emit, pending))
-        acc = _Batch()
+        acc = Batch()
         held_since = time.perf_counter()
+        limit = self.cfg.max_batch
         try:
             try:
-                async for message in client.messages:
-                    self.messages += 1
-                    self._take(message, acc)
-                    if (len(client.messages) and acc.count < self.cfg.max_batch
-                            and len(acc.records) < 1000):
+                while True:
+                    waits = not client.queued
+                    messages = await client.receive()
+                    if waits:
+                        held_since = time.perf_counter()
+                    for message in messages:
+                        self._take(message, acc)
+                        if acc.count >= limit or len(acc.records) >= 1000:
+                            await hand_over(pending, keeper, acc)
+                            acc = Batch()
                         if time.perf_counter() - held_since > YIELD_S:
                             await asyncio.sleep(0)
                             held_since = time.perf_counter()
+                    self.messages += len(messages)
+                    if client.queued:  # more arrived meanwhile: same batch
                         continue
-                    await _hand_over(pending, keeper, acc)
-                    acc = _Batch()
-                    if time.perf_counter() - held_since > YIELD_S:
-                        await asyncio.sleep(0)
-                        held_since = time.perf_counter()
+                    await hand_over(pending, keeper, acc)
+                    acc = Batch()
             except aiomqtt.MqttError:
                 # The link is gone: keep what arrived (unacked; a persistent session
                 # redelivers it flagged dup, and the copies are recognised as such).
-                await _hand_over(pending, keeper, acc)
-                await _hand_over(pending, keeper, None)
+                await hand_over(pending, keeper, acc)
+                await hand_over(pending, keeper, None)
                 await keeper
                 raise
         finally:
             if not keeper.done():
                 keeper.cancel()
 
-    def _take(self, message: aiomqtt.Message, acc: _Batch) -> None:
-        payload = message.payload
-        if isinstance(payload, str):
-            payload = payload.encode()
-        elif not isinstance(payload, bytes | bytearray):
-            payload = b"" if payload is None else str(payload).encode()
-        payload = bytes(payload)
-        topic = message.topic.value
+    def _take(self, message: Received, acc: Batch) -> None:
+        payload, topic = message.payload, message.topic
         now = time.time_ns()
         if message.qos == 0:
             acc.add(self.handle(topic, payload, now))
             return
         acc.acks.append(message)
-        redelivered = bool(getattr(message, "dup", False))
+        redelivered = message.dup
         key = hashlib.blake2b(topic.encode() + b"\0" + payload, digest_size=16).digest()
         if redelivered and key in self._kept:  # kept before a crash or a lost link
             acc.add(self._quarantine(topic, payload, now, "duplicate",
@@ -232,7 +233,7 @@ class MqttSource:
         return b"".join(k for batch in self._kept_batches for k in batch)
 
     async def _keep(self, client: Client, emit: Emit,
-                    pending: asyncio.Queue[_Batch | None]) -> None:
+                    pending: asyncio.Queue[Batch | None]) -> None:
         """Emit batches in order; ack each batch's messages once emit returned (with
         ``wait_durable``, after the journal commit)."""
         while (batch := await pending.get()) is not None:
@@ -359,61 +360,3 @@ def _fill(value: str | int | float | bool, command: Command) -> str | int | floa
         return command.value
     return (value.replace("{target}", command.target).replace("{value}", str(command.value))
             .replace("{reason}", command.reason))
-
-
-
-@dataclass(slots=True)
-class _Batch:
-    """Messages taken since the last hand-over: their samples, records and acks."""
-
-    tags: list[npt.NDArray[np.int32]] = field(default_factory=list)
-    ts: list[npt.NDArray[np.int64]] = field(default_factory=list)
-    values: list[npt.NDArray[np.float64]] = field(default_factory=list)
-    records: list[Record] = field(default_factory=list)
-    devices: set[str] = field(default_factory=set)
-    acks: list[aiomqtt.Message] = field(default_factory=list)
-    keys: list[bytes] = field(default_factory=list)  # of the QoS>0 messages kept
-    count: int = 0
-
-    def add(self, got: Quarantine | CmmReading | tuple[
-            str, npt.NDArray[np.int32], npt.NDArray[np.int64], npt.NDArray[np.float64]]) -> None:
-        if isinstance(got, Quarantine):
-            self.records.append(got)
-            return
-        if isinstance(got, CmmReading):
-            self.records.append(got)
-            self.devices.add(got.device)
-            self.count += 1
-            return
-        dev, tags, ts, vals = got
-        self.tags.append(tags)
-        self.ts.append(ts)
-        self.values.append(vals)
-        self.devices.add(dev)
-        self.count += len(tags)
-
-    def samples(self) -> SampleBatch | None:
-        if not self.tags:
-            return None
-        return SampleBatch(np.concatenate(self.tags), np.concatenate(self.ts),
-                           np.concatenate(self.values))
-
-    def empty(self) -> bool:
-        return not self.tags and not self.records and not self.acks
-
-
-async def _hand_over(pending: asyncio.Queue[_Batch | None], keeper: asyncio.Task[None],
-                     batch: _Batch | None) -> None:
-    """Queue a batch (None: the end) for the keeper; raise the keeper's error if it
-    failed; wait while it is a batch behind."""
-    if batch is not None and batch.empty():
-        return
-    if pending.full() and not keeper.done():
-        put = asyncio.ensure_future(pending.put(batch))
-        await asyncio.wait([put, keeper], return_when=asyncio.FIRST_COMPLETED)
-        if not put.done():
-            put.cancel()
-    elif not keeper.done():
-        pending.put_nowait(batch)
-    if keeper.done():
-        keeper.result()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,6 +53,56 @@ async def test_full_disk_never_blocks_producers_and_sheds_oldest_samples(
         kinds = [e.kind for e in journal.entries()]
         assert kinds[0] == "records" and 1 <= kinds.count("samples") <= 11
     finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        journal.close()
+
+
+class _SlowRetry(_FullDisk):
+    """Fails once, then holds the next (retried) append until ``release`` is set."""
+
+    def __init__(self, *a: object, **kw: object) -> None:
+        super().__init__(*a, **kw)  # type: ignore[arg-type]
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    def append(self, items: Sequence[SampleBatch | Sequence[Record]],
+               checkpoints: object = None) -> list[int]:
+        if self.full:
+            self.full = False
+            raise sqlite3.OperationalError("database or disk is full")
+        if not self.release.is_set():
+            self.holding.set()
+            self.release.wait(10)
+        return super().append(items, checkpoints)
+
+
+async def test_shedding_during_a_retried_commit_never_reports_an_uncommitted_item(
+    tmp_path: Path,
+) -> None:
+    """Samples shed while the retried commit is on the journal thread are never among
+    those it holds: every item whose future has a seq is in the journal, and the items
+    behind the commit are not taken for committed ones."""
+    journal = _SlowRetry(tmp_path / "j.db", sinks=["mes"])
+    writer = JournalWriter(journal, commit_interval_s=0.001, max_pending_points=1000)
+    task = asyncio.create_task(writer.run())
+    try:
+        first = [writer.submit(_batch(100)) for _ in range(5)]  # the commit that fails
+        deadline = asyncio.get_running_loop().time() + 10
+        while not journal.holding.is_set():  # the retry is on the journal thread
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
+        later = [writer.submit(_batch(100)) for _ in range(20)]  # over the limit: shed
+        journal.release.set()
+        assert await writer.flush(10)
+        futs = first + later
+        await asyncio.gather(*futs, return_exceptions=True)
+        seqs = [f.result() for f in futs if f.exception() is None]
+        stored = {e.seq for e in journal.entries()}
+        assert set(seqs) == stored and len(seqs) == len(stored)
+        assert all(f.exception() is None for f in first)  # they were in the commit
+    finally:
+        journal.release.set()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         journal.close()

@@ -13,7 +13,7 @@ import pytest
 from edge.components import BuildContext
 from edge.config import loads
 from edge.model import Quarantine, Record, SampleBatch, TagRegistry
-from edge.protocols.mqtt import InMessage
+from edge.protocols.mqtt import Received
 from edge.runtime.metrics import Metrics
 from edge.sources.mqtt import MqttSource, MqttSourceConfig
 
@@ -30,36 +30,29 @@ fields = [{ path = "current_a", tag = "current_a" }]
 """
 
 
-class FakeMessages:
-    def __init__(self, msgs: list[InMessage]) -> None:
-        self.queue = msgs
-
-    def __len__(self) -> int:
-        return len(self.queue)
-
-    def __aiter__(self) -> FakeMessages:
-        return self
-
-    async def __anext__(self) -> InMessage:
-        await asyncio.sleep(0)
-        if not self.queue:
-            raise aiomqtt.MqttError("link lost")
-        return self.queue.pop(0)
-
-
 class FakeClient:
-    def __init__(self, msgs: list[InMessage]) -> None:
-        self.messages = FakeMessages(msgs)
+    """``Client``'s inbox side: one message per ``receive``, then the link is lost."""
+
+    def __init__(self, msgs: list[Received]) -> None:
+        self.inbox = msgs
         self.acked: list[int] = []
 
-    def ack(self, message: aiomqtt.Message) -> None:
+    @property
+    def queued(self) -> int:
+        return len(self.inbox)
+
+    async def receive(self) -> list[Received]:
+        await asyncio.sleep(0)
+        if not self.inbox:
+            raise aiomqtt.MqttError("link lost")
+        return [self.inbox.pop(0)]
+
+    def ack(self, message: Received) -> None:
         self.acked.append(message.mid)
 
 
-def message(mid: int, value: float, dup: bool = False) -> InMessage:
-    m = InMessage(f"m/{mid % 3}", f'{{"current_a": {value}}}'.encode(), 1, False, mid, None)
-    m.dup = dup
-    return m
+def message(mid: int, value: float, dup: bool = False) -> Received:
+    return Received(f"m/{mid % 3}", f'{{"current_a": {value}}}'.encode(), 1, mid, dup, False)
 
 
 def make(store: dict[str, bytes]) -> MqttSource:

@@ -9,8 +9,9 @@ from edge.protocols.mqtt.connection import (
     BrokerConfig,
     Client,
     InMessage,
+    Received,
     TlsConfig,
     session,
 )
 
-__all__ = ["BrokerConfig", "Client", "InMessage", "TlsConfig", "session"]
+__all__ = ["BrokerConfig", "Client", "InMessage", "Received", "TlsConfig", "session"]

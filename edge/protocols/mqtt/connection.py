@@ -17,14 +17,25 @@ Invariants:
   paho queues the CONNECT packet, with the Will, right after. False after a failed
   attempt means no CONNECT left (refused, unreachable, TLS failure); Sparkplug counts
   bdSeq per CONNECT packet by it.
+* With ``inbox`` (the MQTT source's fast path) a message is kept as a small
+  ``Received`` in the client's inbox, and ``receive`` returns every message queued, in
+  arrival order, waiting only when there is none: no aiomqtt ``Message``/``Topic`` and
+  no task per message. The socket's reader then reads up to ``READ_PACKETS`` packets
+  per wake-up (``READ_S`` at most) instead of one per turn of the event loop; it stops
+  at the first read that brings no message, so nothing is left unread while the
+  socket is quiet. ``messages`` (aiomqtt's iterator) is not fed then.
 * aiomqtt has no manual-ack option (2.5); this module is the one place that reaches
-  into its paho client (``_client``) and its socket callback for these.
+  into its paho client (``_client``) for it, and into its reader and message hooks
+  (``_on_socket_open``, ``_on_message``) for the inbox and ``connect_sent``. paho is
+  used through its public API only (``loop_read``, ``ack``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import ssl
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -35,6 +46,9 @@ import aiomqtt
 import paho.mqtt.client as paho
 
 from edge.config import ConfigStruct
+
+READ_PACKETS = 256  # packets read per wake-up of the socket's reader (inbox only)
+READ_S = 0.001  # ... or until it has held the loop this long
 
 
 class TlsConfig(ConfigStruct, frozen=True):
@@ -86,11 +100,24 @@ class InMessage(aiomqtt.Message):
     dup: bool = False
 
 
+@dataclass(slots=True)
+class Received:
+    """A message in the inbox: what a source needs of it, and no more."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    mid: int
+    dup: bool
+    retain: bool
+
+
 class Client(aiomqtt.Client):
-    """aiomqtt client with optional manual acknowledgement and ``dup`` on each message."""
+    """aiomqtt client with optional manual acknowledgement and ``dup`` on each message;
+    with ``inbox``, messages are taken in batches with ``receive``."""
 
     def __init__(self, broker: BrokerConfig, *, manual_ack: bool = False,
-                 will: aiomqtt.Will | None = None) -> None:
+                 will: aiomqtt.Will | None = None, inbox: bool = False) -> None:
         super().__init__(
             broker.host, broker.port, identifier=broker.client_id or None,
             clean_session=broker.clean_session, keepalive=broker.keepalive,
@@ -102,21 +129,88 @@ class Client(aiomqtt.Client):
         self.connect_sent = False
         self._paho: paho.Client = self._client
         self._paho.manual_ack_set(manual_ack)
-
-    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
-        # paho (in aiomqtt's executor thread) calls this between opening the socket and
-        # queueing the CONNECT; the event loop reads the flag after the connect returned
-        self.connect_sent = True
-        super()._on_socket_open(client, userdata, sock)
+        self._inbox: collections.deque[Received] | None = (
+            collections.deque() if inbox else None)
+        self._waiter: asyncio.Future[None] | None = None
+        self._received = 0  # messages taken from the socket (the reader's progress)
 
     def _on_message(self, client: paho.Client, userdata: Any,
                     message: paho.MQTTMessage) -> None:
+        self._received += 1
+        if self._inbox is not None:
+            try:
+                topic = message.topic
+            except UnicodeDecodeError:  # no subscription matches it: quarantined
+                topic = "(topic not UTF-8)"
+            self._inbox.append(Received(topic, bytes(message.payload), message.qos,
+                                        message.mid, bool(message.dup), message.retain))
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
+            return
         m = InMessage._from_paho_message(message)
         m.dup = bool(message.dup)
         try:
             self._queue.put_nowait(m)
         except asyncio.QueueFull:  # only with max_queued_incoming_messages, which we never set
             self._logger.warning("Message queue is full. Discarding message.")
+
+    def _on_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        # paho (in aiomqtt's executor thread) calls this between opening the socket and
+        # queueing the CONNECT; the event loop reads the flag after the connect returned
+        self.connect_sent = True
+        super()._on_socket_open(client, userdata, sock)
+        if self._inbox is not None:  # after aiomqtt's reader (same queue): replaces it
+            self._loop.call_soon_threadsafe(self._loop.add_reader, sock.fileno(),
+                                            self._read_ready, client)
+
+    def _read_ready(self, client: paho.Client) -> None:
+        """Read packets while they bring messages (bounded); a read that brings none (the
+        socket is drained, a partial packet, an ack) ends the turn, and the level-
+        triggered reader calls again while bytes are waiting."""
+        try:
+            until = time.perf_counter() + READ_S
+            for _ in range(READ_PACKETS):
+                before = self._received
+                if client.loop_read() != paho.MQTT_ERR_SUCCESS:
+                    return
+                sock = client.socket()
+                if sock is None:
+                    return
+                pending = getattr(sock, "pending", None)  # TLS: bytes decrypted, unread
+                if self._received == before and not (pending is not None and pending()):
+                    return
+                if time.perf_counter() > until:
+                    return
+        except Exception as exc:  # as aiomqtt's reader: a broken socket ends the session
+            if not self._disconnected.done():
+                self._disconnected.set_exception(exc)
+
+    @property
+    def queued(self) -> int:
+        """Messages in the inbox."""
+        return len(self._inbox) if self._inbox is not None else self._queue.qsize()
+
+    async def receive(self) -> list[Received]:
+        """Every message in the inbox (at least one), oldest first; aiomqtt.MqttError
+        once the connection is lost and the inbox is empty."""
+        inbox = self._inbox
+        if inbox is None:
+            raise RuntimeError("receive needs a Client made with inbox=True")
+        while not inbox:
+            if self._disconnected.done():
+                raise aiomqtt.MqttError("Disconnected during message iteration") from (
+                    None if self._disconnected.cancelled() else self._disconnected.exception())
+            waiter = self._waiter = self._loop.create_future()
+            wake = _waker(waiter)
+            self._disconnected.add_done_callback(wake)
+            try:
+                await waiter
+            finally:
+                self._disconnected.remove_done_callback(wake)
+                self._waiter = None
+        batch = list(inbox)
+        inbox.clear()
+        return batch
 
     def publish_nowait(self, topic: str, payload: bytes, qos: int = 0) -> bool:
         """Queue a publish without waiting (a live sink's fast path). Messages queued on
@@ -126,18 +220,25 @@ class Client(aiomqtt.Client):
             return False
         return self._paho.publish(topic, payload, qos).rc == paho.MQTT_ERR_SUCCESS
 
-    def ack(self, message: aiomqtt.Message) -> None:
+    def ack(self, message: aiomqtt.Message | Received) -> None:
         """Acknowledge a QoS 1/2 message to the broker (manual_ack only; in arrival order)."""
         if self.manual_ack and message.qos > 0 and self._paho.is_connected():
             self._paho.ack(message.mid, message.qos)
 
 
+def _waker(waiter: asyncio.Future[None]) -> Any:
+    def wake(_: object) -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+    return wake
+
+
 @asynccontextmanager
 async def session(broker: BrokerConfig, subscriptions: Sequence[tuple[str, int]], *,
-                  manual_ack: bool = False) -> AsyncIterator[Client]:
+                  manual_ack: bool = False, inbox: bool = False) -> AsyncIterator[Client]:
     """A connected client with every ``(topic, qos)`` subscribed; aiomqtt.MqttError when
     the broker cannot be reached or refuses."""
-    client = Client(broker, manual_ack=manual_ack)
+    client = Client(broker, manual_ack=manual_ack, inbox=inbox)
     async with client:
         for topic, qos in subscriptions:
             await client.subscribe(topic, qos=qos)
