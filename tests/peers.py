@@ -435,6 +435,7 @@ class NodeOpcUaServer:
 
 async def start_node_opcua_server(tmp: Path, port: int | None = None, *, extra: int = 0,
                                   interval_ms: int = 100, user: str = "", password: str = "",
+                                  reject_unknown_certificates: bool = False,
                                   timeout: float = 90.0) -> NodeOpcUaServer:
     """Start the simulated PLC on a free loopback port (or ``port``), its certificates
     under ``tmp``, and wait for its READY line (start takes 2-40 s on a loaded machine)
@@ -446,7 +447,8 @@ async def start_node_opcua_server(tmp: Path, port: int | None = None, *, extra: 
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port() if port is None else port
     args = {"port": port, "root": str(workdir), "extra": extra, "interval_ms": interval_ms,
-            "user": user, "password": password}
+            "user": user, "password": password,
+            "reject_unknown_certificates": reject_unknown_certificates}
     log = workdir / f"server-{time.monotonic_ns()}.log"
     env = {**os.environ, "NODE_PATH": str(modules)}
     with log.open("wb") as err:

@@ -63,7 +63,15 @@ from edge.sources.metrics import SourceMetrics, link_name
 from edge.sources.opcua_backfill import Backfill
 from edge.sources.opcua_call import call_method
 from edge.sources.opcua_config import OpcUaSourceConfig
-from edge.sources.opcua_connect import LIB_ERRORS, close, describe, make_client, within
+from edge.sources.opcua_connect import (
+    HANDSHAKE_ERRORS,
+    LIB_ERRORS,
+    close,
+    describe,
+    make_client,
+    security_hint,
+    within,
+)
 from edge.sources.opcua_outage import Outages
 from edge.sources.opcua_poll import Group, Poller
 from edge.sources.opcua_subscription import BatchSubscription, Out, Publish, watch_publish
@@ -122,10 +130,15 @@ class OpcUaSource:
                                                application_uri=self.application_uri)
                     await client.connect()
                 polite = True
-            except (*LIB_ERRORS, ValueError) as exc:
+            except (*HANDSHAKE_ERRORS, ValueError) as exc:
                 security = f"{cfg.security_policy}/{cfg.security_mode}"
+                hint = "" if isinstance(exc, ua.UaStatusCodeError) and exc.code in (
+                    ua.StatusCodes.BadUserAccessDenied, ua.StatusCodes.BadIdentityTokenInvalid,
+                    ua.StatusCodes.BadIdentityTokenRejected) else security_hint(cfg, self.pki)
+                why = ("the server refused the secure channel" if isinstance(exc, AssertionError)
+                       else describe(exc))
                 raise _Lost(f"cannot open a session on {cfg.endpoint} (security {security}): "
-                            f"{describe(exc)}") from exc
+                            f"{why}{hint}") from exc
 
             async def lost(exc: Exception) -> None:
                 nonlocal polite

@@ -16,6 +16,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -35,6 +36,9 @@ POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
 }
 # What asyncua raises for a server that is gone, slow or refusing: the session is lost.
 LIB_ERRORS = (OSError, TimeoutError, ua.UaError, ConnectionError)
+# ... and what its secure-channel handshake raises when the server answers the OPN with
+# an error it cannot parse (a server that does not trust our certificate): an assert.
+HANDSHAKE_ERRORS = (*LIB_ERRORS, AssertionError)
 CLOSE_S = 2.0  # a polite close gets this long, then the socket is closed
 # asyncua's background tasks of a connected client, stopped when its session ends
 _BACKGROUND = ("_supervisor_task", "_stale_watchdog_task", "_renew_channel_task")
@@ -55,6 +59,25 @@ def reraise_cancel() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+def security_hint(cfg: OpcUaSourceConfig, pki: Path) -> str:
+    """What to check when a secured session cannot be opened: which certificate the
+    server must trust (path and SHA-1 thumbprint, as a server's trust list shows it) and,
+    when one is pinned, that it is the server's current certificate."""
+    if cfg.security_policy == "None":
+        return ""
+    cert = Path(cfg.certificate) if cfg.certificate else pki / "cert.der"
+    try:
+        digest = hashlib.sha1(cert.read_bytes(), usedforsecurity=False).hexdigest()
+        thumb = ":".join(digest[i:i + 2] for i in range(0, len(digest), 2)).upper()
+    except OSError:
+        thumb = "unreadable"
+    hint = f"; is our certificate {cert} (SHA-1 {thumb}) trusted by the server?"
+    if cfg.server_certificate:
+        hint += (f" is server_certificate {cfg.server_certificate} the server's current "
+                 "certificate?")
+    return hint
 
 
 def describe(exc: BaseException) -> str:

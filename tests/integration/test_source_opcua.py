@@ -311,6 +311,36 @@ async def test_sign_and_encrypt_with_a_password_and_a_clear_error_for_a_wrong_on
         await server.kill()
 
 
+async def test_a_refused_certificate_is_a_clear_error_not_a_crash(tmp_path: Path) -> None:
+    """A server that does not trust our certificate, and a pinned server certificate that
+    is not the server's: the source keeps running (tags Bad, reconnecting), and its link
+    error names the security, our certificate's path and SHA-1 thumbprint, and the pinned
+    certificate. (asyncua raised an AssertionError there, which ended the source.)"""
+    server = await start_node_opcua_server(tmp_path / "srv", reject_unknown_certificates=True)
+    other = tmp_path / "other"
+    other.mkdir()
+    pinned, _ = await Client("opc.tcp://127.0.0.1:1").setup_self_signed_certificate(
+        other / "key.pem", other / "cert.der")
+    secure = {"security_policy": "Basic256Sha256", "security_mode": "SignAndEncrypt",
+              "timeout_s": 5.0}
+    try:
+        for name, over in (("untrusted", {}), ("pinned", {"server_certificate": str(pinned)})):
+            source, tags = build(plc_config(server.endpoint, **secure, **over), tmp_path / name)
+            emit = Collector()
+            async with running(source, emit):
+                await until(lambda s=source: s.link.state.attempt >= 2, 90,  # type: ignore[misc]
+                            "two refused attempts")
+                error = source.link.state.last_error
+                assert "Basic256Sha256/SignAndEncrypt" in error, error
+                cert = tmp_path / name / "opcua-client" / "plc" / "cert.der"
+                assert f"is our certificate {cert} (SHA-1 " in error, error
+                assert ("server_certificate" in error) == (name == "pinned"), error
+                counter = tags.id_of("plc/counter")
+                assert all(q == BAD_NC for _, _, q in emit.of(counter))
+    finally:
+        await server.kill()
+
+
 async def test_backfill_fills_a_cut_links_gap_exactly_once(
         plc: NodeOpcUaServer, tmp_path: Path) -> None:
     """While the link is black-holed the PLC keeps historizing its counter; after the

@@ -2,7 +2,8 @@
 // changing values, started by tests/peers.py:start_node_opcua_server.
 //
 //   node opcua_server.js '{"port": 4840, "root": "/tmp/x", "extra": 100,
-//                          "interval_ms": 100, "user": "op", "password": "pw"}'
+//                          "interval_ms": 100, "user": "op", "password": "pw",
+//                          "reject_unknown_certificates": false}'
 //
 // Variables (namespace 1, string node ids), all under the object PLC:
 //   PLC.Temp     Double   a ramp, changes every interval_ms (history on: HistoryRead works)
@@ -35,7 +36,8 @@ async function main() {
     const root = args.root || path.join(process.cwd(), "opcua-server");
     const interval = args.interval_ms || 100;
     const serverCertificateManager = new OPCUACertificateManager({
-        rootFolder: path.join(root, "pki"), automaticallyAcceptUnknownCertificate: true,
+        rootFolder: path.join(root, "pki"),
+        automaticallyAcceptUnknownCertificate: !args.reject_unknown_certificates,
     });
     const userCertificateManager = new OPCUACertificateManager({
         rootFolder: path.join(root, "user-pki"), automaticallyAcceptUnknownCertificate: true,
