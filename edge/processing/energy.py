@@ -70,6 +70,7 @@ class Energy:
 
         self._k = K
         self.lines: list[_Line] = []
+        self._motor_of: dict[int, dict[int, _Motor]] = {}  # per line: tag id -> motor
         seen: set[str] = set()
         for cfg in configs:
             cfg.declare_tags(tags)
@@ -175,11 +176,17 @@ class Energy:
 
     def _integrate(self, line: _Line, batch: SampleBatch) -> None:
         tag_ids = batch.tag_id
-        for motor in line.motors:
-            idx = np.flatnonzero(tag_ids == motor.tag)
-            n = idx.shape[0]
-            if not n:
+        by_tag = self._motor_of.get(id(line))
+        if by_tag is None:
+            by_tag = self._motor_of[id(line)] = {m.tag: m for m in line.motors}
+        # only the motors this batch holds (a batch is mostly one motor's message): one
+        # pass over the tags, not a scan of the batch per configured motor
+        for tag in np.unique(tag_ids).tolist():
+            motor = by_tag.get(tag)
+            if motor is None:
                 continue
+            idx = np.flatnonzero(tag_ids == tag)
+            n = idx.shape[0]
             t = np.ascontiguousarray(batch.ts_ns[idx])
             cur = np.where(batch.quality[idx] & 0x80, np.nan, batch.value[idx])
             cols = np.empty((_COLS, n))
