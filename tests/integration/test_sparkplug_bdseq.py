@@ -7,10 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from mqtt_tap import ConnectTap
 from test_sparkplug_sink import host, metric, registry
 
@@ -22,23 +20,9 @@ from edge.sinks.sparkplug import SparkplugSink, SparkplugSinkConfig
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # tests/ holds peers.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from peers import Peer, SparkplugCodec, sparkplug_node_path, start_mosquitto
+from peers import Peer, SparkplugCodec
 
 WAIT_S = 60.0
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Peer]:
-    sparkplug_node_path()  # skip early when the codec is not installed
-    with start_mosquitto(tmp_path) as peer:
-        yield peer
-
-
-@pytest.fixture
-def codec() -> Iterator[SparkplugCodec]:
-    c = SparkplugCodec()
-    yield c
-    c.close()
 
 
 def fast_sink(port: int, state_dir: Path) -> tuple[SparkplugSink, Metrics]:

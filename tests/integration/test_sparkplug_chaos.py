@@ -15,10 +15,8 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import sparkplug_checks as check
 from mqtt_tap import ConnectTap
 from test_sparkplug_sink import Host, host
@@ -27,25 +25,11 @@ from hw_sim.link import LinkProxy
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # tests/ holds peers.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from peers import Peer, SparkplugCodec, free_port, sparkplug_node_path, start_mosquitto
+from peers import Peer, SparkplugCodec, free_port
 
 EDGE = Path(__file__).with_name("sparkplug_chaos_edge.py")
 ALIAS = "2"  # etch1/chamber_temp
 WAIT_S = 60.0
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Peer]:
-    sparkplug_node_path()  # skip early when the codec is not installed
-    with start_mosquitto(tmp_path) as peer:
-        yield peer
-
-
-@pytest.fixture
-def codec() -> Iterator[SparkplugCodec]:
-    c = SparkplugCodec()
-    yield c
-    c.close()
 
 
 class Edge:

@@ -9,7 +9,7 @@ import contextlib
 import sys
 import time
 import tomllib
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -29,24 +29,10 @@ from hw_sim.etch_server import EtchServer
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # tests/ holds peers.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from peers import Peer, SparkplugCodec, sparkplug_node_path, start_mosquitto
+from peers import Peer, SparkplugCodec
 
 ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 30.0
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Peer]:
-    sparkplug_node_path()  # skip early when the codec is not installed
-    with start_mosquitto(tmp_path) as peer:
-        yield peer
-
-
-@pytest.fixture
-def codec() -> Iterator[SparkplugCodec]:
-    c = SparkplugCodec()
-    yield c
-    c.close()
 
 
 @pytest.fixture

@@ -10,10 +10,8 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from test_sparkplug_sink import host, make_sink, metric
 
 from edge.journal.entries import Entry
@@ -28,21 +26,7 @@ from edge.model import (
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # tests/ holds peers.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from peers import Peer, SparkplugCodec, sparkplug_node_path, start_mosquitto
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Peer]:
-    sparkplug_node_path()  # skip early when the codec is not installed
-    with start_mosquitto(tmp_path) as peer:
-        yield peer
-
-
-@pytest.fixture
-def codec() -> Iterator[SparkplugCodec]:
-    c = SparkplugCodec()
-    yield c
-    c.close()
+from peers import Peer, SparkplugCodec
 
 
 async def test_judgements_are_node_metrics_live_and_replayed(

@@ -14,13 +14,12 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
-import pytest
 
 from edge.components import BuildContext
 from edge.config import convert
@@ -34,7 +33,7 @@ from edge.sinks.sparkplug import SparkplugSink, SparkplugSinkConfig
 
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # tests/ holds peers.py
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from peers import Peer, SparkplugCodec, free_port, sparkplug_node_path, start_mosquitto
+from peers import Peer, SparkplugCodec, free_port, start_mosquitto
 
 WAIT_S = 30.0  # generous: the machine is shared
 
@@ -44,20 +43,6 @@ class Msg:
     topic: str
     kind: str
     payload: dict[str, Any]
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Peer]:
-    sparkplug_node_path()  # skip early when the codec is not installed
-    with start_mosquitto(tmp_path) as peer:
-        yield peer
-
-
-@pytest.fixture
-def codec() -> Iterator[SparkplugCodec]:
-    c = SparkplugCodec()
-    yield c
-    c.close()
 
 
 def registry() -> TagRegistry:
