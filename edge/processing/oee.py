@@ -84,6 +84,11 @@ class OeeToolConfig(ConfigStruct, frozen=True):
     scrap_on_trip: bool = False
     interlocks: list[str] = msgspec.field(default_factory=list)
     quality_device: str = ""
+    # An indeterminate CMM verdict (within the measurement uncertainty of a limit): "rework"
+    # (the guard-banded verdict as it is: not first-pass good), or "simple_acceptance"
+    # (ISO 14253-5: judged by the compensated value against the tolerance alone, the best
+    # estimate of whether the part truly conforms; rework is then never counted).
+    indeterminate: Literal["rework", "simple_acceptance"] = "rework"
     microstop_max_s: float = 5.0
     max_gap_s: float = 5.0
 
@@ -201,7 +206,8 @@ class Oee:
                     self._save.must = True
                 elif isinstance(rec, Measurement) and rec.device in line.cmm_owner:
                     for tool in line.cmm_owner[rec.device]:
-                        tool.tally.verdict(rec.part_id, rec.ts_ns, rec.verdict)
+                        tool.tally.verdict(rec.part_id, rec.ts_ns,
+                                           _verdict(rec, tool.cfg.indeterminate))
                     self._save.must = True
         if not len(batch):
             return out
@@ -381,3 +387,11 @@ def _id(tags: TagRegistry, key: str, line: str) -> int:
         return tags.id_of(key)
     except KeyError:
         raise ConfigError(f"oee '{line}': tag '{key}' is not declared by any source") from None
+
+
+def _verdict(m: Measurement, rule: str) -> str:
+    """The verdict OEE counts: as judged, or an indeterminate one by simple acceptance."""
+    if m.verdict != "indeterminate" or rule != "simple_acceptance" or not math.isfinite(
+            m.l20_mm):
+        return m.verdict
+    return "conforming" if abs(m.l20_mm - m.nominal_mm) <= m.tol_mm else "nonconforming"
