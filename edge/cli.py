@@ -319,38 +319,11 @@ def cmd_wafer_history(args: argparse.Namespace) -> int:
 
 
 def cmd_discover(args: argparse.Namespace) -> int:
-    import asyncio
-    import logging
+    from edge.sources.opcua_discover_output import run_cli
 
-    from edge.sources.opcua_discover import DiscoveryError, discover, render
-
-    if not args.endpoint.startswith("opc.tcp://"):
-        print("edge-gateway: the endpoint must start with opc.tcp://", file=sys.stderr)
-        return EXIT_CONFIG
-    password = ""
-    if args.password_env:
-        if args.password_env not in os.environ:
-            print(f"edge-gateway: environment variable {args.password_env} is not set",
-                  file=sys.stderr)
-            return EXIT_CONFIG
-        password = os.environ[args.password_env]
-    logging.getLogger("asyncua").setLevel(logging.ERROR)  # its notes are no answer here
-    try:
-        found = asyncio.run(discover(args.endpoint, user=args.user, password=password,
-                                     timeout_s=args.timeout, max_tags=args.max_tags,
-                                     max_nodes=args.max_nodes))
-    except DiscoveryError as exc:
-        print(f"edge-gateway: {exc}", file=sys.stderr)
-        return 1
-    text = render(found, name=args.name, device=args.device)
-    if args.output:
-        Path(args.output).write_text(text)
-        readable = sum(1 for t in found.tags if not t.skipped)
-        print(f"wrote {args.output}: {readable} tags, {len(found.tags) - readable} skipped",
-              file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-    return 0
+    return run_cli(args.endpoint, name=args.name, device=args.device, user=args.user,
+                   password_env=args.password_env, timeout_s=args.timeout,
+                   max_tags=args.max_tags, max_nodes=args.max_nodes, output=args.output)
 
 
 def cmd_journal(args: argparse.Namespace) -> int:

@@ -11,8 +11,8 @@ comments with the reason, so nothing is silently left out.
 
 Invariants:
 
-* The output is a config file ``check-config`` accepts as it is: names unique and without
-  ``/``, node ids as the server gave them, every string TOML-escaped.
+* The config printed from it (``edge.sources.opcua_discover_output``) is one
+  ``check-config`` accepts as it is, node ids as the server gave them.
 * Discovery only reads (Browse, Read, GetEndpoints); it never writes to the server.
 * Bounded: at most ``max_nodes`` nodes browsed and ``max_tags`` tags written; when a limit
   stops the walk the output says so.
@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -328,63 +326,3 @@ async def _name(client: Client, nid: ua.NodeId) -> str:
     dv = (await _read(client, [(nid, ua.AttributeIds.BrowseName)]))[0]
     value = dv.Value.Value if dv.Value is not None else None
     return str(value.Name) if isinstance(value, ua.QualifiedName) else str(nid.to_string())
-
-
-# ----------------------------------------------------------------------------- output
-
-
-def tag_name(path: str) -> str:
-    """A tag name from a browse path: dots between the levels, nothing but letters,
-    digits, ``_``, ``-`` and ``.``."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", path.replace("/", ".")).strip("_") or "tag"
-
-
-def _s(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)  # a JSON string is a TOML basic string
-
-
-def render(found: Discovery, *, name: str = "plc", device: str = "") -> str:
-    """The TOML of one ``[[sources]]`` (and the gateway's id), with the endpoints and the
-    skipped nodes as comments."""
-    policy, mode = found.security
-    lines = [f"# edge-gateway discover {found.endpoint}",
-             "# Endpoints the server offers (security policy / mode: logins):"]
-    lines += [f"#   {e.policy} / {e.mode}: {', '.join(e.logins) or '-'}" for e in found.endpoints]
-    if policy == "None":
-        lines.append("# Security None is for a lab: for production pick a policy above, "
-                     "set security_policy and security_mode, and trust the gateway's "
-                     "certificate on the server.")
-    lines += ["", "[gateway]", f"id = {_s(name + '-gw')}", "", "[[sources]]",
-              'type = "opcua"', f"name = {_s(name)}", f"endpoint = {_s(found.endpoint)}"]
-    if device:
-        lines.append(f"device = {_s(device)}")
-    lines += [f"security_policy = {_s(policy)}", f"security_mode = {_s(mode)}",
-              "# user = \"gateway\"", "# password_secret = \"PLC_OPCUA_PASSWORD\"", "",
-              "[[sources.groups]]", 'name = "all"', 'mode = "subscribe"',
-              "publishing_interval_ms = 500", "sampling_interval_ms = 250"]
-    used: set[str] = set()
-    for tag in found.tags:
-        if tag.skipped:
-            continue
-        base = tag_name(tag.path)
-        unique, n = base, 2
-        while unique in used:
-            unique, n = f"{base}_{n}", n + 1
-        used.add(unique)
-        lines += ["", "  [[sources.groups.tags]]", f"  name = {_s(unique)}",
-                  f"  node_id = {_s(tag.node_id)}", f"  type = {_s(tag.type)}"]
-        if tag.unit:
-            lines.append(f"  unit = {_s(tag.unit)}")
-        if tag.low is not None and tag.high is not None:
-            lines += [f"  low = {tag.low!r}", f"  high = {tag.high!r}"]
-        history = "; the server keeps its history (backfill)" if tag.history else ""
-        lines.append(f"  description = {_s(tag.path)}  # browse path{history}")
-    if not used:
-        lines += ["", "# No readable variable was found below Objects."]
-    skipped = [t for t in found.tags if t.skipped]
-    if skipped:
-        lines += ["", f"# Not readable by the source ({len(skipped)}):"]
-        lines += [f"#   {t.path} ({t.node_id}): {t.skipped}" for t in skipped]
-    if found.truncated:
-        lines += ["", f"# The browse {found.truncated}: more variables may exist."]
-    return "\n".join(lines) + "\n"

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from edge.config import load
-from edge.sources.opcua_discover import Discovery, Endpoint, Tag, render
+from edge.sources.opcua_discover import Discovery, Endpoint, Tag
+from edge.sources.opcua_discover_output import render
 
 
 def test_odd_browse_names_give_unique_valid_tag_names_and_escaped_strings(
