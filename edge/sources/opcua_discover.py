@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from asyncua import Client, ua
-from asyncua.crypto import security_policies
+
+from edge.sources.opcua_connect import LIB_ERRORS, POLICIES
 
 NS0 = 0
 _HAS_PROPERTY = ua.NodeId(ua.ObjectIds.HasProperty)
@@ -54,11 +55,6 @@ _UNREADABLE: dict[int, str] = {
     ua.ObjectIds.Guid: "a Guid",
     ua.ObjectIds.NodeId: "a NodeId",
     ua.ObjectIds.Number: "an abstract Number (its concrete type may change)",
-}
-_POLICIES: dict[str, type[security_policies.SecurityPolicy]] = {
-    "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
-    "Aes128_Sha256_RsaOaep": security_policies.SecurityPolicyAes128Sha256RsaOaep,
-    "Aes256_Sha256_RsaPss": security_policies.SecurityPolicyAes256Sha256RsaPss,
 }
 _ATTRS = (ua.AttributeIds.DataType, ua.AttributeIds.ValueRank, ua.AttributeIds.AccessLevel,
           ua.AttributeIds.Historizing)
@@ -104,7 +100,7 @@ async def discover(endpoint: str, *, user: str = "", password: str = "",
     probe = Client(endpoint, timeout=timeout_s)
     try:
         descs = await asyncio.wait_for(probe.connect_and_get_server_endpoints(), timeout_s * 2)
-    except (OSError, TimeoutError, ua.UaError, ConnectionError) as exc:
+    except LIB_ERRORS as exc:
         raise DiscoveryError(f"cannot reach {endpoint}: {_describe(exc)}") from exc
     found.endpoints = _endpoints(descs)
     found.security = _choose(found.endpoints)
@@ -112,17 +108,17 @@ async def discover(endpoint: str, *, user: str = "", password: str = "",
         client = await _client(endpoint, found.security, Path(pki), user, password, timeout_s)
         try:
             await asyncio.wait_for(client.connect(), timeout_s * 2)
-        except (OSError, TimeoutError, ua.UaError, ConnectionError) as exc:
+        except LIB_ERRORS as exc:
             policy, mode = found.security
             raise DiscoveryError(
                 f"{endpoint} refused a session (security {policy}/{mode}"
                 f"{', user ' + user if user else ', anonymous'}): {_describe(exc)}") from exc
         try:
             await _walk(client, found, max_tags, max_nodes)
-        except (OSError, TimeoutError, ua.UaError, ConnectionError) as exc:
+        except LIB_ERRORS as exc:
             raise DiscoveryError(f"browsing {endpoint} failed: {_describe(exc)}") from exc
         finally:
-            with contextlib.suppress(OSError, TimeoutError, ua.UaError, ConnectionError):
+            with contextlib.suppress(*LIB_ERRORS):
                 await asyncio.wait_for(client.disconnect(), timeout_s)  # answer complete
     return found
 
@@ -150,11 +146,11 @@ def _choose(endpoints: Sequence[Endpoint]) -> tuple[str, str]:
     if any(e.policy == "None" for e in endpoints):
         return ("None", "None")
     order = {"SignAndEncrypt": 2, "Sign": 1}
-    ours = [e for e in endpoints if e.policy in _POLICIES and e.mode in order]
+    ours = [e for e in endpoints if e.policy in POLICIES and e.mode in order]
     if not ours:
         offered = ", ".join(f"{e.policy}/{e.mode}" for e in endpoints) or "none"
         raise DiscoveryError(f"no security policy we speak is offered ({offered})")
-    best = max(ours, key=lambda e: (order[e.mode], list(_POLICIES).index(e.policy)))
+    best = max(ours, key=lambda e: (order[e.mode], list(POLICIES).index(e.policy)))
     return (best.policy, best.mode)
 
 
@@ -168,7 +164,7 @@ async def _client(endpoint: str, security: tuple[str, str], pki: Path, user: str
     policy, mode = security
     if policy != "None":
         cert, key = await client.setup_self_signed_certificate(pki / "key.pem", pki / "cert.der")
-        await client.set_security(_POLICIES[policy], str(cert), str(key),
+        await client.set_security(POLICIES[policy], str(cert), str(key),
                                   mode=getattr(ua.MessageSecurityMode, mode))
     return client
 
